@@ -1,0 +1,99 @@
+"""Wall time and peak memory of each preprocessing step for one T1w, and of the whole workflow.
+
+Usage: python benchmarks/preprocess.py [T1w.nii.gz]   (default: ../shared/data/t1w/chris_t1.nii.gz,
+else a synthetic head). Target on a 2-core machine: <= 40 s and <= 3 GB for the workflow.
+"""
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO.parent / "shared" / "data" / "t1w" / "chris_t1.nii.gz"
+
+
+def steps_table(t1w, threads=2):
+    """Each step in this process, one after the other."""
+    import numpy as np
+
+    from bids_pscore.grid import GRID_VOXEL_MM
+    from bids_pscore.preprocess import PreprocParams, steps
+
+    p = PreprocParams()
+    rows, tmp = [], Path(tempfile.mkdtemp())
+
+    def timed(name, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        rows.append((name, time.perf_counter() - start))
+        return out
+
+    template, _ = timed("template", steps.template_on_grid, p.template)
+    img = timed("load", steps.load_t1w, t1w)
+    n4 = timed("n4", steps.n4_correct, img, p.n4_shrink_mm, p.n4_iterations)
+    mask, _ = timed("skullstrip", steps.brain_mask, n4, p.stripped_max_volume_ml, threads)
+    brain = steps.as_image(np.where(np.asarray(mask.dataobj) > 0, n4.dataobj, 0), n4.affine)
+    warp, affine = timed("register", steps.register, brain, template, p.registration, p.syn_iterations, 1, tmp / "r_")
+    grid = timed("resample", steps.apply_to_grid, brain, template, [warp, affine], p.interpolation)
+    gmask = steps.apply_to_grid(mask, template, [warp, affine], "linear").get_fdata() >= 0.5
+    smooth = timed("smooth", steps.smooth_in_mask, grid.get_fdata(), gmask, p.fwhm_mm, GRID_VOXEL_MM)
+    timed("normalise", steps.normalise, smooth, gmask, p.norm_percentile)
+    return rows
+
+
+def workflow_run(bids_dir, plugin):
+    """The whole command line on a one-subject dataset, in a child process, with its peak memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        cmd = [sys.executable, "-m", "bids_pscore.cli", str(bids_dir), f"{tmp}/out", "participant", "-w", f"{tmp}/work",
+               "--nipype-plugin", plugin]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    if proc.returncode:
+        print(proc.stdout, proc.stderr)
+    return wall, peak_gb
+
+
+def one_subject_dataset(t1w, root):
+    from bids_pscore.fileio import write_json
+
+    anat = root / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    os.symlink(t1w, anat / "sub-01_T1w.nii.gz")
+    write_json(root / "dataset_description.json", {"Name": "benchmark", "BIDSVersion": "1.10.0"})
+    return root
+
+
+def main():
+    t1w = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
+    tmp = Path(tempfile.mkdtemp())
+    if not t1w.is_file():
+        from bids_pscore.synth import make_head
+        import numpy as np
+
+        head, _ = make_head(np.random.default_rng(0))
+        t1w = tmp / "synthetic_T1w.nii.gz"
+        head.to_filename(t1w)
+    print(f"T1w: {t1w}")
+    rows = steps_table(t1w)
+    print(f"\n{'step (in process)':<20}{'wall s':>8}")
+    for name, seconds in rows:
+        print(f"{name:<20}{seconds:8.1f}")
+    print(f"{'total':<20}{sum(s for _, s in rows):8.1f}")
+    print(f"peak memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
+    bids_dir = one_subject_dataset(t1w.resolve(), tmp / "bids")
+    print(f"\n{'bids_pscore participant':<28}{'wall s':>8}{'peak GB':>9}")
+    for plugin in ("Linear", "MultiProc"):
+        wall, peak = workflow_run(bids_dir, plugin)
+        print(f"{plugin:<28}{wall:8.1f}{peak:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

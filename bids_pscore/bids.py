@@ -1,0 +1,250 @@
+"""Everything BIDS: finding the T1w inputs, naming outputs, sidecars and dataset files.
+
+This is the one place that knows BIDS naming; the rest of the package asks it for paths.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .errors import NoT1wError, NotBIDSError, NothingSelectedError, UsageError
+
+BIDS_VERSION = "1.10.0"
+LABEL = re.compile(r"^[A-Za-z0-9]+$")
+# entities of the source T1w carried into every output name, in BIDS order
+SOURCE_ENTITIES = ("sub", "ses", "acq", "ce", "rec", "run")
+# the entities this app adds, in the order they follow the source ones
+DERIVED_ENTITIES = ("from", "to", "mode", "space", "res", "desc")
+GRID_RES_LABEL = "1p5"
+BIDSIGNORE = ("logs/", "*_xfm.*")
+SOFTWARE = ("bids_pscore", "nipype", "antspyx", "deepbet", "nilearn", "nibabel", "pybids", "torch")
+
+
+def clean_label(label, prefix):
+    """'sub-01' or '01' -> '01'; anything outside BIDS label characters is a usage error."""
+    text = str(label)
+    if text.startswith(f"{prefix}-"):
+        text = text[len(prefix) + 1 :]
+    if not LABEL.match(text):
+        raise UsageError(
+            f"invalid {prefix} label {label!r}: BIDS labels contain only letters and digits "
+            f"(give e.g. '{prefix}-01' or '01')"
+        )
+    return text
+
+
+def source_entities(path):
+    """The entities of a BIDS file name that outputs keep, e.g. {'sub': '01', 'run': '2'}."""
+    pairs = dict(part.split("-", 1) for part in Path(path).name.split("_") if "-" in part)
+    return {key: pairs[key] for key in SOURCE_ENTITIES if key in pairs}
+
+
+@dataclass(frozen=True)
+class T1wInput:
+    """One T1w image to process: its path and where it sits in the dataset."""
+
+    path: Path
+    relpath: str
+    entities: dict = field(hash=False)
+
+    @property
+    def label(self):
+        """Short human name, e.g. 'sub-01 ses-1 run-2'."""
+        return " ".join(f"{k}-{v}" for k, v in self.entities.items())
+
+    @property
+    def ident(self):
+        """A name safe for nipype node names, unique within a dataset."""
+        return "_".join(f"{k}_{v}" for k, v in self.entities.items())
+
+
+def load_layout(bids_dir, validate=True):
+    """Index a BIDS dataset read-only; raise NotBIDSError if it is not one."""
+    from bids import BIDSLayout
+    from bids.exceptions import BIDSValidationError
+
+    bids_dir = Path(bids_dir)
+    if not bids_dir.is_dir():
+        raise NotBIDSError(f"{bids_dir}: is not a folder; give the root of a BIDS dataset")
+    if not (bids_dir / "dataset_description.json").is_file():
+        raise NotBIDSError(
+            f"{bids_dir}: has no dataset_description.json, so it is not a BIDS dataset; "
+            "give the dataset's root folder (or add the file, see the BIDS specification)"
+        )
+    try:
+        return BIDSLayout(str(bids_dir), validate=validate)
+    except (BIDSValidationError, ValueError, json.JSONDecodeError) as exc:
+        raise NotBIDSError(f"{bids_dir}: is not a valid BIDS dataset ({exc}); fix it or pass --skip-bids-validation") from None
+
+
+def load_filter_file(path):
+    """Read a --bids-filter-file: {"t1w": {entity: value, ...}} as in fMRIPrep."""
+    if path is None:
+        return {}
+    try:
+        filters = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the BIDS filter file ({exc}); it must be JSON like {{\"t1w\": {{\"acquisition\": \"mprage\"}}}}") from None
+    if not isinstance(filters, dict) or set(filters) - {"t1w"} or not isinstance(filters.get("t1w", {}), dict):
+        raise UsageError(f"{path}: a BIDS filter file holds one key, \"t1w\", mapping entities to values")
+    return filters.get("t1w", {})
+
+
+def find_t1w(layout, participant_labels=None, session_labels=None, filters=None):
+    """Every T1w of the selected subjects and sessions, sorted by path."""
+    query = dict(suffix="T1w", datatype="anat", extension=[".nii", ".nii.gz"], return_type="filename")
+    all_t1w = layout.get(**query)
+    if not all_t1w:
+        raise NoT1wError(
+            f"{layout.root}: contains no T1w image (sub-*/[ses-*/]anat/*_T1w.nii[.gz]); "
+            "check the dataset or point to another one"
+        )
+    if participant_labels:
+        missing = sorted(set(participant_labels) - set(layout.get_subjects()))
+        if missing:
+            raise NothingSelectedError(
+                f"{layout.root}: no participant {', '.join('sub-' + m for m in missing)}; "
+                f"available: {', '.join('sub-' + s for s in sorted(layout.get_subjects()))}"
+            )
+        query["subject"] = list(participant_labels)
+    if session_labels:
+        missing = sorted(set(session_labels) - set(layout.get_sessions()))
+        if missing:
+            raise NothingSelectedError(
+                f"{layout.root}: no session {', '.join('ses-' + m for m in missing)}; "
+                f"available: {', '.join('ses-' + s for s in sorted(layout.get_sessions())) or 'none'}"
+            )
+        query["session"] = list(session_labels)
+    query.update(filters or {})
+    try:
+        selected = layout.get(**query)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"the BIDS filters cannot be applied: {exc}") from None
+    if not selected:
+        raise NothingSelectedError(
+            f"{layout.root}: the participant/session labels and filters select no T1w "
+            f"({len(all_t1w)} T1w in the dataset); loosen the selection"
+        )
+    root = Path(layout.root)
+    return [
+        T1wInput(path=Path(p), relpath=Path(p).relative_to(root).as_posix(), entities=source_entities(p))
+        for p in sorted(selected)
+    ]
+
+
+def derivative_path(entities, suffix, extension, **derived):
+    """Relative path of an output named after its source entities plus this app's own."""
+    parts = [f"{k}-{entities[k]}" for k in SOURCE_ENTITIES if k in entities]
+    parts += [f"{k}-{derived[k]}" for k in DERIVED_ENTITIES if derived.get(k) is not None]
+    folder = Path(f"sub-{entities['sub']}")
+    if "ses" in entities:
+        folder /= f"ses-{entities['ses']}"
+    return folder / "anat" / ("_".join(parts + [suffix]) + extension)
+
+
+def preproc_paths(entities, template):
+    """Relative paths of the preprocessing derivatives of one T1w (SPEC section 8)."""
+    grid = dict(space=template, res=GRID_RES_LABEL)
+    xfm = {"from": "T1w", "to": template, "mode": "image"}
+    return {
+        "t1w_grid": derivative_path(entities, "T1w", ".nii.gz", desc="preproc", **grid),
+        "mask_grid": derivative_path(entities, "mask", ".nii.gz", desc="brain", **grid),
+        "mask_native": derivative_path(entities, "mask", ".nii.gz", desc="brain"),
+        "xfm_affine": derivative_path(entities, "xfm", ".mat", desc="affine", **xfm),
+        "xfm_warp": derivative_path(entities, "xfm", ".nii.gz", desc="warp", **xfm),
+    }
+
+
+def sidecar_path(path):
+    """The JSON sidecar that belongs to a data file."""
+    name = Path(path).name
+    stem = name.split(".", 1)[0]
+    return Path(path).with_name(stem + ".json")
+
+
+def raw_uri(relpath):
+    """BIDS URI of a file of the input dataset (linked as 'raw' in dataset_description)."""
+    return f"bids:raw:{relpath}"
+
+
+def own_uri(relpath):
+    """BIDS URI of a file of this derivatives dataset."""
+    return f"bids::{Path(relpath).as_posix()}"
+
+
+def software_versions():
+    """Installed versions of the software that shapes the outputs."""
+    found = {}
+    for name in SOFTWARE:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "n/a"
+    return found
+
+
+def dataset_description(bids_dir, container=None):
+    """dataset_description.json of the output folder, a BIDS derivatives dataset."""
+    generated = {"Name": "bids_pscore", "Version": software_versions()["bids_pscore"]}
+    if container:
+        generated["Container"] = container
+    return {
+        "Name": "bids_pscore: P-score neurodegeneration biomarker",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [{"URL": "bids:raw:"}],
+        "DatasetLinks": {"raw": str(Path(bids_dir).resolve())},
+    }
+
+
+def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
+    """JSON sidecars of the preprocessing derivatives, keyed like ``preproc_paths``."""
+    raw = raw_uri(t1w_relpath)
+    template = params["template"]
+    grid = {
+        "SpatialReference": f"{template} template (nilearn) on the SPM12/CAT12 grid",
+        "Resolution": "1.5 mm isotropic, 121 x 145 x 121 voxels, bounding box [-90 -126 -72; 90 90 108] mm",
+    }
+    software = {"SoftwareVersions": software_versions()}
+    transforms = [own_uri(paths["xfm_warp"]), own_uri(paths["xfm_affine"])]
+    return {
+        "t1w_grid": {
+            "Description": "T1w bias-corrected (N4), skull-stripped, registered to MNI (rigid+affine+SyN), "
+            "smoothed inside the brain mask and scaled to [0, 1]; the input of the P-score model",
+            "Sources": [raw, own_uri(paths["mask_grid"])] + transforms,
+            "SkullStripped": True,
+            "InputSkullStripped": bool(input_skull_stripped),
+            "SmoothingFWHM": params["fwhm_mm"],
+            "SmoothingFWHMUnits": "mm",
+            "IntensityNormalisation": f"divided by the {params['norm_percentile']}th percentile of brain voxels, clipped to [0, 1]",
+            "PreprocessingParameters": params,
+            **grid,
+            **software,
+        },
+        "mask_grid": {"Type": "Brain", "Sources": [own_uri(paths["mask_native"])] + transforms, **grid, **software},
+        "mask_native": {
+            "Type": "Brain",
+            "Sources": [raw],
+            "SpatialReference": raw,
+            "Method": "input already skull-stripped: its non-zero region" if input_skull_stripped else "deepbet",
+            **software,
+        },
+        "xfm_affine": {
+            "Description": "ANTs affine (rigid + affine stages), subject T1w to template; apply after the warp",
+            "FromSpace": "T1w",
+            "ToSpace": template,
+            "Sources": [raw],
+            **software,
+        },
+        "xfm_warp": {
+            "Description": "ANTs SyN displacement field, subject T1w to template; "
+            "antsApplyTransforms -t <warp> -t <affine> maps the T1w onto the grid",
+            "FromSpace": "T1w",
+            "ToSpace": template,
+            "Sources": [raw],
+            **software,
+        },
+    }

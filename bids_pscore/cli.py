@@ -1,0 +1,120 @@
+"""The BIDS-App command line: bids_pscore bids_dir output_dir {participant,group}."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .bids import clean_label
+from .errors import PscoreError, UnknownLevelError, UsageError
+
+LEVELS = ("participant", "group")
+PLUGINS = ("Linear", "MultiProc", "SLURM", "SLURMGraph", "SGE", "SGEGraph", "PBS", "PBSGraph", "LSF", "Condor", "OAR", "IPython")
+
+EXIT_CODES = """\
+exit codes:
+  0   every selected T1w was processed
+  1   some T1w failed (the others finished; the summary names each failure and its log)
+  2   usage error (bad option or label, bad filter file, output inside the BIDS folder)
+  16  bids_dir is not a BIDS dataset
+  17  unknown analysis level
+  18  the participant/session labels or filters select nothing
+  66  no T1w image found
+  73  the output or work folder cannot be written
+"""
+
+
+def _cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _plugin_args(text):
+    """A JSON object, given inline or as a path to a .json file."""
+    source = Path(text).read_text() if Path(text).is_file() else text
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a JSON object nor a JSON file") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object, e.g. '{{\"sbatch_args\": \"-p short\"}}'")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="bids_pscore",
+        description="P-score neurodegeneration biomarker from T1w MRI, as a BIDS-App. "
+        "The participant level preprocesses each T1w (N4, skull stripping, registration to MNI, "
+        "smoothing) onto the SPM12/CAT12 1.5 mm grid and writes BIDS derivatives.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="root of the BIDS dataset (read only; never written to)")
+    parser.add_argument("output_dir", type=Path, help="output folder (e.g. bids_dir/derivatives/bids_pscore)")
+    parser.add_argument("analysis_level", help="participant: one result per T1w; group: over all participant outputs")
+    parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
+
+    select = parser.add_argument_group("selecting data")
+    select.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                        help="subjects to process, with or without 'sub-' (default: all)")
+    select.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                        help="sessions to process, with or without 'ses-' (default: all)")
+    select.add_argument("--bids-filter-file", type=Path, metavar="FILE",
+                        help='JSON selecting T1w by entity, e.g. {"t1w": {"acquisition": "mprage"}}')
+    select.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                        help="do not validate file names against the BIDS specification")
+
+    perf = parser.add_argument_group("performance and execution")
+    perf.add_argument("--n-cpus", "--nprocs", type=int, default=_cpus(), metavar="N",
+                      help="CPUs the MultiProc plugin may use (default: all available)")
+    perf.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
+                      help="threads per step, for ANTs and torch (default: min(n-cpus, 8))")
+    perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
+                      help="nipype's cache; a rerun with the same folder reuses finished steps (default: ./work)")
+    perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
+                      help="how nipype runs the steps: Linear, MultiProc (default), or a cluster (SLURM, SGE, ...)")
+    perf.add_argument("--nipype-plugin-args", type=_plugin_args, metavar="JSON",
+                      help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'')
+    perf.add_argument("--random-seed", type=int, default=20250812, metavar="N",
+                      help="seed of the registration's random sampling: same seed, same result")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: nipype's too)")
+    return parser
+
+
+def parse_args(argv=None):
+    opts = build_parser().parse_args(argv)
+    if opts.analysis_level not in LEVELS:
+        raise UnknownLevelError(f"unknown analysis level {opts.analysis_level!r}; choose one of: {', '.join(LEVELS)}")
+    if opts.participant_label:
+        opts.participant_label = sorted({clean_label(x, "sub") for x in opts.participant_label})
+    if opts.session_label:
+        opts.session_label = sorted({clean_label(x, "ses") for x in opts.session_label})
+    if opts.n_cpus < 1:
+        raise UsageError(f"--n-cpus must be at least 1, got {opts.n_cpus}")
+    opts.omp_nthreads = opts.omp_nthreads or min(opts.n_cpus, 8)
+    if opts.omp_nthreads < 1:
+        raise UsageError(f"--omp-nthreads must be at least 1, got {opts.omp_nthreads}")
+    return opts
+
+
+def main(argv=None):
+    try:
+        opts = parse_args(argv)
+        # set before ANTs is imported anywhere: ITK reads its thread count once
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(opts.omp_nthreads)
+        from . import app
+
+        run = app.run_participant if opts.analysis_level == "participant" else app.run_group
+        return run(opts)
+    except PscoreError as exc:
+        print(f"bids_pscore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bids_pscore: interrupted; finished steps are kept in the work folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

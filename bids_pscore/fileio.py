@@ -1,0 +1,48 @@
+"""Atomic writes: a killed run never leaves a half-written output file.
+
+Every output is written to a temporary name in the destination folder, then renamed,
+which is atomic on POSIX file systems.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the full suffix (.nii.gz) so that writers that infer the format from it work
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def copy_file(src, dst):
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def write_nifti(path, img):
+    with atomic_path(path) as tmp:
+        img.to_filename(tmp)

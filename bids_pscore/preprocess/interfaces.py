@@ -1,0 +1,277 @@
+"""Small nipype interfaces, one per preprocessing step, over the functions in ``steps``."""
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from . import steps
+
+
+def _save(img, runtime, name):
+    out = os.path.join(runtime.cwd, name)
+    img.to_filename(out)
+    return out
+
+
+def _load(path):
+    img = nib.load(path)
+    return img, np.asarray(img.dataobj, dtype=np.float32)
+
+
+def _set_threads(n):
+    # ITK reads this when ANTs starts a filter; torch has its own setting
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+
+
+class _InFileSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+
+
+class _OutFileSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class LoadT1w(SimpleInterface):
+    """Read and check one T1w, reorient to RAS+ (SPEC 2.1)."""
+
+    input_spec = _InFileSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):
+        self._results["out_file"] = _save(steps.load_t1w(self.inputs.in_file), runtime, "t1w_ras.nii")
+        return runtime
+
+
+class _N4InputSpec(_InFileSpec):
+    shrink_mm = traits.Float(mandatory=True)
+    iterations = traits.List(traits.Int, mandatory=True)
+    num_threads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class N4BiasCorrect(SimpleInterface):
+    """N4 bias-field correction (SPEC 2.2)."""
+
+    input_spec = _N4InputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):
+        _set_threads(self.inputs.num_threads)
+        img = nib.load(self.inputs.in_file)
+        out = steps.n4_correct(img, self.inputs.shrink_mm, self.inputs.iterations)
+        self._results["out_file"] = _save(out, runtime, "t1w_n4.nii")
+        return runtime
+
+
+class _SkullStripInputSpec(_InFileSpec):
+    stripped_max_volume_ml = traits.Float(mandatory=True)
+    num_threads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _SkullStripOutputSpec(TraitedSpec):
+    out_brain = File(exists=True)
+    out_mask = File(exists=True)
+    input_skull_stripped = traits.Bool()
+
+
+class SkullStrip(SimpleInterface):
+    """Brain mask in subject space and the masked brain (SPEC 2.3)."""
+
+    input_spec = _SkullStripInputSpec
+    output_spec = _SkullStripOutputSpec
+
+    def _run_interface(self, runtime):
+        img, data = _load(self.inputs.in_file)
+        mask, stripped = steps.brain_mask(img, self.inputs.stripped_max_volume_ml, self.inputs.num_threads)
+        inside = np.asarray(mask.dataobj) > 0
+        mask_img = steps.as_image(inside, img.affine, np.uint8)
+        self._results["out_mask"] = _save(mask_img, runtime, "brain_mask.nii.gz")
+        brain = steps.as_image(np.where(inside, data, 0), img.affine)
+        self._results["out_brain"] = _save(brain, runtime, "brain.nii")
+        self._results["input_skull_stripped"] = stripped
+        return runtime
+
+
+class _TemplateInputSpec(BaseInterfaceInputSpec):
+    template = traits.Str(mandatory=True)
+
+
+class _TemplateOutputSpec(TraitedSpec):
+    out_template = File(exists=True)
+    out_mask = File(exists=True)
+
+
+class TemplateOnGrid(SimpleInterface):
+    """The registration template on the reference grid (computed once per run, cached)."""
+
+    input_spec = _TemplateInputSpec
+    output_spec = _TemplateOutputSpec
+
+    def _run_interface(self, runtime):
+        template, mask = steps.template_on_grid(self.inputs.template)
+        self._results["out_template"] = _save(template, runtime, "template_grid.nii.gz")
+        self._results["out_mask"] = _save(mask, runtime, "template_mask_grid.nii.gz")
+        return runtime
+
+
+class _RegisterInputSpec(BaseInterfaceInputSpec):
+    in_brain = File(exists=True, mandatory=True)
+    template = File(exists=True, mandatory=True)
+    transform_type = traits.Str(mandatory=True)
+    syn_iterations = traits.List(traits.Int, mandatory=True)
+    seed = traits.Int(mandatory=True)
+    num_threads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _RegisterOutputSpec(TraitedSpec):
+    warp = File(exists=True)
+    affine = File(exists=True)
+
+
+class RegisterToTemplate(SimpleInterface):
+    """Rigid + affine + SyN registration to the template (SPEC 2.4)."""
+
+    input_spec = _RegisterInputSpec
+    output_spec = _RegisterOutputSpec
+
+    def _run_interface(self, runtime):
+        _set_threads(self.inputs.num_threads)
+        warp, affine = steps.register(
+            nib.load(self.inputs.in_brain),
+            nib.load(self.inputs.template),
+            self.inputs.transform_type,
+            self.inputs.syn_iterations,
+            self.inputs.seed,
+            Path(runtime.cwd) / "to_template_",
+        )
+        # ANTs writes into a temporary folder of its own: keep the files in the node's folder
+        for key, src, name in (("warp", warp, "warp.nii.gz"), ("affine", affine, "affine.mat")):
+            dst = os.path.join(runtime.cwd, name)
+            if os.path.abspath(src) != dst:
+                shutil.copyfile(src, dst)
+            self._results[key] = dst
+        return runtime
+
+
+class _ResampleInputSpec(BaseInterfaceInputSpec):
+    in_brain = File(exists=True, mandatory=True)
+    in_mask = File(exists=True, mandatory=True)
+    template = File(exists=True, mandatory=True)
+    warp = File(exists=True, mandatory=True)
+    affine = File(exists=True, mandatory=True)
+    interpolation = traits.Str(mandatory=True)
+    num_threads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _ResampleOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+    out_mask = File(exists=True)
+
+
+class ResampleToGrid(SimpleInterface):
+    """Brain and mask onto the reference grid (SPEC 2.5)."""
+
+    input_spec = _ResampleInputSpec
+    output_spec = _ResampleOutputSpec
+
+    def _run_interface(self, runtime):
+        _set_threads(self.inputs.num_threads)
+        template = nib.load(self.inputs.template)
+        transforms = [self.inputs.warp, self.inputs.affine]
+        brain = steps.apply_to_grid(nib.load(self.inputs.in_brain), template, transforms, self.inputs.interpolation)
+        # a linearly interpolated mask cut at one half keeps the edge where it was
+        mask = steps.apply_to_grid(nib.load(self.inputs.in_mask), template, transforms, "linear")
+        inside = np.asarray(mask.dataobj) >= 0.5
+        brain = steps.as_image(np.where(inside, np.clip(brain.dataobj, 0, None), 0), brain.affine)
+        self._results["out_file"] = _save(brain, runtime, "brain_grid.nii.gz")
+        self._results["out_mask"] = _save(steps.as_image(inside, mask.affine, np.uint8), runtime, "mask_grid.nii.gz")
+        return runtime
+
+
+class _MaskedInputSpec(_InFileSpec):
+    mask = File(exists=True, mandatory=True)
+
+
+class _SmoothInputSpec(_MaskedInputSpec):
+    fwhm_mm = traits.Float(mandatory=True)
+
+
+class SmoothInMask(SimpleInterface):
+    """Gaussian smoothing inside the brain mask (SPEC 2.6)."""
+
+    input_spec = _SmoothInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):
+        img, data = _load(self.inputs.in_file)
+        mask = np.asarray(nib.load(self.inputs.mask).dataobj) > 0
+        out = steps.smooth_in_mask(data, mask, self.inputs.fwhm_mm, float(steps.voxel_sizes(img)[0]))
+        self._results["out_file"] = _save(steps.as_image(out, img.affine), runtime, "smoothed_grid.nii.gz")
+        return runtime
+
+
+class _NormaliseInputSpec(_MaskedInputSpec):
+    percentile = traits.Float(mandatory=True)
+
+
+class NormaliseIntensity(SimpleInterface):
+    """Scale to [0, 1] by a robust maximum of the brain (SPEC 2.7)."""
+
+    input_spec = _NormaliseInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):
+        img, data = _load(self.inputs.in_file)
+        mask = np.asarray(nib.load(self.inputs.mask).dataobj) > 0
+        out = steps.normalise(data, mask, self.inputs.percentile)
+        self._results["out_file"] = _save(steps.as_image(out, img.affine), runtime, "preproc_grid.nii.gz")
+        return runtime
+
+
+class _SinkInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    t1w_relpath = traits.Str(mandatory=True)
+    entities = traits.Dict(mandatory=True)
+    params = traits.Dict(mandatory=True)
+    input_skull_stripped = traits.Bool(mandatory=True)
+    t1w_grid = File(exists=True, mandatory=True)
+    mask_grid = File(exists=True, mandatory=True)
+    mask_native = File(exists=True, mandatory=True)
+    xfm_affine = File(exists=True, mandatory=True)
+    xfm_warp = File(exists=True, mandatory=True)
+
+
+class _SinkOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True))
+
+
+class DerivativesSink(SimpleInterface):
+    """Copy one T1w's results into the BIDS derivatives folder, each file atomically."""
+
+    input_spec = _SinkInputSpec
+    output_spec = _SinkOutputSpec
+
+    def _run_interface(self, runtime):
+        from .. import bids
+        from ..fileio import copy_file, write_json
+
+        params = self.inputs.params
+        paths = bids.preproc_paths(self.inputs.entities, params["template"])
+        sidecars = bids.preproc_sidecars(self.inputs.t1w_relpath, paths, params, self.inputs.input_skull_stripped)
+        root = Path(self.inputs.output_dir)
+        written = []
+        for key, relpath in paths.items():
+            copy_file(getattr(self.inputs, key), root / relpath)
+            write_json(root / bids.sidecar_path(relpath), sidecars[key])
+            written += [str(root / relpath), str(root / bids.sidecar_path(relpath))]
+        self._results["out_files"] = written
+        return runtime

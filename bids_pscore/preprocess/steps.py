@@ -1,0 +1,231 @@
+"""The preprocessing steps of SPEC section 2 as plain functions on nibabel images.
+
+The nipype interfaces in ``interfaces.py`` wrap these one to one; tests and benchmarks call
+them directly. Images are nibabel images in RAS+ orientation with float32 data.
+"""
+
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputImageError
+from ..grid import GRID_AFFINE, GRID_SHAPE, GRID_VOXEL_MM
+
+MIN_VOXEL_MM = 0.3
+MAX_VOXEL_MM = 3.0
+FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+
+def as_image(data, affine, dtype=np.float32):
+    """A NIfTI image in mm with the given data type."""
+    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    return img
+
+
+def load_t1w(path):
+    """Read one T1w, check that it is usable, and return it in RAS+ as float32.
+
+    Raises InputImageError with a one-line message naming the file and the fix.
+    """
+    path = str(path)
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+        raise InputImageError(
+            f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc}); the file is truncated "
+            "or corrupt: convert it again from DICOM or download it again"
+        ) from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise InputImageError(
+            f"{path}: is 4-D with {data.shape[3]} volumes; a T1w must be one 3-D volume: "
+            "split it and keep one volume (or average the repetitions) before running"
+        )
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise InputImageError(
+            f"{path}: has shape {data.shape}, not a 3-D volume; pass the full 3-D T1w, not a single slice"
+        )
+    header = img.header
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        raise InputImageError(
+            f"{path}: has no orientation (qform_code and sform_code are both 0); "
+            "convert it again from DICOM (e.g. dcm2niix) so that the header holds the scanner affine"
+        )
+    affine = img.affine
+    linear = affine[:3, :3]
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-6:
+        raise InputImageError(
+            f"{path}: has a singular or non-finite affine; fix the header's qform/sform "
+            "(convert it again from DICOM)"
+        )
+    voxel_mm = np.sqrt((linear**2).sum(axis=0))
+    if voxel_mm.min() < MIN_VOXEL_MM or voxel_mm.max() > MAX_VOXEL_MM:
+        raise InputImageError(
+            f"{path}: voxel size {np.round(voxel_mm, 3).tolist()} mm is outside [{MIN_VOXEL_MM}, "
+            f"{MAX_VOXEL_MM}] mm; check the header's pixdim or resample the image to about 1 mm"
+        )
+    values = np.asarray(data, dtype=np.float32)
+    n_bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if n_bad:
+        raise InputImageError(
+            f"{path}: has {n_bad} NaN or Inf voxels; replace them (e.g. with 0) before running"
+        )
+    if not np.any(values):
+        raise InputImageError(f"{path}: every voxel is 0; this is not a T1w image, check the file")
+    if values.min() == values.max():
+        raise InputImageError(f"{path}: every voxel has the same value; this is not a T1w image, check the file")
+    ras = nib.as_closest_canonical(nib.Nifti1Image(values, affine))
+    return as_image(ras.dataobj, ras.affine)
+
+
+def _to_ants(img):
+    import ants
+
+    return ants.from_nibabel_nifti(as_image(img.dataobj, img.affine))
+
+
+def _to_nib(ants_img):
+    import ants
+
+    out = ants.to_nibabel_nifti(ants_img)
+    return as_image(out.dataobj, out.affine)
+
+
+def voxel_sizes(img):
+    return np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
+
+
+def n4_correct(img, shrink_mm, iterations):
+    """N4 bias-field correction (ANTs) on a grid coarsened to about ``shrink_mm``."""
+    import ants
+
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    # N4 works in log space: shift so that the image is positive, and skip the background
+    floor = float(np.percentile(data, 1))
+    foreground = data > floor
+    shifted = np.where(foreground, data - floor + 1.0, 0.0)
+    shrink = max(1, int(round(shrink_mm / float(voxel_sizes(img).min()))))
+    corrected = ants.n4_bias_field_correction(
+        _to_ants(as_image(shifted, img.affine)),
+        mask=_to_ants(as_image(foreground, img.affine)),
+        shrink_factor=shrink,
+        convergence={"iters": [int(i) for i in iterations], "tol": 1e-7},
+    )
+    return as_image(np.where(foreground, corrected.numpy(), 0.0), img.affine)
+
+
+def nonzero_region(data):
+    """The largest connected non-zero region of a volume, with its holes filled."""
+    labels, n = ndimage.label(data > 0)
+    if n == 0:
+        return np.zeros(data.shape, bool)
+    largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    return ndimage.binary_fill_holes(labels == largest)
+
+
+def brain_mask(img, stripped_max_volume_ml, n_threads=1):
+    """Brain mask in the image's space: deepbet, or the input itself if already skull-stripped.
+
+    Returns (mask image, input_was_skull_stripped). A skull-stripped input is recognised by
+    its non-zero region being brain-sized; its mask is that region, so deepbet cannot cut
+    into a brain that someone already extracted.
+    """
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    region = nonzero_region(data)
+    region_ml = region.sum() * float(np.prod(voxel_sizes(img))) / 1000.0
+    if region_ml < stripped_max_volume_ml:
+        return as_image(region, img.affine), True
+    import torch
+    from deepbet import BrainExtraction
+
+    torch.set_num_threads(n_threads)
+    # deepbet's weights ship inside its wheel: nothing is downloaded
+    _, mask, _ = BrainExtraction(no_gpu=True).run(as_image(data, img.affine))
+    mask = nib.as_closest_canonical(mask)
+    return as_image(np.asarray(mask.dataobj) > 0, mask.affine), False
+
+
+def template_on_grid(template_name):
+    """The registration template resampled onto the reference grid, and its brain mask."""
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
+    from nilearn.image import resample_img
+
+    if template_name != "MNI152NLin2009aSym":
+        raise ValueError(f"template {template_name!r} is not shipped; use MNI152NLin2009aSym")
+    kwargs = dict(target_affine=GRID_AFFINE, target_shape=GRID_SHAPE, force_resample=True, copy_header=True)
+    template = resample_img(load_mni152_template(resolution=1), interpolation="continuous", **kwargs)
+    mask = resample_img(load_mni152_brain_mask(resolution=1), interpolation="nearest", **kwargs)
+    return (
+        as_image(np.clip(template.get_fdata(), 0, None), GRID_AFFINE),
+        as_image(mask.get_fdata() > 0, GRID_AFFINE),
+    )
+
+
+def register(brain, template, transform_type, syn_iterations, seed, out_prefix):
+    """Rigid + affine + SyN registration of a skull-stripped brain to the template.
+
+    Returns the forward transforms in the order antsApplyTransforms takes them:
+    (warp field, affine).
+    """
+    import ants
+    import ants.config
+
+    # ANTsPy reads the seed of its random metric sampling from this module-level setting
+    ants.config._random_seed = int(seed)
+    result = ants.registration(
+        fixed=_to_ants(template),
+        moving=_to_ants(brain),
+        type_of_transform=transform_type,
+        reg_iterations=tuple(int(i) for i in syn_iterations),
+        outprefix=str(out_prefix),
+    )
+    warp, affine = result["fwdtransforms"]
+    return Path(warp), Path(affine)
+
+
+def apply_to_grid(img, template, transforms, interpolation):
+    """Resample a subject-space image onto the reference grid through the transforms."""
+    import ants
+
+    moved = ants.apply_transforms(
+        fixed=_to_ants(template),
+        moving=_to_ants(img),
+        transformlist=[str(t) for t in transforms],
+        interpolator=interpolation,
+    )
+    return as_image(moved.numpy(), GRID_AFFINE)
+
+
+def smooth_in_mask(data, mask, fwhm_mm, voxel_mm=GRID_VOXEL_MM):
+    """Gaussian smoothing restricted to the mask (normalised convolution); 0 outside.
+
+    Dividing the smoothed masked image by the smoothed mask keeps the brain's edge from
+    being darkened by the zeros around it, and no background enters the brain.
+    """
+    mask = np.asarray(mask, bool)
+    inside = np.where(mask, data, 0.0).astype(np.float64)
+    if fwhm_mm <= 0:
+        return inside.astype(np.float32)
+    sigma = fwhm_mm * FWHM_TO_SIGMA / voxel_mm
+    weight = ndimage.gaussian_filter(mask.astype(np.float64), sigma, mode="constant")
+    smoothed = ndimage.gaussian_filter(inside, sigma, mode="constant")
+    out = np.zeros(data.shape, np.float32)
+    out[mask] = smoothed[mask] / np.maximum(weight[mask], 1e-12)
+    return out
+
+
+def normalise(data, mask, percentile):
+    """Divide by a high percentile of the brain voxels and clip to [0, 1]; 0 outside."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        raise InputImageError("the brain mask on the grid is empty: registration or skull stripping failed")
+    scale = float(np.percentile(data[mask], percentile))
+    if scale <= 0:
+        raise InputImageError("the brain has no positive intensity after preprocessing; check the T1w")
+    return np.where(mask, np.clip(data / scale, 0.0, 1.0), 0.0).astype(np.float32)

@@ -1,0 +1,101 @@
+"""Progress a user can follow: one line per T1w and step, then a summary table."""
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _fmt_seconds(seconds):
+    return f"{seconds:6.1f}s" if seconds < 600 else f"{seconds / 60:6.1f}m"
+
+
+@dataclass
+class Outcome:
+    label: str
+    status: str = "not run"
+    seconds: float = 0.0
+    failed_step: str = ""
+    message: str = ""
+    log: str = ""
+    steps: dict = field(default_factory=dict)
+
+
+class Progress:
+    """A nipype ``status_callback``: prints each finished step with the elapsed time.
+
+    ``labels`` maps the identifier used in node names (``T1wInput.ident``) to the label
+    shown to the user (``T1wInput.label``).
+    """
+
+    def __init__(self, labels, stream=None):
+        self.start = time.monotonic()
+        self.stream = stream or sys.stdout
+        self.outcomes = {ident: Outcome(label) for ident, label in labels.items()}
+        self._began = {}
+        # node full names look like 'bids_pscore_wf.<ident>_wf.n4' or 'bids_pscore_wf.<ident>_sink'
+        self._ident = re.compile(r"\.(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True))) + r")_(wf|sink)\b")
+
+    def _which(self, node):
+        found = self._ident.search("." + node.fullname)
+        return found.group(1) if found else None
+
+    def __call__(self, node, status):
+        now = time.monotonic()
+        if status == "start":
+            self._began[node.fullname] = now
+            return
+        took = now - self._began.pop(node.fullname, now)
+        ident = self._which(node)
+        label = self.outcomes[ident].label if ident else "all T1w"
+        step = "derivatives" if node.name.endswith("_sink") else node.name
+        word = "done" if status == "end" else "FAILED"
+        print(f"[{_fmt_seconds(now - self.start)}] {label:<28} {step:<12} {word} ({took:.1f} s)", file=self.stream, flush=True)
+        if ident:
+            outcome = self.outcomes[ident]
+            outcome.steps[step] = took
+            outcome.seconds += took
+            if status != "end":
+                outcome.status = "failed"
+                outcome.failed_step = step
+            elif step == "derivatives" and outcome.status != "failed":
+                outcome.status = "ok"
+
+    def attach_crash_logs(self, crash_dir):
+        """Give each failed T1w the crash file nipype wrote and the error's own message."""
+        for crash in sorted(Path(crash_dir).glob("crash-*.txt")):
+            text = crash.read_text(errors="replace")
+            node_line = next((line for line in text.splitlines() if line.startswith("Node: ")), "")
+            found = self._ident.search("." + node_line[len("Node: "):].strip())
+            if not found:
+                continue
+            outcome = self.outcomes[found.group(1)]
+            if outcome.status == "failed" and not outcome.log:
+                outcome.log = str(crash)
+                outcome.message = error_message(text)
+
+    def summary(self):
+        """The final table, as text."""
+        rows = [("T1w", "status", "time", "failed step", "error / log")]
+        for o in self.outcomes.values():
+            detail = f"{o.message}  [log: {o.log}]" if o.log else o.message
+            rows.append((o.label, o.status, f"{o.seconds:.1f} s", o.failed_step or "-", detail or "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+        n_ok = sum(o.status == "ok" for o in self.outcomes.values())
+        lines.append(f"{n_ok} of {len(self.outcomes)} T1w done in {time.monotonic() - self.start:.1f} s")
+        return "\n".join(lines)
+
+    @property
+    def failed(self):
+        return [o for o in self.outcomes.values() if o.status != "ok"]
+
+
+def error_message(crash_text):
+    """The last 'SomeError: message' line of a traceback, without the exception's module path."""
+    for line in reversed(crash_text.splitlines()):
+        found = re.match(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", line)
+        if found:
+            return f"{found.group(1)}: {found.group(2).strip()}"
+    return "see the log"
