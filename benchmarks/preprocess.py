@@ -12,8 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
-
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared" / "data" / "t1w" / "chris_t1.nii.gz"
 
@@ -35,11 +33,13 @@ def steps_table(t1w, threads=2):
         return out
 
     template, _ = timed("template", steps.template_on_grid, p.template)
+    coarse, _ = timed("template (reg.)", steps.template_on_grid, p.template, p.registration_mm)
     img = timed("load", steps.load_t1w, t1w)
     n4 = timed("n4", steps.n4_correct, img, p.n4_shrink_mm, p.n4_iterations)
     mask, _ = timed("skullstrip", steps.brain_mask, n4, p.stripped_max_volume_ml, threads)
     brain = steps.as_image(np.where(np.asarray(mask.dataobj) > 0, n4.dataobj, 0), n4.affine)
-    warp, affine = timed("register", steps.register, brain, template, p.registration, p.syn_iterations, 1, tmp / "r_")
+    iterations = (p.rigid_iterations, p.affine_iterations, p.syn_iterations)
+    warp, affine = timed("register", steps.register, brain, coarse, template, iterations, 1, tmp / "r_")
     grid = timed("resample", steps.apply_to_grid, brain, template, [warp, affine], p.interpolation)
     gmask = steps.apply_to_grid(mask, template, [warp, affine], "linear").get_fdata() >= 0.5
     smooth = timed("smooth", steps.smooth_in_mask, grid.get_fdata(), gmask, p.fwhm_mm, GRID_VOXEL_MM)

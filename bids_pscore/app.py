@@ -76,6 +76,8 @@ def plugin_settings(name, user_args, n_cpus, status_callback):
     args = dict(user_args or {})
     if name == "MultiProc":
         args.setdefault("n_procs", n_cpus)
+        # forked workers can deadlock in OpenMP/torch thread pools the parent already started
+        args.setdefault("mp_context", "forkserver")
     args["status_callback"] = status_callback
     return args
 

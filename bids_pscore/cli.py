@@ -70,7 +70,8 @@ def build_parser():
     perf.add_argument("--n-cpus", "--nprocs", type=int, default=_cpus(), metavar="N",
                       help="CPUs the MultiProc plugin may use (default: all available)")
     perf.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
-                      help="threads per step, for ANTs and torch (default: min(n-cpus, 8))")
+                      help="threads per step for deepbet's network (default: min(n-cpus, 8)); ANTs runs "
+                      "single-threaded so that a seed gives identical results")
     perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
                       help="nipype's cache; a rerun with the same folder reuses finished steps (default: ./work)")
     perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
@@ -102,8 +103,6 @@ def parse_args(argv=None):
 def main(argv=None):
     try:
         opts = parse_args(argv)
-        # set before ANTs is imported anywhere: ITK reads its thread count once
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(opts.omp_nthreads)
         from . import app
 
         run = app.run_participant if opts.analysis_level == "participant" else app.run_group

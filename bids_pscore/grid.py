@@ -15,6 +15,15 @@ GRID_AFFINE = np.array(
 )
 
 
+def grid_at(voxel_mm):
+    """(shape, affine) of a grid over the same bounding box at another voxel size."""
+    extent = np.array([180.0, 216.0, 180.0])
+    shape = tuple(int(n) for n in np.round(extent / voxel_mm) + 1)
+    affine = GRID_AFFINE.copy()
+    affine[:3, :3] = np.diag([-voxel_mm, voxel_mm, voxel_mm])
+    return shape, affine
+
+
 def is_on_grid(shape, affine, atol=1e-3):
     """True when an image of this shape and affine lies exactly on the reference grid."""
     return tuple(shape[:3]) == GRID_SHAPE and np.allclose(affine, GRID_AFFINE, atol=atol)

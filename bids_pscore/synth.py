@@ -1,7 +1,7 @@
 """Synthetic T1w heads and small BIDS datasets made from what the installed packages carry.
 
-A head is nilearn's MNI152 brain wrapped in CSF, skull and scalp layers, put in a random
-pose, with a smooth bias field and noise; its brain mask is known exactly. Used for the
+A head is nilearn's MNI152 brain wrapped in CSF, skull and scalp layers, moved to a random
+pose inside its voxel grid, with a smooth bias field and noise; its brain mask is known exactly. Used for the
 quick-start demo dataset and for tests with ground truth.
 """
 
@@ -19,6 +19,7 @@ from .fileio import write_json, write_nifti, write_text
 # tissue layers outside the brain: (outer distance from the brain in mm, intensity)
 LAYERS = ((3.0, 0.12), (8.0, 0.04), (13.0, 0.75))
 PAD_MM = 16
+DATASET_NAME = "bids_pscore synthetic heads"
 
 
 def _template():
@@ -45,6 +46,13 @@ def random_affine(rng, max_rotation_deg=12.0, max_shift_mm=10.0, max_scale=0.05)
     return out
 
 
+def move(data, affine, pose, order=1):
+    """Resample a volume so that its content moves by ``pose`` (world mm) on the same voxel grid."""
+    # voxel of the output -> world -> inverse pose -> voxel of the input
+    vox = np.linalg.inv(affine) @ np.linalg.inv(pose) @ affine
+    return ndimage.affine_transform(data, vox[:3, :3], vox[:3, 3], order=order, mode="constant", cval=0.0)
+
+
 def bias_field(shape, rng, strength=0.2):
     """A smooth multiplicative field between about 1 - strength and 1 + strength."""
     grids = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij")
@@ -66,13 +74,15 @@ def make_head(rng, noise=0.02, bias=0.2):
     for outer, value in LAYERS:
         head[(distance > inner) & (distance <= outer)] = value
         inner = outer
+    pose = random_affine(rng)
+    head = move(head, affine, pose)
+    mask = move(mask.astype(np.float32), affine, pose) >= 0.5
     head *= bias_field(head.shape, rng, bias)
     head += rng.normal(0.0, noise, head.shape).astype(np.float32)
     head = np.abs(head)  # magnitude images are positive (Rician-like background)
-    pose = random_affine(rng)
     scale = rng.uniform(600, 1400)
-    head_img = nib.Nifti1Image(np.round(head * scale).astype(np.int16), pose @ affine)
-    mask_img = nib.Nifti1Image(mask.astype(np.uint8), pose @ affine)
+    head_img = nib.Nifti1Image(np.round(head * scale).astype(np.int16), affine)
+    mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)
     for img in (head_img, mask_img):
         img.header.set_xyzt_units("mm")
         img.set_qform(img.affine, 1)
@@ -85,7 +95,7 @@ def write_dataset(out_dir, n_subjects=1, n_sessions=1, seed=0):
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     write_json(out_dir / "dataset_description.json", {
-        "Name": "bids_pscore synthetic heads", "BIDSVersion": "1.10.0", "DatasetType": "raw",
+        "Name": DATASET_NAME, "BIDSVersion": "1.10.0", "DatasetType": "raw",
         "License": "CC0", "GeneratedBy": [{"Name": "bids_pscore-synth", "Description": f"seed {seed}"}],
     })  # fmt: skip
     rows = ["participant_id\tage\tsex"]
@@ -113,8 +123,10 @@ def main(argv=None):
     parser.add_argument("--n-sessions", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     opts = parser.parse_args(argv)
-    if opts.out_dir.exists() and any(opts.out_dir.iterdir()):
-        print(f"bids_pscore-synth: error: {opts.out_dir} is not empty; give a new folder", file=sys.stderr)
+    description = opts.out_dir / "dataset_description.json"
+    ours = description.is_file() and json.loads(description.read_text()).get("Name") == DATASET_NAME
+    if opts.out_dir.exists() and any(opts.out_dir.iterdir()) and not ours:
+        print(f"bids_pscore-synth: error: {opts.out_dir} holds other files; give a new or empty folder", file=sys.stderr)
         return 2
     write_dataset(opts.out_dir, opts.n_subjects, opts.n_sessions, opts.seed)
     print(f"bids_pscore-synth: wrote {opts.n_subjects} subject(s) x {opts.n_sessions} session(s) to {opts.out_dir}")

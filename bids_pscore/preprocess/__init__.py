@@ -4,6 +4,9 @@ import os
 
 # nipype phones home for version checks on import unless told not to; this app runs offline
 os.environ.setdefault("NIPYPE_NO_ET", "1")
+# ITK fixes its thread count at its first use in a process, and ANTs registration is only
+# reproducible for a given seed on one thread; parallelism comes from running T1w side by side
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
 from .params import PreprocParams  # noqa: E402
 from .workflow import init_participant_wf, init_preproc_wf  # noqa: E402

@@ -28,11 +28,6 @@ def _load(path):
     return img, np.asarray(img.dataobj, dtype=np.float32)
 
 
-def _set_threads(n):
-    # ITK reads this when ANTs starts a filter; torch has its own setting
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
-
-
 class _InFileSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
 
@@ -55,7 +50,6 @@ class LoadT1w(SimpleInterface):
 class _N4InputSpec(_InFileSpec):
     shrink_mm = traits.Float(mandatory=True)
     iterations = traits.List(traits.Int, mandatory=True)
-    num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 
 class N4BiasCorrect(SimpleInterface):
@@ -65,7 +59,6 @@ class N4BiasCorrect(SimpleInterface):
     output_spec = _OutFileSpec
 
     def _run_interface(self, runtime):
-        _set_threads(self.inputs.num_threads)
         img = nib.load(self.inputs.in_file)
         out = steps.n4_correct(img, self.inputs.shrink_mm, self.inputs.iterations)
         self._results["out_file"] = _save(out, runtime, "t1w_n4.nii")
@@ -103,11 +96,13 @@ class SkullStrip(SimpleInterface):
 
 class _TemplateInputSpec(BaseInterfaceInputSpec):
     template = traits.Str(mandatory=True)
+    registration_mm = traits.Float(mandatory=True)
 
 
 class _TemplateOutputSpec(TraitedSpec):
-    out_template = File(exists=True)
-    out_mask = File(exists=True)
+    out_template = File(exists=True, desc="template on the grid")
+    out_mask = File(exists=True, desc="template brain mask on the grid")
+    out_coarse_template = File(exists=True, desc="template on the coarser grid of the linear registration")
 
 
 class TemplateOnGrid(SimpleInterface):
@@ -120,16 +115,19 @@ class TemplateOnGrid(SimpleInterface):
         template, mask = steps.template_on_grid(self.inputs.template)
         self._results["out_template"] = _save(template, runtime, "template_grid.nii.gz")
         self._results["out_mask"] = _save(mask, runtime, "template_mask_grid.nii.gz")
+        coarse, _ = steps.template_on_grid(self.inputs.template, self.inputs.registration_mm)
+        self._results["out_coarse_template"] = _save(coarse, runtime, "template_coarse_grid.nii.gz")
         return runtime
 
 
 class _RegisterInputSpec(BaseInterfaceInputSpec):
     in_brain = File(exists=True, mandatory=True)
-    template = File(exists=True, mandatory=True)
-    transform_type = traits.Str(mandatory=True)
+    coarse_template = File(exists=True, mandatory=True, desc="template for the linear stages")
+    template = File(exists=True, mandatory=True, desc="template on the grid, for SyN")
+    rigid_iterations = traits.List(traits.Int, mandatory=True)
+    affine_iterations = traits.List(traits.Int, mandatory=True)
     syn_iterations = traits.List(traits.Int, mandatory=True)
     seed = traits.Int(mandatory=True)
-    num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -144,12 +142,11 @@ class RegisterToTemplate(SimpleInterface):
     output_spec = _RegisterOutputSpec
 
     def _run_interface(self, runtime):
-        _set_threads(self.inputs.num_threads)
         warp, affine = steps.register(
             nib.load(self.inputs.in_brain),
+            nib.load(self.inputs.coarse_template),
             nib.load(self.inputs.template),
-            self.inputs.transform_type,
-            self.inputs.syn_iterations,
+            (self.inputs.rigid_iterations, self.inputs.affine_iterations, self.inputs.syn_iterations),
             self.inputs.seed,
             Path(runtime.cwd) / "to_template_",
         )
@@ -169,7 +166,6 @@ class _ResampleInputSpec(BaseInterfaceInputSpec):
     warp = File(exists=True, mandatory=True)
     affine = File(exists=True, mandatory=True)
     interpolation = traits.Str(mandatory=True)
-    num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 
 class _ResampleOutputSpec(TraitedSpec):
@@ -184,7 +180,6 @@ class ResampleToGrid(SimpleInterface):
     output_spec = _ResampleOutputSpec
 
     def _run_interface(self, runtime):
-        _set_threads(self.inputs.num_threads)
         template = nib.load(self.inputs.template)
         transforms = [self.inputs.warp, self.inputs.affine]
         brain = steps.apply_to_grid(nib.load(self.inputs.in_brain), template, transforms, self.inputs.interpolation)

@@ -20,8 +20,10 @@ class PreprocParams:
     n4_iterations: tuple = (50, 50, 30)
     # an input whose non-zero voxels fill less than this is taken as already skull-stripped
     stripped_max_volume_ml: float = 2500.0
-    # ANTs: rigid + affine + SyN; iterations of SyN per level (coarse to fine)
-    registration: str = "SyNRA"
+    # ANTs rigid and affine stages run on a copy of the grid at this spacing, SyN on the grid
+    registration_mm: float = 2.0
+    rigid_iterations: tuple = (500, 250, 0)
+    affine_iterations: tuple = (500, 250, 100, 0)
     syn_iterations: tuple = (40, 20, 0)
     interpolation: str = "linear"
     fwhm_mm: float = 8.0

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputImageError
-from ..grid import GRID_AFFINE, GRID_SHAPE, GRID_VOXEL_MM
+from ..grid import GRID_AFFINE, GRID_SHAPE, GRID_VOXEL_MM, grid_at
 
 MIN_VOXEL_MM = 0.3
 MAX_VOXEL_MM = 3.0
@@ -35,7 +35,7 @@ def load_t1w(path):
     try:
         img = nib.load(path)
         data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+    except (OSError, EOFError, ValueError, zlib.error, np.linalg.LinAlgError, nib.filebasedimages.ImageFileError) as exc:
         raise InputImageError(
             f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc}); the file is truncated "
             "or corrupt: convert it again from DICOM or download it again"
@@ -151,42 +151,56 @@ def brain_mask(img, stripped_max_volume_ml, n_threads=1):
     return as_image(np.asarray(mask.dataobj) > 0, mask.affine), False
 
 
-def template_on_grid(template_name):
-    """The registration template resampled onto the reference grid, and its brain mask."""
+def template_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
+    """The registration template and its brain mask, resampled onto the grid (or a copy at voxel_mm)."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
     from nilearn.image import resample_img
 
     if template_name != "MNI152NLin2009aSym":
         raise ValueError(f"template {template_name!r} is not shipped; use MNI152NLin2009aSym")
-    kwargs = dict(target_affine=GRID_AFFINE, target_shape=GRID_SHAPE, force_resample=True, copy_header=True)
+    shape, affine = (GRID_SHAPE, GRID_AFFINE) if voxel_mm == GRID_VOXEL_MM else grid_at(voxel_mm)
+    kwargs = dict(target_affine=affine, target_shape=shape, force_resample=True, copy_header=True)
     template = resample_img(load_mni152_template(resolution=1), interpolation="continuous", **kwargs)
     mask = resample_img(load_mni152_brain_mask(resolution=1), interpolation="nearest", **kwargs)
-    return (
-        as_image(np.clip(template.get_fdata(), 0, None), GRID_AFFINE),
-        as_image(mask.get_fdata() > 0, GRID_AFFINE),
-    )
+    return as_image(np.clip(template.get_fdata(), 0, None), affine), as_image(mask.get_fdata() > 0, affine)
 
 
-def register(brain, template, transform_type, syn_iterations, seed, out_prefix):
-    """Rigid + affine + SyN registration of a skull-stripped brain to the template.
+def register(brain, coarse_template, template, iterations, seed, out_prefix):
+    """Rigid, affine, then SyN registration of a skull-stripped brain to the template.
 
-    Returns the forward transforms in the order antsApplyTransforms takes them:
-    (warp field, affine).
+    The linear stages run against ``coarse_template`` (the grid at 2 mm), SyN against
+    ``template`` on the grid, and the brain is first resampled to the grid's 1.5 mm: on a
+    1 mm head this halved the time at the same template correlation (0.881 either way).
+    ``iterations`` holds the (rigid, affine, syn) iterations per level. Returns the forward
+    transforms in the order antsApplyTransforms takes them: (warp field, affine), ANTs folding
+    the linear stages into the affine. ITK must run single-threaded for the result to depend
+    on the seed alone (ANTs sums its metric over threads in a varying order: two runs on two
+    threads differed by up to 0.7 mm).
     """
     import ants
     import ants.config
 
     # ANTsPy reads the seed of its random metric sampling from this module-level setting
     ants.config._random_seed = int(seed)
-    result = ants.registration(
-        fixed=_to_ants(template),
-        moving=_to_ants(brain),
-        type_of_transform=transform_type,
-        reg_iterations=tuple(int(i) for i in syn_iterations),
-        outprefix=str(out_prefix),
+    moving = ants.resample_image(_to_ants(brain), (GRID_VOXEL_MM,) * 3, use_voxels=False, interp_type=0)
+    coarse, fixed = _to_ants(coarse_template), _to_ants(template)
+    # ANTsPy wants tuples here: it formats them as ANTs' '4x2x1' level lists
+    rigid_its, affine_its, syn_its = (tuple(int(i) for i in its) for its in iterations)
+    levels = len(rigid_its)
+    rigid = ants.registration(
+        coarse, moving, "Rigid", aff_iterations=rigid_its, aff_shrink_factors=tuple(2**k for k in reversed(range(levels))),
+        aff_smoothing_sigmas=tuple(reversed(range(levels))), outprefix=f"{out_prefix}rigid_",
     )
-    warp, affine = result["fwdtransforms"]
-    return Path(warp), Path(affine)
+    affine = ants.registration(
+        coarse, moving, "Affine", initial_transform=rigid["fwdtransforms"][0], aff_iterations=affine_its,
+        outprefix=f"{out_prefix}affine_",
+    )
+    syn = ants.registration(
+        fixed, moving, "SyNOnly", initial_transform=affine["fwdtransforms"][0], reg_iterations=syn_its,
+        outprefix=f"{out_prefix}syn_",
+    )
+    warp, linear = syn["fwdtransforms"]
+    return Path(warp), Path(linear)
 
 
 def apply_to_grid(img, template, transforms, interpolation):

@@ -20,13 +20,14 @@ PREPROC_OUTPUTS = ("t1w_grid", "mask_grid", "mask_native", "xfm_affine", "xfm_wa
 
 def init_template_node(params, name="template"):
     """The registration template on the grid, shared by every T1w of a run."""
-    return pe.Node(TemplateOnGrid(template=params.template), name=name)
+    return pe.Node(TemplateOnGrid(template=params.template, registration_mm=params.registration_mm), name=name)
 
 
 def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
     """Raw T1w -> preprocessed image on the reference grid (SPEC section 2).
 
-    Inputs: ``t1w`` (path), ``template`` (template on the grid). Outputs: the grid image,
+    Inputs: ``t1w`` (path), ``template`` (template on the grid), ``coarse_template``
+    (the template on the coarser registration grid). Outputs: the grid image,
     the brain mask on the grid and in subject space, and the forward transforms.
     """
     wf = pe.Workflow(name=name)
@@ -34,20 +35,18 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
         f"The T1w image was checked and reoriented to RAS+, corrected for intensity "
         f"non-uniformity with N4 (ANTs), and skull-stripped with deepbet (inputs that were "
         f"already skull-stripped kept their own brain). The brain was registered to the "
-        f"{params.template} template (nilearn) with rigid, affine and SyN stages (ANTs, "
-        f"seed {seed}), resampled onto the 121 x 145 x 121, 1.5 mm SPM12/CAT12 grid with "
+        f"{params.template} template (nilearn) with rigid and affine stages on a "
+        f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, single-threaded, seed {seed}), resampled onto the 121 x 145 x 121, 1.5 mm SPM12/CAT12 grid with "
         f"{params.interpolation} interpolation, smoothed inside the brain mask with a "
         f"{params.fwhm_mm:g} mm FWHM Gaussian and divided by the {params.norm_percentile:g}th "
         f"percentile of brain intensities, clipped to [0, 1]."
     )
-    inputnode = pe.Node(IdentityInterface(fields=["t1w", "template"]), name="inputnode")
+    inputnode = pe.Node(IdentityInterface(fields=["t1w", "template", "coarse_template"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=list(PREPROC_OUTPUTS)), name="outputnode")
 
     load = pe.Node(LoadT1w(), name="load")
     n4 = pe.Node(
-        N4BiasCorrect(shrink_mm=params.n4_shrink_mm, iterations=list(params.n4_iterations), num_threads=omp_nthreads),
-        name="n4",
-        n_procs=omp_nthreads,
+        N4BiasCorrect(shrink_mm=params.n4_shrink_mm, iterations=list(params.n4_iterations)), name="n4"
     )
     skullstrip = pe.Node(
         SkullStrip(stripped_max_volume_ml=params.stripped_max_volume_ml, num_threads=omp_nthreads),
@@ -56,15 +55,14 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
     )
     register = pe.Node(
         RegisterToTemplate(
-            transform_type=params.registration,
+            rigid_iterations=list(params.rigid_iterations),
+            affine_iterations=list(params.affine_iterations),
             syn_iterations=list(params.syn_iterations),
             seed=seed,
-            num_threads=omp_nthreads,
         ),
         name="register",
-        n_procs=omp_nthreads,
     )
-    resample = pe.Node(ResampleToGrid(interpolation=params.interpolation, num_threads=omp_nthreads), name="resample")
+    resample = pe.Node(ResampleToGrid(interpolation=params.interpolation), name="resample")
     smooth = pe.Node(SmoothInMask(fwhm_mm=params.fwhm_mm), name="smooth")
     normalise = pe.Node(NormaliseIntensity(percentile=params.norm_percentile), name="normalise")
 
@@ -73,7 +71,7 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
         (load, n4, [("out_file", "in_file")]),
         (n4, skullstrip, [("out_file", "in_file")]),
         (skullstrip, register, [("out_brain", "in_brain")]),
-        (inputnode, register, [("template", "template")]),
+        (inputnode, register, [("coarse_template", "coarse_template"), ("template", "template")]),
         (skullstrip, resample, [("out_brain", "in_brain"), ("out_mask", "in_mask")]),
         (inputnode, resample, [("template", "template")]),
         (register, resample, [("warp", "warp"), ("affine", "affine")]),
@@ -108,7 +106,8 @@ def init_participant_wf(t1w_inputs, output_dir, params, seed, omp_nthreads=1, na
         # outputs must be rewritten if someone deleted them, even when nothing upstream changed
         sink.overwrite = True
         wf.connect([
-            (template, preproc, [("out_template", "inputnode.template")]),
+            (template, preproc, [("out_template", "inputnode.template"),
+                                 ("out_coarse_template", "inputnode.coarse_template")]),
             (preproc, sink, [(f"outputnode.{k}", k) for k in PREPROC_OUTPUTS]),
         ])  # fmt: skip
     return wf

@@ -1,0 +1,89 @@
+"""Discovery with pybids, output names, and atomic writes."""
+
+from pathlib import Path
+
+import pytest
+
+from bids_pscore import bids
+from bids_pscore.errors import UsageError
+from bids_pscore.fileio import atomic_path, write_json
+
+from .helpers import make_bids, small_image
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_bids(tmp_path / "bids", {
+        "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz": small_image(),
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz": small_image(),
+        "sub-01/ses-2/anat/sub-01_ses-2_T2w.nii.gz": small_image(),
+        "sub-02/ses-1/anat/sub-02_ses-1_run-1_T1w.nii": small_image(),
+        "sub-02/ses-1/anat/sub-02_ses-1_run-2_T1w.nii.gz": small_image(),
+        "sub-03/anat/sub-03_T1w.nii.gz": small_image(),
+        # earlier outputs of this app inside the dataset must not be taken for inputs
+        "derivatives/bids_pscore/sub-01/ses-1/anat/sub-01_ses-1_desc-preproc_T1w.nii.gz": small_image(),
+    })  # fmt: skip
+
+
+def relpaths(found):
+    return [t.relpath for t in found]
+
+
+def test_finds_every_t1w_with_its_entities(dataset):
+    found = bids.find_t1w(bids.load_layout(dataset))
+    assert relpaths(found) == [
+        "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz",
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz",
+        "sub-02/ses-1/anat/sub-02_ses-1_run-1_T1w.nii",
+        "sub-02/ses-1/anat/sub-02_ses-1_run-2_T1w.nii.gz",
+        "sub-03/anat/sub-03_T1w.nii.gz",
+    ]
+    fancy = found[1]
+    assert fancy.entities == {"sub": "01", "ses": "2", "acq": "fast", "ce": "gad", "rec": "norm", "run": "02"}
+    assert fancy.label == "sub-01 ses-2 acq-fast ce-gad rec-norm run-02"
+    assert len({t.ident for t in found}) == len(found)
+
+
+def test_selection_by_subject_session_and_filter(dataset):
+    layout = bids.load_layout(dataset)
+    assert relpaths(bids.find_t1w(layout, ["02", "03"])) == [
+        "sub-02/ses-1/anat/sub-02_ses-1_run-1_T1w.nii",
+        "sub-02/ses-1/anat/sub-02_ses-1_run-2_T1w.nii.gz",
+        "sub-03/anat/sub-03_T1w.nii.gz",
+    ]
+    assert relpaths(bids.find_t1w(layout, ["01"], ["2"])) == ["sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz"]
+    assert relpaths(bids.find_t1w(layout, None, None, {"run": 2})) == ["sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz", "sub-02/ses-1/anat/sub-02_ses-1_run-2_T1w.nii.gz"]
+
+
+def test_output_names_keep_the_source_entities():
+    entities = bids.source_entities("sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz")
+    paths = bids.preproc_paths(entities, "MNI152NLin2009aSym")
+    assert paths["t1w_grid"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-MNI152NLin2009aSym_res-1p5_desc-preproc_T1w.nii.gz")
+    assert paths["mask_native"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_desc-brain_mask.nii.gz")
+    assert paths["xfm_warp"].name == "sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz"
+    assert bids.sidecar_path(paths["xfm_warp"]).name.endswith("_desc-warp_xfm.json")
+    no_session = bids.preproc_paths(bids.source_entities("sub-03_T1w.nii.gz"), "X")
+    assert no_session["mask_grid"] == Path("sub-03/anat/sub-03_space-X_res-1p5_desc-brain_mask.nii.gz")
+
+
+@pytest.mark.parametrize("given,clean", [("sub-01", "01"), ("01", "01"), ("ABC123", "ABC123")])
+def test_clean_label(given, clean):
+    assert bids.clean_label(given, "sub") == clean
+
+
+@pytest.mark.parametrize("given", ["sub-", "0_1", "../x", "a/b", "x y", "sub-01-02"])
+def test_clean_label_refuses(given):
+    with pytest.raises(UsageError):
+        bids.clean_label(given, "sub")
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out" / "table.tsv"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a ta")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+    write_json(target.with_suffix(".json"), {"a": 1})
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["table.json"]

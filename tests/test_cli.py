@@ -1,0 +1,149 @@
+"""The command-line contract: options, labels, and every documented exit code.
+
+None of these runs the preprocessing: each case stops before the workflow or fails fast.
+"""
+
+import json
+
+import pytest
+
+from bids_pscore import errors
+from bids_pscore.cli import EXIT_CODES, main, parse_args
+
+from .helpers import make_bids, small_image
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_bids(tmp_path / "bids", {
+        "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz": small_image(),
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_run-2_T1w.nii.gz": small_image(),
+        "sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz": small_image(),
+        "sub-02/ses-1/func/sub-02_ses-1_task-rest_bold.nii.gz": small_image(),
+    })  # fmt: skip
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr()
+
+
+def test_version_and_help_document_exit_codes(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert "bids_pscore" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for code in (0, 1, 2, 16, 17, 18, 66, 73):
+        assert f"\n  {code} " in "\n" + EXIT_CODES and f"  {code} " in text
+
+
+def test_labels_with_or_without_prefix(tmp_path):
+    opts = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "sub-02", "01", "--session-label", "ses-1"])
+    assert opts.participant_label == ["01", "02"]
+    assert opts.session_label == ["1"]
+
+
+@pytest.mark.parametrize("label", ["../01", "01/02", "sub-0_1", "a b", ".."])
+def test_bad_label_is_a_usage_error(dataset, tmp_path, capsys, label):
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--participant-label", label)
+    assert code == errors.EXIT_USAGE
+    assert "BIDS labels contain only letters and digits" in out.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_positional_is_usage(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["only_one"])
+    assert stop.value.code == 2
+
+
+def test_unknown_level(dataset, tmp_path, capsys):
+    code, out = run(capsys, dataset, tmp_path / "out", "session")
+    assert code == errors.EXIT_UNKNOWN_LEVEL == 17
+    assert "participant, group" in out.err
+
+
+def test_not_bids(tmp_path, capsys):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    code, out = run(capsys, plain, tmp_path / "out", "participant")
+    assert code == errors.EXIT_NOT_BIDS == 16
+    assert "dataset_description.json" in out.err and str(plain) in out.err
+    code, _ = run(capsys, tmp_path / "missing", tmp_path / "out", "participant")
+    assert code == 16
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_t1w(tmp_path, capsys):
+    root = make_bids(tmp_path / "bids", {"sub-01/func/sub-01_task-rest_bold.nii.gz": small_image()})
+    code, out = run(capsys, root, tmp_path / "out", "participant")
+    assert code == errors.EXIT_NO_T1W == 66
+    assert "no T1w" in out.err
+
+
+def test_selection_matches_nothing(dataset, tmp_path, capsys):
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--participant-label", "03")
+    assert code == errors.EXIT_NOTHING_SELECTED == 18
+    assert "sub-03" in out.err and "sub-01, sub-02" in out.err
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--session-label", "9")
+    assert code == 18 and "ses-9" in out.err
+    filters = tmp_path / "filters.json"
+    filters.write_text(json.dumps({"t1w": {"acquisition": "slow"}}))
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters)
+    assert code == 18 and "select no T1w" in out.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_filter_file(dataset, tmp_path, capsys):
+    filters = tmp_path / "filters.json"
+    filters.write_text("{not json")
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters)
+    assert code == errors.EXIT_USAGE and str(filters) in out.err
+    filters.write_text(json.dumps({"bold": {}}))
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters)
+    assert code == errors.EXIT_USAGE and '"t1w"' in out.err
+
+
+def test_output_not_writable(dataset, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, out = run(capsys, dataset, blocker / "out", "participant", "-w", tmp_path / "work")
+    assert code == errors.EXIT_OUTPUT_NOT_WRITABLE == 73
+    assert str(blocker / "out") in out.err
+
+
+def test_output_inside_bids_folder_is_refused(dataset, tmp_path, capsys):
+    code, out = run(capsys, dataset, dataset / "results", "participant", "-w", tmp_path / "work")
+    assert code == errors.EXIT_USAGE and "never written" in out.err
+    assert not (dataset / "results").exists()
+
+
+def test_group_without_participant_outputs(dataset, tmp_path, capsys):
+    code, out = run(capsys, dataset, tmp_path / "empty", "group")
+    assert code == errors.EXIT_NO_T1W and "participant level first" in out.err
+
+
+def test_failing_sessions_do_not_stop_others_and_are_summarised(tmp_path, capsys):
+    """Two unreadable T1w: both fail at 'load', the run finishes, exit 1, each named with its log."""
+    good = small_image(value=None)
+    truncated = tmp_path / "full.nii.gz"
+    good.to_filename(truncated)
+    nan_image = small_image()
+    nan_image.dataobj[2, 2, 2] = float("nan")
+    root = make_bids(tmp_path / "bids", {
+        "sub-01/anat/sub-01_T1w.nii.gz": truncated.read_bytes()[:300],
+        "sub-02/anat/sub-02_T1w.nii.gz": nan_image,
+    })  # fmt: skip
+    out_dir = tmp_path / "out"
+    code, out = run(capsys, root, out_dir, "participant", "-w", tmp_path / "work", "--nipype-plugin", "Linear")
+    assert code == errors.EXIT_SESSION_FAILED
+    failed = {line.split()[0]: line for line in out.out.splitlines() if "  failed  " in line}
+    assert "truncated or corrupt" in failed["sub-01"] and "load" in failed["sub-01"]
+    assert "NaN or Inf" in failed["sub-02"] and "sub-02_T1w.nii.gz" in failed["sub-02"]
+    assert "0 of 2 T1w done" in out.out
+    crash_logs = list((out_dir / "logs").glob("run-*/crash-*.txt"))
+    assert len(crash_logs) == 2
+    assert not list(out_dir.glob("sub-*"))

@@ -1,0 +1,85 @@
+"""The array steps of the preprocessing against hand computations."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bids_pscore.errors import InputImageError
+from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, is_on_grid
+from bids_pscore.preprocess import PreprocParams
+from bids_pscore.preprocess.steps import FWHM_TO_SIGMA, nonzero_region, normalise, smooth_in_mask
+
+
+def ball(shape=(40, 40, 40), radius=12):
+    grid = np.indices(shape) - (np.array(shape) // 2)[:, None, None, None]
+    return (grid**2).sum(0) <= radius**2
+
+
+def test_grid_is_spm_tpm_grid():
+    assert GRID_SHAPE == (121, 145, 121)
+    # voxel (0,0,0) is at (90, -126, -72) mm and the last voxel at (-90, 90, 108) mm
+    assert np.allclose(GRID_AFFINE @ [0, 0, 0, 1], [90, -126, -72, 1])
+    assert np.allclose(GRID_AFFINE @ [120, 144, 120, 1], [-90, 90, 108, 1])
+    assert is_on_grid(GRID_SHAPE, GRID_AFFINE) and not is_on_grid((121, 145, 120), GRID_AFFINE)
+
+
+def test_fwhm_to_sigma():
+    assert FWHM_TO_SIGMA * 8.0 == pytest.approx(3.3972, abs=1e-4)
+
+
+def test_smoothing_keeps_a_constant_brain_constant_and_nothing_outside():
+    mask = ball()
+    data = np.where(mask, 0.7, 5.0)  # bright 'skull' outside must not leak in
+    out = smooth_in_mask(data, mask, fwhm_mm=8.0, voxel_mm=1.5)
+    np.testing.assert_allclose(out[mask], 0.7, rtol=1e-6)
+    assert not out[~mask].any()
+
+
+def test_smoothing_matches_normalised_convolution_by_hand():
+    rng = np.random.default_rng(0)
+    mask = ball()
+    data = rng.uniform(0, 1, mask.shape)
+    sigma = 6.0 * FWHM_TO_SIGMA / 1.5
+    expected = ndimage.gaussian_filter(data * mask, sigma, mode="constant") / ndimage.gaussian_filter(mask * 1.0, sigma, mode="constant")
+    out = smooth_in_mask(data, mask, fwhm_mm=6.0, voxel_mm=1.5)
+    np.testing.assert_allclose(out[mask], expected[mask], rtol=1e-5)
+    # smoothing lowers the variance inside
+    assert out[mask].std() < 0.5 * data[mask].std()
+
+
+def test_zero_fwhm_only_masks():
+    mask = ball()
+    data = np.random.default_rng(1).uniform(0, 1, mask.shape)
+    out = smooth_in_mask(data, mask, 0.0)
+    np.testing.assert_allclose(out, np.where(mask, data, 0), rtol=1e-6)
+
+
+def test_normalise_divides_by_percentile_and_clips():
+    mask = np.zeros((10, 10, 10), bool)
+    mask[2:8, 2:8, 2:8] = True
+    data = np.zeros(mask.shape)
+    data[mask] = np.arange(mask.sum()) + 1.0  # 1 .. 216
+    out = normalise(data, mask, 50.0)
+    median = np.percentile(np.arange(1, 217), 50)
+    assert out.max() == 1.0 and out.min() == 0.0
+    np.testing.assert_allclose(out[mask][:100], (np.arange(100) + 1) / median, rtol=1e-6)
+    assert not out[~mask].any()
+    with pytest.raises(InputImageError):
+        normalise(data, np.zeros_like(mask), 99.0)
+
+
+def test_nonzero_region_keeps_largest_blob_with_holes_filled():
+    data = np.zeros((30, 30, 30))
+    data[5:20, 5:20, 5:20] = 1.0
+    data[10:12, 10:12, 10:12] = 0.0  # a hole
+    data[25:27, 25:27, 25:27] = 1.0  # a speck elsewhere
+    region = nonzero_region(data)
+    assert region.sum() == 15**3
+    assert region[11, 11, 11] and not region[26, 26, 26]
+
+
+def test_params_round_trip_and_refuse_unknown_keys():
+    params = PreprocParams(fwhm_mm=6.0)
+    assert PreprocParams.from_dict(params.to_dict()) == params
+    with pytest.raises(Exception, match="unknown preprocessing parameters"):
+        PreprocParams.from_dict({**params.to_dict(), "typo": 1})

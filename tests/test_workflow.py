@@ -1,0 +1,158 @@
+"""The preprocessing against ground truth, on generated and real heads (slow: minutes)."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_pscore import bids
+from bids_pscore.cli import main
+from bids_pscore.grid import GRID_VOXEL_MM, is_on_grid
+from bids_pscore.preprocess import PreprocParams, steps
+from bids_pscore.synth import bias_field, move, random_affine, write_dataset
+
+from .helpers import COLIN, COLIN_BRAIN, dice
+
+pytestmark = pytest.mark.slow
+PARAMS = PreprocParams()
+
+
+def outputs_of(out_dir, relpath):
+    return {k: out_dir / v for k, v in bids.preproc_paths(bids.source_entities(relpath), PARAMS.template).items()}
+
+
+def check_grid_outputs(paths, mask_litres=(1.0, 2.0)):
+    """Outputs exist with sidecars, lie on the exact grid, in [0, 1], with a plausible brain."""
+    for path in paths.values():
+        assert path.is_file() and bids.sidecar_path(path).is_file(), path
+    t1w, mask = nib.load(paths["t1w_grid"]), nib.load(paths["mask_grid"])
+    assert is_on_grid(t1w.shape, t1w.affine) and is_on_grid(mask.shape, mask.affine)
+    data, inside = t1w.get_fdata(), mask.get_fdata() > 0
+    assert data.min() >= 0.0 and data.max() <= 1.0 and data.max() == 1.0
+    assert not data[~inside].any()
+    litres = inside.sum() * GRID_VOXEL_MM**3 / 1e6
+    assert mask_litres[0] <= litres <= mask_litres[1]
+    native = nib.load(paths["mask_native"])
+    native_litres = (native.get_fdata() > 0).sum() * np.prod(native.header.get_zooms()[:3]) / 1e6
+    assert mask_litres[0] <= native_litres <= mask_litres[1]
+    return data, inside
+
+
+def template_correlation(data):
+    """Correlation with the template inside its brain, both smoothed the same way."""
+    template, template_mask = steps.template_on_grid(PARAMS.template)
+    inside = np.asarray(template_mask.dataobj) > 0
+    smoothed = steps.smooth_in_mask(template.get_fdata(), inside, PARAMS.fwhm_mm)
+    return np.corrcoef(data[inside], smoothed[inside])[0, 1]
+
+
+def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path, capsys):
+    root = write_dataset(tmp_path / "bids", n_subjects=1, n_sessions=1, seed=3)
+    broken = root / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes((root / "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz").read_bytes()[:5000])
+    out_dir, work = tmp_path / "out", tmp_path / "work"
+    args = [str(root), str(out_dir), "participant", "-w", str(work), "--random-seed", "7"]
+
+    assert main(args) == 1
+    text = capsys.readouterr().out
+    assert "1 of 2 T1w done" in text
+    assert any(line.startswith("sub-02") and "failed" in line and "load" in line for line in text.splitlines())
+
+    paths = outputs_of(out_dir, "sub-01_ses-1_T1w.nii.gz")
+    data, _ = check_grid_outputs(paths)
+    truth = nib.load(root / "derivatives/groundtruth/sub-01/ses-1/anat/sub-01_ses-1_desc-brain_mask.nii.gz")
+    assert dice(nib.load(paths["mask_native"]).get_fdata() > 0, truth.get_fdata() > 0) >= 0.95
+    assert template_correlation(data) >= 0.9
+
+    sidecar = json.loads(bids.sidecar_path(paths["t1w_grid"]).read_text())
+    assert sidecar["Sources"][0] == "bids:raw:sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"
+    assert sidecar["SkullStripped"] is True and sidecar["InputSkullStripped"] is False
+    assert sidecar["SmoothingFWHM"] == 8.0 and sidecar["SoftwareVersions"]["antspyx"] != "n/a"
+    description = json.loads((out_dir / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "bids_pscore"
+    assert "*_xfm.*" in (out_dir / ".bidsignore").read_text()
+    assert not [p for p in out_dir.rglob(".*") if p.name != ".bidsignore"], "temporary files left behind"
+
+    # a rerun reuses every finished step: no result file is rewritten, and it is quick
+    # (the failed T1w is tried again, and the sink always rewrites the outputs)
+    finished = [p for p in work.rglob("result_*.pklz") if "sub_02" not in str(p) and "_sink" not in str(p)]
+    assert len(finished) == 8
+    stamps = {p: p.stat().st_mtime_ns for p in finished}
+    reference = nib.load(paths["t1w_grid"]).get_fdata()
+    paths["t1w_grid"].unlink()  # a lost output is written again from the cache
+    start = time.monotonic()
+    assert main(args) == 1
+    assert time.monotonic() - start < 20
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    np.testing.assert_array_equal(nib.load(paths["t1w_grid"]).get_fdata(), reference)
+
+
+@pytest.mark.skipif(not COLIN.is_file(), reason="Debian's mricron-data (Colin27) is not installed")
+def test_skull_stripping_of_a_moved_colin27_against_its_bet_mask(tmp_path):
+    rng = np.random.default_rng(11)
+    head = nib.load(COLIN)
+    truth = nib.load(COLIN_BRAIN).get_fdata() > 0
+    pose = random_affine(rng, max_rotation_deg=15, max_shift_mm=12, max_scale=0.08)
+    moved = move(head.get_fdata().astype(np.float32), head.affine, pose)
+    moved_truth = move(truth.astype(np.float32), head.affine, pose) >= 0.5
+    moved = moved * bias_field(moved.shape, rng, 0.25) + rng.normal(0, 3.0, moved.shape)
+    path = tmp_path / "colin_moved.nii.gz"
+    nib.Nifti1Image(np.abs(moved).astype(np.float32), head.affine).to_filename(path)
+
+    img = steps.load_t1w(path)
+    mask, stripped = steps.brain_mask(steps.n4_correct(img, PARAMS.n4_shrink_mm, PARAMS.n4_iterations), PARAMS.stripped_max_volume_ml, 2)
+    assert not stripped
+    assert dice(np.asarray(mask.dataobj) > 0, moved_truth) >= 0.92
+
+
+def test_registration_is_reproducible_with_a_seed(tmp_path):
+    template, _ = steps.template_on_grid(PARAMS.template, 3.0)
+    # a template moved off its place stands in for a subject's brain
+    brain = steps.as_image(move(template.get_fdata(), template.affine, random_affine(np.random.default_rng(5))), template.affine)
+    fields = []
+    for attempt in range(2):
+        iterations = ((100, 50, 0), (100, 50, 20, 0), (20, 10, 0))
+        warp, affine = steps.register(brain, template, template, iterations, 3, tmp_path / f"run{attempt}_")
+        fields.append((nib.load(warp).get_fdata(), affine.read_bytes()))
+    np.testing.assert_array_equal(fields[0][0], fields[1][0])
+    assert fields[0][1] == fields[1][1]
+
+
+def test_real_heads_with_skull(shared_data, tmp_path, capsys):
+    heads = sorted((shared_data / "t1w").glob("*.nii.gz"))
+    files = {}
+    for head in heads:
+        label = "".join(ch for ch in head.name.split(".")[0] if ch.isalnum())
+        files[f"sub-{label}/anat/sub-{label}_T1w.nii.gz"] = head
+    root = tmp_path / "bids"
+    for rel, src in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(src, root / rel)
+    (root / "dataset_description.json").write_text('{"Name": "heads", "BIDSVersion": "1.10.0"}')
+    out_dir = tmp_path / "out"
+    assert main([str(root), str(out_dir), "participant", "-w", str(tmp_path / "work")]) == 0
+    for rel in files:
+        data, _ = check_grid_outputs(outputs_of(out_dir, rel))
+        # real anatomy is not the template's: measured 0.83 and 0.88; a failed registration is far lower
+        assert template_correlation(data) >= 0.8
+
+
+def test_already_skull_stripped_bids_mini_is_not_damaged(shared_data, tmp_path):
+    """bids_mini is read-only and skull-stripped: the app reads it in place and keeps its brain."""
+    root = shared_data / "bids_mini"
+    out_dir = tmp_path / "out"
+    assert main([str(root), str(out_dir), "participant", "--participant-label", "02", "-w", str(tmp_path / "work")]) == 0
+    paths = outputs_of(out_dir, "sub-02_T1w.nii.gz")
+    check_grid_outputs(paths)
+    assert json.loads(bids.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is True
+    source = nib.load(root / "sub-02/anat/sub-02_T1w.nii.gz").get_fdata() > 0
+    mask = nib.as_closest_canonical(nib.load(paths["mask_native"]))
+    source_ras = nib.as_closest_canonical(nib.Nifti1Image(source.astype(np.uint8), nib.load(root / "sub-02/anat/sub-02_T1w.nii.gz").affine))
+    kept = np.logical_and(mask.get_fdata() > 0, source_ras.get_fdata() > 0).sum() / (source_ras.get_fdata() > 0).sum()
+    assert kept >= 0.99
+    assert not list(Path(root).rglob("*desc-*"))  # nothing was written into the BIDS folder
