@@ -16,9 +16,10 @@ LABEL = re.compile(r"^[A-Za-z0-9]+$")
 # entities of the source T1w carried into every output name, in BIDS order
 SOURCE_ENTITIES = ("sub", "ses", "acq", "ce", "rec", "run")
 # the entities this app adds, in the order they follow the source ones
-DERIVED_ENTITIES = ("from", "to", "mode", "space", "res", "desc")
+DERIVED_ENTITIES = ("from", "to", "mode", "space", "atlas", "res", "desc")
 GRID_RES_LABEL = "1p5"
-BIDSIGNORE = ("logs/", "*_xfm.*")
+BIDSIGNORE = ("logs/", "*_xfm.*", "*_pscore.*")
+ATLAS_LUT = "atlas-Brainnetome_dseg.tsv"
 SOFTWARE = ("bids_pscore", "nipype", "antspyx", "deepbet", "nilearn", "nibabel", "pybids", "torch")
 
 
@@ -154,6 +155,18 @@ def preproc_paths(entities, template):
         "mask_native": derivative_path(entities, "mask", ".nii.gz", desc="brain"),
         "xfm_affine": derivative_path(entities, "xfm", ".mat", desc="affine", **xfm),
         "xfm_warp": derivative_path(entities, "xfm", ".nii.gz", desc="warp", **xfm),
+    }
+
+
+def pscore_paths(entities, template, atlas="Brainnetome"):
+    """Relative paths of the P-score derivatives of one T1w (SPEC section 8)."""
+    grid = dict(space=template, res=GRID_RES_LABEL)
+    return {
+        "cube_table": derivative_path(entities, "pscore", ".tsv", desc="cubes", **grid),
+        "voxel_map": derivative_path(entities, "pscore", ".nii.gz", desc="voxel", **grid),
+        "region_table": derivative_path(entities, "pscore", ".tsv", atlas=atlas, desc="regions"),
+        "region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="regions", **grid),
+        "summary": derivative_path(entities, "pscore", ".json", desc="summary"),
     }
 
 

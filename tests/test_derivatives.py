@@ -1,0 +1,90 @@
+"""The P-score derivatives of one session load back, in pandas and nibabel, to the same numbers."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_pscore import atlas, bids, derivatives, pscore
+from bids_pscore.grid import GRID_SHAPE, N_CUBES, is_on_grid
+
+TEMPLATE = "MNI152NLin2009aSym"
+
+
+@pytest.fixture(scope="module")
+def session():
+    rng = np.random.default_rng(4)
+    grid_atlas = atlas.atlas_on_grid()
+    mask = np.zeros(GRID_SHAPE, bool)
+    mask[20:100, 20:125, 15:105] = True
+    m, n = pscore.brain_overlap(mask, grid_atlas)
+    sizes = pscore.region_sizes(grid_atlas)
+    weights, selected = rng.normal(0, 0.2, N_CUBES), np.zeros(N_CUBES, bool)
+    selected[rng.choice(N_CUBES, 35, replace=False)] = True
+    p_ad = rng.uniform(0, 1, (1, N_CUBES))
+    raw = pscore.region_scores(pscore.cube_scores(rng.uniform(0, 1, (20, N_CUBES)), weights, selected), np.repeat(m, 20, 0), np.repeat(n, 20, 0), sizes)
+    reference = pscore.reference_statistics(raw, [1] * 10 + [0] * 10, [1] * 20)
+    scores = pscore.score(p_ad, weights, selected, m, n, sizes, reference)
+    return dict(
+        scores=scores, weights=weights, selected=selected, reference=reference,
+        voxel_map=pscore.voxel_scores(scores.cube, mask)[0],
+        region_map=pscore.paint_regions(scores.region_norm, grid_atlas)[0],
+    )  # fmt: skip
+
+
+def write(tmp_path, s):
+    entities = {"sub": "01", "ses": "2", "run": "1"}
+    card = {"name": "demo", "version": "0.1", "sha256": "ab" * 32}
+    return derivatives.write_session(
+        tmp_path, entities, TEMPLATE, s["scores"], s["voxel_map"], s["region_map"], 0.83, "AD",
+        s["weights"], s["selected"], s["reference"].threshold, card, "sub-01/ses-2/anat/sub-01_ses-2_run-1_T1w.nii.gz",
+    )  # fmt: skip
+
+
+def test_tables_load_back_to_the_same_numbers(tmp_path, session):
+    paths = write(tmp_path, session)
+    assert paths["cube_table"].name == "sub-01_ses-2_run-1_space-MNI152NLin2009aSym_res-1p5_desc-cubes_pscore.tsv"
+    assert paths["region_table"].name == "sub-01_ses-2_run-1_atlas-Brainnetome_desc-regions_pscore.tsv"
+    scores = session["scores"]
+    cubes = pd.read_csv(paths["cube_table"], sep="\t", na_values="n/a")
+    assert len(cubes) == 150 and list(cubes["cube"]) == list(range(150))
+    np.testing.assert_allclose(cubes["p_ad"], scores.p_ad[0], rtol=1e-8)
+    np.testing.assert_allclose(cubes["p_cube"], scores.cube[0], rtol=1e-8, atol=1e-12)
+    assert cubes["weight"].isna().sum() == 115 and cubes["selected"].sum() == 35
+    np.testing.assert_allclose(cubes.loc[cubes["selected"], "weight"], session["weights"][session["selected"]], rtol=1e-8)
+    assert "n/a" in paths["cube_table"].read_text()
+    regions = pd.read_csv(paths["region_table"], sep="\t", na_values="n/a")
+    assert len(regions) == 246 and regions.loc[210, "label"] == "L.mAmyg"
+    np.testing.assert_allclose(regions["p_region"], scores.region[0], rtol=1e-8, atol=1e-15)
+    np.testing.assert_allclose(regions["p_region_norm"], scores.region_norm[0], rtol=1e-8, atol=1e-15)
+    assert regions["degenerative"].tolist() == scores.degenerative[0].tolist()
+    sidecar = json.loads(bids.sidecar_path(paths["region_table"]).read_text())
+    assert set(sidecar) == set(regions.columns)
+
+
+def test_maps_and_summary(tmp_path, session):
+    paths = write(tmp_path, session)
+    voxel = nib.load(paths["voxel_map"])
+    assert is_on_grid(voxel.shape, voxel.affine) and int(voxel.header["sform_code"]) == 4
+    np.testing.assert_allclose(voxel.get_fdata(), session["voxel_map"], rtol=1e-6)
+    # the voxel map sums to the selected cubes' scores that have brain voxels
+    assert voxel.get_fdata().sum() == pytest.approx(session["scores"].cube[0][session["scores"].brain_voxels[0] > 0].sum(), rel=1e-4)
+    region = nib.load(paths["region_map"]).get_fdata()
+    assert region.min() >= 0 and region.max() <= 1
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["WholeBrainPScore"] == pytest.approx(session["scores"].whole[0])
+    assert summary["NumberOfDegenerativeRegions"] == int(session["scores"].degenerative.sum()) == len(summary["DegenerativeRegions"])
+    assert summary["PredictedClass"] == "AD" and summary["ADProbability"] == 0.83
+    assert summary["Model"]["SHA256"] == "ab" * 32 and summary["Lambda"] == pytest.approx(session["reference"].threshold)
+    assert summary["Sources"][0].startswith("bids:raw:sub-01/ses-2/anat/")
+    assert not list(tmp_path.rglob(".*"))
+
+
+def test_atlas_lookup_table(tmp_path):
+    path = derivatives.write_atlas_lut(tmp_path)
+    assert path.name == "atlas-Brainnetome_dseg.tsv"
+    lut = pd.read_csv(path, sep="\t")
+    assert list(lut.columns[:2]) == ["index", "name"] and lut.loc[lut["index"] == 223, "name"].item() == "L.NAC"
+    assert len(lut) == 246
