@@ -102,22 +102,19 @@ def find_t1w(layout, participant_labels=None, session_labels=None, filters=None)
             f"{layout.root}: contains no T1w image (sub-*/[ses-*/]anat/*_T1w.nii[.gz]); "
             "check the dataset or point to another one"
         )
-    if participant_labels:
-        missing = sorted(set(participant_labels) - set(layout.get_subjects()))
+    for entity, prefix, wanted, present in (
+        ("subject", "sub", participant_labels, layout.get_subjects()),
+        ("session", "ses", session_labels, layout.get_sessions()),
+    ):
+        if not wanted:
+            continue
+        missing = sorted(set(wanted) - set(present))
         if missing:
             raise NothingSelectedError(
-                f"{layout.root}: no participant {', '.join('sub-' + m for m in missing)}; "
-                f"available: {', '.join('sub-' + s for s in sorted(layout.get_subjects()))}"
+                f"{layout.root}: no {entity} {', '.join(f'{prefix}-{m}' for m in missing)}; "
+                f"available: {', '.join(f'{prefix}-{s}' for s in sorted(present)) or 'none'}"
             )
-        query["subject"] = list(participant_labels)
-    if session_labels:
-        missing = sorted(set(session_labels) - set(layout.get_sessions()))
-        if missing:
-            raise NothingSelectedError(
-                f"{layout.root}: no session {', '.join('ses-' + m for m in missing)}; "
-                f"available: {', '.join('ses-' + s for s in sorted(layout.get_sessions())) or 'none'}"
-            )
-        query["session"] = list(session_labels)
+        query[entity] = list(wanted)
     query.update(filters or {})
     try:
         selected = layout.get(**query)

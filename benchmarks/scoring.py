@@ -1,0 +1,74 @@
+"""Scoring speed (SPEC section 5): one session with all its files, and 1,000 sessions in one call.
+
+Usage: python benchmarks/scoring.py. Targets on a 2-core machine: one session, from 150
+probabilities to every level and every file, <= 0.3 s; 1,000 sessions without files <= 10 s.
+"""
+
+import tempfile
+import time
+
+import numpy as np
+
+from bids_pscore import atlas, derivatives, pscore
+from bids_pscore.grid import GRID_SHAPE, N_CUBES
+from bids_pscore.preprocess import steps
+
+
+def brain_masks(n, rng):
+    """n brain masks: the template's, each shifted by a few voxels."""
+    _, template_mask = steps.template_on_grid("MNI152NLin2009aSym")
+    base = np.asarray(template_mask.dataobj) > 0
+    masks = np.empty((n, *GRID_SHAPE), bool)
+    for i in range(n):
+        masks[i] = np.roll(base, tuple(rng.integers(-3, 4, 3)), axis=(0, 1, 2))
+    return masks
+
+
+def model(rng):
+    selected = np.zeros(N_CUBES, bool)
+    selected[rng.choice(N_CUBES, 35, replace=False)] = True
+    return rng.normal(0, 0.2, N_CUBES), selected
+
+
+def main():
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    grid_atlas = atlas.atlas_on_grid()
+    atlas_s = time.perf_counter() - start
+    sizes = pscore.region_sizes(grid_atlas)
+    weights, selected = model(rng)
+    masks = brain_masks(1000, rng)
+    reference = pscore.Reference(np.full(246, -0.01), np.full(246, 0.01), 0.7)
+
+    with tempfile.TemporaryDirectory() as out:
+        times = []
+        for repeat in range(5):
+            p_ad = rng.uniform(0, 1, (1, N_CUBES))
+            start = time.perf_counter()
+            m, n = pscore.brain_overlap(masks[:1], grid_atlas)
+            scores = pscore.score(p_ad, weights, selected, m, n, sizes, reference)
+            voxel_map = pscore.voxel_scores(scores.cube, masks[0])[0]
+            region_map = pscore.paint_regions(scores.region_norm, grid_atlas)[0]
+            derivatives.write_session(out, {"sub": f"{repeat:02d}"}, "MNI152NLin2009aSym", scores, voxel_map, region_map,
+                                      0.5, "AD", weights, selected, reference.threshold, {"name": "bench"}, "sub-01/anat/sub-01_T1w.nii.gz")
+            times.append(time.perf_counter() - start)
+
+    p_ad = rng.uniform(0, 1, (1000, N_CUBES))
+    start = time.perf_counter()
+    m, n = pscore.brain_overlap(masks, grid_atlas)
+    overlap_s = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = pscore.score(p_ad, weights, selected, m, n, sizes, reference)
+    score_s = time.perf_counter() - start
+    assert scores.region.shape == (1000, 246)
+
+    print(f"{'what':<58}{'seconds':>9}{'target':>8}")
+    print(f"{'atlas onto the grid (once per process)':<58}{atlas_s:9.2f}")
+    print(f"{'one session: all levels and all files (median of 5)':<58}{np.median(times):9.3f}{'0.3':>8}")
+    print(f"{'1,000 sessions: brain/region/cube voxel counts':<58}{overlap_s:9.2f}")
+    print(f"{'1,000 sessions: every level from those counts':<58}{score_s:9.2f}")
+    print(f"{'1,000 sessions in one call, total':<58}{overlap_s + score_s:9.2f}{'10':>8}")
+
+
+if __name__ == "__main__":
+    main()
