@@ -53,7 +53,10 @@ def write_dataset_files(output_dir, bids_dir):
 def configure_nipype(crash_dir, verbosity):
     from nipype import config, logging as nipype_logging
 
+    from .preprocess import NIPYPE_LOG_LEVEL_VARIABLE
+
     level = "INFO" if verbosity >= 2 else "WARNING"
+    os.environ[NIPYPE_LOG_LEVEL_VARIABLE] = level
     config.update_config({
         "execution": {
             "crashdump_dir": str(crash_dir),

@@ -45,10 +45,21 @@ REGION_COLUMNS = {
 }
 
 
+# units of the columns that have one; the others are indices, labels, flags or unitless scores
+UNITS = {
+    **{f"{a}_{e}_mm": "mm" for a in "xyz" for e in ("min", "max")},
+    **{f"{a}_{e}": "voxel index" for a in "ijk" for e in ("start", "stop")},
+    "brain_voxels": "voxels", "p_ad": "probability",
+    "p_cube": "arbitrary (signed)", "weight": "arbitrary (signed)", "p_region": "arbitrary (signed) per voxel",
+    "p_region_norm": "normalised score in [0, 1]",
+}  # fmt: skip
+
+
 def _write_table(path, frame, columns):
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.9g")
-    write_json(bids.sidecar_path(path), {k: {"Description": v} for k, v in columns.items()})
+    sidecar = {k: {"Description": v, **({"Units": UNITS[k]} if k in UNITS else {})} for k, v in columns.items()}
+    write_json(bids.sidecar_path(path), sidecar)
 
 
 def _write_map(path, data, sidecar):

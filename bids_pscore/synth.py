@@ -18,7 +18,7 @@ from .fileio import write_json, write_nifti, write_text
 
 # tissue layers outside the brain: (outer distance from the brain in mm, intensity)
 LAYERS = ((3.0, 0.12), (8.0, 0.04), (13.0, 0.75))
-PAD_MM = 16
+PAD_MM = 20
 DATASET_NAME = "bids_pscore synthetic heads"
 
 
@@ -64,10 +64,14 @@ def bias_field(shape, rng, strength=0.2):
 def make_head(rng, noise=0.02, bias=0.2):
     """A T1w head with skull in a random pose; returns (head image, brain mask image)."""
     brain, mask, affine = _template()
-    brain = np.pad(brain, PAD_MM)
-    mask = np.pad(mask, PAD_MM)
+    # the field of view: the brain's bounding box and a margin for the scalp and the pose
+    brain, mask = np.pad(brain, PAD_MM), np.pad(mask, PAD_MM)
+    lo = np.argwhere(mask).min(axis=0) - PAD_MM
+    hi = np.argwhere(mask).max(axis=0) + PAD_MM + 1
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    brain, mask = brain[box], mask[box]
     affine = affine.copy()
-    affine[:3, 3] -= affine[:3, :3] @ np.full(3, PAD_MM)
+    affine[:3, 3] += affine[:3, :3] @ (lo - PAD_MM)
     distance = ndimage.distance_transform_edt(~mask)
     head = np.where(mask, brain, 0.0).astype(np.float32)
     inner = 0.0

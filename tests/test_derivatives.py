@@ -62,6 +62,9 @@ def test_tables_load_back_to_the_same_numbers(tmp_path, session):
     assert regions["degenerative"].tolist() == scores.degenerative[0].tolist()
     sidecar = json.loads(bids.sidecar_path(paths["region_table"]).read_text())
     assert set(sidecar) == set(regions.columns)
+    cube_sidecar = json.loads(bids.sidecar_path(paths["cube_table"]).read_text())
+    assert set(cube_sidecar) == set(cubes.columns)
+    assert cube_sidecar["p_ad"]["Units"] == "probability" and cube_sidecar["x_min_mm"]["Units"] == "mm"
 
 
 def test_maps_and_summary(tmp_path, session):
