@@ -1,0 +1,156 @@
+"""The model bundle (SPEC section 6): a folder with ``weights.safetensors`` and ``model.json``.
+
+safetensors holds tensors and nothing else, so loading a stranger's model runs no code; a
+folder that holds a pickle is refused outright. ``model.json`` records everything needed to
+reproduce the numbers, and loading checks all of it.
+"""
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..fileio import atomic_path, write_json
+from ..grid import CUBE_PAD, CUBE_SIZE, GRID_AFFINE, GRID_SHAPE, N_CUBES
+from .networks import CHANNELS, N_FEATURES, Ensemble
+
+FORMAT = "bids_pscore-model"
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+METADATA = "model.json"
+REQUIRED = (
+    "format", "format_version", "name", "version", "grid", "cubes", "preprocessing", "architecture",
+    "selected_cubes", "cube_weights", "reference", "atlas", "labels", "training", "software", "weights",
+)  # fmt: skip
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+
+
+class BundleError(ValueError):
+    """A model bundle that cannot be used; the message names the file and what is wrong."""
+
+
+def grid_record():
+    return {"shape": list(GRID_SHAPE), "affine": GRID_AFFINE.tolist()}
+
+
+def cube_record():
+    return {"size": CUBE_SIZE, "pad": [list(p) for p in CUBE_PAD], "count": N_CUBES, "order": "c = ix * 30 + iy * 5 + iz"}
+
+
+def architecture_record(n_selected):
+    return {
+        "base": {"layers": 7, "channels": list(CHANNELS), "features": N_FEATURES, "classes": ["control", "AD"]},
+        "meta": {"conv1d_kernel": n_selected, "fully_connected": [N_FEATURES, 2]},
+    }
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(folder, ensemble, metadata):
+    """Write the ensemble's weights and ``metadata`` (plus grid, cubes, architecture, checksum)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in ensemble.state_dict().items()}
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    selected = ensemble.selected.tolist()
+    record = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        **metadata,
+        "grid": grid_record(), "cubes": cube_record(), "architecture": architecture_record(len(selected)),
+        "selected_cubes": selected, "cube_weights": ensemble.meta.weights.tolist(),
+        "weights": {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)},
+    }  # fmt: skip
+    write_json(folder / METADATA, record)
+    return folder
+
+
+@dataclass(frozen=True)
+class Bundle:
+    folder: Path
+    metadata: dict
+    ensemble: Ensemble
+
+    @property
+    def weights_per_cube(self):
+        """w_c on all 150 cubes (0 where not selected) and the selected mask."""
+        weights, selected = np.zeros(N_CUBES), np.zeros(N_CUBES, bool)
+        weights[self.metadata["selected_cubes"]] = self.metadata["cube_weights"]
+        selected[self.metadata["selected_cubes"]] = True
+        return weights, selected
+
+
+def _looks_like_pickle(path):
+    if path.suffix in PICKLE_SUFFIXES:
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head[:1] == b"\x80" and head[1:2] in {bytes([v]) for v in range(2, 6)}:
+        return True
+    if zipfile.is_zipfile(path):  # torch.save's format: a zip around a pickle
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(".pkl") for name in archive.namelist())
+    return False
+
+
+def load_bundle(folder):
+    """Load and check a bundle; raise BundleError with a message that says what is wrong."""
+    folder = Path(folder)
+    meta_path, weights_path = folder / METADATA, folder / WEIGHTS
+    if not meta_path.is_file():
+        raise BundleError(f"{folder}: not a bids_pscore model bundle (no {METADATA}); pass the folder that bids_pscore-train wrote")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (METADATA,)):
+        if path != weights_path and _looks_like_pickle(path):
+            raise BundleError(f"{path}: is a pickle file; a bundle holds safetensors only, since a pickle can run code when loaded: remove it")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{meta_path}: is not valid JSON ({exc}); the bundle is damaged") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_path}: is not a {FORMAT} file (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{meta_path}: bundle format version {meta.get('format_version')!r}; this bids_pscore reads version "
+            f"{FORMAT_VERSION}: use the bids_pscore version that wrote it, or train again"
+        )
+    missing = [key for key in REQUIRED if key not in meta]
+    if missing:
+        raise BundleError(f"{meta_path}: missing key(s) {', '.join(missing)}; the bundle is incomplete")
+    if meta["grid"] != grid_record():
+        raise BundleError(f"{meta_path}: the model's grid {meta['grid'].get('shape')} is not the 121 x 145 x 121, 1.5 mm grid of this bids_pscore")
+    if meta["cubes"] != cube_record():
+        raise BundleError(f"{meta_path}: the model's cube layout differs from this bids_pscore's (150 cubes of 25^3)")
+    if not weights_path.is_file():
+        raise BundleError(f"{weights_path}: missing; the bundle is incomplete")
+    if sha256(weights_path) != meta["weights"].get("sha256"):
+        raise BundleError(f"{weights_path}: checksum does not match {METADATA}: the weights were changed or truncated")
+    if _looks_like_pickle(weights_path):
+        raise BundleError(f"{weights_path}: is a pickle, not safetensors; refusing to load it")
+    selected = meta["selected_cubes"]
+    if len(selected) != len(meta["cube_weights"]) or not all(0 <= c < N_CUBES for c in selected):
+        raise BundleError(f"{meta_path}: selected_cubes and cube_weights do not match")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{weights_path}: cannot be read as safetensors ({exc})") from None
+    ensemble = Ensemble(selected)
+    try:
+        ensemble.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"{weights_path}: tensors do not fit the architecture in {METADATA} ({str(exc).splitlines()[0]})") from None
+    if not torch.allclose(ensemble.meta.weights, torch.tensor(meta["cube_weights"], dtype=torch.float32), atol=1e-6):
+        raise BundleError(f"{meta_path}: cube_weights differ from the meta-classifier's weights in {WEIGHTS}")
+    ensemble.eval()
+    return Bundle(folder, meta, ensemble)

@@ -1,0 +1,110 @@
+"""The model bundle: a round trip gives identical predictions; damage is refused, each kind with its own message."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from bids_pscore.model.bundle import METADATA, WEIGHTS, BundleError, load_bundle, save_bundle
+from bids_pscore.model.networks import Ensemble
+
+METADATA_FIELDS = {
+    "name": "test", "version": "0", "preprocessing": {"fwhm_mm": 8.0}, "reference": {"lambda": 0.7},
+    "atlas": {"name": "Brainnetome"}, "labels": {"positive": "AD", "negative": "CN"},
+    "training": {"subjects": 10}, "software": {"torch": torch.__version__},
+}  # fmt: skip
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    torch.manual_seed(1)
+    model = Ensemble(np.array([3, 17, 42, 99, 140]))
+    with torch.no_grad():
+        model.meta.cube_weights.weight.copy_(torch.tensor([[[0.5, -1.0, 0.25, 2.0, 0.1]]]))
+    return save_bundle(tmp_path / "model", model, METADATA_FIELDS), model
+
+
+def test_round_trip_gives_identical_predictions(bundle_dir):
+    folder, model = bundle_dir
+    loaded = load_bundle(folder)
+    cubes = torch.rand(2, 150, 25, 25, 25)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(cubes), loaded.ensemble(cubes)
+    torch.testing.assert_close(a["p_cube"], b["p_cube"], rtol=0, atol=0)
+    torch.testing.assert_close(a["p_image"], b["p_image"], rtol=0, atol=0)
+    weights, selected = loaded.weights_per_cube
+    assert selected.sum() == 5 and weights[17] == -1.0 and weights[0] == 0.0
+    assert loaded.metadata["cube_weights"] == pytest.approx([0.5, -1.0, 0.25, 2.0, 0.1])
+
+
+def test_a_changed_byte_in_the_weights(bundle_dir):
+    folder, _ = bundle_dir
+    data = bytearray((folder / WEIGHTS).read_bytes())
+    data[-10] ^= 0xFF
+    (folder / WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="checksum does not match"):
+        load_bundle(folder)
+
+
+def test_truncated_weights(bundle_dir):
+    folder, _ = bundle_dir
+    (folder / WEIGHTS).write_bytes((folder / WEIGHTS).read_bytes()[:1000])
+    with pytest.raises(BundleError, match="changed or truncated"):
+        load_bundle(folder)
+
+
+def edit_metadata(folder, change):
+    meta = json.loads((folder / METADATA).read_text())
+    change(meta)
+    (folder / METADATA).write_text(json.dumps(meta))
+
+
+def test_missing_key(bundle_dir):
+    folder, _ = bundle_dir
+    edit_metadata(folder, lambda m: m.pop("reference"))
+    with pytest.raises(BundleError, match="missing key.*reference"):
+        load_bundle(folder)
+
+
+def test_wrong_grid(bundle_dir):
+    folder, _ = bundle_dir
+    edit_metadata(folder, lambda m: m["grid"].update(shape=[91, 109, 91]))
+    with pytest.raises(BundleError, match="grid"):
+        load_bundle(folder)
+
+
+def test_other_format_version(bundle_dir):
+    folder, _ = bundle_dir
+    edit_metadata(folder, lambda m: m.update(format_version=99))
+    with pytest.raises(BundleError, match="format version 99"):
+        load_bundle(folder)
+
+
+def test_weights_that_disagree_with_the_json(bundle_dir):
+    folder, _ = bundle_dir
+    edit_metadata(folder, lambda m: m.update(cube_weights=[1.0] * 5))
+    with pytest.raises(BundleError, match="cube_weights differ"):
+        load_bundle(folder)
+
+
+@pytest.mark.parametrize("name", ["extra.pkl", "model.pt", "notes.bin"])
+def test_a_pickle_in_the_bundle_is_refused(bundle_dir, name):
+    folder, _ = bundle_dir
+    (folder / name).write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    with pytest.raises(BundleError, match="is a pickle file"):
+        load_bundle(folder)
+
+
+def test_torch_save_instead_of_safetensors_is_refused(bundle_dir):
+    folder, model = bundle_dir
+    torch.save(model.state_dict(), folder / "weights.pth")
+    with pytest.raises(BundleError, match="pickle"):
+        load_bundle(folder)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="not a bids_pscore model bundle"):
+        load_bundle(tmp_path)
