@@ -1,0 +1,231 @@
+"""Training of the ensemble (SPEC sections 4 and 7) on arrays of cubes; no BIDS in here.
+
+Each cube's base classifier learns on its own loss (the losses are summed, and the cubes share
+no parameter, so each gradient is its cube's alone), with early stopping on its own validation
+loss and its best state kept. The N best cubes on validation balanced accuracy (ties: AUC) are
+selected; the meta-classifier learns on their features; the test split is scored once.
+"""
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..grid import N_CUBES
+from .networks import BaseClassifiers, Ensemble
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 8
+    patience: int = 5
+    learning_rate: float = 1e-3
+    n_selected: int = 35
+    seed: int = 0
+    device: str = "cpu"
+
+
+def auc(scores, labels):
+    """Area under the ROC curve of each column of ``scores`` (n, k) for binary ``labels`` (n,)."""
+    scores = np.asarray(scores, np.float64).reshape(len(labels), -1)
+    labels = np.asarray(labels, bool)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        return np.full(scores.shape[1], np.nan)
+    # Mann-Whitney U with average ranks for ties
+    order = scores.argsort(axis=0, kind="stable")
+    ranks = np.empty_like(scores)
+    for col in range(scores.shape[1]):
+        values = scores[order[:, col], col]
+        _, first, counts = np.unique(values, return_index=True, return_counts=True)
+        average = first + (counts + 1) / 2.0
+        ranks[order[:, col], col] = np.repeat(average, counts)
+    return (ranks[labels].sum(axis=0) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def binary_metrics(p_ad, labels, threshold=0.5):
+    """Accuracy, balanced accuracy, AUC, sensitivity and specificity of one score."""
+    labels = np.asarray(labels, bool)
+    predicted = np.asarray(p_ad) >= threshold
+    sensitivity = float((predicted & labels).sum() / max(labels.sum(), 1))
+    specificity = float((~predicted & ~labels).sum() / max((~labels).sum(), 1))
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "balanced_accuracy": (sensitivity + specificity) / 2.0,
+        "auc": float(auc(p_ad, labels)[0]),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "n": int(len(labels)),
+    }
+
+
+def per_cube_balanced_accuracy(p_cube, labels):
+    labels = np.asarray(labels, bool)[:, None]
+    predicted = np.asarray(p_cube) >= 0.5
+    sensitivity = (predicted & labels).sum(0) / max(labels.sum(), 1)
+    specificity = (~predicted & ~labels).sum(0) / max((~labels).sum(), 1)
+    return (sensitivity + specificity) / 2.0
+
+
+def select_cubes(p_cube_val, labels_val, n_selected):
+    """The n cubes with the best validation balanced accuracy, ties broken by AUC; sorted."""
+    bacc = per_cube_balanced_accuracy(p_cube_val, labels_val)
+    area = np.nan_to_num(auc(p_cube_val, labels_val), nan=0.5)
+    ranking = np.lexsort((-area, -bacc))  # last key first: balanced accuracy, then AUC
+    return np.sort(ranking[:n_selected])
+
+
+def _batches(n, batch_size, rng=None):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield np.sort(order[start:start + batch_size])
+
+
+def _tensor(cubes, rows, device):
+    """A float32 batch from an array or a memory-mapped cube cache (float16 on disk)."""
+    return torch.from_numpy(np.asarray(cubes[rows], dtype=np.float32)).to(device)
+
+
+def predict_base(base, cubes, batch_size=8, device="cpu"):
+    """Features (n, 150, 64) and per-cube AD probabilities (n, 150)."""
+    base.eval()
+    features, probabilities = [], []
+    with torch.no_grad():
+        for rows in _batches(len(cubes), batch_size):
+            f, logits = base(_tensor(cubes, rows, device))
+            features.append(f.cpu())
+            probabilities.append(torch.softmax(logits, -1)[..., 1].cpu())
+    return torch.cat(features).numpy(), torch.cat(probabilities).numpy()
+
+
+def _per_cube_loss(logits, labels):
+    """Cross-entropy of each cube over the batch; (150,)."""
+    batch, n_cubes, _ = logits.shape
+    losses = F.cross_entropy(logits.reshape(-1, 2), labels.repeat_interleave(n_cubes), reduction="none")
+    return losses.view(batch, n_cubes).mean(0)
+
+
+def train_base(train_cubes, train_labels, val_cubes, val_labels, config, log=print):
+    """Train the 150 base classifiers; returns the module in each cube's best state and the history."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = torch.device(config.device)
+    base = BaseClassifiers().to(device)
+    optimiser = torch.optim.Adam(base.parameters(), lr=config.learning_rate)
+    y_train = torch.as_tensor(np.asarray(train_labels), dtype=torch.long, device=device)
+    y_val = torch.as_tensor(np.asarray(val_labels), dtype=torch.long, device=device)
+    best_state = copy.deepcopy(base.state_dict())
+    best_loss = np.full(N_CUBES, np.inf)
+    waited = np.zeros(N_CUBES, int)
+    history, start = [], time.monotonic()
+    for epoch in range(1, config.epochs + 1):
+        base.train()
+        train_loss = []
+        for rows in _batches(len(train_cubes), config.batch_size, rng):
+            _, logits = base(_tensor(train_cubes, rows, device))
+            loss = _per_cube_loss(logits, y_train[rows])
+            optimiser.zero_grad()
+            loss.sum().backward()
+            optimiser.step()
+            train_loss.append(loss.detach().cpu().numpy() * len(rows))
+        base.eval()
+        val_loss, val_p = np.zeros(N_CUBES), []
+        with torch.no_grad():
+            for rows in _batches(len(val_cubes), config.batch_size):
+                _, logits = base(_tensor(val_cubes, rows, device))
+                val_loss += _per_cube_loss(logits, y_val[rows]).cpu().numpy() * len(rows)
+                val_p.append(torch.softmax(logits, -1)[..., 1].cpu().numpy())
+        val_loss /= len(val_cubes)
+        improved = val_loss < best_loss
+        best_loss[improved] = val_loss[improved]
+        waited = np.where(improved, 0, waited + 1)
+        _keep_cubes(best_state, base.state_dict(), improved)
+        bacc = per_cube_balanced_accuracy(np.concatenate(val_p), val_labels)
+        elapsed = time.monotonic() - start
+        active = int((waited < config.patience).sum())
+        row = {
+            "epoch": epoch, "train_loss": float(np.sum(train_loss, axis=0).mean() / len(train_cubes)),
+            "val_loss": float(val_loss.mean()), "val_balanced_accuracy": float(bacc.mean()),
+            "cubes_improved": int(improved.sum()), "cubes_training": active, "seconds": round(elapsed, 1),
+        }  # fmt: skip
+        history.append(row)
+        eta = elapsed / epoch * (config.epochs - epoch)
+        log(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"val balanced accuracy {row['val_balanced_accuracy']:.3f}  cubes still improving {active}/150  ETA {eta:.0f} s")
+        if active == 0:
+            break
+    base.load_state_dict(best_state)
+    return base, history
+
+
+def _keep_cubes(best_state, state, cubes):
+    """Copy the parameters of the given cubes from ``state`` into ``best_state``."""
+    if not cubes.any():
+        return
+    index = torch.as_tensor(np.flatnonzero(cubes))
+    for name, tensor in state.items():
+        best_state[name].view(N_CUBES, -1)[index] = tensor.detach().view(N_CUBES, -1)[index]
+
+
+def train_meta(ensemble, train_features, train_labels, val_features, val_labels, config):
+    """Train the meta-classifier on the selected cubes' features, keeping its best validation state."""
+    torch.manual_seed(config.seed)
+    meta = ensemble.meta
+    selected = ensemble.selected.cpu().numpy()
+    x_train = torch.as_tensor(train_features[:, selected], dtype=torch.float32)
+    x_val = torch.as_tensor(val_features[:, selected], dtype=torch.float32)
+    y_train = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
+    y_val = torch.as_tensor(np.asarray(val_labels), dtype=torch.long)
+    optimiser = torch.optim.Adam(meta.parameters(), lr=config.learning_rate)
+    best, best_loss, waited = copy.deepcopy(meta.state_dict()), np.inf, 0
+    rng = np.random.default_rng(config.seed)
+    for _ in range(config.epochs * 4):
+        meta.train()
+        for rows in _batches(len(x_train), config.batch_size, rng):
+            loss = F.cross_entropy(meta(x_train[rows]), y_train[rows])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        meta.eval()
+        with torch.no_grad():
+            val_loss = float(F.cross_entropy(meta(x_val), y_val))
+        if val_loss < best_loss:
+            best, best_loss, waited = copy.deepcopy(meta.state_dict()), val_loss, 0
+        else:
+            waited += 1
+            if waited >= config.patience * 2:
+                break
+    meta.load_state_dict(best)
+    meta.eval()
+    return meta
+
+
+def fit_ensemble(train, val, test, config, log=print):
+    """``train``, ``val``, ``test``: (cubes, labels) with labels 1 for AD. Returns the ensemble,
+    the history of base training, and the metrics (validation per cube, test once)."""
+    base, history = train_base(*train, *val, config, log=log)
+    device = config.device
+    train_features, _ = predict_base(base, train[0], config.batch_size, device)
+    val_features, val_p = predict_base(base, val[0], config.batch_size, device)
+    selected = select_cubes(val_p, val[1], config.n_selected)
+    ensemble = Ensemble(selected)
+    ensemble.base = base.cpu()
+    train_meta(ensemble, train_features, train[1], val_features, val[1], config)
+    ensemble.eval()
+    test_features, test_p = predict_base(base, test[0], config.batch_size, device)
+    with torch.no_grad():
+        p_test = torch.softmax(ensemble.meta(torch.as_tensor(test_features[:, selected])), -1)[:, 1].numpy()
+    metrics = {
+        "validation_cubes": {
+            "balanced_accuracy": per_cube_balanced_accuracy(val_p, val[1]).tolist(),
+            "auc": np.nan_to_num(auc(val_p, val[1]), nan=0.5).tolist(),
+        },
+        "test": binary_metrics(p_test, test[1]),
+    }
+    log(f"selected cubes: {selected.tolist()}; test AUC {metrics['test']['auc']:.3f}, "
+        f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}")
+    return ensemble, history, metrics
