@@ -85,22 +85,19 @@ def plugin_settings(name, user_args, n_cpus, status_callback):
     return args
 
 
-def run_participant(opts):
-    """Preprocess every selected T1w; return the exit code (0 all done, 1 some failed)."""
-    from .preprocess import PreprocParams, init_participant_wf
+def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
+    """Run the preprocessing workflow over ``t1w_inputs`` into the derivatives folder ``output_dir``.
+
+    ``opts`` carries the execution options of the command line (plugin, CPUs, threads, seed,
+    verbosity). Returns the ``Progress`` that knows which T1w failed.
+    """
+    from .preprocess import init_participant_wf
     from .progress import Progress
 
-    layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
-    t1w_inputs = bids.find_t1w(layout, opts.participant_label, opts.session_label, bids.load_filter_file(opts.bids_filter_file))
-    output_dir = check_output_dir(opts.output_dir, opts.bids_dir)
-    work_dir = check_work_dir(opts.work_dir, opts.bids_dir)
-    write_dataset_files(output_dir, opts.bids_dir)
-    run_id = time.strftime("%Y%m%d-%H%M%S")
-    crash_dir = output_dir / "logs" / f"run-{run_id}"
+    write_dataset_files(output_dir, bids_dir)
+    crash_dir = output_dir / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     configure_nipype(crash_dir, opts.verbose)
-
-    params = PreprocParams()
-    print(f"bids_pscore: {len(t1w_inputs)} T1w to process in {opts.bids_dir}; outputs in {output_dir}; work in {work_dir}", flush=True)
+    print(f"bids_pscore: {len(t1w_inputs)} T1w to process in {bids_dir}; outputs in {output_dir}; work in {work_dir}", flush=True)
     progress = Progress({t.ident: t.label for t in t1w_inputs})
     wf = init_participant_wf(t1w_inputs, output_dir, params, opts.random_seed, opts.omp_nthreads)
     wf.base_dir = str(work_dir)
@@ -111,6 +108,18 @@ def run_participant(opts):
         log.debug("workflow finished with errors: %s", exc)
     progress.attach_crash_logs(crash_dir)
     print(progress.summary(), flush=True)
+    return progress
+
+
+def run_participant(opts):
+    """Preprocess every selected T1w; return the exit code (0 all done, 1 some failed)."""
+    from .preprocess import PreprocParams
+
+    layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
+    t1w_inputs = bids.find_t1w(layout, opts.participant_label, opts.session_label, bids.load_filter_file(opts.bids_filter_file))
+    output_dir = check_output_dir(opts.output_dir, opts.bids_dir)
+    work_dir = check_work_dir(opts.work_dir, opts.bids_dir)
+    progress = preprocess(t1w_inputs, opts.bids_dir, output_dir, work_dir, PreprocParams(), opts)
     return EXIT_SESSION_FAILED if progress.failed else EXIT_OK
 
 

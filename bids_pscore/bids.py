@@ -5,6 +5,7 @@ This is the one place that knows BIDS naming; the rest of the package asks it fo
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -130,6 +131,31 @@ def find_t1w(layout, participant_labels=None, session_labels=None, filters=None)
         T1wInput(path=Path(p), relpath=Path(p).relative_to(root).as_posix(), entities=source_entities(p))
         for p in sorted(selected)
     ]
+
+
+def subject_labels(bids_dir, column, positive, negative):
+    """Subject -> 1 (``positive``) or 0 (``negative``) from participants.tsv.
+
+    Returns the labels and a count of the other values, which are left out.
+    """
+    import pandas as pd
+
+    path = Path(bids_dir) / "participants.tsv"
+    if not path.is_file():
+        raise UsageError(f"{path}: missing; training reads the labels from participants.tsv (a participant_id column and --label-column)")
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "participant_id" not in table or column not in table:
+        raise UsageError(f"{path}: has no column {column!r} (or no participant_id); its columns: {', '.join(table.columns)}")
+    labels, left_out = {}, Counter()
+    for participant, value in zip(table["participant_id"], table[column].str.strip()):
+        subject = participant[4:] if participant.startswith("sub-") else participant
+        if value == positive:
+            labels[subject] = 1
+        elif value == negative:
+            labels[subject] = 0
+        else:
+            left_out[value or "n/a"] += 1
+    return labels, dict(left_out)
 
 
 def derivative_path(entities, suffix, extension, **derived):

@@ -47,3 +47,9 @@ class InputImageError(PscoreError):
     """One T1w image cannot be used; only its session fails (exit code 1 overall)."""
 
     exit_code = EXIT_SESSION_FAILED
+
+
+class TrainingError(PscoreError):
+    """Training ran but its result cannot make a model (e.g. it never recognised an AD image)."""
+
+    exit_code = EXIT_SESSION_FAILED

@@ -35,7 +35,7 @@ def test_round_trip_gives_identical_predictions(bundle_dir):
         a, b = model(cubes), loaded.ensemble(cubes)
     torch.testing.assert_close(a["p_cube"], b["p_cube"], rtol=0, atol=0)
     torch.testing.assert_close(a["p_image"], b["p_image"], rtol=0, atol=0)
-    weights, selected = loaded.weights_per_cube
+    weights, selected = loaded.ensemble.weights_per_cube()
     assert selected.sum() == 5 and weights[17] == -1.0 and weights[0] == 0.0
     assert loaded.metadata["cube_weights"] == pytest.approx([0.5, -1.0, 0.25, 2.0, 0.1])
 

@@ -11,7 +11,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -83,13 +82,6 @@ class Bundle:
     metadata: dict
     ensemble: Ensemble
 
-    @property
-    def weights_per_cube(self):
-        """w_c on all 150 cubes (0 where not selected) and the selected mask."""
-        weights, selected = np.zeros(N_CUBES), np.zeros(N_CUBES, bool)
-        weights[self.metadata["selected_cubes"]] = self.metadata["cube_weights"]
-        selected[self.metadata["selected_cubes"]] = True
-        return weights, selected
 
 
 def _looks_like_pickle(path):

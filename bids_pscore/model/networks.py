@@ -109,6 +109,14 @@ class Ensemble(nn.Module):
         self.register_buffer("selected", torch.as_tensor(selected, dtype=torch.long))
         self.meta = MetaClassifier(len(self.selected))
 
+    def weights_per_cube(self):
+        """w_c on every cube (0 where not selected) and the selected cubes as a mask; numpy."""
+        weights = torch.zeros(self.base.n_cubes)
+        weights[self.selected] = self.meta.weights.cpu()
+        selected = torch.zeros(self.base.n_cubes, dtype=torch.bool)
+        selected[self.selected] = True
+        return weights.numpy().astype(float), selected.numpy()
+
     def forward(self, cubes):
         features, logits = self.base(cubes)
         meta_logits = self.meta(features[:, self.selected])

@@ -79,6 +79,19 @@ def select_cubes(p_cube_val, labels_val, n_selected):
     return np.sort(ranking[:n_selected])
 
 
+class Rows:
+    """Some rows of an array or memory map, indexed like an array, copying nothing until read."""
+
+    def __init__(self, array, rows):
+        self.array, self.rows = array, np.asarray(rows, int)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.array[self.rows[index]]
+
+
 def _batches(n, batch_size, rng=None):
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, batch_size):
@@ -100,6 +113,15 @@ def predict_base(base, cubes, batch_size=8, device="cpu"):
             features.append(f.cpu())
             probabilities.append(torch.softmax(logits, -1)[..., 1].cpu())
     return torch.cat(features).numpy(), torch.cat(probabilities).numpy()
+
+
+def predict_ensemble(ensemble, cubes, batch_size=8, device="cpu"):
+    """Per-cube AD probabilities (n, 150) and the meta-classifier's (n,)."""
+    features, p_cube = predict_base(ensemble.base, cubes, batch_size, device)
+    ensemble.meta.eval()
+    with torch.no_grad():
+        logits = ensemble.meta(torch.as_tensor(features[:, ensemble.selected.cpu().numpy()]))
+    return p_cube, torch.softmax(logits, -1)[:, 1].numpy()
 
 
 def _per_cube_loss(logits, labels):
@@ -216,9 +238,7 @@ def fit_ensemble(train, val, test, config, log=print):
     ensemble.base = base.cpu()
     train_meta(ensemble, train_features, train[1], val_features, val[1], config)
     ensemble.eval()
-    test_features, test_p = predict_base(base, test[0], config.batch_size, device)
-    with torch.no_grad():
-        p_test = torch.softmax(ensemble.meta(torch.as_tensor(test_features[:, selected])), -1)[:, 1].numpy()
+    _, p_test = predict_ensemble(ensemble, test[0], config.batch_size, device)
     metrics = {
         "validation_cubes": {
             "balanced_accuracy": per_cube_balanced_accuracy(val_p, val[1]).tolist(),

@@ -1,0 +1,192 @@
+"""bids_pscore-train: train the ensemble on a labelled BIDS dataset and write a model bundle.
+
+BIDS inputs -> preprocessing workflow (cached) -> cube cache -> training by subject splits ->
+reference statistics on the training split -> bundle (SPEC sections 6 and 7).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, app, bids
+from .atlas import ATLAS_NAME, CITATION, N_REGIONS
+from .cli import PLUGINS, _cpus, _plugin_args
+from .errors import PscoreError, TrainingError, UsageError
+
+EPILOG = """\
+exit codes: 0 done; 1 training gave no usable model; 2 usage or labels that cannot be split;
+16 not BIDS; 18 nothing selected; 66 no T1w; 73 a folder cannot be written.
+"""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="bids_pscore-train",
+        description="Train the P-score ensemble (150 cube classifiers and a meta-classifier) on a labelled BIDS dataset.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("bids_dir", type=Path)
+    parser.add_argument("model_dir", type=Path, help="where the model bundle is written (a new folder)")
+    parser.add_argument("--label-column", required=True, help="column of participants.tsv with the labels")
+    parser.add_argument("--positive", required=True, help="value meaning AD (e.g. AD)")
+    parser.add_argument("--negative", required=True, help="value meaning control (e.g. CN)")
+    parser.add_argument("--sessions", choices=("all", "first"), default="all", help="every session of a subject, or its first")
+    parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="restrict to these subjects")
+    parser.add_argument("--n-selected", type=int, default=35, help="cubes the meta-classifier uses (default 35)")
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before a cube stops")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the registration")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    parser.add_argument("--name", help="model name (default: the model folder's name)")
+    parser.add_argument("--preprocessed", type=Path, help="reuse grid images from this folder (bids_pscore participant outputs)")
+    parser.add_argument("-w", "--work-dir", type=Path, default=Path("work"))
+    parser.add_argument("--skip-bids-validation", action="store_true")
+    parser.add_argument("--n-cpus", type=int, default=_cpus())
+    parser.add_argument("--omp-nthreads", type=int, default=None)
+    parser.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS)
+    parser.add_argument("--nipype-plugin-args", type=_plugin_args)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
+    return parser
+
+
+def select_inputs(layout, labels, sessions, participant_labels):
+    """The T1w of the labelled subjects (all sessions, or the first of each subject)."""
+    subjects = sorted(labels if not participant_labels else set(labels) & {bids.clean_label(p, "sub") for p in participant_labels})
+    if not subjects:
+        raise UsageError("no labelled subject is left to train on; check --label-column, --positive, --negative and --participant-label")
+    t1w = bids.find_t1w(layout, subjects)
+    if sessions == "first":
+        first = {}
+        for item in t1w:  # sorted by path: the lowest session label first
+            first.setdefault(item.entities["sub"], item)
+        t1w = list(first.values())
+    return t1w
+
+
+def load_grid_images(t1w_inputs, source_dir, template):
+    """Each T1w's preprocessed image and brain mask on the grid, checked against the grid."""
+    import nibabel as nib
+
+    from .grid import is_on_grid
+
+    for item in t1w_inputs:
+        paths = bids.preproc_paths(item.entities, template)
+        image, mask = (nib.load(source_dir / paths[k]) for k in ("t1w_grid", "mask_grid"))
+        for img, key in ((image, "t1w_grid"), (mask, "mask_grid")):
+            if not is_on_grid(img.shape, img.affine):
+                raise UsageError(f"{source_dir / paths[key]}: is not on the 121 x 145 x 121, 1.5 mm grid; preprocess it with bids_pscore")
+        yield np.asarray(image.dataobj, np.float32), np.asarray(mask.dataobj) > 0
+
+
+def build_cube_cache(t1w_inputs, source_dir, template, cache_path):
+    """Cubes of every image in a float16 memory map, and the brain-voxel counts for scoring."""
+    from . import pscore
+    from .atlas import atlas_on_grid
+    from .grid import N_CUBES, cut_cubes
+
+    cubes = np.lib.format.open_memmap(cache_path, mode="w+", dtype=np.float16, shape=(len(t1w_inputs), N_CUBES, 25, 25, 25))
+    brain = np.zeros((len(t1w_inputs), N_CUBES), np.int64)
+    overlap = np.zeros((len(t1w_inputs), N_REGIONS, N_CUBES), np.int32)
+    grid_atlas = atlas_on_grid()
+    for i, (image, mask) in enumerate(load_grid_images(t1w_inputs, source_dir, template)):
+        cubes[i] = cut_cubes(image).astype(np.float16)
+        (brain[i],), (overlap[i],) = pscore.brain_overlap(mask, grid_atlas)
+    cubes.flush()
+    return cubes, brain, overlap, pscore.region_sizes(grid_atlas)
+
+
+def run(opts):
+    import pandas as pd
+
+    from . import pscore
+    from .fileio import atomic_path
+    from .model.bundle import save_bundle
+    from .model.splits import split_subjects
+    from .model.training import Rows, TrainConfig, fit_ensemble, predict_ensemble
+    from .preprocess import PreprocParams
+
+    layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
+    labels, left_out = bids.subject_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
+    print(f"labels: {sum(labels.values())} {opts.positive}, {len(labels) - sum(labels.values())} {opts.negative}; "
+          f"left out (other values): {left_out or 'none'}", flush=True)
+    t1w_inputs = select_inputs(layout, labels, opts.sessions, opts.participant_label)
+    labels = {t.entities["sub"]: labels[t.entities["sub"]] for t in t1w_inputs}
+    # the split is made, and checked, before any image is touched
+    names = {1: opts.positive, 0: opts.negative}
+    split = split_subjects({s: names[y] for s, y in labels.items()}, opts.val_fraction, opts.test_fraction, opts.seed)
+    model_dir = app.check_output_dir(opts.model_dir, opts.bids_dir)
+    work_dir = app.check_work_dir(opts.work_dir, opts.bids_dir)
+    params = PreprocParams()
+    source_dir = opts.preprocessed or work_dir / "preprocessed"
+    if opts.preprocessed is None:
+        opts.random_seed, opts.omp_nthreads = opts.seed, opts.omp_nthreads or min(opts.n_cpus, 8)
+        progress = app.preprocess(t1w_inputs, opts.bids_dir, source_dir, work_dir, params, opts)
+        failed = {o.label for o in progress.failed}
+        t1w_inputs = [t for t in t1w_inputs if t.label not in failed]
+        if failed:
+            print(f"left out {len(failed)} T1w whose preprocessing failed: {', '.join(sorted(failed))}", flush=True)
+    cubes, brain, overlap, sizes = build_cube_cache(t1w_inputs, Path(source_dir), params.template, work_dir / "cube_cache.npy")
+    y = np.array([labels[t.entities["sub"]] for t in t1w_inputs])
+    parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in ("train", "validation", "test")}
+    for name, rows in parts.items():
+        print(f"{name}: {len(rows)} images of {len({t1w_inputs[i].entities['sub'] for i in rows})} subjects "
+              f"({int(y[rows].sum())} {opts.positive})", flush=True)
+    config = TrainConfig(opts.epochs, opts.batch_size, opts.patience, opts.learning_rate, opts.n_selected, opts.seed, opts.device)
+    ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in ("train", "validation", "test")), config)
+
+    # reference statistics (SPEC section 5) on the training split
+    train = parts["train"]
+    p_cube, p_image = predict_ensemble(ensemble, Rows(cubes, train), config.batch_size, config.device)
+    weights, selected = ensemble.weights_per_cube()
+    region = pscore.region_scores(pscore.cube_scores(p_cube, weights, selected), brain[train], overlap[train], sizes)
+    try:
+        reference = pscore.reference_statistics(region, y[train] == 1, p_image >= 0.5)
+    except ValueError as exc:
+        raise TrainingError(f"{exc}; the ensemble learned too little: train longer (--epochs, --patience) or on more images") from None
+
+    metadata = {
+        "name": opts.name or model_dir.name,
+        "version": "1",
+        "description": f"P-score ensemble trained with bids_pscore-train on {opts.bids_dir.resolve().name}",
+        "preprocessing": params.to_dict(),
+        "reference": reference.to_dict(),
+        "atlas": {"name": ATLAS_NAME, "regions": N_REGIONS, "citation": CITATION},
+        "labels": {"column": opts.label_column, "positive": opts.positive, "negative": opts.negative, "left_out": left_out},
+        "training": {
+            "dataset": str(opts.bids_dir.resolve()), "sessions": opts.sessions,
+            "split": split, "images": {k: int(len(v)) for k, v in parts.items()},
+            "config": vars(config), "epochs_run": len(history), "metrics": metrics,
+            "seeds": {"training": opts.seed, "registration": opts.seed},
+        },  # fmt: skip
+        "software": bids.software_versions(),
+    }
+    save_bundle(model_dir, ensemble, metadata)
+    with atomic_path(model_dir / "training.tsv") as tmp:
+        pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)
+    print(f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
+          f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f}", flush=True)
+    return 0
+
+
+def main(argv=None):
+    from .model.splits import SplitError
+
+    try:
+        return run(build_parser().parse_args(argv))
+    except PscoreError as exc:
+        print(f"bids_pscore-train: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SplitError as exc:
+        print(f"bids_pscore-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

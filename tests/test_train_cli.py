@@ -1,0 +1,80 @@
+"""bids_pscore-train on a labelled dataset with generated grid images (--preprocessed)."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_pscore import bids
+from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
+from bids_pscore.model.bundle import load_bundle
+from bids_pscore.train import main
+
+from .helpers import make_bids, small_image
+
+
+def labelled_dataset(tmp_path, groups):
+    """A BIDS dataset (tiny raw T1w) and grid images of it as bids_pscore would write them."""
+    rows = ["participant_id\tgroup"] + [f"sub-{i:02d}\t{g}" for i, g in enumerate(groups, 1)]
+    root = make_bids(tmp_path / "bids", {
+        "participants.tsv": "\n".join(rows) + "\n",
+        **{f"sub-{i:02d}/anat/sub-{i:02d}_T1w.nii.gz": small_image() for i in range(1, len(groups) + 1)},
+    })  # fmt: skip
+    rng = np.random.default_rng(0)
+    mask = np.zeros(GRID_SHAPE, bool)
+    mask[15:105, 15:130, 10:110] = True
+    pre = tmp_path / "pre"
+    for i, group in enumerate(groups, 1):
+        image = np.where(mask, rng.uniform(0.3, 0.7, GRID_SHAPE), 0).astype(np.float32)
+        if group == "AD":
+            image[40:60, 60:80, 40:60] += 0.3
+        paths = bids.preproc_paths({"sub": f"{i:02d}"}, "MNI152NLin2009aSym")
+        for key, data in (("t1w_grid", image), ("mask_grid", mask.astype(np.uint8))):
+            (pre / paths[key]).parent.mkdir(parents=True, exist_ok=True)
+            nib.Nifti1Image(data, GRID_AFFINE).to_filename(pre / paths[key])
+    return root, pre
+
+
+def train_args(root, tmp_path, pre, *extra):
+    return [str(root), str(tmp_path / "model"), "--label-column", "group", "--positive", "AD", "--negative", "CN",
+            "--preprocessed", str(pre), "-w", str(tmp_path / "work"), "--epochs", "6", "--patience", "6",
+            "--learning-rate", "3e-3", "--n-selected", "5",
+            "--val-fraction", "0.2", "--test-fraction", "0.2", *extra]
+
+
+def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
+    root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6 + ["MCI", "MCI"])
+    assert main(train_args(root, tmp_path, pre)) == 0
+    out = capsys.readouterr().out
+    assert "left out (other values): {'MCI': 2}" in out
+    bundle = load_bundle(tmp_path / "model")
+    meta = bundle.metadata
+    assert len(meta["selected_cubes"]) == 5 and meta["labels"]["left_out"] == {"MCI": 2}
+    split = meta["training"]["split"]
+    assert sorted(split) == [f"{i:02d}" for i in range(1, 13)]
+    assert set(split.values()) == {"train", "validation", "test"}
+    assert np.isfinite(meta["reference"]["lambda"]) and len(meta["reference"]["region_min"]) == 246
+    assert meta["preprocessing"]["fwhm_mm"] == 8.0
+    history = pd.read_csv(tmp_path / "model" / "training.tsv", sep="\t")
+    assert len(history) == meta["training"]["epochs_run"] <= 6
+    assert set(meta["training"]["metrics"]["test"]) >= {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"}
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["weights"]["sha256"]
+
+
+@pytest.mark.parametrize("groups,words", [
+    (["AD"] * 8 + ["MCI"] * 3, "only one class"),
+    (["AD", "AD", "CN", "CN", "CN", "CN"], "'AD' has 2 subject"),
+])  # fmt: skip
+def test_unsplittable_labels_fail_before_training(tmp_path, capsys, groups, words):
+    root, pre = labelled_dataset(tmp_path, groups)
+    assert main(train_args(root, tmp_path, pre)) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "work" / "cube_cache.npy").exists() and not (tmp_path / "model").exists()
+
+
+def test_missing_label_column(tmp_path, capsys):
+    root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 3)
+    assert main([*train_args(root, tmp_path, pre)[:2], "--label-column", "dx", "--positive", "AD", "--negative", "CN"]) == 2
+    assert "no column 'dx'" in capsys.readouterr().err
