@@ -133,29 +133,43 @@ def find_t1w(layout, participant_labels=None, session_labels=None, filters=None)
     ]
 
 
-def subject_labels(bids_dir, column, positive, negative):
-    """Subject -> 1 (``positive``) or 0 (``negative``) from participants.tsv.
+def read_labels(bids_dir, column, positive, negative):
+    """Labels 1 (``positive``) or 0 (``negative``) from participants.tsv, else from sessions.tsv.
 
-    Returns the labels and a count of the other values, which are left out.
+    Returns ({(subject, session or None): label}, a count of the other values, which are left
+    out, and the file the labels came from).
     """
     import pandas as pd
 
-    path = Path(bids_dir) / "participants.tsv"
-    if not path.is_file():
-        raise UsageError(f"{path}: missing; training reads the labels from participants.tsv (a participant_id column and --label-column)")
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    if "participant_id" not in table or column not in table:
-        raise UsageError(f"{path}: has no column {column!r} (or no participant_id); its columns: {', '.join(table.columns)}")
+    root = Path(bids_dir)
+    participants = root / "participants.tsv"
+    tables = []
+    if participants.is_file():
+        table = pd.read_csv(participants, sep="\t", dtype=str, keep_default_na=False)
+        if column in table and "participant_id" in table:
+            tables = [(table["participant_id"], None, table[column])]
+            source = "participants.tsv"
+    if not tables:
+        for path in sorted(root.glob("sub-*/sub-*_sessions.tsv")):
+            table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+            if column in table and "session_id" in table:
+                tables.append(([path.name.split("_")[0]] * len(table), table["session_id"], table[column]))
+        source = "sessions.tsv"
+    if not tables:
+        raise UsageError(
+            f"{participants}: no column {column!r} there nor in any sub-*/sub-*_sessions.tsv; "
+            "give --label-column a column that holds the labels"
+        )
     labels, left_out = {}, Counter()
-    for participant, value in zip(table["participant_id"], table[column].str.strip()):
-        subject = participant[4:] if participant.startswith("sub-") else participant
-        if value == positive:
-            labels[subject] = 1
-        elif value == negative:
-            labels[subject] = 0
-        else:
-            left_out[value or "n/a"] += 1
-    return labels, dict(left_out)
+    for participants_col, sessions_col, values in tables:
+        sessions = sessions_col if sessions_col is not None else [None] * len(values)
+        for participant, session, value in zip(participants_col, sessions, values.str.strip()):
+            key = (participant.removeprefix("sub-"), session.removeprefix("ses-") if session else None)
+            if value in (positive, negative):
+                labels[key] = int(value == positive)
+            else:
+                left_out[value or "n/a"] += 1
+    return labels, dict(left_out), source
 
 
 def derivative_path(entities, suffix, extension, **derived):

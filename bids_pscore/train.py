@@ -56,12 +56,20 @@ def build_parser():
     return parser
 
 
+def label_of(t1w, labels):
+    """The label of a T1w: its session's, else its subject's; None if unlabelled."""
+    sub, ses = t1w.entities["sub"], t1w.entities.get("ses")
+    return labels.get((sub, ses), labels.get((sub, None)))
+
+
 def select_inputs(layout, labels, sessions, participant_labels):
-    """The T1w of the labelled subjects (all sessions, or the first of each subject)."""
-    subjects = sorted(labels if not participant_labels else set(labels) & {bids.clean_label(p, "sub") for p in participant_labels})
+    """The labelled T1w of the labelled subjects (all sessions, or the first of each subject)."""
+    subjects = {sub for sub, _ in labels}
+    if participant_labels:
+        subjects &= {bids.clean_label(p, "sub") for p in participant_labels}
     if not subjects:
         raise UsageError("no labelled subject is left to train on; check --label-column, --positive, --negative and --participant-label")
-    t1w = bids.find_t1w(layout, subjects)
+    t1w = [t for t in bids.find_t1w(layout, sorted(subjects)) if label_of(t, labels) is not None]
     if sessions == "first":
         first = {}
         for item in t1w:  # sorted by path: the lowest session label first
@@ -113,14 +121,16 @@ def run(opts):
     from .preprocess import PreprocParams
 
     layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
-    labels, left_out = bids.subject_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
-    print(f"labels: {sum(labels.values())} {opts.positive}, {len(labels) - sum(labels.values())} {opts.negative}; "
-          f"left out (other values): {left_out or 'none'}", flush=True)
+    labels, left_out, source = bids.read_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
+    print(f"labels from {source}: {sum(labels.values())} {opts.positive}, {len(labels) - sum(labels.values())} "
+          f"{opts.negative}; left out (other values): {left_out or 'none'}", flush=True)
     t1w_inputs = select_inputs(layout, labels, opts.sessions, opts.participant_label)
-    labels = {t.entities["sub"]: labels[t.entities["sub"]] for t in t1w_inputs}
-    # the split is made, and checked, before any image is touched
-    names = {1: opts.positive, 0: opts.negative}
-    split = split_subjects({s: names[y] for s, y in labels.items()}, opts.val_fraction, opts.test_fraction, opts.seed)
+    # the split is made, and checked, before any image is touched; a subject with any AD
+    # session is stratified as AD
+    names, by_subject = {1: opts.positive, 0: opts.negative}, {}
+    for t in t1w_inputs:
+        by_subject[t.entities["sub"]] = max(by_subject.get(t.entities["sub"], 0), label_of(t, labels))
+    split = split_subjects({s: names[y] for s, y in by_subject.items()}, opts.val_fraction, opts.test_fraction, opts.seed)
     model_dir = app.check_output_dir(opts.model_dir, opts.bids_dir)
     work_dir = app.check_work_dir(opts.work_dir, opts.bids_dir)
     params = PreprocParams()
@@ -133,7 +143,7 @@ def run(opts):
         if failed:
             print(f"left out {len(failed)} T1w whose preprocessing failed: {', '.join(sorted(failed))}", flush=True)
     cubes, brain, overlap, sizes = build_cube_cache(t1w_inputs, Path(source_dir), params.template, work_dir / "cube_cache.npy")
-    y = np.array([labels[t.entities["sub"]] for t in t1w_inputs])
+    y = np.array([label_of(t, labels) for t in t1w_inputs])
     parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in ("train", "validation", "test")}
     for name, rows in parts.items():
         print(f"{name}: {len(rows)} images of {len({t1w_inputs[i].entities['sub'] for i in rows})} subjects "
@@ -158,7 +168,8 @@ def run(opts):
         "preprocessing": params.to_dict(),
         "reference": reference.to_dict(),
         "atlas": {"name": ATLAS_NAME, "regions": N_REGIONS, "citation": CITATION},
-        "labels": {"column": opts.label_column, "positive": opts.positive, "negative": opts.negative, "left_out": left_out},
+        "labels": {"column": opts.label_column, "source": source, "positive": opts.positive, "negative": opts.negative,
+                   "left_out": left_out},
         "training": {
             "dataset": str(opts.bids_dir.resolve()), "sessions": opts.sessions,
             "split": split, "images": {k: int(len(v)) for k, v in parts.items()},

@@ -48,7 +48,7 @@ def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
     root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6 + ["MCI", "MCI"])
     assert main(train_args(root, tmp_path, pre)) == 0
     out = capsys.readouterr().out
-    assert "left out (other values): {'MCI': 2}" in out
+    assert "labels from participants.tsv: 6 AD, 6 CN; left out (other values): {'MCI': 2}" in out
     bundle = load_bundle(tmp_path / "model")
     meta = bundle.metadata
     assert len(meta["selected_cubes"]) == 5 and meta["labels"]["left_out"] == {"MCI": 2}
@@ -77,4 +77,20 @@ def test_unsplittable_labels_fail_before_training(tmp_path, capsys, groups, word
 def test_missing_label_column(tmp_path, capsys):
     root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 3)
     assert main([*train_args(root, tmp_path, pre)[:2], "--label-column", "dx", "--positive", "AD", "--negative", "CN"]) == 2
-    assert "no column 'dx'" in capsys.readouterr().err
+    assert "no column 'dx' there nor in any sub-*/sub-*_sessions.tsv" in capsys.readouterr().err
+
+
+def test_labels_per_session_from_sessions_tsv(tmp_path):
+    from bids_pscore.train import label_of
+
+    files = {"participants.tsv": "participant_id\tage\nsub-01\t70\nsub-02\t71\n"}
+    for sub, rows in (("01", "ses-1\tCN\nses-2\tAD\n"), ("02", "ses-1\tCN\nses-2\tMCI\n")):
+        files[f"sub-{sub}/sub-{sub}_sessions.tsv"] = "session_id\tdx\n" + rows
+        for ses in ("1", "2"):
+            files[f"sub-{sub}/ses-{ses}/anat/sub-{sub}_ses-{ses}_T1w.nii.gz"] = small_image()
+    root = make_bids(tmp_path / "bids", files)
+    labels, left_out, source = bids.read_labels(root, "dx", "AD", "CN")
+    assert source == "sessions.tsv" and left_out == {"MCI": 1}
+    assert labels == {("01", "1"): 0, ("01", "2"): 1, ("02", "1"): 0}
+    found = bids.find_t1w(bids.load_layout(root))
+    assert [label_of(t, labels) for t in found] == [0, 1, 0, None]
