@@ -44,7 +44,11 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the registration")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     parser.add_argument("--name", help="model name (default: the model folder's name)")
-    parser.add_argument("--preprocessed", type=Path, help="reuse grid images from this folder (bids_pscore participant outputs)")
+    parser.add_argument("--preprocessed", type=Path,
+                        help="reuse grid images from this folder: bids_pscore participant outputs, or CAT12's with --cat12-prefix")
+    parser.add_argument("--cat12-prefix", metavar="PREFIX",
+                        help="CAT12 output prefix to read under --preprocessed (e.g. smwp1 or wm): <PREFIX><T1w name>.nii; "
+                        "CAT12 must have written it on the 1.5 mm grid (vox=1.5, bb=16)")
     parser.add_argument("-w", "--work-dir", type=Path, default=Path("work"))
     parser.add_argument("--skip-bids-validation", action="store_true")
     parser.add_argument("--n-cpus", type=int, default=_cpus())
@@ -78,32 +82,53 @@ def select_inputs(layout, labels, sessions, participant_labels):
     return t1w
 
 
-def load_grid_images(t1w_inputs, source_dir, template):
-    """Each T1w's preprocessed image and brain mask on the grid, checked against the grid."""
+def _on_grid(path):
     import nibabel as nib
 
     from .grid import is_on_grid
 
+    img = nib.load(path)
+    if not is_on_grid(img.shape, img.affine):
+        raise UsageError(f"{path}: is not on the 121 x 145 x 121, 1.5 mm grid; preprocess it with bids_pscore (or CAT12 with vox=1.5, bb=16)")
+    return np.asarray(img.dataobj, np.float32)
+
+
+def _cat12_image(item, source_dir, prefix):
+    stem = item.path.name.split(".nii")[0]
+    found = sorted(source_dir.rglob(f"{prefix}{stem}.nii*"))
+    if len(found) != 1:
+        raise UsageError(f"{source_dir}: {'no' if not found else len(found)} file(s) named {prefix}{stem}.nii[.gz] for {item.relpath}; check --cat12-prefix")
+    return found[0]
+
+
+def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
+    """Each T1w's preprocessed image and brain mask on the grid, checked against the grid.
+
+    CAT12 images are masked by their non-zero voxels and scaled to [0, 1] as SPEC 2.7 says.
+    """
+    from .preprocess.steps import normalise
+
     for item in t1w_inputs:
-        paths = bids.preproc_paths(item.entities, template)
-        image, mask = (nib.load(source_dir / paths[k]) for k in ("t1w_grid", "mask_grid"))
-        for img, key in ((image, "t1w_grid"), (mask, "mask_grid")):
-            if not is_on_grid(img.shape, img.affine):
-                raise UsageError(f"{source_dir / paths[key]}: is not on the 121 x 145 x 121, 1.5 mm grid; preprocess it with bids_pscore")
-        yield np.asarray(image.dataobj, np.float32), np.asarray(mask.dataobj) > 0
+        if cat12_prefix:
+            image = _on_grid(_cat12_image(item, source_dir, cat12_prefix))
+            mask = image > 0
+            yield normalise(image, mask, params.norm_percentile), mask
+        else:
+            paths = bids.preproc_paths(item.entities, params.template)
+            yield _on_grid(source_dir / paths["t1w_grid"]), _on_grid(source_dir / paths["mask_grid"]) > 0
 
 
-def build_cube_cache(t1w_inputs, source_dir, template, cache_path):
+def build_cube_cache(images, n_images, cache_path):
     """Cubes of every image in a float16 memory map, and the brain-voxel counts for scoring."""
     from . import pscore
     from .atlas import atlas_on_grid
     from .grid import N_CUBES, cut_cubes
 
-    cubes = np.lib.format.open_memmap(cache_path, mode="w+", dtype=np.float16, shape=(len(t1w_inputs), N_CUBES, 25, 25, 25))
-    brain = np.zeros((len(t1w_inputs), N_CUBES), np.int64)
-    overlap = np.zeros((len(t1w_inputs), N_REGIONS, N_CUBES), np.int32)
+    cubes = np.lib.format.open_memmap(cache_path, mode="w+", dtype=np.float16, shape=(n_images, N_CUBES, 25, 25, 25))
+    brain = np.zeros((n_images, N_CUBES), np.int64)
+    overlap = np.zeros((n_images, N_REGIONS, N_CUBES), np.int32)
     grid_atlas = atlas_on_grid()
-    for i, (image, mask) in enumerate(load_grid_images(t1w_inputs, source_dir, template)):
+    for i, (image, mask) in enumerate(images):
         cubes[i] = cut_cubes(image).astype(np.float16)
         (brain[i],), (overlap[i],) = pscore.brain_overlap(mask, grid_atlas)
     cubes.flush()
@@ -120,6 +145,8 @@ def run(opts):
     from .model.training import Rows, TrainConfig, fit_ensemble, predict_ensemble
     from .preprocess import PreprocParams
 
+    if opts.cat12_prefix and not opts.preprocessed:
+        raise UsageError("--cat12-prefix needs --preprocessed, the folder of CAT12's outputs")
     layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
     labels, left_out, source = bids.read_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
     print(f"labels from {source}: {sum(labels.values())} {opts.positive}, {len(labels) - sum(labels.values())} "
@@ -142,7 +169,8 @@ def run(opts):
         t1w_inputs = [t for t in t1w_inputs if t.label not in failed]
         if failed:
             print(f"left out {len(failed)} T1w whose preprocessing failed: {', '.join(sorted(failed))}", flush=True)
-    cubes, brain, overlap, sizes = build_cube_cache(t1w_inputs, Path(source_dir), params.template, work_dir / "cube_cache.npy")
+    images = load_grid_images(t1w_inputs, Path(source_dir), params, opts.cat12_prefix)
+    cubes, brain, overlap, sizes = build_cube_cache(images, len(t1w_inputs), work_dir / "cube_cache.npy")
     y = np.array([label_of(t, labels) for t in t1w_inputs])
     parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in ("train", "validation", "test")}
     for name, rows in parts.items():
@@ -172,6 +200,7 @@ def run(opts):
                    "left_out": left_out},
         "training": {
             "dataset": str(opts.bids_dir.resolve()), "sessions": opts.sessions,
+            "preprocessed_by": f"CAT12 ({opts.cat12_prefix} images)" if opts.cat12_prefix else "bids_pscore",
             "split": split, "images": {k: int(len(v)) for k, v in parts.items()},
             "config": vars(config), "epochs_run": len(history), "metrics": metrics,
             "seeds": {"training": opts.seed, "registration": opts.seed},

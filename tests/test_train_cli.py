@@ -94,3 +94,19 @@ def test_labels_per_session_from_sessions_tsv(tmp_path):
     assert labels == {("01", "1"): 0, ("01", "2"): 1, ("02", "1"): 0}
     found = bids.find_t1w(bids.load_layout(root))
     assert [label_of(t, labels) for t in found] == [0, 1, 0, None]
+
+
+def test_cat12_images_on_the_grid(tmp_path, capsys):
+    groups = ["AD", "CN"] * 6
+    root, pre = labelled_dataset(tmp_path, groups)
+    cat12 = tmp_path / "cat12" / "mri"
+    cat12.mkdir(parents=True)
+    for i in range(1, len(groups) + 1):
+        paths = bids.preproc_paths({"sub": f"{i:02d}"}, "MNI152NLin2009aSym")
+        data = 3.0 * nib.load(pre / paths["t1w_grid"]).get_fdata()  # CAT12's scale is not [0, 1]
+        nib.Nifti1Image(data.astype(np.float32), GRID_AFFINE).to_filename(cat12 / f"smwp1sub-{i:02d}_T1w.nii")
+    args = train_args(root, tmp_path, tmp_path / "cat12", "--cat12-prefix", "smwp1")
+    assert main(args) == 0
+    assert load_bundle(tmp_path / "model").metadata["training"]["preprocessed_by"] == "CAT12 (smwp1 images)"
+    assert main([*args[:-2], "--cat12-prefix", "wm"]) == 2
+    assert "no file(s) named wmsub-01_T1w.nii[.gz]" in capsys.readouterr().err
