@@ -126,9 +126,9 @@ class Ensemble(nn.Module):
     def weights_per_cube(self):
         """w_c on every cube (0 where not selected) and the selected cubes as a mask; numpy."""
         weights = torch.zeros(self.base.n_cubes)
-        weights[self.selected] = self.meta.weights.cpu()
+        weights[self.selected.cpu()] = self.meta.weights.cpu()
         selected = torch.zeros(self.base.n_cubes, dtype=torch.bool)
-        selected[self.selected] = True
+        selected[self.selected.cpu()] = True
         return weights.numpy().astype(float), selected.numpy()
 
     def forward(self, cubes):

@@ -120,8 +120,8 @@ def predict_ensemble(ensemble, cubes, batch_size=8, device="cpu"):
     features, p_cube = predict_base(ensemble.base, cubes, batch_size, device)
     ensemble.meta.eval()
     with torch.no_grad():
-        logits = ensemble.meta(torch.as_tensor(features[:, ensemble.selected.cpu().numpy()]))
-    return p_cube, torch.softmax(logits, -1)[:, 1].numpy()
+        logits = ensemble.meta(torch.as_tensor(features[:, ensemble.selected.cpu().numpy()], device=device))
+    return p_cube, torch.softmax(logits, -1)[:, 1].cpu().numpy()
 
 
 def _per_cube_loss(logits, labels):
@@ -197,11 +197,12 @@ def train_meta(ensemble, train_features, train_labels, val_features, val_labels,
     """Train the meta-classifier on the selected cubes' features, keeping its best validation state."""
     torch.manual_seed(config.seed)
     meta = ensemble.meta
+    device = next(meta.parameters()).device
     selected = ensemble.selected.cpu().numpy()
-    x_train = torch.as_tensor(train_features[:, selected], dtype=torch.float32)
-    x_val = torch.as_tensor(val_features[:, selected], dtype=torch.float32)
-    y_train = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
-    y_val = torch.as_tensor(np.asarray(val_labels), dtype=torch.long)
+    x_train = torch.as_tensor(train_features[:, selected], dtype=torch.float32, device=device)
+    x_val = torch.as_tensor(val_features[:, selected], dtype=torch.float32, device=device)
+    y_train = torch.as_tensor(np.asarray(train_labels), dtype=torch.long, device=device)
+    y_val = torch.as_tensor(np.asarray(val_labels), dtype=torch.long, device=device)
     optimiser = torch.optim.Adam(meta.parameters(), lr=config.learning_rate)
     best, best_loss, waited = copy.deepcopy(meta.state_dict()), np.inf, 0
     rng = np.random.default_rng(config.seed)
@@ -235,7 +236,8 @@ def fit_ensemble(train, val, test, config, log=print):
     val_features, val_p = predict_base(base, val[0], config.batch_size, device)
     selected = select_cubes(val_p, val[1], config.n_selected)
     ensemble = Ensemble(selected)
-    ensemble.base = base.cpu()
+    ensemble.base = base
+    ensemble.to(device)
     train_meta(ensemble, train_features, train[1], val_features, val[1], config)
     ensemble.eval()
     _, p_test = predict_ensemble(ensemble, test[0], config.batch_size, device)
