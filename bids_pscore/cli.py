@@ -42,6 +42,34 @@ def _plugin_args(text):
     return value
 
 
+def add_execution_options(parser):
+    """Options of how the preprocessing runs, shared by bids_pscore and bids_pscore-train."""
+    perf = parser.add_argument_group("performance and execution")
+    perf.add_argument("--n-cpus", "--nprocs", type=int, default=_cpus(), metavar="N",
+                      help="CPUs the MultiProc plugin may use (default: all available)")
+    perf.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
+                      help="threads per step for deepbet's network (default: min(n-cpus, 8)); ANTs runs "
+                      "single-threaded so that a seed gives identical results")
+    perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
+                      help="nipype's cache; a rerun with the same folder reuses finished steps (default: ./work)")
+    perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
+                      help="how nipype runs the steps: Linear, MultiProc (default), or a cluster (SLURM, SGE, ...)")
+    perf.add_argument("--nipype-plugin-args", type=_plugin_args, metavar="JSON",
+                      help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'')
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: nipype's too)")
+    return perf
+
+
+def check_execution_options(opts):
+    """Validate the CPU options and fill in the default thread count."""
+    if opts.n_cpus < 1:
+        raise UsageError(f"--n-cpus must be at least 1, got {opts.n_cpus}")
+    opts.omp_nthreads = opts.omp_nthreads or min(opts.n_cpus, 8)
+    if opts.omp_nthreads < 1:
+        raise UsageError(f"--omp-nthreads must be at least 1, got {opts.omp_nthreads}")
+    return opts
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="bids_pscore",
@@ -66,21 +94,9 @@ def build_parser():
     select.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                         help="do not validate file names against the BIDS specification")
 
-    perf = parser.add_argument_group("performance and execution")
-    perf.add_argument("--n-cpus", "--nprocs", type=int, default=_cpus(), metavar="N",
-                      help="CPUs the MultiProc plugin may use (default: all available)")
-    perf.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
-                      help="threads per step for deepbet's network (default: min(n-cpus, 8)); ANTs runs "
-                      "single-threaded so that a seed gives identical results")
-    perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
-                      help="nipype's cache; a rerun with the same folder reuses finished steps (default: ./work)")
-    perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
-                      help="how nipype runs the steps: Linear, MultiProc (default), or a cluster (SLURM, SGE, ...)")
-    perf.add_argument("--nipype-plugin-args", type=_plugin_args, metavar="JSON",
-                      help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'')
+    perf = add_execution_options(parser)
     perf.add_argument("--random-seed", type=int, default=20250812, metavar="N",
                       help="seed of the registration's random sampling: same seed, same result")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: nipype's too)")
     return parser
 
 
@@ -92,12 +108,7 @@ def parse_args(argv=None):
         opts.participant_label = sorted({clean_label(x, "sub") for x in opts.participant_label})
     if opts.session_label:
         opts.session_label = sorted({clean_label(x, "ses") for x in opts.session_label})
-    if opts.n_cpus < 1:
-        raise UsageError(f"--n-cpus must be at least 1, got {opts.n_cpus}")
-    opts.omp_nthreads = opts.omp_nthreads or min(opts.n_cpus, 8)
-    if opts.omp_nthreads < 1:
-        raise UsageError(f"--omp-nthreads must be at least 1, got {opts.omp_nthreads}")
-    return opts
+    return check_execution_options(opts)
 
 
 def main(argv=None):

@@ -32,6 +32,11 @@ def region_sizes(atlas):
     return np.bincount(np.asarray(atlas).ravel(), minlength=N_REGIONS + 1)[1:]
 
 
+def brain_voxels_per_cube(mask):
+    """M_c: brain voxels of one grid mask in each cube; (150,)."""
+    return np.bincount(cube_index_map()[np.asarray(mask, bool)], minlength=N_CUBES)
+
+
 def brain_overlap(masks, atlas):
     """Voxel counts that turn cube scores into voxel and region scores.
 
@@ -40,14 +45,15 @@ def brain_overlap(masks, atlas):
     over regions or voxels.
     """
     masks = np.asarray(masks, bool).reshape(-1, *GRID_SHAPE)
-    cubes = cube_index_map().ravel().astype(np.int64)
+    cubes = cube_index_map().ravel()
     labels = np.asarray(atlas).ravel().astype(np.int64)
     in_atlas = np.flatnonzero(labels)
     region_cube = (labels[in_atlas] - 1) * N_CUBES + cubes[in_atlas]
     m = np.empty((len(masks), N_CUBES), np.int64)
     n = np.empty((len(masks), N_REGIONS, N_CUBES), np.int32)
-    for i, mask in enumerate(masks.reshape(len(masks), -1)):
-        m[i] = np.bincount(cubes[mask], minlength=N_CUBES)
+    for i, mask in enumerate(masks):
+        m[i] = brain_voxels_per_cube(mask)
+        mask = mask.ravel()
         n[i] = np.bincount(region_cube[mask[in_atlas]], minlength=N_REGIONS * N_CUBES).reshape(N_REGIONS, N_CUBES)
     return m, n
 
@@ -61,7 +67,7 @@ def per_voxel_of_cube(p_cube, brain_voxels):
 def voxel_scores(p_cube, masks):
     """P_voxel on the grid; (n, 121, 145, 121) float32."""
     masks = np.asarray(masks, bool).reshape(-1, *GRID_SHAPE)
-    m = np.stack([np.bincount(cube_index_map()[mask], minlength=N_CUBES) for mask in masks])
+    m = np.stack([brain_voxels_per_cube(mask) for mask in masks])
     return np.where(masks, paint_cubes(per_voxel_of_cube(p_cube, m)), 0.0).astype(np.float32)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import __version__, app, bids
 from .atlas import ATLAS_NAME, CITATION, N_REGIONS
-from .cli import PLUGINS, _cpus, _plugin_args
+from .cli import add_execution_options, check_execution_options
 from .errors import PscoreError, TrainingError, UsageError
 
 EPILOG = """\
@@ -49,13 +49,8 @@ def build_parser():
     parser.add_argument("--cat12-prefix", metavar="PREFIX",
                         help="CAT12 output prefix to read under --preprocessed (e.g. smwp1 or wm): <PREFIX><T1w name>.nii; "
                         "CAT12 must have written it on the 1.5 mm grid (vox=1.5, bb=16)")
-    parser.add_argument("-w", "--work-dir", type=Path, default=Path("work"))
     parser.add_argument("--skip-bids-validation", action="store_true")
-    parser.add_argument("--n-cpus", type=int, default=_cpus())
-    parser.add_argument("--omp-nthreads", type=int, default=None)
-    parser.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS)
-    parser.add_argument("--nipype-plugin-args", type=_plugin_args)
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_execution_options(parser)
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
     return parser
 
@@ -163,7 +158,7 @@ def run(opts):
     params = PreprocParams()
     source_dir = opts.preprocessed or work_dir / "preprocessed"
     if opts.preprocessed is None:
-        opts.random_seed, opts.omp_nthreads = opts.seed, opts.omp_nthreads or min(opts.n_cpus, 8)
+        opts.random_seed = opts.seed  # one seed for the split, the networks and the registration
         progress = app.preprocess(t1w_inputs, opts.bids_dir, source_dir, work_dir, params, opts)
         failed = {o.label for o in progress.failed}
         t1w_inputs = [t for t in t1w_inputs if t.label not in failed]
@@ -219,7 +214,7 @@ def main(argv=None):
     from .model.splits import SplitError
 
     try:
-        return run(build_parser().parse_args(argv))
+        return run(check_execution_options(build_parser().parse_args(argv)))
     except PscoreError as exc:
         print(f"bids_pscore-train: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputImageError
-from ..grid import GRID_AFFINE, GRID_SHAPE, GRID_VOXEL_MM, grid_at
+from ..grid import GRID_AFFINE, GRID_VOXEL_MM, grid_at
 
 MIN_VOXEL_MM = 0.3
 MAX_VOXEL_MM = 3.0
@@ -158,7 +158,7 @@ def template_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
 
     if template_name != "MNI152NLin2009aSym":
         raise ValueError(f"template {template_name!r} is not shipped; use MNI152NLin2009aSym")
-    shape, affine = (GRID_SHAPE, GRID_AFFINE) if voxel_mm == GRID_VOXEL_MM else grid_at(voxel_mm)
+    shape, affine = grid_at(voxel_mm)
     kwargs = dict(target_affine=affine, target_shape=shape, force_resample=True, copy_header=True)
     template = resample_img(load_mni152_template(resolution=1), interpolation="continuous", **kwargs)
     mask = resample_img(load_mni152_brain_mask(resolution=1), interpolation="nearest", **kwargs)
