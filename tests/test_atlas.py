@@ -33,6 +33,10 @@ def test_all_regions_survive_on_the_grid_with_their_volume():
     assert np.percentile(error, 95) <= 0.05
 
 
+def test_the_shipped_grid_atlas_is_the_vote_from_the_source():
+    assert np.array_equal(atlas.atlas_on_grid(), atlas.grid_from_source())
+
+
 def test_left_regions_lie_left_and_right_regions_right():
     grid = atlas.atlas_on_grid()
     x_mm = GRID_AFFINE[0, 0] * np.arange(GRID_SHAPE[0]) + GRID_AFFINE[0, 3]
