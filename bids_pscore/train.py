@@ -44,6 +44,9 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the registration")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     parser.add_argument("--name", help="model name (default: the model folder's name)")
+    parser.add_argument("--description", help="one line on what the model is, stored in its card")
+    parser.add_argument("--warning", help="shown on the command line and in every report of every run with this model "
+                        "(e.g. that it was trained on synthetic data)")
     parser.add_argument("--preprocessed", type=Path,
                         help="reuse grid images from this folder: bids_pscore participant outputs, or CAT12's with --cat12-prefix")
     parser.add_argument("--cat12-prefix", metavar="PREFIX",
@@ -187,7 +190,8 @@ def run(opts):
     metadata = {
         "name": opts.name or model_dir.name,
         "version": "1",
-        "description": f"P-score ensemble trained with bids_pscore-train on {opts.bids_dir.resolve().name}",
+        "description": opts.description or f"P-score ensemble trained with bids_pscore-train on {opts.bids_dir.resolve().name}",
+        **({"warning": opts.warning} if opts.warning else {}),
         "preprocessing": params.to_dict(),
         "reference": reference.to_dict(),
         "atlas": {"name": ATLAS_NAME, "regions": N_REGIONS, "citation": CITATION},
