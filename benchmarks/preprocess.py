@@ -1,12 +1,10 @@
-"""Wall time and peak memory of each preprocessing step for one T1w, and of the whole workflow.
+"""Wall time of each preprocessing step for one T1w, in this process.
 
 Usage: python benchmarks/preprocess.py [T1w.nii.gz]   (default: ../shared/data/t1w/chris_t1.nii.gz,
-else a synthetic head). Target on a 2-core machine: <= 40 s and <= 3 GB for the workflow.
+else a synthetic head). The whole command line is measured by benchmarks/participant.py.
 """
 
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,30 +45,6 @@ def steps_table(t1w, threads=2):
     return rows
 
 
-def workflow_run(bids_dir, plugin):
-    """The whole command line on a one-subject dataset, in a child process, with its peak memory."""
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        cmd = [sys.executable, "-m", "bids_pscore.cli", str(bids_dir), f"{tmp}/out", "participant", "-w", f"{tmp}/work",
-               "--nipype-plugin", plugin]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    if proc.returncode:
-        print(proc.stdout, proc.stderr)
-    return wall, peak_gb
-
-
-def one_subject_dataset(t1w, root):
-    from bids_pscore.fileio import write_json
-
-    anat = root / "sub-01" / "anat"
-    anat.mkdir(parents=True)
-    os.symlink(t1w, anat / "sub-01_T1w.nii.gz")
-    write_json(root / "dataset_description.json", {"Name": "benchmark", "BIDSVersion": "1.10.0"})
-    return root
-
-
 def main():
     t1w = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
     tmp = Path(tempfile.mkdtemp())
@@ -88,11 +62,6 @@ def main():
         print(f"{name:<20}{seconds:8.1f}")
     print(f"{'total':<20}{sum(s for _, s in rows):8.1f}")
     print(f"peak memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
-    bids_dir = one_subject_dataset(t1w.resolve(), tmp / "bids")
-    print(f"\n{'bids_pscore participant':<28}{'wall s':>8}{'peak GB':>9}")
-    for plugin in ("Linear", "MultiProc"):
-        wall, peak = workflow_run(bids_dir, plugin)
-        print(f"{plugin:<28}{wall:8.1f}{peak:9.2f}")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from . import bids
-from .errors import EXIT_OK, EXIT_SESSION_FAILED, NoT1wError, OutputNotWritableError, UsageError
+from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, OutputNotWritableError, UsageError
 from .fileio import write_json, write_text
 
 log = logging.getLogger("bids_pscore")
+DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
 
 
 def check_output_dir(output_dir, bids_dir):
@@ -111,24 +114,170 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
     return progress
 
 
+def load_model(path=None):
+    """The model bundle at ``path``, or the demo model that ships with the package."""
+    from .model.bundle import BundleError, load_bundle
+
+    try:
+        return load_bundle(path or DEMO_MODEL)
+    except BundleError as exc:
+        raise ModelError(f"{exc} (--model)") from None
+
+
+def model_card(bundle):
+    """What the outputs and reports say about the model that made them."""
+    meta = bundle.metadata
+    return {"name": meta["name"], "version": meta["version"], "sha256": meta["weights"]["sha256"],
+            "description": meta.get("description", ""), "warning": meta.get("warning"), "folder": str(bundle.folder)}  # fmt: skip
+
+
+@dataclass
+class SessionResult:
+    t1w: bids.T1wInput
+    paths: dict  # every derivative of the session, relative to the output folder
+    whole: float
+    ad_probability: float
+    predicted_class: str
+    degenerative: list
+
+
+def score_sessions(t1w_inputs, output_dir, bundle, template):
+    """Ensemble, P-scores and derivatives of every preprocessed T1w (SPEC sections 4, 5 and 8)."""
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from . import derivatives, pscore
+    from .atlas import atlas_on_grid, region_table
+    from .grid import cut_cubes
+
+    weights, selected = bundle.ensemble.weights_per_cube()
+    reference = pscore.Reference.from_dict(bundle.metadata["reference"])
+    card = model_card(bundle)
+    grid_atlas = atlas_on_grid()
+    sizes = pscore.region_sizes(grid_atlas)
+    labels = region_table()["label"].to_numpy()
+    derivatives.write_atlas_lut(output_dir)
+    results = []
+    for item in t1w_inputs:
+        paths = bids.preproc_paths(item.entities, template)
+        image = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
+        mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
+        with torch.no_grad():
+            out = bundle.ensemble(torch.from_numpy(cut_cubes(image)[None]))
+        p_ad, ad_probability = out["p_cube"].numpy(), float(out["p_image"][0])
+        brain, overlap = pscore.brain_overlap(mask, grid_atlas)
+        scores = pscore.score(p_ad, weights, selected, brain, overlap, sizes, reference)
+        predicted = "AD" if ad_probability >= 0.5 else "control"
+        written = derivatives.write_session(
+            output_dir, item.entities, template, scores,
+            voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
+            region_map=pscore.paint_regions(scores.region_norm[0], grid_atlas)[0],
+            ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
+            threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath,
+        )  # fmt: skip
+        paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
+        results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
+                                     labels[scores.degenerative[0]].tolist()))  # fmt: skip
+        print(f"  {item.label}: whole-brain P-score {scores.whole[0]:.1f} of 246, AD probability "
+              f"{ad_probability:.2f} ({predicted}), {int(scores.degenerative[0].sum())} degenerative region(s)", flush=True)
+    return results
+
+
 def run_participant(opts):
-    """Preprocess every selected T1w; return the exit code (0 all done, 1 some failed)."""
+    """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
     from .preprocess import PreprocParams
+    from .report import write_citation, write_subject_reports
 
     layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
     t1w_inputs = bids.find_t1w(layout, opts.participant_label, opts.session_label, bids.load_filter_file(opts.bids_filter_file))
     output_dir = check_output_dir(opts.output_dir, opts.bids_dir)
     work_dir = check_work_dir(opts.work_dir, opts.bids_dir)
-    progress = preprocess(t1w_inputs, opts.bids_dir, output_dir, work_dir, PreprocParams(), opts)
-    return EXIT_SESSION_FAILED if progress.failed else EXIT_OK
+    bundle = load_model(opts.model)
+    card = model_card(bundle)
+    print(f"bids_pscore: model {card['name']} version {card['version']} from {bundle.folder}", flush=True)
+    if card["warning"]:
+        print(f"bids_pscore: WARNING: {card['warning']}", flush=True)
+    params = PreprocParams.from_dict(bundle.metadata["preprocessing"])
+    progress = preprocess(t1w_inputs, opts.bids_dir, output_dir, work_dir, params, opts)
+    failed = {o.label: o for o in progress.failed}
+    done = [t for t in t1w_inputs if t.label not in failed]
+    if done:
+        print(f"bids_pscore: P-scores of {len(done)} T1w", flush=True)
+    results = score_sessions(done, output_dir, bundle, params.template)
+    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template)
+    citation = write_citation(output_dir, params, opts.random_seed, bundle.metadata)
+    print(f"bids_pscore: reports: {', '.join(str(output_dir / r) for r in reports)}; methods and citations: {citation}", flush=True)
+    return EXIT_SESSION_FAILED if failed else EXIT_OK
 
 
 def run_group(opts):
-    """Group level: for now, check that participant outputs are there and say what exists."""
+    """Group level (SPEC section 9) over the participant outputs in the output folder."""
+    import numpy as np
+    import pandas as pd
+
+    from . import group
+    from .atlas import region_table
+    from .report import write_group_report
+
     output_dir = Path(opts.output_dir)
-    found = sorted(output_dir.glob("sub-*/**/anat/*_desc-preproc_T1w.nii.gz"))
-    if not (output_dir / "dataset_description.json").is_file() or not found:
-        raise NoT1wError(f"{output_dir}: holds no participant-level outputs; run the participant level first")
-    print(f"bids_pscore group: {len(found)} preprocessed T1w found in {output_dir}; "
-          "cohort tables need P-scores, which the model adds", flush=True)
+    # reading refuses an empty folder or mixed models before anything is written
+    sessions, raw, reference_norm, threshold, model = group.read_participant_outputs(output_dir, opts.participant_label)
+    ordered = group.order_sessions(sessions, bids.acquisition_times(opts.bids_dir))
+    rows = ordered["row"].to_numpy()
+    raw, reference_norm = raw[rows], reference_norm[rows]
+    cohort_norm = group.cohort_normalise(raw)
+    norm = reference_norm if opts.normalisation == "reference" else cohort_norm
+    flags = norm > threshold
+    regions = region_table()
+    labels = np.asarray(regions["label"])
+
+    participants_tsv = Path(opts.bids_dir) / "participants.tsv"
+    if participants_tsv.is_file():
+        extra = pd.read_csv(participants_tsv, sep="\t", dtype=str, keep_default_na=False)
+        extra = extra.drop(columns=[c for c in extra.columns if c in ordered.columns and c != "participant_id"])
+        ordered = ordered.merge(extra, on="participant_id", how="left")
+    labelled_ad = is_labelled = None
+    if opts.label_column:
+        label_of, _, source = bids.read_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
+        values = [label_of.get((sub, ses), label_of.get((sub, None))) for sub, ses in zip(ordered["sub"], ordered["ses"])]
+        is_labelled = np.array([v is not None for v in values])
+        labelled_ad = np.array([v == 1 for v in values])
+        ordered["diagnosis"] = [{1: opts.positive, 0: opts.negative}.get(v, "n/a") for v in values]
+    predicted_ad = ordered["predicted_class"].to_numpy() == "AD"
+
+    ordered["whole_brain_pscore_reference"] = reference_norm.sum(axis=1)
+    ordered["whole_brain_pscore_cohort"] = cohort_norm.sum(axis=1)
+    ordered["normalisation"] = opts.normalisation
+    ordered["n_degenerative"] = flags.sum(axis=1)
+    ordered["degenerative_regions"] = [" ".join(labels[f]) for f in flags]
+    traj = group.trajectories(ordered, norm, flags, regions)
+    tables = {
+        "sessions": ordered.drop(columns=["sub", "ses", "row", "lambda"]),
+        "regions": pd.DataFrame({
+            "participant_id": np.repeat(ordered["participant_id"].to_numpy(), len(labels)),
+            "session_id": np.repeat(ordered["session_id"].to_numpy(), len(labels)),
+            "t1w": np.repeat(ordered["t1w"].to_numpy(), len(labels)),
+            "index": np.tile(regions["index"].to_numpy(), len(ordered)), "label": np.tile(labels, len(ordered)),
+            "p_region": raw.ravel(), "p_region_norm_reference": reference_norm.ravel(),
+            "p_region_norm_cohort": cohort_norm.ravel(), "degenerative": flags.ravel(),
+        }),  # fmt: skip
+        "frequency": group.degeneration_frequency(flags, regions, predicted_ad, labelled_ad),
+        "sets": group.frequent_sets(flags[predicted_ad], labels, opts.min_support, opts.max_set_size),
+        "trajectories": traj,
+        "onset": group.onset_order(traj, regions),
+    }
+    if opts.label_column:
+        first = ordered["session_index"].to_numpy() == 0
+        use = first & is_labelled
+        if labelled_ad[use].any() and (~labelled_ad[use]).any():
+            tables["comparison"] = group.compare_groups(norm[use], labelled_ad[use], regions)
+        else:
+            print(f"bids_pscore group: no comparison: the first sessions do not hold both {opts.positive} and {opts.negative}", flush=True)
+    from .derivatives import write_group_tables
+
+    written = write_group_tables(output_dir, tables, opts.normalisation, threshold, model)
+    write_group_report(output_dir, tables, norm, threshold, model, opts)
+    print(f"bids_pscore group: {len(ordered)} sessions of {ordered['participant_id'].nunique()} subjects "
+          f"({int(predicted_ad.sum())} predicted AD); tables and report in {written}", flush=True)
     return EXIT_OK

@@ -21,7 +21,8 @@ exit codes:
   16  bids_dir is not a BIDS dataset
   17  unknown analysis level
   18  the participant/session labels or filters select nothing
-  66  no T1w image found
+  65  the model bundle (--model) cannot be used, or the group level found outputs of several models
+  66  no T1w image found (group level: no participant-level outputs)
   73  the output or work folder cannot be written
 """
 
@@ -75,7 +76,10 @@ def build_parser():
         prog="bids_pscore",
         description="P-score neurodegeneration biomarker from T1w MRI, as a BIDS-App. "
         "The participant level preprocesses each T1w (N4, skull stripping, registration to MNI, "
-        "smoothing) onto the SPM12/CAT12 1.5 mm grid and writes BIDS derivatives.",
+        "smoothing) onto the SPM12/CAT12 1.5 mm grid, runs the ensemble 3DCNN model, writes the "
+        "P-scores at cube, voxel, region and whole-brain level as BIDS derivatives and an HTML report "
+        "per subject. The group level pools them: cohort tables, how often each region degenerates "
+        "and with which others, trajectories over time and the order in which regions become involved.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -94,6 +98,26 @@ def build_parser():
     select.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                         help="do not validate file names against the BIDS specification")
 
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", type=Path, metavar="FOLDER",
+                       help="a model bundle written by bids_pscore-train (default: the demo model that ships with "
+                       "bids_pscore, trained on synthetic data and not for research or clinical use)")
+
+    group = parser.add_argument_group("group level")
+    group.add_argument("--label-column", metavar="COLUMN",
+                       help="column of participants.tsv (or sessions.tsv) with diagnoses: adds frequencies among "
+                       "sessions labelled AD and a comparison of the groups (needs --positive and --negative)")
+    group.add_argument("--positive", metavar="VALUE", help="value of --label-column meaning AD (e.g. AD)")
+    group.add_argument("--negative", metavar="VALUE", help="value of --label-column meaning control (e.g. CN)")
+    group.add_argument("--normalisation", choices=("reference", "cohort"), default="reference",
+                       help="region scores normalised by the model's reference cohort (default; as at participant "
+                       "level) or by the minimum and maximum over the analysed sessions")
+    group.add_argument("--min-support", type=float, default=0.3, metavar="FRACTION",
+                       help="smallest share of sessions predicted AD in which a set of regions must be degenerative "
+                       "together to be listed (default 0.3)")
+    group.add_argument("--max-set-size", type=int, default=3, metavar="N",
+                       help="largest set of co-degenerating regions to look for (default 3)")
+
     perf = add_execution_options(parser)
     perf.add_argument("--random-seed", type=int, default=20250812, metavar="N",
                       help="seed of the registration's random sampling: same seed, same result")
@@ -108,6 +132,10 @@ def parse_args(argv=None):
         opts.participant_label = sorted({clean_label(x, "sub") for x in opts.participant_label})
     if opts.session_label:
         opts.session_label = sorted({clean_label(x, "ses") for x in opts.session_label})
+    if opts.label_column and not (opts.positive and opts.negative):
+        raise UsageError("--label-column needs --positive and --negative (e.g. --positive AD --negative CN)")
+    if not 0 < opts.min_support <= 1 or opts.max_set_size < 2:
+        raise UsageError("--min-support must be in (0, 1] and --max-set-size at least 2")
     return check_execution_options(opts)
 
 

@@ -94,6 +94,8 @@ def write_session(output_dir, entities, template, scores, voxel_map, region_map,
     root = Path(output_dir)
     paths = {k: root / v for k, v in bids.pscore_paths(entities, template).items()}
     model = {"Name": model_card.get("name"), "Version": model_card.get("version"), "SHA256": model_card.get("sha256")}
+    if model_card.get("warning"):
+        model["Warning"] = model_card["warning"]
     sources = [bids.raw_uri(t1w_relpath)] + [bids.own_uri(p) for p in bids.preproc_paths(entities, template).values()]
 
     cubes = pd.DataFrame(cube_bounds())
@@ -131,7 +133,65 @@ def write_session(output_dir, entities, template, scores, voxel_map, region_map,
         "DegenerativeRegions": flagged,
         "Normalisation": "reference: the model's training images (min and max per region)",
         "Atlas": bn_atlas.ATLAS_NAME,
+        "Space": template,
         "Model": model,
         "Sources": sources,
     })  # fmt: skip
     return paths
+
+
+GROUP_COLUMNS = {
+    "participant_id": "subject", "session_id": "session (n/a without sessions)", "t1w": "the scored T1w's name, without suffix",
+    "acq_time": "acquisition time", "time_source": "file the acquisition time came from",
+    "order_by": "what the subject's sessions are ordered by: acq_time, or session label when a time is missing",
+    "session_index": "position of the session in the subject's order (0 first)",
+    "years_from_first": "years since the subject's first session (n/a when ordered by label)",
+    "diagnosis": "diagnosis from --label-column", "ad_probability": "the meta-classifier's probability of AD",
+    "predicted_class": "AD if ad_probability >= 0.5, else control",
+    "whole_brain_pscore_reference": "sum of the region scores normalised by the model's reference cohort (0-246)",
+    "whole_brain_pscore_cohort": "sum of the region scores normalised over the analysed sessions (0-246)",
+    "normalisation": "normalisation behind n_degenerative and degenerative_regions",
+    "n_degenerative": "number of regions above lambda", "degenerative_regions": "labels of the regions above lambda",
+    "index": "Brainnetome region index", "label": "region label (hemisphere first, e.g. L.mAmyg)", "name": "full region name",
+    "p_region": "raw region P-score", "p_region_norm_reference": "region score normalised by the model's reference cohort",
+    "p_region_norm_cohort": "region score normalised by the minimum and maximum over the analysed sessions",
+    "degenerative": "normalised score (see Normalisation) above lambda",
+    "rank": "rank by frequency among sessions predicted AD",
+    "sessions_predicted_ad": "sessions predicted AD", "degenerative_predicted_ad": "of them, sessions in which the region is degenerative",
+    "frequency_predicted_ad": "share of sessions predicted AD in which the region is degenerative",
+    "sessions_labelled_ad": "sessions labelled AD", "degenerative_labelled_ad": "of them, sessions in which the region is degenerative",
+    "frequency_labelled_ad": "share of sessions labelled AD in which the region is degenerative",
+    "regions": "the set of regions, joined by ' + '", "size": "number of regions in the set",
+    "support": "share of sessions predicted AD in which all regions of the set are degenerative",
+    "sessions": "number of sessions (of the set's support, or of the subject)",
+    "unit": "unit of slope and onset: year (acquisition times known) or session",
+    "first": "the subject's first session", "last": "the subject's last session",
+    "slope": "least-squares slope of the normalised region score per unit", "start": "score at the first session",
+    "end": "score at the last session", "onset_session": "first session with the region above lambda (n/a: never)",
+    "onset": "time of that session from the subject's first (0: already above lambda at the first)",
+    "order": "order of involvement across subjects (0: never involved)", "median_onset": "median onset over involved subjects",
+    "mean_onset": "mean onset over involved subjects", "subjects_involved": "subjects in which the region crosses lambda",
+    "subjects_followed": "subjects with two or more sessions", "share_involved": "subjects_involved / subjects_followed",
+    "n_ad": "subjects labelled AD (first session each)", "n_control": "subjects labelled control (first session each)",
+    "median_ad": "median normalised score in AD", "median_control": "median normalised score in controls",
+    "u": "Mann-Whitney U of AD against control", "p": "two-sided p value",
+    "rank_biserial_r": "rank-biserial correlation (effect size; > 0: higher in AD)",
+    "q_fdr": "Benjamini-Hochberg false-discovery-rate q over the tested regions",
+}  # fmt: skip
+
+
+def write_group_tables(output_dir, tables, normalisation, threshold, model):
+    """Write each group table as TSV with a JSON sidecar under <output_dir>/group; return the folder."""
+    folder = Path(output_dir) / bids.GROUP_DIR
+    for key, frame in tables.items():
+        path = folder / bids.GROUP_FILES[key]
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        columns = {c: {"Description": GROUP_COLUMNS.get(c, "from participants.tsv")} for c in frame.columns}
+        write_json(bids.sidecar_path(path), {
+            "Normalisation": f"{normalisation}: " + ("the model's reference cohort (its training images)" if normalisation == "reference"
+                                                      else "minimum and maximum over the analysed sessions"),
+            "Lambda": threshold, "Model": {"Name": model.get("Name"), "Version": model.get("Version"), "SHA256": model.get("SHA256")},
+            **columns,
+        })  # fmt: skip
+    return folder

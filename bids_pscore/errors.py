@@ -9,6 +9,7 @@ EXIT_USAGE = 2
 EXIT_NOT_BIDS = 16
 EXIT_UNKNOWN_LEVEL = 17
 EXIT_NOTHING_SELECTED = 18
+EXIT_MODEL = 65
 EXIT_NO_T1W = 66
 EXIT_OUTPUT_NOT_WRITABLE = 73
 
@@ -41,6 +42,12 @@ class NoT1wError(PscoreError):
 
 class OutputNotWritableError(PscoreError):
     exit_code = EXIT_OUTPUT_NOT_WRITABLE
+
+
+class ModelError(PscoreError):
+    """The model bundle given with --model cannot be used."""
+
+    exit_code = EXIT_MODEL
 
 
 class InputImageError(PscoreError):

@@ -1,0 +1,136 @@
+"""Figures of the reports, drawn with matplotlib from arrays on the grid (PNG files).
+
+Slices are shown in neurological convention (the subject's left on the left) and labelled so.
+Plain matplotlib rather than nilearn's plotting: a participant's five figures take about two
+seconds this way, which matters when a session's whole budget is 45 s.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are drawn on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..fileio import atomic_path  # noqa: E402
+from ..grid import GRID_AFFINE  # noqa: E402
+
+# where the mosaics cut: MNI mm (axial z, coronal y), through the temporal lobes and the cortex
+AXIAL_MM = (-30, -18, -6, 6, 18, 30, 42, 54)
+CORONAL_MM = (-60, -36, -20, -6, 8, 24, 40, 56)
+DPI = 72
+
+
+def _index(axis, mm):
+    return int(round((mm - GRID_AFFINE[axis, 3]) / GRID_AFFINE[axis, axis]))
+
+
+def _slice(volume, view, mm):
+    """A 2-D slice with rows bottom-to-top (inferior or posterior first), left hemisphere on the left."""
+    if view == "axial":
+        plane = volume[:, :, _index(2, mm)]
+    else:
+        plane = volume[:, _index(1, mm), :]
+    # grid x runs right to left (negative voxel size), so voxel order already puts the left last:
+    # reverse it, then transpose so that rows are y (axial) or z (coronal)
+    return plane[::-1].T
+
+
+def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot", vmin=None, vmax=None,
+           title="", colorbar_label=""):  # fmt: skip
+    """Axial and coronal slices of ``background`` with an optional overlay and contours; saved as PNG.
+
+    ``overlay`` is drawn where it is non-zero; ``contour`` (bool volume) in red and ``outline``
+    (a volume and a level) in cyan.
+    """
+    fig, axes = plt.subplots(2, len(AXIAL_MM), figsize=(2.0 * len(AXIAL_MM), 4.8), facecolor="black")
+    image = None
+    for row, (view, cuts) in enumerate((("axial", AXIAL_MM), ("coronal", CORONAL_MM))):
+        for ax, mm in zip(axes[row], cuts):
+            ax.imshow(_slice(background, view, mm), cmap="gray", origin="lower", vmin=0, vmax=np.percentile(background, 99.5) or 1)
+            if overlay is not None:
+                layer = _slice(overlay, view, mm)
+                image = ax.imshow(np.ma.masked_where(layer == 0, layer), cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", alpha=0.85)
+            if contour is not None:
+                ax.contour(_slice(contour, view, mm).astype(float), levels=[0.5], colors="red", linewidths=0.8)
+            if outline is not None:
+                volume, level = outline
+                ax.contour(_slice(volume, view, mm), levels=[level], colors="cyan", linewidths=0.6)
+            ax.set_axis_off()
+            ax.set_title(f"{'z' if view == 'axial' else 'y'} = {mm} mm", color="white", fontsize=8)
+    axes[0][0].text(0.02, 0.02, "L", color="white", transform=axes[0][0].transAxes, fontsize=9)
+    axes[0][-1].text(0.90, 0.02, "R", color="white", transform=axes[0][-1].transAxes, fontsize=9)
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, fraction=0.015, pad=0.01)
+        bar.set_label(colorbar_label, color="white")
+        bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
+    fig.suptitle(title, color="white", fontsize=10)
+    _save(fig, path)
+
+
+def ranked_bars(path, labels, values, xlabel, threshold=None, top=25, title=""):
+    """The ``top`` regions by value as bars; with a threshold, a line there and the bars above it in red."""
+    values = np.asarray(values, float)
+    order = np.argsort(values, kind="stable")[::-1][:top][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(order) + 1.2))
+    above = values[order] > (threshold if threshold is not None else np.inf)
+    ax.barh(np.arange(len(order)), values[order], color=np.where(above, "#c0392b", "#7f8c8d"))
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
+        ax.text(threshold, len(order) - 0.3, f" lambda = {threshold:.2f}", fontsize=8, va="bottom")
+    ax.set_yticks(np.arange(len(order)), np.asarray(labels)[order], fontsize=7)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png", facecolor=fig.get_facecolor())
+    plt.close(fig)
+
+
+def by_group(path, values, groups, ylabel, title=""):
+    """One box with the points of each group (e.g. predicted class)."""
+    names = sorted(set(groups))
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.6))
+    data = [np.asarray(values)[np.asarray(groups) == n] for n in names]
+    ax.boxplot(data, showfliers=False)
+    rng = np.random.default_rng(0)  # jitter only, the same on every run
+    for i, d in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=10, alpha=0.6)
+    ax.set_xticks(range(1, len(names) + 1), [f"{n} ({len(d)})" for n, d in zip(names, data)])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def trajectories(path, panels, xlabel, threshold):
+    """Small multiples: for each (title, [(x, y), ...]) one panel with a line per subject and lambda."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False)
+    for ax, (title, lines) in zip(axes[0], panels):
+        for x, y in lines:
+            ax.plot(x, y, marker="o", markersize=2, linewidth=0.8, alpha=0.6)
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+    axes[0][0].set_ylabel("normalised region P-score")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def onset_dots(path, labels, median, counts, unit, top=30):
+    """Regions in their order of involvement: median onset, with the number of subjects behind it."""
+    n = min(top, len(labels))
+    fig, ax = plt.subplots(figsize=(7, 0.22 * n + 1.2))
+    y = np.arange(n)[::-1]
+    ax.scatter(np.asarray(median)[:n], y, color="#c0392b")
+    for yi, x, c in zip(y, np.asarray(median)[:n], np.asarray(counts)[:n]):
+        ax.text(x, yi, f"  n={c}", fontsize=7, va="center")
+    ax.set_yticks(y, np.asarray(labels)[:n], fontsize=7)
+    ax.set_xlabel(f"median onset ({unit}s after the subject's first session; 0 = already involved)")
+    ax.set_title("order of involvement", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

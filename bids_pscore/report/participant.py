@@ -1,0 +1,165 @@
+"""The per-subject HTML report (``sub-<label>.html`` at the output root, figures in ``sub-<label>/figures``).
+
+Like fMRIPrep's: one page per subject with a summary, then per session the preprocessing checks
+(brain mask, registration against the template) and the P-score maps, then the model, its card and
+any warning or error. The report reads back the derivatives the run wrote, so it shows what is on
+disk and nothing else.
+"""
+
+import html
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .. import bids
+from ..fileio import write_text
+from . import figures
+
+STYLE = """
+body { font-family: sans-serif; max-width: 1200px; margin: 1em auto; color: #222; }
+h1 { border-bottom: 2px solid #444; } h2 { margin-top: 1.6em; border-bottom: 1px solid #bbb; }
+.warning { background: #fdecea; border: 2px solid #c0392b; padding: 0.6em 1em; font-weight: bold; }
+.error { background: #fff4e5; border: 1px solid #e67e22; padding: 0.4em 1em; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+img { max-width: 100%; } .caption { color: #555; font-size: 0.9em; }
+"""
+# below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
+SMALL_BRAIN_VOXELS = 270_000
+
+
+def _table(rows, header):
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(relpath, caption):
+    return f'<figure><img src="{html.escape(Path(relpath).as_posix())}" alt="{html.escape(caption)}"><figcaption class="caption">{html.escape(caption)}</figcaption></figure>'
+
+
+def _load(path):
+    return np.asarray(nib.load(path).dataobj, np.float32)
+
+
+def session_figures(output_dir, result, template_image, threshold, figure_dir):
+    """Draw the figures of one session; return [(relative path, caption)] and warnings."""
+    out = Path(output_dir)
+    stem = "_".join(f"{k}-{result.t1w.entities[k]}" for k in bids.SOURCE_ENTITIES if k in result.t1w.entities)
+    image = _load(out / result.paths["t1w_grid"])
+    mask = _load(out / result.paths["mask_grid"]) > 0
+    voxel = _load(out / result.paths["voxel_map"])
+    regions = _load(out / result.paths["region_map"])
+    table = pd.read_csv(out / result.paths["region_table"], sep="\t")
+    drawn, warnings = [], []
+    name = figure_dir / f"{stem}_desc-brainmask_T1w.png"
+    figures.mosaic(out / name, image, contour=mask, title="preprocessed T1w on the grid, brain mask in red")
+    drawn.append((name, "Brain mask (red) over the preprocessed T1w on the 1.5 mm grid: it should follow the brain's edge."))
+    name = figure_dir / f"{stem}_desc-registration_T1w.png"
+    figures.mosaic(out / name, image, outline=(template_image, 0.72), title="registration: template white-matter edge in cyan")
+    drawn.append((name, "Registration check: the template's grey/white boundary (cyan) over the subject's image in template space; "
+                        "the two should agree in the ventricles, the deep grey matter and the cortex."))  # fmt: skip
+    name = figure_dir / f"{stem}_desc-voxel_pscore.png"
+    limit = float(np.abs(voxel).max()) or 1.0
+    figures.mosaic(out / name, image, overlay=voxel, cmap="coolwarm", vmin=-limit, vmax=limit,
+                   title="voxel-level P-score", colorbar_label="P_voxel")  # fmt: skip
+    drawn.append((name, "Voxel-level P-score: each selected cube's score spread over its brain voxels (signed; the weights can be negative)."))
+    name = figure_dir / f"{stem}_desc-regions_pscore.png"
+    figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, cmap="hot", vmin=0, vmax=1,
+                   title="region-level P-score (normalised), degenerative regions outlined in red", colorbar_label="normalised P_region")  # fmt: skip
+    drawn.append((name, f"Normalised region-level P-score over the anatomy; regions above lambda = {threshold:.2f} are outlined in red."))
+    name = figure_dir / f"{stem}_desc-regions_bars.png"
+    figures.ranked_bars(out / name, table["label"].to_numpy(), table["p_region_norm"].to_numpy(), "normalised region P-score",
+                        threshold, title="regions with the highest normalised P-score")  # fmt: skip
+    drawn.append((name, "The 25 regions with the highest normalised P-score; red bars are above lambda (degenerative)."))
+    if mask.sum() < SMALL_BRAIN_VOXELS:
+        warnings.append(f"{result.t1w.label}: the brain mask on the grid holds {int(mask.sum())} voxels "
+                        f"({mask.sum() * 1.5**3 / 1e6:.2f} L), too small for a brain: check skull stripping")  # fmt: skip
+    return drawn, warnings
+
+
+def model_section(metadata, figure_relpath):
+    training = metadata.get("training", {})
+    metrics = training.get("metrics", {}).get("test", {})
+    rows = [
+        ("name", metadata.get("name")), ("version", metadata.get("version")),
+        ("description", metadata.get("description", "")),
+        ("trained on", training.get("dataset", "n/a")),
+        ("images (train / validation / test)", " / ".join(str(training.get("images", {}).get(k, "n/a")) for k in ("train", "validation", "test"))),
+        ("labels", f"{metadata['labels'].get('positive')} vs {metadata['labels'].get('negative')} from column {metadata['labels'].get('column')}"),
+        ("test AUC / balanced accuracy", f"{metrics.get('auc', float('nan')):.3f} / {metrics.get('balanced_accuracy', float('nan')):.3f}"),
+        ("selected cubes", len(metadata.get("selected_cubes", []))),
+        ("lambda", f"{metadata['reference']['lambda']:.3f}"),
+        ("weights SHA256", metadata["weights"]["sha256"]),
+    ]  # fmt: skip
+    return (
+        "<h2>Model</h2>" + _table(rows, ("", "")) + _figure(figure_relpath, "Per-cube weights w_c of the meta-classifier "
+        "over the template (blue negative, red positive; cubes the model does not use are blank).")
+    )
+
+
+def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, template_image, citation_relpath):
+    """Write sub-<subject>.html and its figures; return the report's path relative to the output folder."""
+    from ..grid import paint_cubes
+
+    out = Path(output_dir)
+    figure_dir = Path(f"sub-{subject}") / "figures"
+    threshold = metadata["reference"]["lambda"]
+    warnings = [metadata["warning"]] if metadata.get("warning") else []
+    parts = []
+    summary = []
+    for result in results:
+        drawn, extra = session_figures(out, result, template_image, threshold, figure_dir)
+        warnings += extra
+        summary.append((result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
+                        len(result.degenerative), ", ".join(result.degenerative) or "none"))  # fmt: skip
+        files = _table([(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())], ("output", "file"))
+        parts.append(f"<h2>{html.escape(result.t1w.label)}</h2>" + "".join(_figure(p, c) for p, c in drawn)
+                     + f"<details><summary>files of this session</summary>{files}</details>")  # fmt: skip
+    errors = [
+        f'<div class="error"><b>{html.escape(t.label)}</b> failed at step {html.escape(failed[t.label].failed_step or "?")}: '
+        f"{html.escape(failed[t.label].message)}" + (f" (log: {html.escape(failed[t.label].log)})" if failed[t.label].log else "") + "</div>"
+        for t in t1w_inputs if t.label in failed
+    ]  # fmt: skip
+    weights_fig = figure_dir / "model_desc-cubeweights.png"
+    weights = np.zeros(150)
+    weights[metadata["selected_cubes"]] = metadata["cube_weights"]
+    limit = float(np.abs(weights).max()) or 1.0
+    figures.mosaic(out / weights_fig, template_image, overlay=paint_cubes(weights), cmap="coolwarm", vmin=-limit, vmax=limit,
+                   title="meta-classifier weight of each cube", colorbar_label="w_c")  # fmt: skip
+    page = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_pscore: sub-{html.escape(subject)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>bids_pscore report: sub-{html.escape(subject)}</h1>",
+        *(f'<div class="warning">{html.escape(w)}</div>' for w in warnings),
+        "<h2>Summary</h2>",
+        _table(summary, ("session", "whole-brain P-score (0-246)", "AD probability", "predicted", "degenerative regions", "which"))
+        if summary else "<p>No session of this subject was scored.</p>",
+        *errors,
+        *parts,
+        model_section(metadata, weights_fig),
+        f"<h2>Methods</h2><p>See <a href='{html.escape(citation_relpath)}'>{html.escape(citation_relpath)}</a> "
+        "for a methods paragraph with the versions of every tool, and the references to cite.</p>",
+        f"<h2>About</h2>{_table(sorted(bids.software_versions().items()), ('software', 'version'))}",
+        "</body></html>",
+    ]
+    path = Path(f"sub-{subject}.html")
+    write_text(out / path, "\n".join(page))
+    return path
+
+
+def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template):
+    """One report per subject of ``t1w_inputs``; returns their paths relative to the output folder."""
+    from ..preprocess.steps import template_on_grid
+
+    template_image = np.asarray(template_on_grid(template)[0].dataobj, np.float32)
+    subjects = sorted({t.entities["sub"] for t in t1w_inputs})
+    return [
+        write_subject_report(
+            output_dir, sub, [t for t in t1w_inputs if t.entities["sub"] == sub],
+            [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, template_image,
+            citation_relpath="logs/CITATION.md",
+        )  # fmt: skip
+        for sub in subjects
+    ]
+

@@ -1,0 +1,84 @@
+"""Participant level end to end with the shipped demo model on a generated dataset (2 subjects x 2 sessions)."""
+
+import json
+import re
+import time
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_pscore import bids, cli
+from bids_pscore.app import DEMO_MODEL, load_model
+from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
+from bids_pscore.synth import write_dataset
+
+pytestmark = pytest.mark.slow
+TEMPLATE = "MNI152NLin2009aSym"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    bids_dir = write_dataset(root / "bids", n_subjects=2, n_sessions=2, seed=5)
+    args = [str(bids_dir), str(root / "out"), "participant", "-w", str(root / "work")]
+    start = time.monotonic()
+    code = cli.main(args)
+    first = time.monotonic() - start
+    start = time.monotonic()
+    rerun_code = cli.main(args)
+    rerun = time.monotonic() - start
+    return root / "out", bids_dir, (code, first), (rerun_code, rerun)
+
+
+def test_the_demo_model_ships_small_and_says_it_is_synthetic():
+    bundle = load_model()
+    assert sum(p.stat().st_size for p in DEMO_MODEL.iterdir()) <= 25 * 1024**2
+    assert "synthetic" in bundle.metadata["warning"] and "not for research or clinical use" in bundle.metadata["warning"]
+    assert (DEMO_MODEL / "recipe.sh").is_file()
+
+
+def test_every_derivative_of_every_session_exists_and_loads(run):
+    out, bids_dir, (code, _), _ = run
+    assert code == 0
+    lut = pd.read_csv(out / bids.ATLAS_LUT, sep="\t")
+    assert len(lut) == 246
+    for t1w in bids.find_t1w(bids.load_layout(bids_dir)):
+        paths = {**bids.preproc_paths(t1w.entities, TEMPLATE), **bids.pscore_paths(t1w.entities, TEMPLATE)}
+        for name, rel in paths.items():
+            assert (out / rel).is_file(), rel
+        for name in ("t1w_grid", "mask_grid", "voxel_map", "region_map"):
+            img = nib.load(out / paths[name])
+            assert img.shape == GRID_SHAPE and np.allclose(img.affine, GRID_AFFINE)
+        image = np.asarray(nib.load(out / paths["t1w_grid"]).dataobj)
+        assert 0 <= image.min() and image.max() <= 1
+        cubes = pd.read_csv(out / paths["cube_table"], sep="\t", na_values="n/a")
+        regions = pd.read_csv(out / paths["region_table"], sep="\t", na_values="n/a")
+        assert len(cubes) == 150 and len(regions) == 246
+        summary = json.loads((out / paths["summary"]).read_text())
+        assert summary["WholeBrainPScore"] == pytest.approx(regions["p_region_norm"].sum(), abs=1e-6)
+        assert summary["NumberOfDegenerativeRegions"] == int(regions["degenerative"].sum())
+        assert 0 <= summary["ADProbability"] <= 1 and summary["Model"]["Name"] == "demo-synthetic"
+        # the voxel map spreads each selected cube's score over its brain voxels
+        voxel = np.asarray(nib.load(out / paths["voxel_map"]).dataobj)
+        assert voxel.sum() == pytest.approx(cubes["p_cube"].sum(), rel=1e-3, abs=1e-4)
+
+
+def test_each_subject_has_a_report_with_its_figures_and_the_demo_warning(run):
+    out, *_ = run
+    for sub in ("01", "02"):
+        page = (out / f"sub-{sub}.html").read_text()
+        images = re.findall(r'<img src="([^"]+)"', page)
+        # 5 figures per session, 2 sessions, and the model's cube weights
+        assert len(images) == 11 and all((out / src).is_file() and (out / src).stat().st_size > 5000 for src in images)
+        assert "not for research or clinical use" in page and "logs/CITATION.md" in page
+        assert "lambda" in page and "SHA256" in page
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "ANTsPy" in citation and "deepbet" in citation and "Fan L" in citation and "synthetic" in citation
+
+
+def test_a_rerun_with_the_same_work_folder_is_fast(run):
+    _, _, (_, first), (code, rerun) = run
+    assert code == 0
+    assert rerun < 0.4 * first
