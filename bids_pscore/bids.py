@@ -19,7 +19,7 @@ SOURCE_ENTITIES = ("sub", "ses", "acq", "ce", "rec", "run")
 # the entities this app adds, in the order they follow the source ones
 DERIVED_ENTITIES = ("from", "to", "mode", "space", "atlas", "res", "desc")
 GRID_RES_LABEL = "1p5"
-BIDSIGNORE = ("logs/", "*_xfm.*", "*_pscore.*")
+BIDSIGNORE = ("logs/", "*_xfm.*", "*_pscore.*", "*.html", "figures/", "group/")
 ATLAS_LUT = "atlas-Brainnetome_dseg.tsv"
 SOFTWARE = ("bids_pscore", "nipype", "antspyx", "deepbet", "nilearn", "nibabel", "pybids", "torch")
 
@@ -205,6 +205,51 @@ def pscore_paths(entities, template, atlas="Brainnetome"):
         "region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="regions", **grid),
         "summary": derivative_path(entities, "pscore", ".json", desc="summary"),
     }
+
+
+def summary_files(output_dir):
+    """Every participant-level summary in an output folder (one per scored T1w)."""
+    return sorted(Path(output_dir).glob("sub-*/**/anat/*_desc-summary_pscore.json"))
+
+
+def region_table_of(summary_path):
+    """The region table written beside a summary."""
+    prefix = Path(summary_path).name.split("_desc-summary")[0]
+    return Path(summary_path).with_name(f"{prefix}_atlas-Brainnetome_desc-regions_pscore.tsv")
+
+
+# the group level's outputs, under <output_dir>/group/ (listed in .bidsignore)
+GROUP_DIR = "group"
+GROUP_FILES = {
+    "sessions": "sessions.tsv", "regions": "regions.tsv", "frequency": "degeneration_frequency.tsv",
+    "sets": "codegeneration_sets.tsv", "trajectories": "trajectories.tsv", "onset": "onset_order.tsv",
+    "comparison": "group_comparison.tsv", "report": "report.html", "figures": "figures",
+}  # fmt: skip
+
+
+def acquisition_times(bids_dir):
+    """When each session was acquired: {(sub, ses or None): (timestamp, source file name)}.
+
+    ``acq_time`` of sub-*/sub-*_sessions.tsv first, else of the T1w's row in a scans.tsv; BIDS
+    allows both. Sessions with neither are absent.
+    """
+    import pandas as pd
+
+    root, times = Path(bids_dir), {}
+    for path in sorted(root.glob("sub-*/sub-*_scans.tsv")) + sorted(root.glob("sub-*/ses-*/sub-*_scans.tsv")):
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        if {"filename", "acq_time"} <= set(table.columns):
+            for name, when in zip(table["filename"], table["acq_time"]):
+                entities = source_entities(name)
+                if name.endswith(("_T1w.nii.gz", "_T1w.nii")) and when not in ("", "n/a"):
+                    times.setdefault((entities.get("sub", path.name.split("_")[0][4:]), entities.get("ses")), (when, "scans.tsv"))
+    for path in sorted(root.glob("sub-*/sub-*_sessions.tsv")):
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        if {"session_id", "acq_time"} <= set(table.columns):
+            for session, when in zip(table["session_id"], table["acq_time"]):
+                if when not in ("", "n/a"):
+                    times[(path.name.split("_")[0][4:], session.removeprefix("ses-"))] = (when, "sessions.tsv")
+    return {key: (pd.Timestamp(when), source) for key, (when, source) in times.items()}
 
 
 def sidecar_path(path):

@@ -1,0 +1,210 @@
+"""Group level (SPEC section 9): what the P-scores say across people and over time.
+
+Pure functions on arrays and data frames, apart from ``read_participant_outputs``, which gathers
+the participant-level files. One row of every array is one scored T1w ("session").
+"""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+
+from . import bids
+from .errors import ModelError, NoT1wError
+from .pscore import normalise_regions
+
+
+def read_participant_outputs(output_dir, participant_labels=None):
+    """Summaries and region tables of every scored session.
+
+    Returns (sessions frame, raw region scores (n, 246), reference-normalised scores (n, 246),
+    lambda, model record). Refuses an empty folder and outputs of more than one model.
+    """
+    summaries = bids.summary_files(output_dir)
+    if participant_labels:
+        summaries = [p for p in summaries if bids.source_entities(p)["sub"] in set(participant_labels)]
+    if not summaries:
+        raise NoT1wError(f"{output_dir}: holds no participant-level P-score outputs (*_desc-summary_pscore.json); "
+                         "run the participant level first")  # fmt: skip
+    rows, raw, norm, models = [], [], [], {}
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        entities = bids.source_entities(path)
+        model = {**summary["Model"], "Space": summary["Space"]}
+        models.setdefault(model["SHA256"], (model, path))
+        table = pd.read_csv(bids.region_table_of(path), sep="\t", usecols=["p_region", "p_region_norm"])
+        raw.append(table["p_region"].to_numpy())
+        norm.append(table["p_region_norm"].to_numpy())
+        rows.append({
+            "participant_id": f"sub-{entities['sub']}", "session_id": f"ses-{entities['ses']}" if "ses" in entities else "n/a",
+            "t1w": path.name.split("_desc-summary")[0], "sub": entities["sub"], "ses": entities.get("ses"),
+            "ad_probability": summary["ADProbability"], "predicted_class": summary["PredictedClass"],
+            "lambda": summary["Lambda"], "row": len(rows),
+        })  # fmt: skip
+    if len(models) > 1:
+        (first, first_path), (second, second_path) = list(models.values())[:2]
+        raise ModelError(
+            f"{output_dir}: holds outputs of {len(models)} different models ({first['Name']} in {first_path.name}, "
+            f"{second['Name']} in {second_path.name}); their scores cannot be pooled: give each model its own output folder"
+        )
+    thresholds = {row["lambda"] for row in rows}
+    (model, _), = models.values()
+    return pd.DataFrame(rows), np.array(raw), np.array(norm), thresholds.pop(), model
+
+
+def cohort_normalise(p_region):
+    """Min-max normalisation of each region over the analysed sessions (instead of the model's reference)."""
+    p_region = np.asarray(p_region, np.float64)
+    return normalise_regions(p_region, p_region.min(axis=0), p_region.max(axis=0))
+
+
+def _natural(label):
+    """'ses-10' after 'ses-2': digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(label))]
+
+
+def order_sessions(sessions, times):
+    """Sessions sorted within each subject by acquisition time, else by session label.
+
+    ``times`` maps (sub, ses) to (timestamp, source file). Adds ``acq_time``, ``time_source``,
+    ``order_by`` (what the subject's sessions are ordered by: 'acq_time' when every one of them
+    has a time, else 'session label'), ``session_index`` (0, 1, ...) and ``years_from_first``
+    (n/a when ordered by label).
+    """
+    out = sessions.copy()
+    found = [times.get((sub, ses)) for sub, ses in zip(out["sub"], out["ses"])]
+    out["acq_time"] = pd.to_datetime([t[0] if t else pd.NaT for t in found])
+    out["time_source"] = [t[1] if t else "n/a" for t in found]
+    parts = []
+    for _, part in out.groupby("participant_id", sort=True):
+        if part["acq_time"].notna().all():
+            part = part.sort_values(["acq_time", "t1w"]).assign(order_by="acq_time")
+            part["years_from_first"] = (part["acq_time"] - part["acq_time"].min()).dt.total_seconds() / (365.25 * 86400)
+        else:
+            part = part.loc[sorted(part.index, key=lambda i: (_natural(part.at[i, "session_id"]), part.at[i, "t1w"]))]
+            part = part.assign(order_by="session label", years_from_first=np.nan)
+        parts.append(part.assign(session_index=np.arange(len(part))))
+    return pd.concat(parts).reset_index(drop=True)
+
+
+def degeneration_frequency(flags, regions, predicted_ad, labelled_ad=None):
+    """Per region, the share of sessions predicted AD (and labelled AD) in which it is degenerative, ranked.
+
+    ``flags`` (n, 246) bool; ``regions`` the atlas table (index, label, name).
+    """
+    flags = np.asarray(flags, bool)
+    table = regions[["index", "label", "name"]].copy()
+    groups = {"predicted_ad": np.asarray(predicted_ad, bool)}
+    if labelled_ad is not None:
+        groups["labelled_ad"] = np.asarray(labelled_ad, bool)
+    for name, rows in groups.items():
+        n = int(rows.sum())
+        table[f"sessions_{name}"] = n
+        table[f"degenerative_{name}"] = flags[rows].sum(axis=0)
+        table[f"frequency_{name}"] = table[f"degenerative_{name}"] / n if n else np.nan
+    table = table.sort_values(["frequency_predicted_ad", "index"], ascending=[False, True], na_position="last")
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table.reset_index(drop=True)
+
+
+def frequent_sets(flags, labels, min_support, max_size):
+    """Sets of two or more regions that are degenerative together in at least ``min_support`` of the sessions.
+
+    The patent's Table 2. Mined with efficient-apriori (Apriori, Agrawal and Srikant 1994) over one
+    transaction per session: the set of its degenerative regions. Returns regions (joined with
+    ' + '), size, sessions and support, by support then size.
+    """
+    from efficient_apriori import itemsets_from_transactions
+
+    labels = np.asarray(labels)
+    transactions = [tuple(labels[row]) for row in np.asarray(flags, bool)]
+    columns = ["regions", "size", "sessions", "support"]
+    if not transactions or max_size < 2:
+        return pd.DataFrame(columns=columns)
+    itemsets, _ = itemsets_from_transactions(transactions, min_support, max_length=max_size)
+    rows = [
+        {"regions": " + ".join(sorted(items)), "size": size, "sessions": count, "support": count / len(transactions)}
+        for size, found in itemsets.items() if size >= 2 for items, count in found.items()
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["support", "size", "regions"], ascending=[False, False, True]).reset_index(drop=True)
+
+
+def trajectories(ordered, scores, flags, regions):
+    """Per subject with two or more sessions and per region: slope of the score and first crossing of lambda.
+
+    ``ordered`` comes from ``order_sessions``; ``scores`` and ``flags`` are (n, 246) in the row
+    order of ``ordered``. The slope is per year when the subject's acquisition times are known,
+    else per session; the onset is when the region is first above lambda (0 when it already is at
+    the first session), in the same unit; n/a if it never is.
+    """
+    rows = []
+    for participant, part in ordered.groupby("participant_id", sort=True):
+        if len(part) < 2:
+            continue
+        idx = part.index.to_numpy()
+        by_time = part["order_by"].iloc[0] == "acq_time"
+        x = part["years_from_first"].to_numpy(float) if by_time else part["session_index"].to_numpy(float)
+        y, above = scores[idx], flags[idx]
+        centred = x - x.mean()
+        slope = centred @ (y - y.mean(axis=0)) / (centred @ centred) if centred.any() else np.full(y.shape[1], np.nan)
+        first = np.where(above.any(axis=0), above.argmax(axis=0), -1)
+        rows.append(pd.DataFrame({
+            "participant_id": participant, "index": regions["index"], "label": regions["label"],
+            "sessions": len(part), "unit": "year" if by_time else "session",
+            "first": part["session_id"].iloc[0], "last": part["session_id"].iloc[-1],
+            "slope": slope, "start": y[0], "end": y[-1],
+            "onset_session": np.where(first >= 0, part["session_id"].to_numpy()[np.maximum(first, 0)], "n/a"),
+            "onset": np.where(first >= 0, x[np.maximum(first, 0)], np.nan),
+        }))  # fmt: skip
+    columns = ["participant_id", "index", "label", "sessions", "unit", "first", "last", "slope", "start", "end", "onset_session", "onset"]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+
+
+def onset_order(traj, regions):
+    """The order in which regions become involved across subjects: median onset, subjects behind it.
+
+    Regions are ranked by median onset over the subjects in which they cross lambda, then by the
+    share of followed subjects in which they do (involved in more subjects = earlier); regions
+    that never cross come last, unranked.
+    """
+    followed = traj["participant_id"].nunique()
+    involved = traj[traj["onset"].notna()]
+    stats = involved.groupby("index")["onset"].agg(["median", "mean", "count"])
+    table = regions[["index", "label", "name"]].merge(stats, left_on="index", right_index=True, how="left")
+    table = table.rename(columns={"median": "median_onset", "mean": "mean_onset", "count": "subjects_involved"})
+    table["subjects_involved"] = table["subjects_involved"].fillna(0).astype(int)
+    table["subjects_followed"] = followed
+    table["share_involved"] = table["subjects_involved"] / followed if followed else np.nan
+    units = traj["unit"].unique()
+    table["unit"] = units[0] if len(units) == 1 else "mixed (year or session)"
+    table = table.sort_values(["median_onset", "share_involved", "index"], ascending=[True, False, True], na_position="last")
+    table.insert(0, "order", np.where(table["subjects_involved"] > 0, np.arange(1, len(table) + 1), 0))
+    table["order"] = table["order"].astype(int)
+    return table.reset_index(drop=True)
+
+
+def compare_groups(scores, is_ad, regions):
+    """Per region, AD against control: Mann-Whitney U, Benjamini-Hochberg q, rank-biserial r.
+
+    One row of ``scores`` per subject (sessions of one person are not independent). r > 0 means
+    higher scores in AD.
+    """
+    from scipy.stats import false_discovery_control, mannwhitneyu
+
+    scores, is_ad = np.asarray(scores, np.float64), np.asarray(is_ad, bool)
+    ad, control = scores[is_ad], scores[~is_ad]
+    table = regions[["index", "label", "name"]].copy()
+    table["n_ad"], table["n_control"] = len(ad), len(control)
+    table["median_ad"], table["median_control"] = np.median(ad, axis=0), np.median(control, axis=0)
+    u, p = mannwhitneyu(ad, control, axis=0, alternative="two-sided")
+    table["u"], table["p"] = u, p
+    table["rank_biserial_r"] = 2.0 * u / (len(ad) * len(control)) - 1.0
+    tested = ~np.isnan(p)
+    q = np.full(len(p), np.nan)
+    if tested.any():
+        q[tested] = false_discovery_control(p[tested], method="bh")
+    table["q_fdr"] = q
+    return table.sort_values(["q_fdr", "index"], na_position="last").reset_index(drop=True)
+

@@ -1,0 +1,101 @@
+"""The group HTML report (``group/report.html``), drawn from the group tables."""
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from .. import bids
+from ..fileio import write_text
+from . import figures
+from .participant import STYLE, _figure, _table
+
+TOP = 20
+
+
+def _frame_table(frame, columns, top=TOP):
+    shown = frame[columns].head(top)
+    rows = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in shown.itertuples(index=False)]
+    return _table(rows, columns)
+
+
+def write_group_report(output_dir, tables, norm, threshold, model, opts):
+    """Figures and report.html under <output_dir>/group; returns the report's path."""
+    from ..atlas import atlas_on_grid
+    from ..preprocess.steps import template_on_grid
+    from ..pscore import paint_regions
+
+    out = Path(output_dir)
+    fig_dir = Path(bids.GROUP_DIR) / bids.GROUP_FILES["figures"]
+    sessions, frequency, onset = tables["sessions"], tables["frequency"], tables["onset"]
+    whole = sessions[f"whole_brain_pscore_{opts.normalisation}"].to_numpy()
+    drawn = []
+
+    name = fig_dir / "whole_brain_by_group.png"
+    groups = sessions["diagnosis"] if "diagnosis" in sessions else "predicted " + sessions["predicted_class"]
+    figures.by_group(out / name, whole, groups.to_numpy(), "whole-brain P-score (0-246)", "whole-brain P-score by group")
+    drawn.append((name, "Whole-brain P-score of every session by " + ("diagnosis" if "diagnosis" in sessions else "predicted class") + "."))
+
+    name = fig_dir / "degeneration_frequency.png"
+    figures.ranked_bars(out / name, frequency["label"], frequency["frequency_predicted_ad"].fillna(0), "share of sessions predicted AD",
+                        title="regions most often degenerative")  # fmt: skip
+    drawn.append((name, "Share of the sessions predicted AD in which each region is degenerative (the 25 most frequent)."))
+
+    name = fig_dir / "degeneration_frequency_map.png"
+    by_index = frequency.set_index("index")["frequency_predicted_ad"].fillna(0).sort_index().to_numpy()
+    template = np.asarray(template_on_grid(model["Space"])[0].dataobj, np.float32)
+    figures.mosaic(out / name, template, overlay=paint_regions(by_index, atlas_on_grid())[0], cmap="hot", vmin=0, vmax=1,
+                   title="degeneration frequency among sessions predicted AD", colorbar_label="share of sessions")  # fmt: skip
+    drawn.append((name, "Degeneration frequency painted over the regions on the template."))
+
+    traj = tables["trajectories"]
+    if len(traj):
+        top_regions = onset[onset["order"] > 0]["index"].head(4).tolist() or frequency["index"].head(4).tolist()
+        unit = traj["unit"].iloc[0]
+        x_column = "years_from_first" if unit == "year" else "session_index"
+        panels = []
+        for index in top_regions:
+            label = frequency.loc[frequency["index"] == index, "label"].iloc[0]
+            lines = []
+            for participant in traj["participant_id"].unique():
+                rows = (sessions["participant_id"] == participant).to_numpy()
+                x = sessions.loc[rows, x_column].to_numpy(float)
+                y = norm[rows, index - 1]
+                lines.append((x, y))
+            panels.append((label, lines))
+        name = fig_dir / "trajectories.png"
+        figures.trajectories(out / name, panels, f"{unit}s from the first session", threshold)
+        drawn.append((name, "Normalised score of the earliest-involved regions over each subject's sessions; dashed: lambda."))
+        involved = onset[onset["order"] > 0]
+        name = fig_dir / "onset_order.png"
+        figures.onset_dots(out / name, involved["label"], involved["median_onset"], involved["subjects_involved"], involved["unit"].iloc[0] if len(involved) else unit)
+        drawn.append((name, "Regions in their order of involvement across subjects, with the number of subjects behind each."))
+
+    ordered_by = sessions.groupby("participant_id")["order_by"].first().value_counts().to_dict()
+    warning = f'<div class="warning">{html.escape(model["Warning"])}</div>' if model.get("Warning") else ""
+    sections = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_pscore group report</title><style>{STYLE}</style></head><body>",
+        "<h1>bids_pscore group report</h1>", warning,
+        "<h2>Cohort</h2>",
+        _table([
+            ("sessions", len(sessions)), ("subjects", sessions["participant_id"].nunique()),
+            ("predicted AD", int((sessions["predicted_class"] == "AD").sum())),
+            ("normalisation", opts.normalisation), ("lambda", f"{threshold:.3f}"),
+            ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
+            ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
+        ], ("", "")),  # fmt: skip
+        *(_figure(Path(bids.GROUP_FILES["figures"]) / Path(p).name, c) for p, c in drawn),
+        "<h2>Degeneration frequency</h2>", _frame_table(frequency, [c for c in frequency.columns if c != "name"]),
+        f"<h2>Regions degenerating together (support >= {opts.min_support:g}, sets of up to {opts.max_set_size})</h2>",
+        _frame_table(tables["sets"], list(tables["sets"].columns)) if len(tables["sets"]) else "<p>No set reaches the minimum support.</p>",
+        "<h2>Order of involvement</h2>",
+        _frame_table(onset[onset["order"] > 0], ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"])
+        if len(traj) else "<p>No subject has two or more sessions.</p>",
+    ]  # fmt: skip
+    if "comparison" in tables:
+        sections += [f"<h2>{html.escape(opts.positive)} against {html.escape(opts.negative)} (first session of each subject)</h2>",
+                     _frame_table(tables["comparison"], ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"])]  # fmt: skip
+    sections += ["<p>Every table is in this folder as TSV with a JSON sidecar that describes its columns.</p></body></html>"]
+    path = out / bids.GROUP_DIR / bids.GROUP_FILES["report"]
+    write_text(path, "\n".join(sections))
+    return path

@@ -1,0 +1,167 @@
+"""Group level: frequencies, co-degeneration sets, ordering, slopes, onset order, comparison, refusals."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import kendalltau
+
+from bids_pscore import bids, cli, errors, group, synth
+from bids_pscore.atlas import region_table
+from bids_pscore.fileio import write_json, write_text
+
+REGIONS = region_table()
+LAMBDA = synth.SCORED_LAMBDA
+
+
+def make_bids(root, subjects, sessions_tsv=None):
+    write_json(root / "dataset_description.json", {"Name": "group test", "BIDSVersion": "1.10.0"})
+    for sub in subjects:
+        (root / f"sub-{sub}").mkdir(parents=True, exist_ok=True)
+    for sub, table in (sessions_tsv or {}).items():
+        table.to_csv(root / f"sub-{sub}" / f"sub-{sub}_sessions.tsv", sep="\t", index=False)
+    return root
+
+
+def test_frequency_and_support_by_hand():
+    flags = np.zeros((4, 246), bool)
+    flags[0, [0, 1, 2]] = True  # session 0: regions 1, 2, 3
+    flags[1, [0, 1]] = True
+    flags[2, [0]] = True
+    flags[3, [1, 2]] = True  # session 3 is predicted control
+    predicted = np.array([True, True, True, False])
+    table = group.degeneration_frequency(flags, REGIONS, predicted).set_index("index")
+    assert table.loc[1, "frequency_predicted_ad"] == pytest.approx(3 / 3)
+    assert table.loc[2, "frequency_predicted_ad"] == pytest.approx(2 / 3)
+    assert table.loc[3, "frequency_predicted_ad"] == pytest.approx(1 / 3)
+    assert list(table.sort_values("rank").index[:3]) == [1, 2, 3]
+    labels = REGIONS["label"].to_numpy()
+    sets = group.frequent_sets(flags[predicted], labels, min_support=0.3, max_size=3)
+    found = dict(zip(sets["regions"], sets["support"]))
+    pair = " + ".join(sorted(labels[[0, 1]]))
+    triple = " + ".join(sorted(labels[[0, 1, 2]]))
+    assert found == pytest.approx({pair: 2 / 3, " + ".join(sorted(labels[[0, 2]])): 1 / 3,
+                                   " + ".join(sorted(labels[[1, 2]])): 1 / 3, triple: 1 / 3})  # fmt: skip
+    assert list(group.frequent_sets(flags[predicted], labels, 0.5, 3)["regions"]) == [pair]
+
+
+def _sessions(rows):
+    frame = pd.DataFrame(rows, columns=["sub", "ses"])
+    frame["participant_id"] = "sub-" + frame["sub"]
+    frame["session_id"] = "ses-" + frame["ses"]
+    frame["t1w"] = frame["participant_id"] + "_" + frame["session_id"]
+    return frame
+
+
+def test_sessions_are_ordered_by_acquisition_time_else_by_label():
+    sessions = _sessions([("01", "b"), ("01", "a"), ("02", "10"), ("02", "2")])
+    times = {("01", "a"): (pd.Timestamp("2020-06-01"), "sessions.tsv"), ("01", "b"): (pd.Timestamp("2019-06-01"), "sessions.tsv"),
+             ("02", "2"): (pd.Timestamp("2020-01-01"), "scans.tsv")}  # fmt: skip
+    ordered = group.order_sessions(sessions, times)
+    one = ordered[ordered["sub"] == "01"]
+    assert list(one["ses"]) == ["b", "a"] and set(one["order_by"]) == {"acq_time"}  # time beats label
+    assert list(one["years_from_first"].round(3)) == [0.0, round(366 / 365.25, 3)]
+    two = ordered[ordered["sub"] == "02"]  # ses-10 has no time: by label, ses-2 before ses-10
+    assert list(two["ses"]) == ["2", "10"] and set(two["order_by"]) == {"session label"}
+    assert two["years_from_first"].isna().all() and list(two["session_index"]) == [0, 1]
+
+
+def test_acquisition_times_from_sessions_and_scans_tables(tmp_path):
+    root = make_bids(tmp_path, ["01", "02"], {"01": pd.DataFrame({"session_id": ["ses-1"], "acq_time": ["2020-01-02T10:00:00"]})})
+    scans = root / "sub-02" / "ses-1" / "sub-02_ses-1_scans.tsv"
+    scans.parent.mkdir(parents=True)
+    scans.write_text("filename\tacq_time\nanat/sub-02_ses-1_T1w.nii.gz\t2021-03-04T08:00:00\n")
+    times = bids.acquisition_times(root)
+    assert times[("01", "1")] == (pd.Timestamp("2020-01-02T10:00:00"), "sessions.tsv")
+    assert times[("02", "1")] == (pd.Timestamp("2021-03-04T08:00:00"), "scans.tsv")
+
+
+def test_slope_per_year_and_onset_on_constructed_trajectories():
+    sessions = _sessions([("01", "1"), ("01", "2"), ("01", "3")])
+    years = np.array([0.0, 1.5, 3.0])
+    times = {("01", str(k + 1)): (pd.Timestamp("2020-01-01") + pd.Timedelta(days=365.25 * y), "sessions.tsv") for k, y in enumerate(years)}
+    ordered = group.order_sessions(sessions, times)
+    scores = np.full((3, 246), 0.1)
+    scores[:, 0] = 0.1 + 0.2 * years  # crosses 0.5 at the third session (0.7)
+    scores[:, 1] = 0.9 - 0.1 * years  # above from the first session
+    traj = group.trajectories(ordered, scores, scores > LAMBDA, REGIONS).set_index("index")
+    assert traj.loc[1, "slope"] == pytest.approx(0.2, abs=1e-3) and traj.loc[1, "unit"] == "year"
+    assert traj.loc[2, "slope"] == pytest.approx(-0.1, abs=1e-3)
+    assert traj.loc[1, "onset_session"] == "ses-3" and traj.loc[1, "onset"] == pytest.approx(3.0, abs=1e-3)
+    assert traj.loc[2, "onset"] == 0 and np.isnan(traj.loc[3, "onset"])
+
+
+def test_group_comparison_finds_the_region_that_differs():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 0.3, (40, 246))
+    is_ad = np.arange(40) < 20
+    scores[is_ad, 10] += 0.5
+    table = group.compare_groups(scores, is_ad, REGIONS)
+    top = table.iloc[0]
+    assert top["index"] == 11 and top["q_fdr"] < 1e-4 and top["rank_biserial_r"] == pytest.approx(1.0)
+    assert (table["q_fdr"].iloc[1:] > 0.01).all()
+
+
+@pytest.fixture(scope="module")
+def cohort_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("group")
+    bids_dir, order = synth.write_scored_cohort(root / "out", root / "bids", n_subjects=16, n_sessions=5, seed=0)
+    code = cli.main([str(bids_dir), str(root / "out"), "group", "--label-column", "group", "--positive", "AD", "--negative", "CN"])
+    return root / "out", order, code
+
+
+def test_recovered_order_of_involvement_agrees_with_the_truth(cohort_run):
+    out, order, code = cohort_run
+    assert code == 0
+    onset = pd.read_csv(out / "group" / "onset_order.tsv", sep="\t", na_values="n/a")
+    involved = onset[onset["order"] > 0].set_index("index")
+    truth = order.set_index("index")["rank"]
+    common = truth.index.intersection(involved.index)
+    assert len(common) >= 0.9 * len(truth)  # the regions that truly crossed lambda in some subject
+    tau, _ = kendalltau(truth[common], involved.loc[common, "order"])
+    print(f"Kendall tau {tau:.3f} over {len(common)} regions")
+    assert tau >= 0.7
+    assert set(involved.index[:4]) == set(order.loc[order["rank"] == 1, "index"])  # the amygdala first
+
+
+def test_cohort_tables_load_in_pandas_and_say_their_normalisation(cohort_run):
+    out, _, _ = cohort_run
+    sessions = pd.read_csv(out / "group" / "sessions.tsv", sep="\t", na_values="n/a")
+    assert len(sessions) == 80 and {"acq_time", "order_by", "group", "diagnosis", "ad_probability", "predicted_class",
+                                    "whole_brain_pscore_reference", "whole_brain_pscore_cohort", "n_degenerative"} <= set(sessions.columns)  # fmt: skip
+    assert (sessions["order_by"] == "acq_time").all() and (sessions["normalisation"] == "reference").all()
+    regions = pd.read_csv(out / "group" / "regions.tsv", sep="\t")
+    assert len(regions) == 80 * 246
+    assert regions["p_region_norm_cohort"].between(0, 1).all()
+    sidecar = json.loads((out / "group" / "regions.json").read_text())
+    assert sidecar["Normalisation"].startswith("reference") and "p_region_norm_cohort" in sidecar
+    frequency = pd.read_csv(out / "group" / "degeneration_frequency.tsv", sep="\t")
+    # here every AD-labelled session is predicted AD, so the two frequencies agree
+    assert np.allclose(frequency["frequency_labelled_ad"], frequency["frequency_predicted_ad"])
+    assert frequency.iloc[0]["index"] in set(synth.region_order()["index"])
+    comparison = pd.read_csv(out / "group" / "group_comparison.tsv", sep="\t", na_values="n/a")
+    assert comparison.iloc[0]["q_fdr"] < 0.05 and comparison.iloc[0]["index"] in set(synth.region_order()["index"])
+    page = (out / "group" / "report.html").read_text()
+    for figure in ("whole_brain_by_group", "degeneration_frequency", "degeneration_frequency_map", "trajectories", "onset_order"):
+        assert f"figures/{figure}.png" in page and (out / "group" / "figures" / f"{figure}.png").is_file()
+
+
+def test_refuses_an_empty_folder_and_mixed_models_and_writes_nothing(tmp_path, capsys):
+    bids_dir = make_bids(tmp_path / "bids", ["01", "02"])
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cli.main([str(bids_dir), str(out), "group"]) == errors.EXIT_NO_T1W
+    assert "participant level first" in capsys.readouterr().err
+    synth.write_scored_session(out, ("01", None), np.zeros(246), 0.2, model="model-a")
+    synth.write_scored_session(out, ("02", None), np.zeros(246), 0.7, model="model-b")
+    before = sorted(p for p in out.rglob("*"))
+    assert cli.main([str(bids_dir), str(out), "group"]) == errors.EXIT_MODEL
+    assert "2 different models" in capsys.readouterr().err
+    assert sorted(p for p in out.rglob("*")) == before
+
+
+def test_label_column_needs_both_values(tmp_path, capsys):
+    write_text(tmp_path / "x.txt", "")
+    assert cli.main([str(tmp_path), str(tmp_path / "out"), "group", "--label-column", "group"]) == errors.EXIT_USAGE
+    assert "--positive and --negative" in capsys.readouterr().err
