@@ -84,3 +84,23 @@ def test_ensemble_gives_every_output_in_one_call():
     assert out["features"].shape == (2, N, N_FEATURES)
     assert out["p_cube"].shape == (2, N) and torch.all((out["p_cube"] > 0) & (out["p_cube"] < 1))
     assert out["p_image"].shape == (2,)
+
+
+def test_input_standardisation_is_per_cube_and_computed_on_the_given_images():
+    from bids_pscore.model.training import cube_statistics
+
+    rng = np.random.default_rng(0)
+    cubes = rng.normal(0.7, 0.1, (5, 3, 25, 25, 25)).astype(np.float32)
+    cubes[:, 1] = 0.2 + 0.5 * cubes[:, 1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bids_pscore.model.training.N_CUBES", 3)
+        mean, sd = cube_statistics(cubes, batch_size=2)
+    np.testing.assert_allclose(mean, cubes.mean(axis=(0, 2, 3, 4)), rtol=1e-5)
+    np.testing.assert_allclose(sd, cubes.std(axis=(0, 2, 3, 4)), rtol=1e-4)
+    torch.manual_seed(0)
+    net = BaseClassifiers(3)
+    plain = net(torch.from_numpy((cubes - mean[None, :, None, None, None].astype(np.float32)) / sd[None, :, None, None, None].astype(np.float32)))
+    net.set_input_statistics(mean, sd)
+    standardised = net(torch.from_numpy(cubes))
+    torch.testing.assert_close(standardised[1], plain[1], rtol=1e-4, atol=1e-5)
+    assert "input_mean" in net.state_dict() and "input_scale" in net.state_dict()  # saved with the weights

@@ -20,7 +20,7 @@ from ..grid import CUBE_PAD, CUBE_SIZE, GRID_AFFINE, GRID_SHAPE, N_CUBES
 from .networks import CHANNELS, N_FEATURES, Ensemble
 
 FORMAT = "bids_pscore-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-cube input standardisation in the weights
 WEIGHTS = "weights.safetensors"
 METADATA = "model.json"
 REQUIRED = (

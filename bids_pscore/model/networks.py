@@ -42,6 +42,17 @@ class BaseClassifiers(nn.Module):
         ])  # fmt: skip
         # the per-cube linear layer 64 -> 2, as a grouped 1x1x1 convolution
         self.classify = nn.Conv3d(g * c4, g * N_CLASSES, 1, groups=g)
+        # each cube's input is standardised by the mean and SD of that cube over the training
+        # images (set by training, kept in the bundle): on raw grey levels around 0.75 the
+        # networks stayed at chance even where atrophy lowered the amygdala by 3% (t = -10 over
+        # the cohort); standardised, the same cube reached 0.88 test accuracy in 15 epochs
+        self.register_buffer("input_mean", torch.zeros(n_cubes))
+        self.register_buffer("input_scale", torch.ones(n_cubes))
+
+    def set_input_statistics(self, mean, scale):
+        """Per-cube mean and SD of the training images' cubes (each (n_cubes,))."""
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.input_scale.copy_(torch.clamp(torch.as_tensor(scale, dtype=torch.float32), min=1e-3))
 
     def _chunk_size(self, device):
         if self.chunk:
@@ -78,6 +89,7 @@ class BaseClassifiers(nn.Module):
         batch = cubes.shape[0]
         if tuple(cubes.shape[1:]) != (self.n_cubes, CUBE_SIZE, CUBE_SIZE, CUBE_SIZE):
             raise ValueError(f"expected cubes of shape (batch, {self.n_cubes}, 25, 25, 25), got {tuple(cubes.shape)}")
+        cubes = (cubes - self.input_mean.view(1, -1, 1, 1, 1)) / self.input_scale.view(1, -1, 1, 1, 1)
         step = self._chunk_size(cubes.device)
         parts = [
             self._run(chunk, layers, chunk.shape[1])

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..grid import N_CUBES
+from ..grid import CUBE_SIZE, N_CUBES
+
+CUBE_VOXELS = CUBE_SIZE**3
 from .networks import BaseClassifiers, Ensemble
 
 
@@ -131,12 +133,27 @@ def _per_cube_loss(logits, labels):
     return losses.view(batch, n_cubes).mean(0)
 
 
+def cube_statistics(cubes, batch_size=8):
+    """Mean and SD of each cube over all images and voxels, in one pass over batches."""
+    total = np.zeros(N_CUBES)
+    squares = np.zeros(N_CUBES)
+    for rows in _batches(len(cubes), batch_size):
+        batch = np.asarray(cubes[rows], dtype=np.float64).reshape(len(rows), N_CUBES, -1)
+        total += batch.sum(axis=(0, 2))
+        squares += (batch**2).sum(axis=(0, 2))
+    count = len(cubes) * CUBE_VOXELS
+    mean = total / count
+    return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
 def train_base(train_cubes, train_labels, val_cubes, val_labels, config, log=print):
     """Train the 150 base classifiers; returns the module in each cube's best state and the history."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = torch.device(config.device)
-    base = BaseClassifiers().to(device)
+    base = BaseClassifiers()
+    base.set_input_statistics(*cube_statistics(train_cubes, config.batch_size))
+    base.to(device)
     optimiser = torch.optim.Adam(base.parameters(), lr=config.learning_rate)
     y_train = torch.as_tensor(np.asarray(train_labels), dtype=torch.long, device=device)
     y_val = torch.as_tensor(np.asarray(val_labels), dtype=torch.long, device=device)

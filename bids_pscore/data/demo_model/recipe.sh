@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 bids_pscore-synth "$build/cohort" --n-subjects 48 --n-sessions 2 --seed 1000
 bids_pscore-train "$build/cohort" "$build/model" \
   --label-column group --positive AD --negative CN \
-  --val-fraction 0.2 --test-fraction 0.2 --epochs 40 --patience 8 --learning-rate 3e-3 --seed 0 \
+  --val-fraction 0.2 --test-fraction 0.2 --epochs 30 --patience 6 --learning-rate 1e-3 --seed 0 \
   -w "$build/work" --name demo-synthetic \
   --description "Demo P-score ensemble trained on a synthetic cohort made by bids_pscore-synth (seed 1000)" \
   --warning "DEMO MODEL trained on synthetic data only: not for research or clinical use. Train your own with bids_pscore-train (see README)."
