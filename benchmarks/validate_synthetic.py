@@ -1,6 +1,7 @@
 """Does the P-score find what it should? Validation on a fresh synthetic cohort with known atrophy.
 
 Usage: python benchmarks/validate_synthetic.py [--subjects 20] [--seed 2026] [--model FOLDER] [--work DIR]
+                                             [--participant-label 01 02 ...]
 
 Generates a cohort (a seed the demo model never saw: it was trained on seed 1000) and a re-scan
 of the same brains (another acquisition seed: pose, voxel grid, bias field, noise), runs the
@@ -34,9 +35,11 @@ def icc_3_1(test, retest):
     return (ms_rows - ms_error) / (ms_rows + (k - 1) * ms_error)
 
 
-def participant(bids_dir, out_dir, work_dir, model):
+def participant(bids_dir, out_dir, work_dir, model, labels):
     cmd = [sys.executable, "-m", "bids_pscore.cli", str(bids_dir), str(out_dir), "participant", "-w", str(work_dir)]
-    subprocess.run(cmd + (["--model", str(model)] if model else []), check=False)
+    cmd += ["--model", str(model)] if model else []
+    cmd += ["--participant-label", *labels] if labels else []
+    subprocess.run(cmd, check=False)
 
 
 def collect(out_dir):
@@ -59,6 +62,7 @@ def main():
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--atrophied", type=float, default=0.10, help="true volume loss from which a region counts as atrophied")
     parser.add_argument("--model", type=Path)
+    parser.add_argument("--participant-label", nargs="+", help="score only these subjects of the generated cohort")
     parser.add_argument("--work", type=Path, default=Path("validate_work"), help="datasets, outputs and caches (reused)")
     opts = parser.parse_args()
 
@@ -70,7 +74,7 @@ def main():
         bids_dir = opts.work / f"{name}_bids"
         if not (bids_dir / "participants.tsv").is_file():
             write_dataset(bids_dir, opts.subjects, opts.sessions, opts.seed, acquisition_seed)
-        participant(bids_dir, opts.work / f"{name}_out", opts.work / f"{name}_work", opts.model)
+        participant(bids_dir, opts.work / f"{name}_out", opts.work / f"{name}_work", opts.model, opts.participant_label)
         runs[name] = collect(opts.work / f"{name}_out")
 
     truth_dir = opts.work / "test_bids" / GROUNDTRUTH

@@ -58,7 +58,9 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     out_dir, work = tmp_path / "out", tmp_path / "work"
     args = [str(root), str(out_dir), "participant", "-w", str(work), "--random-seed", "7"]
 
+    start = time.monotonic()
     assert main(args) == 1
+    first_run = time.monotonic() - start
     text = capsys.readouterr().out
     assert "1 of 2 T1w done" in text
     assert any(line.startswith("sub-02") and "failed" in line and "load" in line for line in text.splitlines())
@@ -66,7 +68,9 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     paths = outputs_of(out_dir, "sub-01_ses-1_T1w.nii.gz")
     data, _ = check_grid_outputs(paths)
     truth = nib.load(root / "derivatives/groundtruth/sub-01/ses-1/anat/sub-01_ses-1_desc-brain_mask.nii.gz")
-    assert dice(nib.load(paths["mask_native"]).get_fdata() > 0, truth.get_fdata() > 0) >= 0.95
+    # generated scans come in various orientations; the pipeline's native mask is reoriented to RAS
+    ours = nib.as_closest_canonical(nib.load(paths["mask_native"]))
+    assert dice(ours.get_fdata() > 0, nib.as_closest_canonical(truth).get_fdata() > 0) >= 0.95
     assert template_correlation(data) >= 0.9
 
     sidecar = json.loads(bids.sidecar_path(paths["t1w_grid"]).read_text())
@@ -87,7 +91,7 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     paths["t1w_grid"].unlink()  # a lost output is written again from the cache
     start = time.monotonic()
     assert main(args) == 1
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 0.5 * first_run
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     np.testing.assert_array_equal(nib.load(paths["t1w_grid"]).get_fdata(), reference)
 
