@@ -78,7 +78,7 @@ def ranked_bars(path, labels, values, xlabel, threshold=None, top=25, title=""):
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
         ax.text(threshold, len(order) - 0.3, f" lambda = {threshold:.2f}", fontsize=8, va="bottom")
     ax.set_yticks(np.arange(len(order)), np.asarray(labels)[order], fontsize=7)
-    ax.set_xlim(0, 1.05)
+    ax.set_xlim(0, max(1.05, (threshold or 0) + 0.15))  # keep lambda in view even above 1
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
