@@ -127,8 +127,7 @@ def load_model(path=None):
 def model_card(bundle):
     """What the outputs and reports say about the model that made them."""
     meta = bundle.metadata
-    return {"name": meta["name"], "version": meta["version"], "sha256": meta["weights"]["sha256"],
-            "description": meta.get("description", ""), "warning": meta.get("warning"), "folder": str(bundle.folder)}  # fmt: skip
+    return {"name": meta["name"], "version": meta["version"], "sha256": meta["weights"]["sha256"], "warning": meta.get("warning")}
 
 
 @dataclass
@@ -218,6 +217,7 @@ def run_group(opts):
 
     from . import group
     from .atlas import region_table
+    from .pscore import whole_brain
     from .report import write_group_report
 
     output_dir = Path(opts.output_dir)
@@ -239,15 +239,15 @@ def run_group(opts):
         ordered = ordered.merge(extra, on="participant_id", how="left")
     labelled_ad = is_labelled = None
     if opts.label_column:
-        label_of, _, source = bids.read_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
+        label_of, _, _ = bids.read_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
         values = [label_of.get((sub, ses), label_of.get((sub, None))) for sub, ses in zip(ordered["sub"], ordered["ses"])]
         is_labelled = np.array([v is not None for v in values])
         labelled_ad = np.array([v == 1 for v in values])
         ordered["diagnosis"] = [{1: opts.positive, 0: opts.negative}.get(v, "n/a") for v in values]
     predicted_ad = ordered["predicted_class"].to_numpy() == "AD"
 
-    ordered["whole_brain_pscore_reference"] = reference_norm.sum(axis=1)
-    ordered["whole_brain_pscore_cohort"] = cohort_norm.sum(axis=1)
+    ordered["whole_brain_pscore_reference"] = whole_brain(reference_norm)
+    ordered["whole_brain_pscore_cohort"] = whole_brain(cohort_norm)
     ordered["normalisation"] = opts.normalisation
     ordered["n_degenerative"] = flags.sum(axis=1)
     ordered["degenerative_regions"] = [" ".join(labels[f]) for f in flags]

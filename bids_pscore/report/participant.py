@@ -99,10 +99,8 @@ def model_section(metadata, figure_relpath):
     )
 
 
-def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, template_image, citation_relpath):
+def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, template_image, weights_fig, citation_relpath):
     """Write sub-<subject>.html and its figures; return the report's path relative to the output folder."""
-    from ..grid import paint_cubes
-
     out = Path(output_dir)
     figure_dir = Path(f"sub-{subject}") / "figures"
     threshold = metadata["reference"]["lambda"]
@@ -122,12 +120,6 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         f"{html.escape(failed[t.label].message)}" + (f" (log: {html.escape(failed[t.label].log)})" if failed[t.label].log else "") + "</div>"
         for t in t1w_inputs if t.label in failed
     ]  # fmt: skip
-    weights_fig = figure_dir / "model_desc-cubeweights.png"
-    weights = np.zeros(150)
-    weights[metadata["selected_cubes"]] = metadata["cube_weights"]
-    limit = float(np.abs(weights).max()) or 1.0
-    figures.mosaic(out / weights_fig, template_image, overlay=paint_cubes(weights), cmap="coolwarm", vmin=-limit, vmax=limit,
-                   title="meta-classifier weight of each cube", colorbar_label="w_c")  # fmt: skip
     page = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_pscore: sub-{html.escape(subject)}</title>",
         f"<style>{STYLE}</style></head><body><h1>bids_pscore report: sub-{html.escape(subject)}</h1>",
@@ -150,14 +142,22 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
 
 def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template):
     """One report per subject of ``t1w_inputs``; returns their paths relative to the output folder."""
+    from ..grid import N_CUBES, paint_cubes
     from ..preprocess.steps import template_on_grid
 
     template_image = np.asarray(template_on_grid(template)[0].dataobj, np.float32)
+    # the model's figure is the same for every subject: drawn once, beside the reports
+    weights_fig = Path("figures") / "model_desc-cubeweights.png"
+    weights = np.zeros(N_CUBES)
+    weights[metadata["selected_cubes"]] = metadata["cube_weights"]
+    limit = float(np.abs(weights).max()) or 1.0
+    figures.mosaic(Path(output_dir) / weights_fig, template_image, overlay=paint_cubes(weights), cmap="coolwarm",
+                   vmin=-limit, vmax=limit, title="meta-classifier weight of each cube", colorbar_label="w_c")  # fmt: skip
     subjects = sorted({t.entities["sub"] for t in t1w_inputs})
     return [
         write_subject_report(
             output_dir, sub, [t for t in t1w_inputs if t.entities["sub"] == sub],
-            [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, template_image,
+            [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, template_image, weights_fig,
             citation_relpath="logs/CITATION.md",
         )  # fmt: skip
         for sub in subjects
