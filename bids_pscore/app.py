@@ -185,6 +185,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
 
 def run_participant(opts):
     """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
+    from .model.bundle import model_warnings
     from .preprocess import PreprocParams
     from .report import write_citation, write_subject_reports
 
@@ -195,8 +196,8 @@ def run_participant(opts):
     bundle = load_model(opts.model)
     card = model_card(bundle)
     print(f"bids_pscore: model {card['name']} version {card['version']} from {bundle.folder}", flush=True)
-    if card["warning"]:
-        print(f"bids_pscore: WARNING: {card['warning']}", flush=True)
+    for warning in model_warnings(bundle.metadata):
+        print(f"bids_pscore: WARNING: {warning}", flush=True)
     params = PreprocParams.from_dict(bundle.metadata["preprocessing"])
     progress = preprocess(t1w_inputs, opts.bids_dir, output_dir, work_dir, params, opts)
     failed = {o.label: o for o in progress.failed}

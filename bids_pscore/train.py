@@ -138,7 +138,7 @@ def run(opts):
 
     from . import pscore
     from .fileio import atomic_path
-    from .model.bundle import save_bundle
+    from .model.bundle import save_bundle, threshold_warning
     from .model.splits import split_subjects
     from .model.training import Rows, TrainConfig, fit_ensemble, predict_ensemble
     from .preprocess import PreprocParams
@@ -211,6 +211,8 @@ def run(opts):
         pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)
     print(f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
           f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f}", flush=True)
+    if threshold_warning(reference.threshold):
+        print(f"WARNING: {threshold_warning(reference.threshold)}", flush=True)
     return 0
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bids_pscore.model.bundle import METADATA, WEIGHTS, BundleError, load_bundle, save_bundle
+from bids_pscore.model.bundle import METADATA, WEIGHTS, BundleError, load_bundle, model_warnings, save_bundle
 from bids_pscore.model.networks import Ensemble
 
 METADATA_FIELDS = {
@@ -108,3 +108,12 @@ def test_torch_save_instead_of_safetensors_is_refused(bundle_dir):
 def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="not a bids_pscore model bundle"):
         load_bundle(tmp_path)
+
+
+def test_a_lambda_no_score_can_exceed_is_said_beside_the_bundles_warning():
+    # normalised region scores lie in [0, 1], so lambda >= 1 means no region can be flagged
+    assert model_warnings({"reference": {"lambda": 0.73}}) == []
+    assert model_warnings({"warning": "DEMO", "reference": {"lambda": 0.73}}) == ["DEMO"]
+    warnings = model_warnings({"warning": "DEMO", "reference": {"lambda": 1.26}})
+    assert warnings[0] == "DEMO" and "lambda (1.26)" in warnings[1] and "no region" in warnings[1]
+    assert len(model_warnings({"reference": {"lambda": 1.0}})) == 1

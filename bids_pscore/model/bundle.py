@@ -57,6 +57,24 @@ def sha256(path):
     return digest.hexdigest()
 
 
+def threshold_warning(threshold):
+    """The note a model whose lambda no score can exceed must carry, else None.
+
+    lambda = mean + 2 SD of the reference AD images' normalised region scores (SPEC 5); when those
+    scores pile up at 0 and 1 it lands at or above 1, the largest normalised score.
+    """
+    if threshold < 1.0:
+        return None
+    return (f"this model's lambda ({threshold:.2f}) is not below 1, the largest normalised region score, so it "
+            "marks no region as degenerative; read the region scores as a ranking")
+
+
+def model_warnings(metadata):
+    """What every run with this model says: the bundle's own warning and the lambda note."""
+    warnings = [metadata.get("warning"), threshold_warning(metadata["reference"]["lambda"])]
+    return [w for w in warnings if w]
+
+
 def save_bundle(folder, ensemble, metadata):
     """Write the ensemble's weights and ``metadata`` (plus grid, cubes, architecture, checksum)."""
     folder = Path(folder)

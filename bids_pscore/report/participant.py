@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import bids
 from ..fileio import write_text
+from ..model.bundle import model_warnings
 from . import figures
 
 STYLE = """
@@ -104,7 +105,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     out = Path(output_dir)
     figure_dir = Path(f"sub-{subject}") / "figures"
     threshold = metadata["reference"]["lambda"]
-    warnings = [metadata["warning"]] if metadata.get("warning") else []
+    warnings = model_warnings(metadata)
     parts = []
     summary = []
     for result in results:
