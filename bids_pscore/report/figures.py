@@ -44,9 +44,10 @@ def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot
     """
     fig, axes = plt.subplots(2, len(AXIAL_MM), figsize=(2.0 * len(AXIAL_MM), 4.8), facecolor="black")
     image = None
+    top = np.percentile(background, 99.5) or 1.0
     for row, (view, cuts) in enumerate((("axial", AXIAL_MM), ("coronal", CORONAL_MM))):
         for ax, mm in zip(axes[row], cuts):
-            ax.imshow(_slice(background, view, mm), cmap="gray", origin="lower", vmin=0, vmax=np.percentile(background, 99.5) or 1)
+            ax.imshow(_slice(background, view, mm), cmap="gray", origin="lower", vmin=0, vmax=top)
             if overlay is not None:
                 layer = _slice(overlay, view, mm)
                 image = ax.imshow(np.ma.masked_where(layer == 0, layer), cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", alpha=0.85)
