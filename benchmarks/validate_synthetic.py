@@ -9,6 +9,11 @@ participant level on both, and prints:
 - AUC, AD vs CN, of the meta-classifier's AD probability and of the whole-brain P-score;
 - precision and recall of the degenerative-region flags against the regions whose true volume
   loss is at least --atrophied (pooled over sessions and regions);
+- what any threshold could do with the same scores (AUC of the normalised region score, atrophied
+  vs not, in AD sessions; precision at recall 0.8; best F1), and the same for ideal cube scores:
+  every cube scores the share of its atlas voxels that lie in atrophied regions, spread over its
+  voxels as SPEC 5 spreads P_cube. That is the ceiling of any 150-cube model, a property of the
+  cube size (25 voxels, 37.5 mm) and the atlas, not of training;
 - test-retest: ICC(3,1) of the whole-brain P-score and the median over regions of the
   correlation of the normalised region score between scan and re-scan.
 Targets: AUC >= 0.95, precision and recall >= 0.8, ICC >= 0.95, median correlation >= 0.9.
@@ -33,6 +38,37 @@ def icc_3_1(test, retest):
     residual = data - data.mean(axis=1, keepdims=True) - data.mean(axis=0, keepdims=True) + grand
     ms_error = (residual**2).sum() / ((n - 1) * (k - 1))
     return (ms_rows - ms_error) / (ms_rows + (k - 1) * ms_error)
+
+
+def ranking_quality(scores, truth):
+    """AUC, precision at recall 0.8, and the best F1 (with its precision and recall) of ``scores``
+    ranking the ``truth`` regions; both pooled over sessions and regions."""
+    from bids_pscore.model.training import auc
+
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(truth[order])
+    flagged = np.arange(1, len(order) + 1)
+    precision, recall = hits / flagged, hits / truth.sum()
+    at_recall = precision[np.searchsorted(recall, 0.8)]
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1))
+    return auc(scores, truth)[0], at_recall, (f1[best], precision[best], recall[best])
+
+
+def ideal_cube_scores(atrophied):
+    """Region scores from ideal cubes: each cube scores the share of its atlas voxels in the
+    ``atrophied`` regions ((n, 246) bool); a region averages its voxels' cube scores."""
+    from bids_pscore.atlas import atlas_on_grid
+    from bids_pscore.grid import N_CUBES, cube_index_map
+    from bids_pscore.pscore import N_REGIONS
+
+    atlas = atlas_on_grid()
+    inside = atlas > 0
+    voxels = np.zeros((N_REGIONS + 1, N_CUBES))
+    np.add.at(voxels, (atlas[inside], cube_index_map()[inside]), 1)
+    voxels = voxels[1:]  # (246, 150) atlas voxels of each region in each cube
+    cube_share = (atrophied.astype(float) @ voxels) / np.maximum(voxels.sum(axis=0), 1)
+    return cube_share @ (voxels / voxels.sum(axis=1, keepdims=True)).T
 
 
 def participant(bids_dir, out_dir, work_dir, model, labels):
@@ -84,11 +120,18 @@ def main():
     is_ad = groups.reindex(sessions.index.get_level_values(0)).to_numpy() == "AD"
 
     tp = fp = fn = 0
+    ad_scores, ad_truth = [], []
     for key, table in regions.items():
         loss = truth[(truth["participant_id"] == key[0]) & (truth["session_id"] == key[1])].set_index("index")["volume_loss"]
         atrophied = loss.reindex(table.index, fill_value=0.0).to_numpy() >= opts.atrophied
         flagged = table["degenerative"].to_numpy(bool)
         tp, fp, fn = tp + (flagged & atrophied).sum(), fp + (flagged & ~atrophied).sum(), fn + (~flagged & atrophied).sum()
+        if atrophied.any():
+            ad_scores.append(table["p_region_norm"].to_numpy())
+            ad_truth.append(atrophied)
+    ad_truth = np.array(ad_truth)
+    model_rank = ranking_quality(np.concatenate(ad_scores), ad_truth.ravel())
+    ideal_rank = ranking_quality(ideal_cube_scores(ad_truth).ravel(), ad_truth.ravel())
 
     retest_sessions, retest_regions = runs["retest"]
     common = sessions.index.intersection(retest_sessions.index)
@@ -103,6 +146,10 @@ def main():
         ("AUC of the whole-brain P-score", f"{auc(sessions['whole'], is_ad)[0]:.3f}", ">= 0.95"),
         (f"region flags: precision (loss >= {opts.atrophied:.0%})", f"{tp / max(tp + fp, 1):.3f}  ({tp} of {tp + fp} flags)", ">= 0.8"),
         (f"region flags: recall (loss >= {opts.atrophied:.0%})", f"{tp / max(tp + fn, 1):.3f}  ({tp} of {tp + fn} atrophied)", ">= 0.8"),
+        *(row for label, (area, at_recall, (f1, f1_p, f1_r)) in (("model's region scores", model_rank), ("ideal cube scores", ideal_rank))
+          for row in ((f"{label}: AUC, atrophied vs not (AD)", f"{area:.3f}", ""),
+                      (f"{label}: precision at recall 0.8", f"{at_recall:.3f}", ""),
+                      (f"{label}: best F1", f"{f1:.3f}  (precision {f1_p:.2f}, recall {f1_r:.2f})", ""))),
         ("test-retest ICC(3,1), whole-brain P-score", f"{icc_3_1(sessions.loc[common, 'whole'], retest_sessions.loc[common, 'whole']):.3f}", ">= 0.95"),
         ("test-retest median region correlation", f"{np.median(correlations):.3f}  ({len(correlations)} regions vary)", ">= 0.9"),
     ]  # fmt: skip
