@@ -1,8 +1,8 @@
 """Figures of the reports, drawn with matplotlib from arrays on the grid (PNG files).
 
 Slices are shown in neurological convention (the subject's left on the left) and labelled so.
-Plain matplotlib rather than nilearn's plotting: a participant's five figures take about two
-seconds this way, which matters when a session's whole budget is 45 s.
+Plain matplotlib rather than nilearn's plotting, and every mosaic on one axes: a session's five
+figures take well under a second this way, which matters when a session's whole budget is 45 s.
 """
 
 import matplotlib
@@ -35,33 +35,55 @@ def _slice(volume, view, mm):
     return plane[::-1].T
 
 
+def _canvas(volume):
+    """The cuts of ``volume`` on one 2-D canvas: coronal cuts on the bottom row, axial on top
+    (rows run upwards), each panel followed by a one-voxel gap so that contours stay apart.
+    Returns the canvas and each panel's (view, mm, column start, row start, width, height)."""
+    rows, panels, row_start = [], [], 0
+    for view, cuts in (("coronal", CORONAL_MM), ("axial", AXIAL_MM)):
+        cut = [_slice(volume, view, mm) for mm in cuts]
+        height = max(c.shape[0] for c in cut) + 1
+        column = 0
+        for mm, c in zip(cuts, cut):
+            panels.append((view, mm, column, row_start, c.shape[1], c.shape[0]))
+            column += c.shape[1] + 1
+        rows.append(np.concatenate([np.pad(c, ((0, height - c.shape[0]), (0, 1))) for c in cut], axis=1))
+        row_start += height
+    width = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows]), panels
+
+
 def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot", vmin=None, vmax=None,
            title="", colorbar_label=""):  # fmt: skip
     """Axial and coronal slices of ``background`` with an optional overlay and contours; saved as PNG.
 
     ``overlay`` is drawn where it is non-zero; ``contour`` (bool volume) in red and ``outline``
-    (a volume and a level) in cyan.
+    (a volume and a level) in cyan. All sixteen cuts share one axes (one image per layer): a grid
+    of sixteen axes took five times as long to draw.
     """
-    fig, axes = plt.subplots(2, len(AXIAL_MM), figsize=(2.0 * len(AXIAL_MM), 4.8), facecolor="black")
+    canvas, panels = _canvas(background)
+    width = 2.0 * len(AXIAL_MM)
+    fig, ax = plt.subplots(figsize=(width, width * 0.9 * canvas.shape[0] / canvas.shape[1] + 0.4), facecolor="black")
+    fig.subplots_adjust(left=0.01, right=0.91 if overlay is not None else 0.99, bottom=0.01, top=0.88)
+    ax.imshow(canvas, cmap="gray", origin="lower", vmin=0, vmax=np.percentile(background, 99.5) or 1.0)
     image = None
-    top = np.percentile(background, 99.5) or 1.0
-    for row, (view, cuts) in enumerate((("axial", AXIAL_MM), ("coronal", CORONAL_MM))):
-        for ax, mm in zip(axes[row], cuts):
-            ax.imshow(_slice(background, view, mm), cmap="gray", origin="lower", vmin=0, vmax=top)
-            if overlay is not None:
-                layer = _slice(overlay, view, mm)
-                image = ax.imshow(np.ma.masked_where(layer == 0, layer), cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", alpha=0.85)
-            if contour is not None:
-                ax.contour(_slice(contour, view, mm).astype(float), levels=[0.5], colors="red", linewidths=0.8)
-            if outline is not None:
-                volume, level = outline
-                ax.contour(_slice(volume, view, mm), levels=[level], colors="cyan", linewidths=0.6)
-            ax.set_axis_off()
-            ax.set_title(f"{'z' if view == 'axial' else 'y'} = {mm} mm", color="white", fontsize=8)
-    axes[0][0].text(0.02, 0.02, "L", color="white", transform=axes[0][0].transAxes, fontsize=9)
-    axes[0][-1].text(0.90, 0.02, "R", color="white", transform=axes[0][-1].transAxes, fontsize=9)
+    if overlay is not None:
+        layer = _canvas(overlay)[0]
+        image = ax.imshow(np.ma.masked_where(layer == 0, layer), cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", alpha=0.85)
+    if contour is not None and np.any(contour):
+        ax.contour(_canvas(np.asarray(contour, float))[0], levels=[0.5], colors="red", linewidths=0.8)
+    if outline is not None:
+        volume, level = outline
+        ax.contour(_canvas(volume)[0], levels=[level], colors="cyan", linewidths=0.6)
+    for view, mm, column, row, width, height in panels:
+        ax.text(column + width / 2, row + height, f"{'z' if view == 'axial' else 'y'} = {mm} mm", color="white",
+                fontsize=8, ha="center", va="bottom")  # fmt: skip
+    top_row = max(p[3] for p in panels)
+    ax.text(2, top_row + 2, "L", color="white", fontsize=9)
+    ax.text(canvas.shape[1] - 8, top_row + 2, "R", color="white", fontsize=9)
+    ax.set_axis_off()
     if image is not None:
-        bar = fig.colorbar(image, ax=axes, fraction=0.015, pad=0.01)
+        bar = fig.colorbar(image, ax=ax, fraction=0.015, pad=0.01)
         bar.set_label(colorbar_label, color="white")
         bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
     fig.suptitle(title, color="white", fontsize=10)
