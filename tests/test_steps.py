@@ -7,7 +7,7 @@ from scipy import ndimage
 from bids_pscore.errors import InputImageError
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, is_on_grid
 from bids_pscore.preprocess import PreprocParams
-from bids_pscore.preprocess.steps import FWHM_TO_SIGMA, nonzero_region, normalise, smooth_in_mask
+from bids_pscore.preprocess.steps import FWHM_TO_SIGMA, as_image, n4_correct, nonzero_region, normalise, smooth_in_mask
 
 
 def ball(shape=(40, 40, 40), radius=12):
@@ -83,3 +83,23 @@ def test_params_round_trip_and_refuse_unknown_keys():
     assert PreprocParams.from_dict(params.to_dict()) == params
     with pytest.raises(Exception, match="unknown preprocessing parameters"):
         PreprocParams.from_dict({**params.to_dict(), "typo": 1})
+    with pytest.raises(Exception, match="N4 mask fraction"):
+        PreprocParams(n4_mask_fraction=1.0)
+
+
+def test_n4_flattens_a_known_bias_field_beside_a_noisy_background():
+    # a uniform ball under a smooth 0.6-1.4 ramp, in a volume whose background is noise: the
+    # field is fitted on the ball, and everything but the darkest background is corrected
+    rng = np.random.default_rng(0)
+    head = ball((48, 48, 48), radius=16)
+    ramp = np.linspace(0.6, 1.4, 48)[:, None, None] * np.ones((48, 48, 48))
+    data = np.abs(np.where(head, 100.0 * ramp, 0.0) + rng.normal(0.0, 2.0, head.shape)).astype(np.float32)
+    out = np.asarray(n4_correct(as_image(data, np.diag([2.0, 2.0, 2.0, 1.0])), 4.0, (50, 50, 30), 0.1).dataobj)
+    inner = ndimage.binary_erosion(head, iterations=2)
+
+    def spread(values):
+        return values.std() / values.mean()
+
+    assert spread(data[inner]) > 0.1
+    assert spread(out[inner]) < 0.3 * spread(data[inner])
+    assert (out[~head] == 0).mean() < 0.05  # the background is kept, bar its darkest 1%

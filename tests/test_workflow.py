@@ -109,7 +109,7 @@ def test_skull_stripping_of_a_moved_colin27_against_its_bet_mask(tmp_path):
     nib.Nifti1Image(np.abs(moved).astype(np.float32), head.affine).to_filename(path)
 
     img = steps.load_t1w(path)
-    mask, stripped = steps.brain_mask(steps.n4_correct(img, PARAMS.n4_shrink_mm, PARAMS.n4_iterations), PARAMS.stripped_max_volume_ml, 2)
+    mask, stripped = steps.brain_mask(steps.n4_correct(img, PARAMS.n4_shrink_mm, PARAMS.n4_iterations, PARAMS.n4_mask_fraction), PARAMS.stripped_max_volume_ml, 2)
     assert not stripped
     assert dice(np.asarray(mask.dataobj) > 0, moved_truth) >= 0.92
 

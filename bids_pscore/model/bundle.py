@@ -20,7 +20,7 @@ from ..grid import CUBE_PAD, CUBE_SIZE, GRID_AFFINE, GRID_SHAPE, N_CUBES
 from .networks import CHANNELS, N_FEATURES, Ensemble
 
 FORMAT = "bids_pscore-model"
-FORMAT_VERSION = 2  # 2: per-cube input standardisation in the weights
+FORMAT_VERSION = 3  # 2: per-cube input standardisation in the weights; 3: N4 fitted on the head only
 WEIGHTS = "weights.safetensors"
 METADATA = "model.json"
 REQUIRED = (

@@ -50,6 +50,7 @@ class LoadT1w(SimpleInterface):
 class _N4InputSpec(_InFileSpec):
     shrink_mm = traits.Float(mandatory=True)
     iterations = traits.List(traits.Int, mandatory=True)
+    mask_fraction = traits.Float(mandatory=True)
 
 
 class N4BiasCorrect(SimpleInterface):
@@ -60,7 +61,7 @@ class N4BiasCorrect(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        out = steps.n4_correct(img, self.inputs.shrink_mm, self.inputs.iterations)
+        out = steps.n4_correct(img, self.inputs.shrink_mm, self.inputs.iterations, self.inputs.mask_fraction)
         self._results["out_file"] = _save(out, runtime, "t1w_n4.nii")
         return runtime
 

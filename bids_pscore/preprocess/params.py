@@ -18,6 +18,9 @@ class PreprocParams:
     # (r = 0.999) in a third of the time on a 1 mm head
     n4_shrink_mm: float = 6.0
     n4_iterations: tuple = (50, 50, 30)
+    # N4 fits its field on voxels above this fraction of the 99th intensity percentile (the head):
+    # a scan's noisy background can fill most of the volume, and fitting it tripled N4's time
+    n4_mask_fraction: float = 0.1
     # an input whose non-zero voxels fill less than this is taken as already skull-stripped
     stripped_max_volume_ml: float = 2500.0
     # ANTs rigid and affine stages run on a copy of the grid at this spacing, SyN on the grid
@@ -30,6 +33,8 @@ class PreprocParams:
     norm_percentile: float = 99.0
 
     def __post_init__(self):
+        if not 0.0 <= self.n4_mask_fraction < 1.0:
+            raise UsageError(f"N4 mask fraction must be in [0, 1), got {self.n4_mask_fraction}")
         if self.fwhm_mm < 0:
             raise UsageError(f"smoothing FWHM must be >= 0 mm, got {self.fwhm_mm}")
         if not 50.0 <= self.norm_percentile <= 100.0:

@@ -101,19 +101,24 @@ def voxel_sizes(img):
     return np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
 
 
-def n4_correct(img, shrink_mm, iterations):
-    """N4 bias-field correction (ANTs) on a grid coarsened to about ``shrink_mm``."""
+def n4_correct(img, shrink_mm, iterations, mask_fraction):
+    """N4 bias-field correction (ANTs) on a grid coarsened to about ``shrink_mm``.
+
+    The field is fitted on the head (voxels above ``mask_fraction`` of the way from the 1st to the
+    99th intensity percentile) and applied to everything but the darkest background.
+    """
     import ants
 
     data = np.asarray(img.dataobj, dtype=np.float32)
     # N4 works in log space: shift so that the image is positive, and skip the background
-    floor = float(np.percentile(data, 1))
+    floor, top = (float(v) for v in np.percentile(data, [1, 99]))
     foreground = data > floor
+    head = data > floor + mask_fraction * (top - floor)
     shifted = np.where(foreground, data - floor + 1.0, 0.0)
     shrink = max(1, int(round(shrink_mm / float(voxel_sizes(img).min()))))
     corrected = ants.n4_bias_field_correction(
         _to_ants(as_image(shifted, img.affine)),
-        mask=_to_ants(as_image(foreground, img.affine)),
+        mask=_to_ants(as_image(head, img.affine)),
         shrink_factor=shrink,
         convergence={"iters": [int(i) for i in iterations], "tol": 1e-7},
     )

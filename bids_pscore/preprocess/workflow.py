@@ -46,7 +46,8 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
 
     load = pe.Node(LoadT1w(), name="load")
     n4 = pe.Node(
-        N4BiasCorrect(shrink_mm=params.n4_shrink_mm, iterations=list(params.n4_iterations)), name="n4"
+        N4BiasCorrect(shrink_mm=params.n4_shrink_mm, iterations=list(params.n4_iterations), mask_fraction=params.n4_mask_fraction),
+        name="n4",
     )
     skullstrip = pe.Node(
         SkullStrip(stripped_max_volume_ml=params.stripped_max_volume_ml, num_threads=omp_nthreads),
