@@ -4,6 +4,7 @@ The nipype interfaces in ``interfaces.py`` wrap these one to one; tests and benc
 them directly. Images are nibabel images in RAS+ orientation with float32 data.
 """
 
+import functools
 import zlib
 from pathlib import Path
 
@@ -156,8 +157,13 @@ def brain_mask(img, stripped_max_volume_ml, n_threads=1):
     return as_image(np.asarray(mask.dataobj) > 0, mask.affine), False
 
 
+@functools.lru_cache(maxsize=4)
 def template_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
-    """The registration template and its brain mask, resampled onto the grid (or a copy at voxel_mm)."""
+    """The registration template and its brain mask, resampled onto the grid (or a copy at voxel_mm).
+
+    Cached per process (read-only arrays): the report draws over the template that the template
+    node made in the same process under the Linear plugin, and resampling takes about a second.
+    """
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
     from nilearn.image import resample_img
 
@@ -167,7 +173,10 @@ def template_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
     kwargs = dict(target_affine=affine, target_shape=shape, force_resample=True, copy_header=True)
     template = resample_img(load_mni152_template(resolution=1), interpolation="continuous", **kwargs)
     mask = resample_img(load_mni152_brain_mask(resolution=1), interpolation="nearest", **kwargs)
-    return as_image(np.clip(template.get_fdata(), 0, None), affine), as_image(mask.get_fdata() > 0, affine)
+    images = as_image(np.clip(template.get_fdata(), 0, None), affine), as_image(mask.get_fdata() > 0, affine)
+    for img in images:
+        img.dataobj.flags.writeable = False
+    return images
 
 
 def register(brain, coarse_template, template, iterations, seed, out_prefix):
