@@ -62,10 +62,14 @@ def session_figures(output_dir, result, template_image, threshold, figure_dir):
     drawn.append((name, "Registration check: the template's grey/white boundary (cyan) over the subject's image in template space; "
                         "the two should agree in the ventricles, the deep grey matter and the cortex."))  # fmt: skip
     name = figure_dir / f"{stem}_desc-voxel_pscore.png"
-    limit = float(np.abs(voxel).max()) or 1.0
+    # a cube holding few brain voxels spreads its score over them and dwarfs the rest: scale to
+    # the 99th percentile of the brain's voxels instead of the maximum
+    limit = float(np.percentile(np.abs(voxel[mask]), 99)) if mask.any() else 0.0
+    limit = limit or float(np.abs(voxel).max()) or 1.0
     figures.mosaic(out / name, image, overlay=voxel, cmap="coolwarm", vmin=-limit, vmax=limit,
                    title="voxel-level P-score", colorbar_label="P_voxel")  # fmt: skip
-    drawn.append((name, "Voxel-level P-score: each selected cube's score spread over its brain voxels (signed; the weights can be negative)."))
+    drawn.append((name, "Voxel-level P-score: each selected cube's score spread over its brain voxels (signed; the weights can be negative; "
+                        "the colour scale stops at the 99th percentile of the brain's absolute values)."))
     name = figure_dir / f"{stem}_desc-regions_pscore.png"
     figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, cmap="hot", vmin=0, vmax=1,
                    title="region-level P-score (normalised), degenerative regions outlined in red", colorbar_label="normalised P_region")  # fmt: skip
