@@ -211,8 +211,9 @@ def run(opts):
         pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)
     print(f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
           f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f}", flush=True)
-    if threshold_warning(reference.threshold):
-        print(f"WARNING: {threshold_warning(reference.threshold)}", flush=True)
+    warning = threshold_warning(reference.threshold)
+    if warning:
+        print(f"WARNING: {warning}", flush=True)
     return 0
 
 
