@@ -18,8 +18,9 @@ class PreprocParams:
     # (r = 0.999) in a third of the time on a 1 mm head
     n4_shrink_mm: float = 6.0
     n4_iterations: tuple = (50, 50, 30)
-    # N4 fits its field on voxels above this fraction of the 99th intensity percentile (the head):
-    # a scan's noisy background can fill most of the volume, and fitting it tripled N4's time
+    # N4 fits its field on the head: voxels above this fraction of the way from the 1st to the 99th
+    # intensity percentile; a scan's noisy background can fill most of the volume, and fitting it
+    # tripled N4's time
     n4_mask_fraction: float = 0.1
     # an input whose non-zero voxels fill less than this is taken as already skull-stripped
     stripped_max_volume_ml: float = 2500.0

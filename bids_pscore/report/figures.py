@@ -62,8 +62,8 @@ def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot
     of sixteen axes took five times as long to draw.
     """
     canvas, panels = _canvas(background)
-    width = 2.0 * len(AXIAL_MM)
-    fig, ax = plt.subplots(figsize=(width, width * 0.9 * canvas.shape[0] / canvas.shape[1] + 0.4), facecolor="black")
+    inches = 2.0 * len(AXIAL_MM)
+    fig, ax = plt.subplots(figsize=(inches, inches * 0.9 * canvas.shape[0] / canvas.shape[1] + 0.4), facecolor="black")
     fig.subplots_adjust(left=0.01, right=0.91 if overlay is not None else 0.99, bottom=0.01, top=0.88)
     ax.imshow(canvas, cmap="gray", origin="lower", vmin=0, vmax=np.percentile(background, 99.5) or 1.0)
     image = None
