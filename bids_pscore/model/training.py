@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from ..grid import CUBE_SIZE, N_CUBES
+from .networks import BaseClassifiers, Ensemble
 
 CUBE_VOXELS = CUBE_SIZE**3
-from .networks import BaseClassifiers, Ensemble
 
 
 @dataclass(frozen=True)
