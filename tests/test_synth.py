@@ -26,7 +26,7 @@ def test_volume_loss_measured_on_the_scanned_label_maps_matches_the_truth():
     # the truth the generator writes is the loss it realised, close to the loss it aimed at
     assert np.all(np.abs(truth - target)[atrophied] <= 0.1 * target[atrophied] + 0.002)
     assert np.all(truth[~atrophied] == 0)
-    *_, before = synth.acquire(synth.add_head(anatomy.brain, anatomy.mask), anatomy.labels, anatomy.mask,
+    *_, before = synth.acquire(synth.add_head(anatomy.image, anatomy.mask), anatomy.labels, anatomy.mask,
                                anatomy.affine, np.random.default_rng(10))  # fmt: skip
     *_, after = synth.acquire(synth.add_head(brain, anatomy.mask), labels, anatomy.mask, anatomy.affine, np.random.default_rng(11))
     measured = 1.0 - _volumes_ml(after, indices) / _volumes_ml(before, indices)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .fileio import atomic_path, write_json, write_nifti, write_text
+from ..fileio import atomic_path, write_json, write_nifti, write_text
 
 # tissue layers outside the brain: (outer distance from the brain in mm, intensity)
 LAYERS = ((3.0, 0.12), (8.0, 0.04), (13.0, 0.75))
@@ -60,7 +60,7 @@ def template_space():
     """The MNI152 brain, its mask and the Brainnetome labels on one 1 mm grid with room for a head."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
 
-    from .atlas import resample_labels, source_image
+    from ..atlas import resample_labels, source_image
 
     template = load_mni152_template(resolution=1)
     brain = np.asarray(template.get_fdata(), np.float32)
@@ -82,7 +82,7 @@ def template_space():
 
 def region_order():
     """One row per atrophied region: rank of its group, group name, index, label, largest loss."""
-    from .atlas import region_table
+    from ..atlas import region_table
 
     table = region_table()
     rows = []
@@ -105,9 +105,10 @@ def stage_losses(stage, order, hemisphere_jitter):
 
 @dataclass
 class Anatomy:
-    """One subject's healthy brain on the template-space grid (1 mm)."""
+    """One subject's healthy anatomy on a 1 mm grid: T1w intensities (the brain alone for the
+    template, the whole head for a real base head), brain mask and Brainnetome labels."""
 
-    brain: np.ndarray
+    image: np.ndarray
     mask: np.ndarray
     labels: np.ndarray
     affine: np.ndarray
@@ -129,25 +130,23 @@ def make_anatomy(rng, variation_sd_mm=VARIATION_SD_MM, max_scale=HEAD_SCALE):
     del on_lattice
     warped_mask = ndimage.map_coordinates(mask.astype(np.float32), coords, order=1) >= 0.5
     return Anatomy(
-        brain=np.where(warped_mask, ndimage.map_coordinates(brain, coords, order=1), 0.0).astype(np.float32),
+        image=np.where(warped_mask, ndimage.map_coordinates(brain, coords, order=1), 0.0).astype(np.float32),
         mask=warped_mask,
         labels=np.where(warped_mask, ndimage.map_coordinates(labels, coords, order=0), 0).astype(np.int16),
         affine=affine,
     )
 
 
-def _shrink_region(labels, index, loss):
-    """Where region ``index`` keeps tissue after losing ``loss`` of its volume.
+def _shrink_region(inside, loss):
+    """Where a region keeps tissue after losing ``loss`` of its volume.
 
-    The region shrinks towards its centre: output voxel x shows the tissue at c + (1 + a)(x - c),
-    so its volume scales by about (1 + a)^-3; ``a`` is found by bisection, because a region that is
-    not convex around c loses a little more than the formula says. Returns the region's bounding
-    box, the kept voxels inside it and the source coordinates of every voxel of the box.
+    ``inside`` is the region within its bounding box. The region shrinks towards its centre:
+    output voxel x shows the tissue at c + (1 + a)(x - c), so its volume scales by about
+    (1 + a)^-3; ``a`` is found by bisection, because a region that is not convex around c loses a
+    little more than the formula says. Returns the voxels that show shrunk tissue, the kept voxels
+    (those and the few given back to reach the loss) and the source coordinates of every voxel
+    of the box.
     """
-    region = labels == index
-    lo, hi = np.argwhere(region).min(axis=0), np.argwhere(region).max(axis=0) + 1
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    inside = region[box]
     local = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in inside.shape], indexing="ij"))
     depth = ndimage.distance_transform_edt(inside)
     centre = np.array(np.unravel_index(np.argmax(depth), inside.shape), np.float32)
@@ -172,25 +171,35 @@ def _shrink_region(labels, index, loss):
             low = middle
         else:
             high = middle
-    keep, source = kept(0.5 * (low + high))
-    return box, keep, source
+    shrunk, source = kept(high)
+    # a thin region's count jumps with a: give back the lost voxels nearest to the kept tissue
+    # until the loss is the target (they keep their own intensity)
+    keep = shrunk.copy()
+    missing = int(round(target * inside.sum())) - int(shrunk.sum())
+    if missing > 0:
+        lost = np.flatnonzero(inside & ~shrunk)
+        distance = ndimage.distance_transform_edt(~shrunk).ravel()[lost]
+        keep.ravel()[lost[np.argsort(distance, kind="stable")[:missing]]] = True
+    return shrunk, keep, source
 
 
-def atrophy(anatomy, losses):
+def atrophy(anatomy, losses, csf_intensity=CSF_INTENSITY):
     """The anatomy with each region of ``losses`` ({index: fraction}) shrunk and surrounded by CSF.
 
-    Returns (brain, labels) on the anatomy's grid; the brain mask (intracranial) is unchanged.
+    Returns (image, labels) on the anatomy's grid; the brain mask (intracranial) is unchanged.
     """
-    brain, labels = anatomy.brain.copy(), anatomy.labels.copy()
+    image, labels = anatomy.image.copy(), anatomy.labels.copy()
+    boxes = ndimage.find_objects(anatomy.labels)  # one bounding box per label, found in one pass
     for index, loss in losses.items():
-        if loss <= 0 or not (anatomy.labels == index).any():
+        box = boxes[index - 1] if index <= len(boxes) else None
+        if loss <= 0 or box is None:
             continue
-        box, keep, source = _shrink_region(anatomy.labels, index, loss)
         inside = anatomy.labels[box] == index
-        shifted = ndimage.map_coordinates(anatomy.brain[box], source.reshape(3, -1), order=1, mode="nearest").reshape(keep.shape)
-        brain[box] = np.where(keep, shifted, np.where(inside, CSF_INTENSITY, brain[box]))
+        shrunk, keep, source = _shrink_region(inside, loss)
+        shifted = ndimage.map_coordinates(anatomy.image[box], source.reshape(3, -1), order=1, mode="nearest").reshape(keep.shape)
+        image[box] = np.where(shrunk, shifted, np.where(keep, image[box], np.where(inside, csf_intensity, image[box])))
         labels[box] = np.where(inside & ~keep, 0, labels[box])
-    return brain, labels
+    return image, labels
 
 
 def random_affine(rng, max_rotation_deg=12.0, max_shift_mm=10.0, max_scale=0.05):
@@ -249,14 +258,14 @@ def scanner_grid(shape, affine, pose, voxel_size, orientation):
     return out, out_shape
 
 
-def acquire(head, labels, mask, affine, rng, noise=0.02, bias=0.2):
+def acquire(head, labels, mask, affine, rng, noise=0.02, bias=0.2, voxel_sizes=VOXEL_SIZES):
     """One scan of a head: random pose, voxel size and orientation, bias field, noise and scale.
 
     Returns the T1w, brain mask and label images in the scanner's space.
     """
     # rigid only: a subject's brain keeps its size from one session to the next
     pose = random_affine(rng, max_scale=0.0)
-    voxel_size = VOXEL_SIZES[rng.integers(len(VOXEL_SIZES))]
+    voxel_size = voxel_sizes[rng.integers(len(voxel_sizes))]
     orientation = ORIENTATIONS[rng.integers(len(ORIENTATIONS))]
     out_affine, out_shape = scanner_grid(head.shape, affine, pose, voxel_size, orientation)
     to_template = np.linalg.inv(affine) @ np.linalg.inv(pose) @ out_affine
@@ -284,7 +293,7 @@ def acquire(head, labels, mask, affine, rng, noise=0.02, bias=0.2):
 def make_head(rng, noise=0.02, bias=0.2):
     """A healthy T1w head with skull in a random pose; returns (head image, brain mask image)."""
     anatomy = make_anatomy(rng)
-    head = add_head(anatomy.brain, anatomy.mask)
+    head = add_head(anatomy.image, anatomy.mask)
     t1w, mask, _ = acquire(head, anatomy.labels, anatomy.mask, anatomy.affine, rng, noise, bias)
     return t1w, mask
 
@@ -375,9 +384,9 @@ def write_scored_session(out_dir, key, region_norm, ad_probability, model="synth
     No image is scored: the files are those the participant level writes, for trying and testing
     the group level on large cohorts.
     """
-    from .derivatives import write_session
-    from .grid import GRID_SHAPE, N_CUBES
-    from .pscore import Scores
+    from ..derivatives import write_session
+    from ..grid import GRID_SHAPE, N_CUBES
+    from ..pscore import Scores
 
     sub, ses = key
     entities = {"sub": sub, **({"ses": ses} if ses else {})}
@@ -401,7 +410,7 @@ def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0):
     about a year apart) to ``bids_dir``; returns (bids_dir, the regions of ``region_order`` that
     cross lambda in some subject).
     """
-    from .atlas import region_table
+    from ..atlas import region_table
 
     rng = np.random.default_rng(seed)
     order = region_order()
@@ -431,26 +440,49 @@ def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="bids_pscore-synth",
-        description="Write a BIDS dataset of synthetic T1w heads, AD subjects with regional atrophy "
-        "that grows over sessions, and its ground truth under derivatives/groundtruth.",
+        description="Write a BIDS dataset of T1w heads, AD subjects with regional atrophy that grows over sessions, "
+        "and its ground truth under derivatives/groundtruth: synthetic heads made from the MNI152 template, or, "
+        "with --base, real healthy heads of another BIDS dataset with simulated atrophy and ageing.",
     )
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--n-subjects", type=int, default=2)
+    parser.add_argument("--base", type=Path, metavar="BIDS_DIR",
+                        help="a BIDS dataset of healthy T1w heads with age (and sex) in participants.tsv: each of its "
+                        "subjects becomes a cohort subject with its own anatomy, age and sex (see docs/disease_model.md)")
+    parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="with --base: only these base subjects")
+    parser.add_argument("--n-subjects", type=int, default=2, help="without --base: how many synthetic heads (default 2)")
     parser.add_argument("--n-sessions", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="anatomy, groups and disease course")
     parser.add_argument("--acquisition-seed", type=int,
                         help="pose, voxel grid, bias field and noise (default: --seed); another value re-scans the same brains")
     parser.add_argument("--ad-fraction", type=float, default=0.5, help="share of AD subjects (default 0.5)")
+    parser.add_argument("-w", "--work-dir", type=Path,
+                        help="with --base: keeps each base head's registration and atlas, so that a re-scan or a "
+                        "second cohort reuses them")
+    parser.add_argument("--n-procs", type=int, default=1, help="with --base: subjects made side by side (default 1)")
     opts = parser.parse_args(argv)
-    if opts.n_subjects < 1 or opts.n_sessions < 1 or not 0 <= opts.ad_fraction <= 1:
-        parser.error("--n-subjects and --n-sessions must be at least 1 and --ad-fraction between 0 and 1")
+    if opts.n_subjects < 1 or opts.n_sessions < 1 or opts.n_procs < 1 or not 0 <= opts.ad_fraction <= 1:
+        parser.error("--n-subjects, --n-sessions and --n-procs must be at least 1 and --ad-fraction between 0 and 1")
     description = opts.out_dir / "dataset_description.json"
-    ours = description.is_file() and json.loads(description.read_text()).get("Name") == DATASET_NAME
+    ours = description.is_file() and json.loads(description.read_text()).get("Name", "").startswith(DATASET_NAME)
     if opts.out_dir.exists() and any(opts.out_dir.iterdir()) and not ours:
         print(f"bids_pscore-synth: error: {opts.out_dir} holds other files; give a new or empty folder", file=sys.stderr)
         return 2
-    write_dataset(opts.out_dir, opts.n_subjects, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction)
-    print(f"bids_pscore-synth: wrote {opts.n_subjects} subject(s) x {opts.n_sessions} session(s) to {opts.out_dir} "
+    if opts.base is None:
+        write_dataset(opts.out_dir, opts.n_subjects, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction)
+        n_subjects = opts.n_subjects
+    else:
+        from ..errors import PscoreError
+        from .realheads import write_cohort
+
+        labels = [label.removeprefix("sub-") for label in opts.participant_label or []] or None
+        try:
+            write_cohort(opts.out_dir, opts.base, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction,
+                         labels, opts.work_dir, opts.n_procs)  # fmt: skip
+        except PscoreError as exc:
+            print(f"bids_pscore-synth: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        n_subjects = len(pd.read_csv(opts.out_dir / "participants.tsv", sep="\t"))
+    print(f"bids_pscore-synth: wrote {n_subjects} subject(s) x {opts.n_sessions} session(s) to {opts.out_dir} "
           f"(truth in {opts.out_dir / GROUNDTRUTH})")  # fmt: skip
     return 0
 

@@ -1,0 +1,99 @@
+"""Simulated atrophy on real heads (bids_pscore-synth --base), on two IXI heads of ../shared/data."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_pscore import bids
+from bids_pscore.synth import GROUNDTRUTH, disease, realheads
+from bids_pscore.synth import main as synth_main
+
+IXI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi_hh"
+YOUNG, OLD = "IXI012", "IXI538"  # 38.8 and 81.9 years
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (IXI / "participants.tsv").is_file(), reason="needs ../shared/data/ixi_hh"),
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bases")
+
+
+@pytest.fixture(scope="module")
+def young(cache):
+    return realheads.cached_base(IXI / f"sub-{YOUNG}" / "anat" / f"sub-{YOUNG}_T1w.nii.gz", cache)
+
+
+def test_base_head_has_atlas_ventricles_and_csf_darker_than_grey_matter(young):
+    anatomy = young.anatomy
+    assert len(np.unique(anatomy.labels)) == 247  # every region reaches the head
+    assert np.all(anatomy.mask[anatomy.labels > 0]) and 1100 <= anatomy.mask.sum() / 1000 <= 2000  # ml
+    assert 3 <= young.ventricles.sum() / 1000 <= 150
+    assert young.csf_intensity < 0.5 * np.median(anatomy.image[anatomy.labels > 0])
+
+
+def test_native_atrophy_reaches_its_target_and_leaves_the_rest_of_the_head_unchanged(young):
+    order = disease.subtype_order("typical")
+    losses = disease.disease_losses(3.0, order, np.ones(len(order)))
+    atrophied = dict(zip(order["index"], losses))
+    image, labels, target = realheads.session_anatomy(young, 45.0, atrophied)  # no ageing before 50
+    healthy = np.bincount(young.anatomy.labels.ravel(), minlength=247)
+    realised = 1.0 - np.bincount(labels.ravel(), minlength=247) / np.maximum(healthy, 1)
+    checked = np.flatnonzero(target >= 0.05)
+    assert len(checked) >= 30
+    assert np.all(np.abs(realised[checked] - target[checked]) <= 0.1 * target[checked])
+    untouched = ~np.isin(young.anatomy.labels, [i for i, loss in atrophied.items() if loss > 0])
+    assert np.array_equal(image[untouched], young.anatomy.image[untouched])
+    assert np.array_equal(labels[untouched], young.anatomy.labels[untouched])
+    lost = (young.anatomy.labels > 0) & (labels == 0)
+    assert lost.sum() > 0 and np.all(image[lost] == np.float32(young.csf_intensity))
+
+
+def test_ageing_shrinks_every_region_and_widens_the_ventricles_into_their_nearest_voxels(young):
+    grey, growth = disease.ageing(80.0)
+    _, labels, _ = realheads.session_anatomy(young, 80.0, {})
+    healthy = np.bincount(young.anatomy.labels.ravel(), minlength=247)[1:]
+    realised = 1.0 - np.bincount(labels.ravel(), minlength=247)[1:] / healthy
+    assert np.median(realised) == pytest.approx(grey, abs=0.003) and realised.min() >= grey - 0.003
+    anatomy = young.anatomy
+    image, labels = realheads.widen_ventricles(anatomy.image, anatomy.labels, young.ventricles, anatomy.mask, growth, 0.25)
+    grown = image != anatomy.image
+    assert grown.sum() == round(growth * young.ventricles.sum()) and np.all(image[grown] == np.float32(0.25))
+    assert np.all(labels[grown] == 0) and not np.any(grown & (~anatomy.mask | young.ventricles))
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(~young.ventricles)
+    others = anatomy.mask & ~young.ventricles & ~grown
+    assert distance[grown].max() <= distance[others].min() + 1e-6
+
+
+def test_cohort_keeps_each_base_subjects_age_and_sex_and_writes_the_truth(cache, young, tmp_path):
+    out = tmp_path / "cohort"
+    code = synth_main([str(out), "--base", str(IXI), "--participant-label", YOUNG, OLD, "--n-sessions", "2",
+                       "--seed", "4", "-w", str(cache)])  # fmt: skip
+    assert code == 0
+    base = pd.read_csv(IXI / "participants.tsv", sep="\t").set_index("participant_id")
+    participants = pd.read_csv(out / "participants.tsv", sep="\t").set_index("participant_id")
+    assert sorted(participants.index) == [f"sub-{YOUNG}", f"sub-{OLD}"] and sorted(participants["group"]) == ["AD", "CN"]
+    for sub, row in participants.iterrows():
+        assert row["age"] == base.loc[sub, "age"] and row["sex"] == base.loc[sub, "sex"]
+    assert len(bids.find_t1w(bids.load_layout(out, validate=True))) == 4
+    truth = pd.read_csv(out / GROUNDTRUTH / "sessions.tsv", sep="\t")
+    ad = truth[truth["group"] == "AD"]
+    assert ad["subtype"].iloc[0] in disease.SUBTYPES and ad["disease_stage"].is_monotonic_increasing
+    assert np.allclose(truth.groupby("participant_id")["age"].first(), base.loc[truth["participant_id"].unique(), "age"])
+    regions = pd.read_csv(out / GROUNDTRUTH / "regions.tsv", sep="\t")
+    assert len(regions) == 4 * 246
+    # the label map written in the scan's own space agrees with the loss measured at 1 mm
+    for (sub, ses), rows in regions.groupby(["participant_id", "session_id"]):
+        dseg = nib.load(out / GROUNDTRUTH / sub / ses / "anat" / f"{sub}_{ses}_atlas-Brainnetome_dseg.nii.gz")
+        scanned = np.bincount(np.asarray(dseg.dataobj).astype(int).ravel(), minlength=247)[1:] * np.prod(dseg.header.get_zooms())
+        expected = rows["healthy_volume_mm3"].to_numpy() * (1 - rows["volume_loss"].to_numpy())
+        large = expected > 3000
+        assert np.median(np.abs(scanned[large] / expected[large] - 1)) < 0.05
