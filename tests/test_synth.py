@@ -109,3 +109,15 @@ def test_command_line_refuses_a_folder_of_other_files(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert synth.main([str(tmp_path), "--n-subjects", "1"]) == 2
     assert "holds other files" in capsys.readouterr().err
+
+
+def test_work_grid_of_a_real_head_is_1mm_over_the_same_field_of_view():
+    from bids_pscore.synth.realheads import _work_grid
+
+    affine = np.array([[-2.0, 0, 0, 90], [0, 0, 2.0, -100], [0, -2.0, 0, 80], [0, 0, 0, 1]])  # LIA-like, 2 mm
+    img = nib.Nifti1Image(np.zeros((90, 120, 100), np.float32), affine)
+    shape, fine = _work_grid(img)
+    assert shape == (180, 240, 200) and np.allclose(np.abs(fine[:3, :3]).sum(axis=0), 1.0)
+    # the outer corners of the first and last voxels (half a voxel out from their centres) coincide
+    for coarse_corner, fine_corner in (((-0.5,) * 3, (-0.5,) * 3), ((89.5, 119.5, 99.5), (179.5, 239.5, 199.5))):
+        assert np.allclose(affine @ [*coarse_corner, 1], fine @ [*fine_corner, 1])
