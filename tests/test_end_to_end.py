@@ -32,10 +32,12 @@ def run(tmp_path_factory):
     return root / "out", bids_dir, (code, first), (rerun_code, rerun)
 
 
-def test_the_demo_model_ships_small_and_says_it_is_synthetic():
+def test_the_demo_model_ships_small_says_what_it_was_trained_on_and_credits_ixi():
     bundle = load_model()
     assert sum(p.stat().st_size for p in DEMO_MODEL.iterdir()) <= 25 * 1024**2
-    assert "synthetic" in bundle.metadata["warning"] and "not for research or clinical use" in bundle.metadata["warning"]
+    warning = bundle.metadata["warning"]
+    assert "simulated atrophy" in warning and "IXI" in warning and "not for research or clinical use" in warning
+    assert "CC BY-SA 3.0" in warning and "CC BY-SA 3.0" in (DEMO_MODEL / "LICENSE.md").read_text()
     assert (DEMO_MODEL / "recipe.sh").is_file()
 
 
@@ -59,7 +61,7 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
         summary = json.loads((out / paths["summary"]).read_text())
         assert summary["WholeBrainPScore"] == pytest.approx(regions["p_region_norm"].sum(), abs=1e-6)
         assert summary["NumberOfDegenerativeRegions"] == int(regions["degenerative"].sum())
-        assert 0 <= summary["ADProbability"] <= 1 and summary["Model"]["Name"] == "demo-synthetic"
+        assert 0 <= summary["ADProbability"] <= 1 and summary["Model"]["Name"] == "demo-ixi"
         # the voxel map spreads each selected cube's score over its brain voxels
         voxel = np.asarray(nib.load(out / paths["voxel_map"]).dataobj)
         assert voxel.sum() == pytest.approx(cubes["p_cube"].sum(), rel=1e-3, abs=1e-4)
@@ -75,7 +77,7 @@ def test_each_subject_has_a_report_with_its_figures_and_the_demo_warning(run):
         assert "not for research or clinical use" in page and "logs/CITATION.md" in page
         assert "lambda" in page and "SHA256" in page
     citation = (out / "logs" / "CITATION.md").read_text()
-    assert "ANTsPy" in citation and "deepbet" in citation and "Fan L" in citation and "synthetic" in citation
+    assert "ANTsPy" in citation and "deepbet" in citation and "Fan L" in citation and "simulated atrophy" in citation
 
 
 def test_a_rerun_with_the_same_work_folder_is_fast(run):

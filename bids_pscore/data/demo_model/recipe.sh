@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # How the demo model in this folder was made; rerun it from the repository root:
-#   bash bids_pscore/data/demo_model/recipe.sh [build folder]
-# It generates a synthetic cohort (48 subjects, 2 sessions each, half of them with
-# regional atrophy), preprocesses and trains on it, and copies the bundle here.
-# About 40 minutes on 2 CPUs (preprocessing the 96 T1w took 34 of them).
-# --n-selected 10 rather than the default 35: on this cohort only a handful of cubes carry signal
-# (validation balanced accuracy >= 0.8 for 4 of 150; the rest at 0.75 or less on 20 validation images),
-# and 35 let the meta-classifier weight noise cubes with either sign, which made the whole-brain
-# score and the region scores unstable between scan and re-scan.
+#   bash bids_pscore/data/demo_model/recipe.sh [build folder] [base dataset]
+# The base is the 145 real healthy IXI heads (2 mm, CC BY-SA 3.0; ../shared/data/ixi_hh in the
+# project's workspace). Three of every four subjects (in label order) get simulated AD-like
+# atrophy or none (docs/disease_model.md) and train the model; the fourth are kept out for
+# benchmarks/validate_synthetic.py --base. The trained weights derive from IXI and carry its
+# licence, CC BY-SA 3.0. About 100 minutes on 2 CPUs: 32 generating the cohort (105 subjects with an
+# age, 2 sessions each), 61 preprocessing its 210 T1w, 4 training.
 set -euo pipefail
 build=${1:-demo_build}
+base=${2:-../shared/data/ixi_hh}
 here=$(cd "$(dirname "$0")" && pwd)
-bids_pscore-synth "$build/cohort" --n-subjects 48 --n-sessions 2 --seed 1000
+train_labels=$(awk -F'\t' 'NR > 1 {print $1}' "$base/participants.tsv" | sort | awk 'NR % 4 != 0' | sed 's/^sub-//')
+# shellcheck disable=SC2086  # one word per label
+bids_pscore-synth "$build/cohort" --base "$base" --participant-label $train_labels --n-sessions 2 --seed 1000 \
+  -w "$build/bases" --n-procs 2
 bids_pscore-train "$build/cohort" "$build/model" \
   --label-column group --positive AD --negative CN \
-  --n-selected 10 --val-fraction 0.2 --test-fraction 0.2 --epochs 30 --patience 6 --learning-rate 1e-3 --seed 0 \
-  -w "$build/work" --name demo-synthetic \
-  --description "Demo P-score ensemble trained on a synthetic cohort made by bids_pscore-synth (seed 1000)" \
-  --warning "DEMO MODEL trained on synthetic data only: not for research or clinical use. Train your own with bids_pscore-train (see README)."
+  --n-selected 35 --val-fraction 0.2 --test-fraction 0.2 --epochs 30 --patience 6 --learning-rate 1e-3 --seed 0 \
+  -w "$build/work" --name demo-ixi \
+  --description "Demo P-score ensemble trained on simulated AD-like atrophy (docs/disease_model.md) applied to real healthy IXI heads (bids_pscore-synth --base, seed 1000)" \
+  --warning "DEMO MODEL trained on simulated atrophy applied to real healthy IXI heads (IXI dataset, brain-development.org, CC BY-SA 3.0; the weights carry that licence): not for research or clinical use. Train your own with bids_pscore-train (see README)."
 cp "$build/model/weights.safetensors" "$build/model/model.json" "$build/model/training.tsv" "$here/"
