@@ -178,10 +178,13 @@ def main():
         runs[name] = collect(opts.work / f"{name}_out")
 
     truth_dir = folders["test"] / GROUNDTRUTH
-    groups = pd.read_csv(folders["test"] / "participants.tsv", sep="\t").set_index("participant_id")["group"]
+    participants = pd.read_csv(folders["test"] / "participants.tsv", sep="\t").set_index("participant_id")
+    groups = participants["group"]
     truth = pd.read_csv(truth_dir / "regions.tsv", sep="\t")
     sessions, regions = runs["test"]
     is_ad = groups.reindex(sessions.index.get_level_values(0)).to_numpy() == "AD"
+    age = participants["age"].reindex(sessions.index.get_level_values(0)).to_numpy(float)
+    older = age >= np.median(age)
 
     tp = fp = fn = 0
     ad_scores, ad_truth, tied, flags = [], [], [], []
@@ -212,6 +215,11 @@ def main():
         ("sessions (AD / CN)", f"{is_ad.sum()} / {(~is_ad).sum()}", ""),
         ("AUC of the AD probability", f"{auc(sessions['ad_probability'], is_ad)[0]:.3f}", ">= 0.95" if opts.base is None else "reported"),
         ("AUC of the whole-brain P-score", f"{auc(sessions['whole'], is_ad)[0]:.3f}", ">= 0.95" if opts.base is None else "reported"),
+        # AD subjects are older (docs/disease_model.md): what age alone would give, and the model among the older half
+        *((("AUC of age alone (baseline)", f"{auc(age, is_ad)[0]:.3f}", ""),
+           (f"AUC of the AD probability, subjects aged {np.median(age):.0f} or more",
+            f"{auc(sessions['ad_probability'][older], is_ad[older])[0]:.3f}  ({is_ad[older].sum()} AD / {(~is_ad[older]).sum()} CN sessions)", ""))
+          if opts.base is not None else ()),
         ("lambda", f"{sessions['lambda'].iloc[0]:.3f}", "< 1"),
         ("sessions with a flag: AD / CN", f"{np.mean(flags[is_ad] > 0):.2f} / {np.mean(flags[~is_ad] > 0):.2f}", ""),
         ("flags per session, mean: AD / CN", f"{flags[is_ad].mean():.1f} / {flags[~is_ad].mean():.1f}", ""),
