@@ -112,7 +112,7 @@ def prepare_base(t1w_path, seed=0):
         # template -> subject: the inverse of the linear part, then the inverse warp
         labels = ants.apply_transforms(
             fixed, ants.from_nibabel_nifti(steps.as_image(np.asarray(atlas.dataobj), atlas.affine)),
-            [str(linear), str(warp).replace("1Warp", "1InverseWarp")], interpolator="nearestNeighbor",
+            [str(linear), str(warp.with_name(warp.name.replace("Warp", "InverseWarp")))], interpolator="nearestNeighbor",
             whichtoinvert=[True, False],
         ).numpy()  # fmt: skip
     image = _onto(n4.dataobj, n4.affine, shape, affine, order=3)
