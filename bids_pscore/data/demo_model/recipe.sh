@@ -5,8 +5,9 @@
 # project's workspace). Three of every four subjects (in label order) get simulated AD-like
 # atrophy or none (docs/disease_model.md) and train the model; the fourth are kept out for
 # benchmarks/validate_synthetic.py --base. The trained weights derive from IXI and carry its
-# licence, CC BY-SA 3.0. About 100 minutes on 2 CPUs: 32 generating the cohort (105 subjects with an
-# age, 2 sessions each), 61 preprocessing its 210 T1w, 4 training.
+# licence, CC BY-SA 3.0. About 80-110 minutes on 2 CPUs: 32 generating the cohort (105 subjects with an
+# age, 2 sessions each; 4 when the prepared base heads are already in $build/bases), 61-73
+# preprocessing its 210 T1w, 5 training.
 set -euo pipefail
 build=${1:-demo_build}
 base=${2:-../shared/data/ixi_hh}
