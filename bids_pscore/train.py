@@ -41,6 +41,11 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before a cube stops")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--max-shift", type=int, default=2, help="augmentation: move each training image by up to this many voxels (0: off)")
+    parser.add_argument("--no-flip", dest="flip", action="store_false", help="do not mirror training images left-right at random")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay of the base classifiers")
+    parser.add_argument("--meta-weight-prior", type=float, default=100.0,
+                        help="L2 pull of each cube weight w_c towards 1/N (0: free weights, which can turn negative)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the registration")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     parser.add_argument("--name", help="model name (default: the model folder's name)")
@@ -174,7 +179,8 @@ def run(opts):
     for name, rows in parts.items():
         print(f"{name}: {len(rows)} images of {len({t1w_inputs[i].entities['sub'] for i in rows})} subjects "
               f"({int(y[rows].sum())} {opts.positive})", flush=True)
-    config = TrainConfig(opts.epochs, opts.batch_size, opts.patience, opts.learning_rate, opts.n_selected, opts.seed, opts.device)
+    config = TrainConfig(opts.epochs, opts.batch_size, opts.patience, opts.learning_rate, opts.n_selected, opts.seed, opts.device,
+                         opts.max_shift, opts.flip, opts.weight_decay, opts.meta_weight_prior)
     ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in ("train", "validation", "test")), config)
 
     # reference statistics (SPEC section 5) on the training split

@@ -29,6 +29,12 @@ class TrainConfig:
     n_selected: int = 35
     seed: int = 0
     device: str = "cpu"
+    # measured on the demo cohort (README, Training a model): with these the held-out region
+    # ranking rose from AUC 0.59-0.66 to 0.74 at the same image AUC
+    max_shift: int = 2
+    flip: bool = True
+    weight_decay: float = 1e-4
+    meta_weight_prior: float = 100.0
 
 
 def auc(scores, labels):
@@ -126,6 +132,26 @@ def predict_ensemble(ensemble, cubes, batch_size=8, device="cpu"):
     return p_cube, torch.softmax(logits, -1)[:, 1].cpu().numpy()
 
 
+def augment(batch, max_shift, flip, rng):
+    """Each image of a training batch (batch, n_cubes, 25, 25, 25) moved by up to ``max_shift``
+    voxels along every axis (edges repeated) and, with ``flip``, mirrored left-right at random.
+
+    The same move for all cubes of one image, as a registration error would make it; a cube
+    classifier then cannot key on the exact voxel where a boundary falls in its few training
+    images, which it otherwise does by epoch 8 (validation loss rising while training loss falls).
+    """
+    if max_shift == 0 and not flip:
+        return batch
+    size = batch.shape[-1]
+    padded = F.pad(batch, (max_shift,) * 6, mode="replicate") if max_shift else batch
+    moved = []
+    for image, offset, mirror in zip(padded, rng.integers(0, 2 * max_shift + 1, (len(batch), 3)), rng.random(len(batch)) < 0.5):
+        x, y, z = offset
+        image = image[:, x:x + size, y:y + size, z:z + size]
+        moved.append(image.flip(1) if flip and mirror else image)
+    return torch.stack(moved)
+
+
 def _per_cube_loss(logits, labels):
     """Cross-entropy of each cube over the batch; (150,)."""
     batch, n_cubes, _ = logits.shape
@@ -154,7 +180,7 @@ def train_base(train_cubes, train_labels, val_cubes, val_labels, config, log=pri
     base = BaseClassifiers()
     base.set_input_statistics(*cube_statistics(train_cubes, config.batch_size))
     base.to(device)
-    optimiser = torch.optim.Adam(base.parameters(), lr=config.learning_rate)
+    optimiser = torch.optim.AdamW(base.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     y_train = torch.as_tensor(np.asarray(train_labels), dtype=torch.long, device=device)
     y_val = torch.as_tensor(np.asarray(val_labels), dtype=torch.long, device=device)
     best_state = copy.deepcopy(base.state_dict())
@@ -165,7 +191,8 @@ def train_base(train_cubes, train_labels, val_cubes, val_labels, config, log=pri
         base.train()
         train_loss = []
         for rows in _batches(len(train_cubes), config.batch_size, rng):
-            _, logits = base(_tensor(train_cubes, rows, device))
+            batch = augment(_tensor(train_cubes, rows, device), config.max_shift, config.flip, rng)
+            _, logits = base(batch)
             loss = _per_cube_loss(logits, y_train[rows])
             optimiser.zero_grad()
             loss.sum().backward()
@@ -211,7 +238,13 @@ def _keep_cubes(best_state, state, cubes):
 
 
 def train_meta(ensemble, train_features, train_labels, val_features, val_labels, config):
-    """Train the meta-classifier on the selected cubes' features, keeping its best validation state."""
+    """Train the meta-classifier on the selected cubes' features, keeping its best validation state.
+
+    ``meta_weight_prior`` pulls each w_c towards its start, 1/N (an L2 penalty). w_c scales a
+    cube's internal features, whose sign says nothing about AD, so a free w_c is negative about
+    as often as not (12-17 of 35 on the demo cohort), and then a cube's P-score falls as its AD
+    probability rises. Held near 1/N the image AUC stayed the same and the region ranking rose.
+    """
     torch.manual_seed(config.seed)
     meta = ensemble.meta
     device = next(meta.parameters()).device
@@ -227,6 +260,7 @@ def train_meta(ensemble, train_features, train_labels, val_features, val_labels,
         meta.train()
         for rows in _batches(len(x_train), config.batch_size, rng):
             loss = F.cross_entropy(meta(x_train[rows]), y_train[rows])
+            loss = loss + config.meta_weight_prior * ((meta.cube_weights.weight - 1.0 / len(selected)) ** 2).sum()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
