@@ -51,6 +51,21 @@ def cut_cubes(volumes):
     return blocks.transpose(order).reshape(*lead, N_CUBES, CUBE_SIZE, CUBE_SIZE, CUBE_SIZE)
 
 
+def paste_cubes(cubes):
+    """(..., 150, 25, 25, 25) -> (..., 121, 145, 121): the inverse of ``cut_cubes``, padding dropped."""
+    cubes = np.asarray(cubes)
+    lead = cubes.shape[:-4]
+    if cubes.shape[-4:] != (N_CUBES, CUBE_SIZE, CUBE_SIZE, CUBE_SIZE):
+        raise ValueError(f"expected (..., {N_CUBES}, 25, 25, 25) cubes, got shape {cubes.shape}")
+    nx, ny, nz = CUBES_PER_AXIS
+    k = len(lead)
+    blocks = cubes.reshape(*lead, nx, ny, nz, CUBE_SIZE, CUBE_SIZE, CUBE_SIZE)
+    order = list(range(k)) + [k, k + 3, k + 1, k + 4, k + 2, k + 5]
+    padded = blocks.transpose(order).reshape(*lead, nx * CUBE_SIZE, ny * CUBE_SIZE, nz * CUBE_SIZE)
+    (x0, x1), (y0, y1), (z0, z1) = CUBE_PAD
+    return padded[..., x0:padded.shape[-3] - x1, y0:padded.shape[-2] - y1, z0:padded.shape[-1] - z1]
+
+
 def cube_index_map():
     """For every grid voxel, the index of the cube that holds it (int16, on the grid)."""
     return _CUBE_MAP

@@ -9,6 +9,12 @@ n images, 150 cubes, 246 regions, the grid (121, 145, 121).
     Pn(i,k)       = clip((P_region(i,k) - min_k) / (max_k - min_k), 0, 1)
     P_whole(i)    = sum_k Pn(i,k)
     degenerative  = Pn(i,k) > lambda
+
+Beside SPEC's even spread, the relevance-weighted voxel map (docs/relevance.md) spreads each
+cube's score in proportion to a relevance r(i,v) >= 0 of its brain voxels; regions, normalisation
+and flags then follow from that map as above, with reference statistics of their own:
+
+    P_voxel_rel(i,v) = P_cube(i, c(v)) * r(i,v) / sum_{u in c, brain} r(i,u)
 """
 
 from dataclasses import dataclass
@@ -69,6 +75,35 @@ def voxel_scores(p_cube, masks):
     masks = np.asarray(masks, bool).reshape(-1, *GRID_SHAPE)
     m = np.stack([brain_voxels_per_cube(mask) for mask in masks])
     return np.where(masks, paint_cubes(per_voxel_of_cube(p_cube, m)), 0.0).astype(np.float32)
+
+
+def relevance_voxel_scores(p_cube, relevance, masks):
+    """P_cube spread over each cube's brain voxels in proportion to their relevance; (n, *grid) float32.
+
+    ``relevance`` (n, *grid) >= 0. A cube whose brain voxels carry no relevance spreads its score
+    evenly, as SPEC 5 does, so that every cube still sums to P_cube.
+    """
+    masks = np.asarray(masks, bool).reshape(-1, *GRID_SHAPE)
+    relevance = np.asarray(relevance, np.float64).reshape(masks.shape)
+    p_cube = np.atleast_2d(np.asarray(p_cube, np.float64))
+    cubes = cube_index_map()
+    out = np.zeros(masks.shape, np.float32)
+    for i, mask in enumerate(masks):
+        brain_relevance = np.where(mask, relevance[i], 0.0)
+        totals = np.bincount(cubes.ravel(), weights=brain_relevance.ravel(), minlength=N_CUBES)
+        even = per_voxel_of_cube(p_cube[i], brain_voxels_per_cube(mask))
+        weighted = np.divide(p_cube[i], totals, out=np.zeros(N_CUBES), where=totals > 0)
+        out[i] = np.where(mask, np.where(totals[cubes] > 0, weighted[cubes] * brain_relevance, even[cubes]), 0.0)
+    return out
+
+
+def region_means(voxel_maps, atlas, sizes):
+    """sum over R_k of a voxel map divided by |R_k|: SPEC 5's region level of any voxel map; (n, 246)."""
+    labels = np.asarray(atlas).ravel()
+    maps = np.asarray(voxel_maps, np.float64).reshape(-1, labels.size)
+    sums = np.stack([np.bincount(labels, weights=m, minlength=N_REGIONS + 1)[1:] for m in maps])
+    sizes = np.asarray(sizes, np.float64)
+    return np.divide(sums, sizes, out=np.zeros(sums.shape), where=sizes > 0)
 
 
 def region_scores(p_cube, brain_voxels, region_cube_voxels, sizes):
@@ -155,6 +190,11 @@ def score(p_ad, weights, selected, brain_voxels, region_cube_voxels, sizes, refe
     """Every level from the base classifiers' AD probabilities and the overlap counts."""
     p_cube = cube_scores(p_ad, weights, selected)
     region = region_scores(p_cube, brain_voxels, region_cube_voxels, sizes)
+    return score_regions(p_ad, p_cube, brain_voxels, region, reference)
+
+
+def score_regions(p_ad, p_cube, brain_voxels, region, reference):
+    """Normalisation, whole brain and flags of raw region scores (from either voxel map)."""
     norm = normalise_regions(region, reference.region_min, reference.region_max)
     return Scores(
         p_ad=np.atleast_2d(np.asarray(p_ad, np.float64)),
