@@ -88,17 +88,53 @@ def participant(bids_dir, out_dir, work_dir, model, labels):
     subprocess.run(cmd, check=False)
 
 
+# the region tables of each spread: SPEC's even one, and the relevance-weighted one when the model has it
+MAPS = {"even spread (SPEC)": ("desc-summary", "desc-regions"), "relevance-weighted": ("desc-relevancesummary", "desc-relevanceregions")}
+
+
 def collect(out_dir):
-    """Per session: summary values and normalised region scores, from the participant outputs."""
-    sessions, regions = [], {}
+    """Per session: summary values, and per map the normalised region scores and flags, from the participant outputs."""
+    sessions, regions = [], {name: {} for name in MAPS}
     for summary_path in sorted(Path(out_dir).glob("sub-*/ses-*/anat/*_desc-summary_pscore.json")):
         sub, ses = summary_path.parts[-4], summary_path.parts[-3]
         summary = json.loads(summary_path.read_text())
-        table = pd.read_csv(next(summary_path.parent.glob("*_atlas-Brainnetome_desc-regions_pscore.tsv")), sep="\t")
-        sessions.append({"participant_id": sub, "session_id": ses, "ad_probability": summary["ADProbability"],
-                         "whole": summary["WholeBrainPScore"], "lambda": summary["Lambda"]})  # fmt: skip
-        regions[(sub, ses)] = table.set_index("index")[["p_region_norm", "degenerative"]]
-    return pd.DataFrame(sessions).set_index(["participant_id", "session_id"]), regions
+        row = {"participant_id": sub, "session_id": ses, "ad_probability": summary["ADProbability"], "whole": summary["WholeBrainPScore"]}
+        for name, (summary_desc, table_desc) in MAPS.items():
+            path = summary_path.with_name(summary_path.name.replace("desc-summary", summary_desc))
+            if path.is_file():
+                row[f"lambda {name}"] = json.loads(path.read_text())["Lambda"]
+                table = pd.read_csv(next(summary_path.parent.glob(f"*_atlas-Brainnetome_{table_desc}_pscore.tsv")), sep="\t")
+                regions[name][(sub, ses)] = table.set_index("index")[["p_region_norm", "degenerative"]]
+        sessions.append(row)
+    return pd.DataFrame(sessions).set_index(["participant_id", "session_id"]), {k: v for k, v in regions.items() if v}
+
+
+def region_measures(regions, sessions, is_ad, losses, atrophied_from):
+    """Flags and ranking of one map's normalised region scores against the truth, over ``sessions``."""
+    tp = fp = fn = 0
+    scores, truth, tied, flags = [], [], [], []
+    for key, ad in zip(sessions, is_ad):
+        table = regions[key]
+        atrophied = losses.get(key, pd.Series(dtype=float)).reindex(table.index, fill_value=0.0).to_numpy() >= atrophied_from
+        flagged = table["degenerative"].to_numpy(bool)
+        flags.append(flagged.sum())
+        tp, fp, fn = tp + (flagged & atrophied).sum(), fp + (flagged & ~atrophied).sum(), fn + (~flagged & atrophied).sum()
+        if ad and atrophied.any():
+            norm = table["p_region_norm"].to_numpy()
+            scores.append(norm)
+            truth.append(atrophied)
+            tied.append(np.mean(norm == norm.max()))
+    flags, truth = np.array(flags), np.array(truth)
+    return {"flags": flags, "tp": tp, "fp": fp, "fn": fn, "tied": np.array(tied), "truth": truth,
+            "ranking": ranking_quality(np.concatenate(scores), truth.ravel())}  # fmt: skip
+
+
+def retest_correlation(regions, retest_regions, common):
+    """Median over regions that vary of the correlation of the normalised score between scan and re-scan."""
+    scan = np.stack([regions[k]["p_region_norm"].to_numpy() for k in common])
+    rescan = np.stack([retest_regions[k]["p_region_norm"].to_numpy() for k in common])
+    varying = (scan.std(axis=0) > 0) & (rescan.std(axis=0) > 0)
+    return np.median([np.corrcoef(scan[:, r], rescan[:, r])[0, 1] for r in np.flatnonzero(varying)]), int(varying.sum())
 
 
 def held_out_labels(base_dir):
@@ -186,30 +222,12 @@ def main():
     age = participants["age"].reindex(sessions.index.get_level_values(0)).to_numpy(float)
     older = age >= np.median(age)
 
-    tp = fp = fn = 0
-    ad_scores, ad_truth, tied, flags = [], [], [], []
-    for (key, table), ad in zip(regions.items(), is_ad):
-        loss = truth[(truth["participant_id"] == key[0]) & (truth["session_id"] == key[1])].set_index("index")["volume_loss"]
-        atrophied = loss.reindex(table.index, fill_value=0.0).to_numpy() >= opts.atrophied
-        flagged = table["degenerative"].to_numpy(bool)
-        flags.append(flagged.sum())
-        tp, fp, fn = tp + (flagged & atrophied).sum(), fp + (flagged & ~atrophied).sum(), fn + (~flagged & atrophied).sum()
-        if ad and atrophied.any():
-            norm = table["p_region_norm"].to_numpy()
-            ad_scores.append(norm)
-            ad_truth.append(atrophied)
-            tied.append(np.mean(norm == norm.max()))
-    flags = np.array(flags)
-    ad_truth = np.array(ad_truth)
-    model_rank = ranking_quality(np.concatenate(ad_scores), ad_truth.ravel())
-    ideal_rank = ranking_quality(ideal_cube_scores(ad_truth).ravel(), ad_truth.ravel())
-
+    losses = {key: frame.set_index("index")["volume_loss"]
+              for key, frame in truth.groupby(["participant_id", "session_id"])}  # fmt: skip
     retest_sessions, retest_regions = runs["retest"]
     common = sessions.index.intersection(retest_sessions.index)
-    scan = np.stack([regions[k]["p_region_norm"].to_numpy() for k in common])
-    rescan = np.stack([retest_regions[k]["p_region_norm"].to_numpy() for k in common])
-    varying = (scan.std(axis=0) > 0) & (rescan.std(axis=0) > 0)
-    correlations = [np.corrcoef(scan[:, r], rescan[:, r])[0, 1] for r in np.flatnonzero(varying)]
+    measured = {name: region_measures(maps, sessions.index, is_ad, losses, opts.atrophied) for name, maps in regions.items()}
+    ideal = ranking_quality(ideal_cube_scores(measured["even spread (SPEC)"]["truth"]).ravel(), measured["even spread (SPEC)"]["truth"].ravel())
 
     rows = [
         ("sessions (AD / CN)", f"{is_ad.sum()} / {(~is_ad).sum()}", ""),
@@ -220,28 +238,40 @@ def main():
            (f"AUC of the AD probability, subjects aged {np.median(age):.0f} or more",
             f"{auc(sessions['ad_probability'][older], is_ad[older])[0]:.3f}  ({is_ad[older].sum()} AD / {(~is_ad[older]).sum()} CN sessions)", ""))
           if opts.base is not None else ()),
-        ("lambda", f"{sessions['lambda'].iloc[0]:.3f}", "< 1"),
-        ("sessions with a flag: AD / CN", f"{np.mean(flags[is_ad] > 0):.2f} / {np.mean(flags[~is_ad] > 0):.2f}", ""),
-        ("flags per session, mean: AD / CN", f"{flags[is_ad].mean():.1f} / {flags[~is_ad].mean():.1f}", ""),
-        ("regions tied at an AD session's maximum, mean / worst", f"{np.mean(tied):.1%} / {np.max(tied):.1%}", "<= 5%"),
-        (f"region flags: precision (loss >= {opts.atrophied:.0%})", f"{tp / max(tp + fp, 1):.3f}  ({tp} of {tp + fp} flags)", ""),
-        (f"region flags: recall (loss >= {opts.atrophied:.0%})", f"{tp / max(tp + fn, 1):.3f}  ({tp} of {tp + fn} atrophied)", ""),
-        *(row for label, (area, at_recall, (f1, f1_p, f1_r)) in (("model's region scores", model_rank), ("ideal cube scores", ideal_rank))
-          for row in ((f"{label}: AUC, atrophied vs not (AD)", f"{area:.3f}", ">= 0.85" if label.startswith("model") else ""),
-                      (f"{label}: precision at recall 0.8", f"{at_recall:.3f}", ""),
-                      (f"{label}: best F1", f"{f1:.3f}  (precision {f1_p:.2f}, recall {f1_r:.2f})", ""))),
         ("test-retest ICC(3,1), whole-brain P-score", f"{icc_3_1(sessions.loc[common, 'whole'], retest_sessions.loc[common, 'whole']):.3f}", ">= 0.95"),
-        ("test-retest median region correlation", f"{np.median(correlations):.3f}  ({len(correlations)} regions vary)", ">= 0.9"),
     ]  # fmt: skip
+    region_rows = {
+        "lambda": ({name: f"{sessions[f'lambda {name}'].iloc[0]:.3f}" for name in measured}, "< 1"),
+        "sessions with a flag: AD / CN": ({name: f"{np.mean(m['flags'][is_ad] > 0):.2f} / {np.mean(m['flags'][~is_ad] > 0):.2f}"
+                                           for name, m in measured.items()}, ""),
+        "flags per session, mean: AD / CN": ({name: f"{m['flags'][is_ad].mean():.1f} / {m['flags'][~is_ad].mean():.1f}"
+                                              for name, m in measured.items()}, ""),
+        "regions tied at an AD session's maximum, mean / worst": ({name: f"{m['tied'].mean():.1%} / {m['tied'].max():.1%}"
+                                                                   for name, m in measured.items()}, "<= 5%"),
+        f"flags: precision / recall (loss >= {opts.atrophied:.0%})": ({name: f"{m['tp'] / max(m['tp'] + m['fp'], 1):.3f} / {m['tp'] / max(m['tp'] + m['fn'], 1):.3f}"
+                                                                       for name, m in measured.items()}, ""),
+        "AUC, atrophied vs not (AD sessions)": ({**{name: f"{m['ranking'][0]:.3f}" for name, m in measured.items()}, "ideal cubes": f"{ideal[0]:.3f}"}, ">= 0.85"),
+        "precision at recall 0.8": ({**{name: f"{m['ranking'][1]:.3f}" for name, m in measured.items()}, "ideal cubes": f"{ideal[1]:.3f}"}, ""),
+        "best F1 (precision, recall)": ({**{name: f"{m['ranking'][2][0]:.3f} ({m['ranking'][2][1]:.2f}, {m['ranking'][2][2]:.2f})"
+                                            for name, m in measured.items()},
+                                         "ideal cubes": f"{ideal[2][0]:.3f} ({ideal[2][1]:.2f}, {ideal[2][2]:.2f})"}, ""),
+        "test-retest median region correlation": ({name: "{:.3f} ({} vary)".format(*retest_correlation(maps, retest_regions[name], common))
+                                                   for name, maps in regions.items()}, ">= 0.9"),
+    }  # fmt: skip
     truth_sessions = pd.read_csv(truth_dir / "sessions.tsv", sep="\t")
     if opts.base is not None and opts.sessions >= 3:
         for subtype, n_subjects, n_involved, n_truth, tau in order_agreement(opts.work / "test_out", folders["test"], truth_sessions, opts.work):
             rows.append((f"order of involvement, {subtype} ({n_subjects} subjects): Kendall tau",
                          f"{tau:.2f}  ({n_involved} of {n_truth} regions crossed lambda)", ""))  # fmt: skip
-    width = max(len(r[0]) for r in rows) + 2
+    width = max(len(r[0]) for r in [*rows, *((k,) for k in region_rows)]) + 2
     print(f"\n{'measure':<{width}}{'value':<34}target")
     for name, value, target in rows:
         print(f"{name:<{width}}{value:<34}{target}")
+    columns = [*measured, "ideal cubes"]
+    print(f"\nregion level (truth: volume loss >= {opts.atrophied:.0%}; ideal cubes: each cube scores its atrophied share, evenly spread)")
+    print(f"{'measure':<{width}}" + "".join(f"{c:<26}" for c in columns) + "target")
+    for name, (values, target) in region_rows.items():
+        print(f"{name:<{width}}" + "".join(f"{values.get(c, ''):<26}" for c in columns) + target)
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ class SessionResult:
     ad_probability: float
     predicted_class: str
     degenerative: list
+    relevance: dict | None = None  # whole-brain score, lambda and degenerative regions of the relevance-weighted map
 
 
 def score_sessions(t1w_inputs, output_dir, bundle, template):
@@ -156,6 +157,15 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
 
     weights, selected = bundle.ensemble.weights_per_cube()
     reference = pscore.Reference.from_dict(bundle.metadata["reference"])
+    relevance = bundle.metadata.get("relevance")
+    if relevance is None:
+        print("bids_pscore: note: this model has no relevance reference statistics; the relevance-weighted outputs "
+              "are skipped (bids_pscore-train of this version writes them)", flush=True)  # fmt: skip
+    else:
+        from .model.relevance import relevance_on_grid, selected_base
+
+        relevance_base, relevance_cubes = selected_base(bundle.ensemble), bundle.ensemble.selected.cpu().numpy()
+        relevance_reference = pscore.Reference.from_dict(relevance["reference"])
     card = model_card(bundle)
     grid_atlas = atlas_on_grid()
     sizes = pscore.region_sizes(grid_atlas)
@@ -166,8 +176,9 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
         paths = bids.preproc_paths(item.entities, template)
         image = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
         mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
+        cubes = cut_cubes(image)[None]
         with torch.no_grad():
-            out = bundle.ensemble(torch.from_numpy(cut_cubes(image)[None]))
+            out = bundle.ensemble(torch.from_numpy(cubes))
         p_ad, ad_probability = out["p_cube"].numpy(), float(out["p_image"][0])
         brain, overlap = pscore.brain_overlap(mask, grid_atlas)
         scores = pscore.score(p_ad, weights, selected, brain, overlap, sizes, reference)
@@ -179,9 +190,22 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
             ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
             threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath,
         )  # fmt: skip
+        relevance_summary = None
+        if relevance is not None:
+            grid_relevance = relevance_on_grid(relevance_base, cubes, relevance_cubes, relevance, bundle.relevance_baseline)
+            relevance_map = pscore.relevance_voxel_scores(scores.cube, grid_relevance, mask[None])[0]
+            region = pscore.region_means(relevance_map, grid_atlas, sizes)
+            weighted = pscore.score_regions(p_ad, scores.cube, brain, region, relevance_reference)
+            written.update(derivatives.write_relevance(
+                output_dir, item.entities, template, weighted, voxel_map=relevance_map,
+                region_map=pscore.paint_regions(weighted.region_norm[0], grid_atlas)[0], threshold=relevance_reference.threshold,
+                method=relevance["description"], model_card=card, t1w_relpath=item.relpath,
+            ))  # fmt: skip
+            relevance_summary = {"whole": float(weighted.whole[0]), "lambda": relevance_reference.threshold,
+                                 "degenerative": labels[weighted.degenerative[0]].tolist()}  # fmt: skip
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
-                                     labels[scores.degenerative[0]].tolist()))  # fmt: skip
+                                     labels[scores.degenerative[0]].tolist(), relevance_summary))  # fmt: skip
         print(f"  {item.label}: whole-brain P-score {scores.whole[0]:.1f} of 246, AD probability "
               f"{ad_probability:.2f} ({predicted}), {int(scores.degenerative[0].sum())} degenerative region(s)", flush=True)
     return results

@@ -207,6 +207,17 @@ def pscore_paths(entities, template, atlas="Brainnetome"):
     }
 
 
+def relevance_paths(entities, template, atlas="Brainnetome"):
+    """Relative paths of the relevance-weighted P-score derivatives of one T1w (docs/relevance.md)."""
+    grid = dict(space=template, res=GRID_RES_LABEL)
+    return {
+        "relevance_voxel_map": derivative_path(entities, "pscore", ".nii.gz", desc="relevancevoxel", **grid),
+        "relevance_region_table": derivative_path(entities, "pscore", ".tsv", atlas=atlas, desc="relevanceregions"),
+        "relevance_region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="relevanceregions", **grid),
+        "relevance_summary": derivative_path(entities, "pscore", ".json", desc="relevancesummary"),
+    }
+
+
 def summary_files(output_dir):
     """Every participant-level summary in an output folder (one per scored T1w)."""
     return sorted(Path(output_dir).glob("sub-*/**/anat/*_desc-summary_pscore.json"))

@@ -72,6 +72,22 @@ def _write_map(path, data, sidecar):
     write_json(bids.sidecar_path(path), sidecar)
 
 
+def _region_frame(scores):
+    """The region table of one session's ``pscore.Scores``."""
+    regions = bn_atlas.region_table()[["index", "label", "name", "hemisphere", "lobe", "gyrus"]].copy()
+    regions["p_region"] = scores.region[0]
+    regions["p_region_norm"] = scores.region_norm[0]
+    regions["degenerative"] = scores.degenerative[0]
+    return regions
+
+
+def _model_record(model_card):
+    model = {"Name": model_card.get("name"), "Version": model_card.get("version"), "SHA256": model_card.get("sha256")}
+    if model_card.get("warning"):
+        model["Warning"] = model_card["warning"]
+    return model
+
+
 def write_atlas_lut(output_dir):
     """atlas-Brainnetome_dseg.tsv at the output root: the look-up table of the region maps."""
     table = bn_atlas.region_table()
@@ -84,6 +100,39 @@ def write_atlas_lut(output_dir):
     return path
 
 
+def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, template, model, sources, summary_head, summary_middle):
+    """Region table, voxel map, region map and summary of one spread of the cube scores.
+
+    ``keys`` name the four files in ``paths`` (region table, voxel map, region map, summary);
+    ``texts`` hold the region columns, the two maps' descriptions and the normalisation.
+    """
+    region_key, voxel_key, region_map_key, summary_key = keys
+    regions = _region_frame(scores)
+    _write_table(paths[region_key], regions, texts["columns"])
+    _write_map(paths[voxel_key], voxel_map, {
+        "Description": texts["voxel"], "Units": "arbitrary (signed, sums to P_cube within each cube)", "Sources": sources, "Model": model,
+    })  # fmt: skip
+    _write_map(paths[region_map_key], region_map, {
+        "Description": texts["region_map"], "Units": "normalised score in [0, 1]", "Atlas": f"{bn_atlas.ATLAS_NAME}: {bn_atlas.CITATION}",
+        "Sources": sources, "Model": model,
+    })  # fmt: skip
+    flagged = regions.loc[regions["degenerative"], "label"].tolist()
+    write_json(paths[summary_key], {
+        **summary_head,
+        "WholeBrainPScore": float(scores.whole[0]),
+        "WholeBrainPScoreRange": [0, len(regions)],
+        **summary_middle,
+        "Lambda": float(threshold),
+        "NumberOfDegenerativeRegions": len(flagged),
+        "DegenerativeRegions": flagged,
+        "Normalisation": texts["normalisation"],
+        "Atlas": bn_atlas.ATLAS_NAME,
+        "Space": template,
+        "Model": model,
+        "Sources": sources,
+    })  # fmt: skip
+
+
 def write_session(output_dir, entities, template, scores, voxel_map, region_map, ad_probability,
                   predicted_class, weights, selected, threshold, model_card, t1w_relpath):
     """Write the cube, voxel, region and whole-brain outputs of one session; return their paths.
@@ -93,9 +142,6 @@ def write_session(output_dir, entities, template, scores, voxel_map, region_map,
     """
     root = Path(output_dir)
     paths = {k: root / v for k, v in bids.pscore_paths(entities, template).items()}
-    model = {"Name": model_card.get("name"), "Version": model_card.get("version"), "SHA256": model_card.get("sha256")}
-    if model_card.get("warning"):
-        model["Warning"] = model_card["warning"]
     sources = [bids.raw_uri(t1w_relpath)] + [bids.own_uri(p) for p in bids.preproc_paths(entities, template).values()]
 
     cubes = pd.DataFrame(cube_bounds())
@@ -106,37 +152,39 @@ def write_session(output_dir, entities, template, scores, voxel_map, region_map,
     cubes["p_cube"] = scores.cube[0]
     _write_table(paths["cube_table"], cubes, CUBE_COLUMNS)
 
-    table = bn_atlas.region_table()
-    regions = table[["index", "label", "name", "hemisphere", "lobe", "gyrus"]].copy()
-    regions["p_region"] = scores.region[0]
-    regions["p_region_norm"] = scores.region_norm[0]
-    regions["degenerative"] = scores.degenerative[0]
-    _write_table(paths["region_table"], regions, REGION_COLUMNS)
+    _write_spread(paths, ("region_table", "voxel_map", "region_map", "summary"), scores, voxel_map, region_map, {
+        "columns": REGION_COLUMNS,
+        "voxel": "P_voxel: each selected cube's P_cube spread evenly over its brain voxels; 0 outside the brain",
+        "region_map": "normalised P_region of each Brainnetome region painted over the region; 0 outside the atlas",
+        "normalisation": "reference: the model's training images (min and max per region)",
+    }, threshold, template, _model_record(model_card), sources, {},
+        {"ADProbability": float(ad_probability), "PredictedClass": predicted_class})  # fmt: skip
+    return paths
 
-    _write_map(paths["voxel_map"], voxel_map, {
-        "Description": "P_voxel: each selected cube's P_cube spread evenly over its brain voxels; 0 outside the brain",
-        "Units": "arbitrary (signed, sums to P_cube within each cube)", "Sources": sources, "Model": model,
-    })  # fmt: skip
-    _write_map(paths["region_map"], region_map, {
-        "Description": "normalised P_region of each Brainnetome region painted over the region; 0 outside the atlas",
-        "Units": "normalised score in [0, 1]", "Atlas": f"{bn_atlas.ATLAS_NAME}: {bn_atlas.CITATION}",
-        "Sources": sources, "Model": model,
-    })  # fmt: skip
-    flagged = regions.loc[regions["degenerative"], "label"].tolist()
-    write_json(paths["summary"], {
-        "WholeBrainPScore": float(scores.whole[0]),
-        "WholeBrainPScoreRange": [0, len(regions)],
-        "ADProbability": float(ad_probability),
-        "PredictedClass": predicted_class,
-        "Lambda": float(threshold),
-        "NumberOfDegenerativeRegions": len(flagged),
-        "DegenerativeRegions": flagged,
-        "Normalisation": "reference: the model's training images (min and max per region)",
-        "Atlas": bn_atlas.ATLAS_NAME,
-        "Space": template,
-        "Model": model,
-        "Sources": sources,
-    })  # fmt: skip
+
+def write_relevance(output_dir, entities, template, scores, voxel_map, region_map, threshold, method, model_card, t1w_relpath):
+    """Write the relevance-weighted voxel, region and whole-brain outputs of one session beside
+    SPEC's (which stay as they are); return their paths. ``method`` says how the relevance was made."""
+    root = Path(output_dir)
+    paths = {k: root / v for k, v in bids.relevance_paths(entities, template).items()}
+    sources = [bids.raw_uri(t1w_relpath)] + [bids.own_uri(p) for p in bids.preproc_paths(entities, template).values()]
+    sources.append(bids.own_uri(bids.pscore_paths(entities, template)["cube_table"]))
+    spread = ("P_voxel_rel: each selected cube's P_cube spread over its brain voxels in proportion to their relevance to the "
+              f"cube's classifier ({method}; docs/relevance.md); 0 outside the brain")  # fmt: skip
+    keys = ("relevance_region_table", "relevance_voxel_map", "relevance_region_map", "relevance_summary")
+    _write_spread(paths, keys, scores, voxel_map, region_map, {
+        "columns": {
+            **REGION_COLUMNS,
+            "p_region": "P_region of the relevance-weighted voxel map: its sum over the region divided by the region's voxel count (raw, signed)",
+            "p_region_norm": "p_region normalised by the model's relevance reference min and max, clipped to [0, 1]",
+            "degenerative": "whether p_region_norm exceeds the model's relevance lambda",
+        },
+        "voxel": spread,
+        "region_map": "normalised relevance-weighted P_region of each Brainnetome region painted over the region; 0 outside the atlas",
+        "normalisation": "reference: the model's training images (min and max per region of the relevance-weighted scores)",
+    }, threshold, template, _model_record(model_card), sources,
+        {"Description": "whole-brain P-score and degenerative regions from the relevance-weighted voxel map (not SPEC's even spread)",
+         "VoxelMap": spread}, {})  # fmt: skip
     return paths
 
 

@@ -122,7 +122,8 @@ def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
 
 
 def build_cube_cache(images, n_images, cache_path):
-    """Cubes of every image in a float16 memory map, and the brain-voxel counts for scoring."""
+    """Cubes of every image in a float16 memory map, the brain-voxel counts for scoring, and the
+    brain masks (bit-packed, 0.3 MB an image) for the relevance-weighted maps."""
     from . import pscore
     from .atlas import atlas_on_grid
     from .grid import N_CUBES, cut_cubes
@@ -130,12 +131,35 @@ def build_cube_cache(images, n_images, cache_path):
     cubes = np.lib.format.open_memmap(cache_path, mode="w+", dtype=np.float16, shape=(n_images, N_CUBES, 25, 25, 25))
     brain = np.zeros((n_images, N_CUBES), np.int64)
     overlap = np.zeros((n_images, N_REGIONS, N_CUBES), np.int32)
+    masks = []
     grid_atlas = atlas_on_grid()
     for i, (image, mask) in enumerate(images):
         cubes[i] = cut_cubes(image).astype(np.float16)
         (brain[i],), (overlap[i],) = pscore.brain_overlap(mask, grid_atlas)
+        masks.append(np.packbits(mask))
     cubes.flush()
-    return cubes, brain, overlap, pscore.region_sizes(grid_atlas)
+    return cubes, brain, overlap, np.stack(masks), pscore.region_sizes(grid_atlas)
+
+
+def relevance_reference(ensemble, cubes, masks, p_cube, is_ad, predicted_ad, record, log=print):
+    """The reference statistics of the relevance-weighted region scores (docs/relevance.md) over
+    the training images, whose cubes, packed masks and cube scores are given."""
+    from . import pscore
+    from .atlas import atlas_on_grid
+    from .grid import GRID_SHAPE
+    from .model.relevance import relevance_on_grid, selected_base
+
+    grid_atlas = atlas_on_grid()
+    sizes = pscore.region_sizes(grid_atlas)
+    base, chosen = selected_base(ensemble), ensemble.selected.cpu().numpy()
+    region = np.zeros((len(masks), N_REGIONS))
+    for i in range(len(masks)):
+        mask = np.unpackbits(masks[i], count=int(np.prod(GRID_SHAPE))).reshape(GRID_SHAPE).astype(bool)
+        relevance = relevance_on_grid(base, np.asarray(cubes[i : i + 1], np.float32), chosen, record)
+        region[i] = pscore.region_means(pscore.relevance_voxel_scores(p_cube[i : i + 1], relevance, mask[None]), grid_atlas, sizes)[0]
+        if (i + 1) % 25 == 0:
+            log(f"relevance of the training images: {i + 1} of {len(masks)}")
+    return pscore.reference_statistics(region, is_ad, predicted_ad)
 
 
 def run(opts):
@@ -144,6 +168,7 @@ def run(opts):
     from . import pscore
     from .fileio import atomic_path
     from .model.bundle import save_bundle, threshold_warning
+    from .model.relevance import RELEVANCE
     from .model.splits import split_subjects
     from .model.training import Rows, TrainConfig, fit_ensemble, predict_ensemble
     from .preprocess import PreprocParams
@@ -173,7 +198,7 @@ def run(opts):
         if failed:
             print(f"left out {len(failed)} T1w whose preprocessing failed: {', '.join(sorted(failed))}", flush=True)
     images = load_grid_images(t1w_inputs, Path(source_dir), params, opts.cat12_prefix)
-    cubes, brain, overlap, sizes = build_cube_cache(images, len(t1w_inputs), work_dir / "cube_cache.npy")
+    cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), work_dir / "cube_cache.npy")
     y = np.array([label_of(t, labels) for t in t1w_inputs])
     parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in ("train", "validation", "test")}
     for name, rows in parts.items():
@@ -187,11 +212,15 @@ def run(opts):
     train = parts["train"]
     p_cube, p_image = predict_ensemble(ensemble, Rows(cubes, train), config.batch_size, config.device)
     weights, selected = ensemble.weights_per_cube()
-    region = pscore.region_scores(pscore.cube_scores(p_cube, weights, selected), brain[train], overlap[train], sizes)
+    train_cube_scores = pscore.cube_scores(p_cube, weights, selected)
+    region = pscore.region_scores(train_cube_scores, brain[train], overlap[train], sizes)
     try:
         reference = pscore.reference_statistics(region, y[train] == 1, p_image >= 0.5)
     except ValueError as exc:
         raise TrainingError(f"{exc}; the ensemble learned too little: train longer (--epochs, --patience) or on more images") from None
+    relevance = dict(RELEVANCE)
+    relevance["reference"] = relevance_reference(ensemble, Rows(cubes, train), masks[train], train_cube_scores,
+                                                 y[train] == 1, p_image >= 0.5, relevance).to_dict()  # fmt: skip
 
     metadata = {
         "name": opts.name or model_dir.name,
@@ -200,6 +229,7 @@ def run(opts):
         **({"warning": opts.warning} if opts.warning else {}),
         "preprocessing": params.to_dict(),
         "reference": reference.to_dict(),
+        "relevance": relevance,
         "atlas": {"name": ATLAS_NAME, "regions": N_REGIONS, "citation": CITATION},
         "labels": {"column": opts.label_column, "source": source, "positive": opts.positive, "negative": opts.negative,
                    "left_out": left_out},
@@ -216,7 +246,8 @@ def run(opts):
     with atomic_path(model_dir / "training.tsv") as tmp:
         pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)
     print(f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
-          f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f}", flush=True)
+          f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
+          f"(relevance-weighted: {relevance['reference']['lambda']:.3f})", flush=True)
     warning = threshold_warning(reference.threshold)
     if warning:
         print(f"WARNING: {warning}", flush=True)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import time
 
 import nibabel as nib
@@ -65,6 +66,15 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
         # the voxel map spreads each selected cube's score over its brain voxels
         voxel = np.asarray(nib.load(out / paths["voxel_map"]).dataobj)
         assert voxel.sum() == pytest.approx(cubes["p_cube"].sum(), rel=1e-3, abs=1e-4)
+        # and so does the relevance-weighted one, with its own regions, normalisation and flags
+        relevance = bids.relevance_paths(t1w.entities, TEMPLATE)
+        weighted = np.asarray(nib.load(out / relevance["relevance_voxel_map"]).dataobj)
+        assert weighted.sum() == pytest.approx(cubes["p_cube"].sum(), rel=1e-3, abs=1e-4) and not np.allclose(weighted, voxel)
+        weighted_regions = pd.read_csv(out / relevance["relevance_region_table"], sep="\t", na_values="n/a")
+        weighted_summary = json.loads((out / relevance["relevance_summary"]).read_text())
+        assert weighted_summary["WholeBrainPScore"] == pytest.approx(weighted_regions["p_region_norm"].sum(), abs=1e-6)
+        assert weighted_summary["Lambda"] == load_model().metadata["relevance"]["reference"]["lambda"]
+        assert nib.load(out / relevance["relevance_region_map"]).shape == GRID_SHAPE
 
 
 def test_each_subject_has_a_report_with_its_figures_and_the_demo_warning(run):
@@ -72,8 +82,8 @@ def test_each_subject_has_a_report_with_its_figures_and_the_demo_warning(run):
     for sub in ("01", "02"):
         page = (out / f"sub-{sub}.html").read_text()
         images = re.findall(r'<img src="([^"]+)"', page)
-        # 5 figures per session, 2 sessions, and the model's cube weights
-        assert len(images) == 11 and all((out / src).is_file() and (out / src).stat().st_size > 5000 for src in images)
+        # 5 figures per session, 3 more of the relevance-weighted map, 2 sessions, and the model's cube weights
+        assert len(images) == 17 and all((out / src).is_file() and (out / src).stat().st_size > 5000 for src in images)
         assert "not for research or clinical use" in page and "logs/CITATION.md" in page
         assert "lambda" in page and "SHA256" in page
     citation = (out / "logs" / "CITATION.md").read_text()
@@ -84,3 +94,26 @@ def test_a_rerun_with_the_same_work_folder_is_fast(run):
     _, _, (_, first), (code, rerun) = run
     assert code == 0
     assert rerun < 0.4 * first
+
+
+def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_path, capsys):
+    out, bids_dir, *_ = run
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL, model)
+    meta = json.loads((model / "model.json").read_text())
+    del meta["relevance"]
+    (model / "model.json").write_text(json.dumps(meta))
+    assert cli.main([str(bids_dir), str(tmp_path / "out"), "participant", "-w", str(out.parent / "work"), "--model", str(model)]) == 0
+    assert "relevance-weighted outputs are skipped" in capsys.readouterr().out
+    for t1w in bids.find_t1w(bids.load_layout(bids_dir)):
+        assert not any((tmp_path / "out" / p).exists() for p in bids.relevance_paths(t1w.entities, TEMPLATE).values())
+        for rel in bids.pscore_paths(t1w.entities, TEMPLATE).values():
+            if rel.name.endswith(".nii.gz"):
+                with_feature, without = nib.load(out / rel), nib.load(tmp_path / "out" / rel)
+                assert np.array_equal(np.asarray(with_feature.dataobj), np.asarray(without.dataobj))
+                assert with_feature.header.binaryblock == without.header.binaryblock
+            else:
+                assert (out / rel).read_bytes() == (tmp_path / "out" / rel).read_bytes(), rel
+            sidecar = bids.sidecar_path(rel)
+            if (out / sidecar).exists() and sidecar != rel:
+                assert (out / sidecar).read_bytes() == (tmp_path / "out" / sidecar).read_bytes(), sidecar

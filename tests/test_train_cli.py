@@ -10,6 +10,7 @@ import pytest
 from bids_pscore import bids
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.bundle import load_bundle
+from bids_pscore.model.relevance import METHODS
 from bids_pscore.train import main
 
 from .helpers import make_bids, small_image
@@ -56,6 +57,9 @@ def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
     assert sorted(split) == [f"{i:02d}" for i in range(1, 13)]
     assert set(split.values()) == {"train", "validation", "test"}
     assert np.isfinite(meta["reference"]["lambda"]) and len(meta["reference"]["region_min"]) == 246
+    relevance = meta["relevance"]
+    assert relevance["method"] in METHODS and np.isfinite(relevance["reference"]["lambda"])
+    assert len(relevance["reference"]["region_max"]) == 246 and relevance["reference"]["region_max"] != meta["reference"]["region_max"]
     assert meta["preprocessing"]["fwhm_mm"] == 8.0
     history = pd.read_csv(tmp_path / "model" / "training.tsv", sep="\t")
     assert len(history) == meta["training"]["epochs_run"] <= 6

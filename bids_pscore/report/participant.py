@@ -44,15 +44,43 @@ def _load(path):
     return np.asarray(nib.load(path).dataobj, np.float32)
 
 
+def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
+    """Voxel map, region map and ranked regions of SPEC's even spread (``kind`` "") or of the
+    relevance-weighted spread ("relevance"); returns [(relative path, caption)]."""
+    key = f"{kind}_" if kind else ""
+    voxel = _load(out / paths[f"{key}voxel_map"])
+    regions = _load(out / paths[f"{key}region_map"])
+    table = pd.read_csv(out / paths[f"{key}region_table"], sep="\t")
+    what = "relevance-weighted " if kind else ""
+    spread = ("spread over its brain voxels in proportion to their relevance to the cube's classifier (docs/relevance.md)" if kind
+              else "spread evenly over its brain voxels (SPEC)")  # fmt: skip
+    drawn = []
+    name = figure_dir / f"{stem}_desc-{kind}voxel_pscore.png"
+    # a cube holding few brain voxels spreads its score over them and dwarfs the rest: scale to
+    # the 99th percentile of the brain's voxels instead of the maximum
+    limit = float(np.percentile(np.abs(voxel[mask]), 99)) if mask.any() else 0.0
+    limit = limit or float(np.abs(voxel).max()) or 1.0
+    figures.mosaic(out / name, image, overlay=voxel, cmap="coolwarm", vmin=-limit, vmax=limit,
+                   title=f"{what}voxel-level P-score", colorbar_label="P_voxel")  # fmt: skip
+    drawn.append((name, f"Voxel-level {what}P-score: each selected cube's score {spread} (signed; the weights can be negative; "
+                        "the colour scale stops at the 99th percentile of the brain's absolute values)."))  # fmt: skip
+    name = figure_dir / f"{stem}_desc-{kind}regions_pscore.png"
+    figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, cmap="hot", vmin=0, vmax=1,
+                   title=f"{what}region-level P-score (normalised), degenerative regions outlined in red", colorbar_label="normalised P_region")  # fmt: skip
+    drawn.append((name, f"Normalised {what}region-level P-score over the anatomy; regions above lambda = {threshold:.2f} are outlined in red."))
+    name = figure_dir / f"{stem}_desc-{kind}regions_bars.png"
+    figures.ranked_bars(out / name, table["label"].to_numpy(), table["p_region_norm"].to_numpy(), f"normalised {what}region P-score",
+                        threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
+    drawn.append((name, f"The 25 regions with the highest normalised {what}P-score; red bars are above lambda (degenerative)."))
+    return drawn
+
+
 def session_figures(output_dir, result, template_image, threshold, figure_dir):
     """Draw the figures of one session; return [(relative path, caption)] and warnings."""
     out = Path(output_dir)
     stem = "_".join(f"{k}-{result.t1w.entities[k]}" for k in bids.SOURCE_ENTITIES if k in result.t1w.entities)
     image = _load(out / result.paths["t1w_grid"])
     mask = _load(out / result.paths["mask_grid"]) > 0
-    voxel = _load(out / result.paths["voxel_map"])
-    regions = _load(out / result.paths["region_map"])
-    table = pd.read_csv(out / result.paths["region_table"], sep="\t")
     drawn, warnings = [], []
     name = figure_dir / f"{stem}_desc-brainmask_T1w.png"
     figures.mosaic(out / name, image, contour=mask, title="preprocessed T1w on the grid, brain mask in red")
@@ -61,23 +89,9 @@ def session_figures(output_dir, result, template_image, threshold, figure_dir):
     figures.mosaic(out / name, image, outline=(template_image, 0.72), title="registration: template white-matter edge in cyan")
     drawn.append((name, "Registration check: the template's grey/white boundary (cyan) over the subject's image in template space; "
                         "the two should agree in the ventricles, the deep grey matter and the cortex."))  # fmt: skip
-    name = figure_dir / f"{stem}_desc-voxel_pscore.png"
-    # a cube holding few brain voxels spreads its score over them and dwarfs the rest: scale to
-    # the 99th percentile of the brain's voxels instead of the maximum
-    limit = float(np.percentile(np.abs(voxel[mask]), 99)) if mask.any() else 0.0
-    limit = limit or float(np.abs(voxel).max()) or 1.0
-    figures.mosaic(out / name, image, overlay=voxel, cmap="coolwarm", vmin=-limit, vmax=limit,
-                   title="voxel-level P-score", colorbar_label="P_voxel")  # fmt: skip
-    drawn.append((name, "Voxel-level P-score: each selected cube's score spread over its brain voxels (signed; the weights can be negative; "
-                        "the colour scale stops at the 99th percentile of the brain's absolute values)."))
-    name = figure_dir / f"{stem}_desc-regions_pscore.png"
-    figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, cmap="hot", vmin=0, vmax=1,
-                   title="region-level P-score (normalised), degenerative regions outlined in red", colorbar_label="normalised P_region")  # fmt: skip
-    drawn.append((name, f"Normalised region-level P-score over the anatomy; regions above lambda = {threshold:.2f} are outlined in red."))
-    name = figure_dir / f"{stem}_desc-regions_bars.png"
-    figures.ranked_bars(out / name, table["label"].to_numpy(), table["p_region_norm"].to_numpy(), "normalised region P-score",
-                        threshold, title="regions with the highest normalised P-score")  # fmt: skip
-    drawn.append((name, "The 25 regions with the highest normalised P-score; red bars are above lambda (degenerative)."))
+    drawn += score_figures(out, figure_dir, stem, image, mask, result.paths, threshold, "")
+    if "relevance_voxel_map" in result.paths:
+        drawn += score_figures(out, figure_dir, stem, image, mask, result.paths, result.relevance["lambda"], "relevance")
     if mask.sum() < SMALL_BRAIN_VOXELS:
         warnings.append(f"{result.t1w.label}: the brain mask on the grid holds {int(mask.sum())} voxels "
                         f"({mask.sum() * 1.5**3 / 1e6:.2f} L), too small for a brain: check skull stripping")  # fmt: skip
@@ -115,8 +129,11 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     for result in results:
         drawn, extra = session_figures(out, result, template_image, threshold, figure_dir)
         warnings += extra
-        summary.append((result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
-                        len(result.degenerative), ", ".join(result.degenerative) or "none"))  # fmt: skip
+        row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
+               len(result.degenerative), ", ".join(result.degenerative) or "none")  # fmt: skip
+        if result.relevance is not None:
+            row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
+        summary.append(row)
         files = _table([(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())], ("output", "file"))
         parts.append(f"<h2>{html.escape(result.t1w.label)}</h2>" + "".join(_figure(p, c) for p, c in drawn)
                      + f"<details><summary>files of this session</summary>{files}</details>")  # fmt: skip
@@ -130,7 +147,9 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         f"<style>{STYLE}</style></head><body><h1>bids_pscore report: sub-{html.escape(subject)}</h1>",
         *(f'<div class="warning">{html.escape(w)}</div>' for w in warnings),
         "<h2>Summary</h2>",
-        _table(summary, ("session", "whole-brain P-score (0-246)", "AD probability", "predicted", "degenerative regions", "which"))
+        _table(summary, ("session", "whole-brain P-score (0-246)", "AD probability", "predicted", "degenerative regions", "which",
+                         *(("relevance-weighted whole-brain P-score", "relevance-weighted degenerative regions", "which")
+                           if any(r.relevance for r in results) else ())))  # fmt: skip
         if summary else "<p>No session of this subject was scored.</p>",
         *errors,
         *parts,
