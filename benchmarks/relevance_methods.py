@@ -53,6 +53,7 @@ def main():
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--atrophied", type=float, default=0.05, help="true volume loss from which a region counts as atrophied")
     parser.add_argument("--variants", nargs="+", help="only these rows (by number, from 1)")
+    parser.add_argument("--save", type=Path, help="keep the raw region scores of every map in this .npz")
     opts = parser.parse_args()
 
     import nibabel as nib
@@ -111,19 +112,25 @@ def main():
     subjects = np.array([row[0] for row in images])
     is_ad = groups.reindex(subjects).to_numpy() == "AD"
     train = np.array([split.get(s) == "train" for s in subjects])
+    if opts.save:
+        np.savez(opts.save, subjects=subjects, sessions=[row[1] for row in images], is_ad=is_ad, train=train, p_image=p_image,
+                 **{f"region {name}": values for name, values in region.items()})  # fmt: skip
     losses = truth.pivot_table(index=["participant_id", "session_id"], columns="index", values="volume_loss")
     held_ad = np.flatnonzero(~train & is_ad)
     atrophied = np.stack([losses.loc[(images[i][0], images[i][1])].reindex(range(1, 247), fill_value=0).to_numpy() >= opts.atrophied
                           for i in held_ad])  # fmt: skip
     keep = atrophied.any(axis=1)
     print(f"\nregions of {keep.sum()} AD sessions outside the training split ({atrophied[keep].sum()} atrophied, loss >= {opts.atrophied:.0%})")
-    print(f"{'map':44s} {'s/session':>9s} {'lambda':>7s} {'AUC':>6s} {'P@R0.8':>7s} {'best F1':>8s}")
+    held_cn = np.flatnonzero(~train & ~is_ad)
+    print(f"{'map':44s} {'s/session':>9s} {'lambda':>7s} {'AUC':>6s} {'P@R0.8':>7s} {'best F1':>8s}  flagged: AD / CN sessions")
     for name, values in region.items():
         reference = pscore.reference_statistics(values[train], is_ad[train], p_image[train] >= 0.5)
         norm = pscore.normalise_regions(values[held_ad][keep], reference.region_min, reference.region_max)
         area, at_recall, (f1, _, _) = ranking_quality(norm.ravel(), atrophied[keep].ravel())
+        flagged_cn = pscore.normalise_regions(values[held_cn], reference.region_min, reference.region_max) > reference.threshold
         timing = f"{seconds[name] / n:9.2f}" if name in seconds else f"{'':9s}"
-        print(f"{name:44s} {timing} {reference.threshold:7.3f} {area:6.3f} {at_recall:7.3f} {f1:8.3f}")
+        print(f"{name:44s} {timing} {reference.threshold:7.3f} {area:6.3f} {at_recall:7.3f} {f1:8.3f}  "
+              f"{np.mean((norm > reference.threshold).any(axis=1)):.2f} / {np.mean(flagged_cn.any(axis=1)):.2f}")
     area, at_recall, (f1, _, _) = ranking_quality(ideal_cube_scores(atrophied[keep]).ravel(), atrophied[keep].ravel())
     print(f"{'ideal cubes, even spread (ceiling)':44s} {'':9s} {'':7s} {area:6.3f} {at_recall:7.3f} {f1:8.3f}")
 
