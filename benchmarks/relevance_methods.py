@@ -80,7 +80,7 @@ def main():
 
     images = grid_images(opts.preprocessed)
     load = lambda p: np.asarray(nib.load(p).dataobj, np.float32)  # noqa: E731
-    controls = [row for row in images if split.get(row[0]) == "train" and groups[row[0]] == "CN"]
+    controls = [row for row in images if split.get(row[0].removeprefix("sub-")) == "train" and groups[row[0]] == "CN"]
     control_mean = np.mean([cut_cubes(load(row[2]))[chosen] for row in controls], axis=0)[None]
     print(f"{len(images)} images; baseline: mean of {len(controls)} training controls", flush=True)
 
@@ -111,7 +111,7 @@ def main():
 
     subjects = np.array([row[0] for row in images])
     is_ad = groups.reindex(subjects).to_numpy() == "AD"
-    train = np.array([split.get(s) == "train" for s in subjects])
+    train = np.array([split.get(s.removeprefix("sub-")) == "train" for s in subjects])
     if opts.save:
         np.savez(opts.save, subjects=subjects, sessions=[row[1] for row in images], is_ad=is_ad, train=train, p_image=p_image,
                  **{f"region {name}": values for name, values in region.items()})  # fmt: skip
