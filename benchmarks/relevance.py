@@ -51,7 +51,7 @@ def main():
     times = {"relevance of the selected cubes": [], "voxel map and region scores": []}
     for _ in range(opts.repeats):
         start = time.perf_counter()
-        relevance = relevance_on_grid(base, cubes, chosen, record, bundle.relevance_baseline)
+        relevance = relevance_on_grid(base, cubes, chosen, record)
         middle = time.perf_counter()
         pscore.region_means(pscore.relevance_voxel_scores(p_cube, relevance, mask[None]), atlas, sizes)
         times["relevance of the selected cubes"].append(middle - start)

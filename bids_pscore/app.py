@@ -192,7 +192,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
         )  # fmt: skip
         relevance_summary = None
         if relevance is not None:
-            grid_relevance = relevance_on_grid(relevance_base, cubes, relevance_cubes, relevance, bundle.relevance_baseline)
+            grid_relevance = relevance_on_grid(relevance_base, cubes, relevance_cubes, relevance)
             relevance_map = pscore.relevance_voxel_scores(scores.cube, grid_relevance, mask[None])[0]
             region = pscore.region_means(relevance_map, grid_atlas, sizes)
             weighted = pscore.score_regions(p_ad, scores.cube, brain, region, relevance_reference)

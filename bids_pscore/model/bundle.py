@@ -99,7 +99,6 @@ class Bundle:
     folder: Path
     metadata: dict
     ensemble: Ensemble
-    relevance_baseline: object = None  # the cubes relevance is measured against, when not their mean grey level
 
 
 
