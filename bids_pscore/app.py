@@ -50,8 +50,9 @@ def check_work_dir(work_dir, bids_dir):
 
 
 def write_dataset_files(output_dir, bids_dir):
-    write_json(output_dir / "dataset_description.json", bids.dataset_description(bids_dir, os.environ.get("BIDS_PSCORE_CONTAINER")))
+    write_json(output_dir / "dataset_description.json", bids.dataset_description(bids_dir, bids.container_record(os.environ)))
     write_text(output_dir / ".bidsignore", "\n".join(bids.BIDSIGNORE) + "\n")
+    write_text(output_dir / "README.md", bids.output_readme(bids_dir))
 
 
 def configure_nipype(crash_dir, verbosity):
@@ -170,7 +171,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
     grid_atlas = atlas_on_grid()
     sizes = pscore.region_sizes(grid_atlas)
     labels = region_table()["label"].to_numpy()
-    derivatives.write_atlas_lut(output_dir)
+    derivatives.write_atlas(output_dir, template, grid_atlas)
     results = []
     for item in t1w_inputs:
         paths = bids.preproc_paths(item.entities, template)

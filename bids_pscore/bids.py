@@ -5,6 +5,8 @@ This is the one place that knows BIDS naming; the rest of the package asks it fo
 
 import json
 import re
+import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -12,15 +14,21 @@ from pathlib import Path
 
 from .errors import NoT1wError, NotBIDSError, NothingSelectedError, UsageError
 
-BIDS_VERSION = "1.10.0"
+# 1.11 brought back the atlas- entity with atlas-<label>_description.json
+BIDS_VERSION = "1.11.1"
 LABEL = re.compile(r"^[A-Za-z0-9]+$")
 # entities of the source T1w carried into every output name, in BIDS order
 SOURCE_ENTITIES = ("sub", "ses", "acq", "ce", "rec", "run")
 # the entities this app adds, in the order they follow the source ones
 DERIVED_ENTITIES = ("from", "to", "mode", "space", "atlas", "res", "desc")
 GRID_RES_LABEL = "1p5"
-BIDSIGNORE = ("logs/", "*_xfm.*", "*_pscore.*", "*.html", "figures/", "group/")
-ATLAS_LUT = "atlas-Brainnetome_dseg.tsv"
+# BIDS validator 3 ignores patterns that end with a slash: folders are named bare
+BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*.html", "figures", "group")
+# the space of outputs on the raw T1w's own voxel grid; named so that their sidecars are not
+# inherited by the same outputs on the template grid (which carry space-<template>)
+NATIVE_SPACE = "T1w"
+# "SoftwareVersions" is reserved by BIDS (a string, for the scanner); ours name every package
+TOOL_VERSIONS_KEY = "ToolVersions"
 SOFTWARE = ("bids_pscore", "nipype", "antspyx", "deepbet", "nilearn", "nibabel", "pybids", "torch")
 
 
@@ -79,6 +87,17 @@ def load_layout(bids_dir, validate=True):
         return BIDSLayout(str(bids_dir), validate=validate)
     except (BIDSValidationError, ValueError, json.JSONDecodeError) as exc:
         raise NotBIDSError(f"{bids_dir}: is not a valid BIDS dataset ({exc}); fix it or pass --skip-bids-validation") from None
+
+
+def validator_command():
+    """The BIDS validator (bids-validator-deno, a dependency of the container), or None.
+
+    Looked for beside this Python first: a virtual environment's scripts are often not on PATH.
+    """
+    beside = Path(sys.executable).parent / "bids-validator-deno"
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("bids-validator-deno")
 
 
 def load_filter_file(path):
@@ -189,7 +208,7 @@ def preproc_paths(entities, template):
     return {
         "t1w_grid": derivative_path(entities, "T1w", ".nii.gz", desc="preproc", **grid),
         "mask_grid": derivative_path(entities, "mask", ".nii.gz", desc="brain", **grid),
-        "mask_native": derivative_path(entities, "mask", ".nii.gz", desc="brain"),
+        "mask_native": derivative_path(entities, "mask", ".nii.gz", space=NATIVE_SPACE, desc="brain"),
         "xfm_affine": derivative_path(entities, "xfm", ".mat", desc="affine", **xfm),
         "xfm_warp": derivative_path(entities, "xfm", ".nii.gz", desc="warp", **xfm),
     }
@@ -202,7 +221,8 @@ def pscore_paths(entities, template, atlas="Brainnetome"):
         "cube_table": derivative_path(entities, "pscore", ".tsv", desc="cubes", **grid),
         "voxel_map": derivative_path(entities, "pscore", ".nii.gz", desc="voxel", **grid),
         "region_table": derivative_path(entities, "pscore", ".tsv", atlas=atlas, desc="regions"),
-        "region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="regions", **grid),
+        # not desc-regions: the region table's sidecar (a subset of its entities) would describe it
+        "region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="regionmap", **grid),
         "summary": derivative_path(entities, "pscore", ".json", desc="summary"),
     }
 
@@ -213,8 +233,20 @@ def relevance_paths(entities, template, atlas="Brainnetome"):
     return {
         "relevance_voxel_map": derivative_path(entities, "pscore", ".nii.gz", desc="relevancevoxel", **grid),
         "relevance_region_table": derivative_path(entities, "pscore", ".tsv", atlas=atlas, desc="relevanceregions"),
-        "relevance_region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="relevanceregions", **grid),
+        "relevance_region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="relevanceregionmap", **grid),
         "relevance_summary": derivative_path(entities, "pscore", ".json", desc="relevancesummary"),
+    }
+
+
+def atlas_paths(template, atlas="Brainnetome"):
+    """Root-level atlas files (BIDS 1.11): the label image on the grid, its look-up table, the
+    sidecar of both, and the atlas description."""
+    stem = f"space-{template}_atlas-{atlas}_res-{GRID_RES_LABEL}_dseg"
+    return {
+        "image": Path(f"{stem}.nii.gz"),
+        "table": Path(f"{stem}.tsv"),
+        "sidecar": Path(f"{stem}.json"),
+        "description": Path(f"atlas-{atlas}_description.json"),
     }
 
 
@@ -291,9 +323,31 @@ def software_versions():
     return found
 
 
+def container_record(environ):
+    """GeneratedBy.Container of dataset_description.json, or None outside a container.
+
+    The image sets BIDS_PSCORE_CONTAINER; Apptainer and Singularity, which run images built
+    from it, add their own variables with the image file.
+    """
+    image_file = environ.get("APPTAINER_CONTAINER") or environ.get("SINGULARITY_CONTAINER")
+    if image_file:
+        kind = "apptainer" if environ.get("APPTAINER_CONTAINER") else "singularity"
+        return {"Type": kind, "Tag": Path(image_file).name}
+    if environ.get("BIDS_PSCORE_CONTAINER"):
+        return {"Type": environ["BIDS_PSCORE_CONTAINER"], "Tag": f"bids_pscore:{software_versions()['bids_pscore']}"}
+    return None
+
+
 def dataset_description(bids_dir, container=None):
-    """dataset_description.json of the output folder, a BIDS derivatives dataset."""
-    generated = {"Name": "bids_pscore", "Version": software_versions()["bids_pscore"]}
+    """dataset_description.json of the output folder, a BIDS derivatives dataset.
+
+    ``container`` is ``container_record()``'s answer.
+    """
+    generated = {
+        "Name": "bids_pscore",
+        "Version": software_versions()["bids_pscore"],
+        "Description": "P-score neurodegeneration biomarker (US patent 12383189) from T1w images",
+    }
     if container:
         generated["Container"] = container
     return {
@@ -306,15 +360,36 @@ def dataset_description(bids_dir, container=None):
     }
 
 
+def grid_metadata(template):
+    """What every sidecar of a file on the reference grid (``res-1p5``) says of its space."""
+    return {
+        "SpatialReference": f"{template} template (nilearn) on the SPM12/CAT12 grid",
+        "Resolution": {GRID_RES_LABEL: "1.5 mm isotropic, 121 x 145 x 121 voxels, bounding box [-90 -126 -72; 90 90 108] mm"},
+    }
+
+
+def output_readme(bids_dir):
+    """README.md of the output folder: what it is and where its files are described."""
+    return (
+        "# bids_pscore derivatives\n\n"
+        f"P-scores (an interpretable neurodegeneration biomarker, US patent 12383189) of the T1w images of "
+        f"{Path(bids_dir).resolve()}, made by bids_pscore {software_versions()['bids_pscore']}.\n\n"
+        "- `sub-*/[ses-*/]anat/`: per T1w, the preprocessed image and brain masks, the transforms to the template, "
+        "and the P-scores (`*_pscore.tsv`, `*_pscore.nii.gz`, `*_pscore.json`); every file has a JSON sidecar "
+        "that says what each value means.\n"
+        "- `space-*_atlas-Brainnetome_res-1p5_dseg.*`: the atlas of the region scores on their grid.\n"
+        "- `sub-*.html`: one report per subject; `group/`: the group level's tables and report.\n"
+        "- `logs/CITATION.md`: the methods paragraph and the references to cite.\n\n"
+        "The model that made the scores is named, with its checksum, in every `*_desc-summary_pscore.json`.\n"
+    )
+
+
 def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
     """JSON sidecars of the preprocessing derivatives, keyed like ``preproc_paths``."""
     raw = raw_uri(t1w_relpath)
     template = params["template"]
-    grid = {
-        "SpatialReference": f"{template} template (nilearn) on the SPM12/CAT12 grid",
-        "Resolution": "1.5 mm isotropic, 121 x 145 x 121 voxels, bounding box [-90 -126 -72; 90 90 108] mm",
-    }
-    software = {"SoftwareVersions": software_versions()}
+    grid = grid_metadata(template)
+    software = {TOOL_VERSIONS_KEY: software_versions()}
     transforms = [own_uri(paths["xfm_warp"]), own_uri(paths["xfm_affine"])]
     return {
         "t1w_grid": {
@@ -330,8 +405,15 @@ def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
             **grid,
             **software,
         },
-        "mask_grid": {"Type": "Brain", "Sources": [own_uri(paths["mask_native"])] + transforms, **grid, **software},
+        "mask_grid": {
+            "Description": "brain mask brought onto the grid with the registration (nearest neighbour)",
+            "Type": "Brain",
+            "Sources": [own_uri(paths["mask_native"])] + transforms,
+            **grid,
+            **software,
+        },
         "mask_native": {
+            "Description": "brain mask on the voxel grid of the input T1w (same shape and affine): multiply the T1w by it",
             "Type": "Brain",
             "Sources": [raw],
             "SpatialReference": raw,

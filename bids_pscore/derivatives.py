@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import atlas as bn_atlas
 from . import bids
-from .fileio import atomic_path, write_json
+from .fileio import atomic_path, write_json, write_nifti
 from .grid import GRID_AFFINE, cube_bounds
 
 CUBE_COLUMNS = {
@@ -55,21 +55,20 @@ UNITS = {
 }  # fmt: skip
 
 
-def _write_table(path, frame, columns):
+def _write_table(path, frame, columns, metadata=None):
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.9g")
     sidecar = {k: {"Description": v, **({"Units": UNITS[k]} if k in UNITS else {})} for k, v in columns.items()}
-    write_json(bids.sidecar_path(path), sidecar)
+    write_json(bids.sidecar_path(path), {**(metadata or {}), **sidecar})
 
 
-def _write_map(path, data, sidecar):
+def _write_map(path, data, sidecar, template):
     img = nib.Nifti1Image(np.asarray(data, np.float32), GRID_AFFINE)
     img.header.set_xyzt_units("mm", "sec")
     img.set_sform(GRID_AFFINE, 4)  # MNI
     img.set_qform(GRID_AFFINE, 4)
-    with atomic_path(path) as tmp:
-        img.to_filename(tmp)
-    write_json(bids.sidecar_path(path), sidecar)
+    write_nifti(path, img)
+    write_json(bids.sidecar_path(path), {**sidecar, **bids.grid_metadata(template)})
 
 
 def _region_frame(scores):
@@ -88,16 +87,51 @@ def _model_record(model_card):
     return model
 
 
-def write_atlas_lut(output_dir):
-    """atlas-Brainnetome_dseg.tsv at the output root: the look-up table of the region maps."""
+# BIDS defines the dseg table's "index" (the label value in the image) and "name"
+ATLAS_COLUMNS = {
+    "name": "region label, hemisphere first (e.g. L.mAmyg); the label column of the region tables",
+    "abbreviation": "Brainnetome's abbreviation of the region",
+    "full_name": "full region name",
+    "hemisphere": "L or R",
+    "lobe": "lobe of the region",
+    "gyrus": "gyrus of the region",
+    "mni_center": "Brainnetome's MNI coordinates of the region's centre (x y z, mm)",
+}
+
+
+def write_atlas(output_dir, template, grid_atlas):
+    """The atlas at the output root (BIDS 1.11): the label image on the grid, from which every
+    region score can be recomputed, its look-up table, their sidecar and the atlas description."""
+    root = Path(output_dir)
+    paths = {k: root / v for k, v in bids.atlas_paths(template).items()}
     table = bn_atlas.region_table()
-    lut = table.rename(columns={"label": "name", "name": "full_name"})[
-        ["index", "name", "abbreviation", "full_name", "hemisphere", "lobe", "gyrus", "mni_center"]
-    ]
-    path = Path(output_dir) / bids.ATLAS_LUT
-    with atomic_path(path) as tmp:
+    lut = table.rename(columns={"label": "name", "name": "full_name"})[["index", *ATLAS_COLUMNS]]
+    with atomic_path(paths["table"]) as tmp:
         lut.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
-    return path
+    img = nib.Nifti1Image(np.asarray(grid_atlas, np.int16), GRID_AFFINE)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_sform(GRID_AFFINE, 4)  # MNI
+    img.set_qform(GRID_AFFINE, 4)
+    write_nifti(paths["image"], img)
+    write_json(paths["sidecar"], {
+        "Description": f"{bn_atlas.ATLAS_NAME} atlas (246 regions) on the grid of the P-score outputs: each voxel holds the region "
+                       "index of the majority of its sub-voxel samples (bids_pscore.atlas.resample_labels); the region scores are "
+                       "means of the voxel map over these regions",
+        **bids.grid_metadata(template),
+        **{column: {"Description": text} for column, text in ATLAS_COLUMNS.items()},
+    })  # fmt: skip
+    write_json(paths["description"], {
+        "AtlasName": bn_atlas.ATLAS_NAME,
+        "License": "free for non-commercial use with attribution, share alike; commercial use needs a licence from the "
+                   "Brainnetome Center (bids_pscore/data/atlas/LICENSE.md)",
+        "Description": "The Human Brainnetome Atlas: 210 cortical and 36 subcortical regions defined by connectional "
+                       "architecture; maximum-probability map thresholded at 25%, 1.25 mm, FSL MNI152 space",
+        "Authors": ["Lingzhong Fan", "Hai Li", "Junjie Zhuo", "Yu Zhang", "Jiaojian Wang", "Liangfu Chen", "Zhengyi Yang",
+                    "Congying Chu", "Sangma Xie", "Angela R. Laird", "Peter T. Fox", "Simon B. Eickhoff", "Chunshui Yu", "Tianzi Jiang"],
+        "ReferencesAndLinks": [bn_atlas.CITATION, "https://atlas.brainnetome.org"],
+        "Species": "homo sapiens",
+    })  # fmt: skip
+    return paths
 
 
 def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, template, model, sources, summary_head, summary_middle):
@@ -111,11 +145,11 @@ def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, 
     _write_table(paths[region_key], regions, texts["columns"])
     _write_map(paths[voxel_key], voxel_map, {
         "Description": texts["voxel"], "Units": "arbitrary (signed, sums to P_cube within each cube)", "Sources": sources, "Model": model,
-    })  # fmt: skip
+    }, template)  # fmt: skip
     _write_map(paths[region_map_key], region_map, {
         "Description": texts["region_map"], "Units": "normalised score in [0, 1]", "Atlas": f"{bn_atlas.ATLAS_NAME}: {bn_atlas.CITATION}",
-        "Sources": sources, "Model": model,
-    })  # fmt: skip
+        "Sources": sources + [bids.own_uri(bids.atlas_paths(template)["image"])], "Model": model,
+    }, template)  # fmt: skip
     flagged = regions.loc[regions["degenerative"], "label"].tolist()
     write_json(paths[summary_key], {
         **summary_head,
@@ -150,7 +184,7 @@ def write_session(output_dir, entities, template, scores, voxel_map, region_map,
     cubes["weight"] = np.where(cubes["selected"], np.asarray(weights, float), np.nan)
     cubes["p_ad"] = scores.p_ad[0]
     cubes["p_cube"] = scores.cube[0]
-    _write_table(paths["cube_table"], cubes, CUBE_COLUMNS)
+    _write_table(paths["cube_table"], cubes, CUBE_COLUMNS, bids.grid_metadata(template))
 
     _write_spread(paths, ("region_table", "voxel_map", "region_map", "summary"), scores, voxel_map, region_map, {
         "columns": REGION_COLUMNS,

@@ -59,7 +59,7 @@ def test_output_names_keep_the_source_entities():
     entities = bids.source_entities("sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz")
     paths = bids.preproc_paths(entities, "MNI152NLin2009aSym")
     assert paths["t1w_grid"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-MNI152NLin2009aSym_res-1p5_desc-preproc_T1w.nii.gz")
-    assert paths["mask_native"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_desc-brain_mask.nii.gz")
+    assert paths["mask_native"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-T1w_desc-brain_mask.nii.gz")
     assert paths["xfm_warp"].name == "sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz"
     assert bids.sidecar_path(paths["xfm_warp"]).name.endswith("_desc-warp_xfm.json")
     no_session = bids.preproc_paths(bids.source_entities("sub-03_T1w.nii.gz"), "X")

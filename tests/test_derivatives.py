@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bids_pscore import atlas, bids, derivatives, pscore
-from bids_pscore.grid import GRID_SHAPE, N_CUBES, is_on_grid
+from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, N_CUBES, is_on_grid
 
 TEMPLATE = "MNI152NLin2009aSym"
 
@@ -63,7 +63,8 @@ def test_tables_load_back_to_the_same_numbers(tmp_path, session):
     sidecar = json.loads(bids.sidecar_path(paths["region_table"]).read_text())
     assert set(sidecar) == set(regions.columns)
     cube_sidecar = json.loads(bids.sidecar_path(paths["cube_table"]).read_text())
-    assert set(cube_sidecar) == set(cubes.columns)
+    # the cube table is named res-1p5: its sidecar says what that means
+    assert set(cube_sidecar) == set(cubes.columns) | {"SpatialReference", "Resolution"} and "1p5" in cube_sidecar["Resolution"]
     assert cube_sidecar["p_ad"]["Units"] == "probability" and cube_sidecar["x_min_mm"]["Units"] == "mm"
 
 
@@ -85,9 +86,17 @@ def test_maps_and_summary(tmp_path, session):
     assert not list(tmp_path.rglob(".*"))
 
 
-def test_atlas_lookup_table(tmp_path):
-    path = derivatives.write_atlas_lut(tmp_path)
-    assert path.name == "atlas-Brainnetome_dseg.tsv"
-    lut = pd.read_csv(path, sep="\t")
+def test_the_atlas_is_written_on_the_grid_with_its_table_sidecar_and_description(tmp_path):
+    grid_atlas = atlas.atlas_on_grid()
+    paths = derivatives.write_atlas(tmp_path, TEMPLATE, grid_atlas)
+    assert paths["table"].name == "space-MNI152NLin2009aSym_atlas-Brainnetome_res-1p5_dseg.tsv"
+    lut = pd.read_csv(paths["table"], sep="\t")
     assert list(lut.columns[:2]) == ["index", "name"] and lut.loc[lut["index"] == 223, "name"].item() == "L.NAC"
     assert len(lut) == 246
+    img = nib.load(paths["image"])
+    assert np.array_equal(np.asarray(img.dataobj), grid_atlas) and np.allclose(img.affine, GRID_AFFINE)
+    assert int(img.header["qform_code"]) == int(img.header["sform_code"]) == 4
+    sidecar = json.loads(paths["sidecar"].read_text())
+    assert set(lut.columns) - {"index", "name"} <= set(sidecar) and "1p5" in sidecar["Resolution"]
+    description = json.loads(paths["description"].read_text())
+    assert description["AtlasName"] == "Brainnetome" and "non-commercial" in description["License"]

@@ -3,7 +3,9 @@
 import json
 import re
 import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -45,7 +47,9 @@ def test_the_demo_model_ships_small_says_what_it_was_trained_on_and_credits_ixi(
 def test_every_derivative_of_every_session_exists_and_loads(run):
     out, bids_dir, (code, _), _ = run
     assert code == 0
-    lut = pd.read_csv(out / bids.ATLAS_LUT, sep="\t")
+    atlas_files = bids.atlas_paths(TEMPLATE)
+    lut = pd.read_csv(out / atlas_files["table"], sep="\t")
+    grid_atlas = np.asarray(nib.load(out / atlas_files["image"]).dataobj)
     assert len(lut) == 246
     for t1w in bids.find_t1w(bids.load_layout(bids_dir)):
         paths = {**bids.preproc_paths(t1w.entities, TEMPLATE), **bids.pscore_paths(t1w.entities, TEMPLATE)}
@@ -59,6 +63,9 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
         cubes = pd.read_csv(out / paths["cube_table"], sep="\t", na_values="n/a")
         regions = pd.read_csv(out / paths["region_table"], sep="\t", na_values="n/a")
         assert len(cubes) == 150 and len(regions) == 246
+        # the native mask multiplies the raw T1w voxel by voxel
+        raw, native = nib.load(t1w.path), nib.load(out / paths["mask_native"])
+        assert native.shape == raw.shape and np.allclose(native.affine, raw.affine)
         summary = json.loads((out / paths["summary"]).read_text())
         assert summary["WholeBrainPScore"] == pytest.approx(regions["p_region_norm"].sum(), abs=1e-6)
         assert summary["NumberOfDegenerativeRegions"] == int(regions["degenerative"].sum())
@@ -66,6 +73,10 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
         # the voxel map spreads each selected cube's score over its brain voxels
         voxel = np.asarray(nib.load(out / paths["voxel_map"]).dataobj)
         assert voxel.sum() == pytest.approx(cubes["p_cube"].sum(), rel=1e-3, abs=1e-4)
+        # and the region scores are recomputed from the outputs alone: the voxel map's mean over the atlas image's regions
+        for index in (1, 100, 211, 246):
+            inside = grid_atlas == index
+            assert regions.loc[regions["index"] == index, "p_region"].item() == pytest.approx(voxel[inside].mean(), rel=1e-4, abs=1e-9)
         # and so does the relevance-weighted one, with its own regions, normalisation and flags
         relevance = bids.relevance_paths(t1w.entities, TEMPLATE)
         weighted = np.asarray(nib.load(out / relevance["relevance_voxel_map"]).dataobj)
@@ -117,3 +128,33 @@ def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_pat
             sidecar = bids.sidecar_path(rel)
             if (out / sidecar).exists() and sidecar != rel:
                 assert (out / sidecar).read_bytes() == (tmp_path / "out" / sidecar).read_bytes(), sidecar
+
+
+def test_participant_and_group_outputs_are_valid_bids_and_every_sidecar_describes_only_its_file(run):
+    """bids-validator-deno (the BIDS validator 3, offline) passes; pybids finds for each file its own
+    sidecar and nothing inherited from another file's."""
+    from bids import BIDSLayout
+
+    out, bids_dir, *_ = run
+    assert cli.main([str(bids_dir), str(out), "group"]) == 0
+    validator = bids.validator_command()
+    assert validator, "bids-validator-deno is a test dependency: pip install -e '.[test]'"
+    result = subprocess.run([validator, str(out), "--json"], capture_output=True, text=True, timeout=300)
+    issues = json.loads(result.stdout)["issues"]["issues"]
+    errors = [(i["code"], i.get("subCode"), i.get("location")) for i in issues if i["severity"] == "error"]
+    assert result.returncode == 0 and not errors, errors
+    warnings = {i["code"] for i in issues if i["severity"] == "warning"}
+    assert warnings <= {"TOO_FEW_AUTHORS"}, warnings  # the people who ran the app are the authors; we cannot know them
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["BIDSVersion"].startswith("1.11")
+    layout = BIDSLayout(out, validate=False, is_derivative=True)
+    checked = 0
+    for item in layout.get(return_type="object"):
+        path = Path(item.path)
+        if path.suffix == ".json":
+            continue
+        own = bids.sidecar_path(path)
+        expected = json.loads(own.read_text()) if own.is_file() else {}
+        assert item.get_metadata() == expected, path.name
+        checked += 1
+    assert checked >= 40

@@ -143,7 +143,7 @@ def test_cohort_tables_load_in_pandas_and_say_their_normalisation(cohort_run):
     comparison = pd.read_csv(out / "group" / "group_comparison.tsv", sep="\t", na_values="n/a")
     assert comparison.iloc[0]["q_fdr"] < 0.05 and comparison.iloc[0]["index"] in set(synth.region_order()["index"])
     page = (out / "group" / "report.html").read_text()
-    for figure in ("whole_brain_by_group", "degeneration_frequency", "degeneration_frequency_map", "trajectories", "onset_order"):
+    for figure in ("whole_brain_by_group", "degeneration_frequency_bars", "degeneration_frequency_map", "trajectories_plot", "onset_order_plot"):
         assert f"figures/{figure}.png" in page and (out / "group" / "figures" / f"{figure}.png").is_file()
 
 

@@ -7,7 +7,16 @@ from scipy import ndimage
 from bids_pscore.errors import InputImageError
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, is_on_grid
 from bids_pscore.preprocess import PreprocParams
-from bids_pscore.preprocess.steps import FWHM_TO_SIGMA, as_image, n4_correct, nonzero_region, normalise, smooth_in_mask
+from bids_pscore.preprocess.steps import (
+    FWHM_TO_SIGMA,
+    as_image,
+    load_t1w,
+    n4_correct,
+    nonzero_region,
+    normalise,
+    on_source_grid,
+    smooth_in_mask,
+)
 
 
 def ball(shape=(40, 40, 40), radius=12):
@@ -103,3 +112,31 @@ def test_n4_flattens_a_known_bias_field_beside_a_noisy_background():
     assert spread(data[inner]) > 0.1
     assert spread(out[inner]) < 0.3 * spread(data[inner])
     assert (out[~head] == 0).mean() < 0.05  # the background is kept, bar its darkest 1%
+
+
+@pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("R", "S", "A"), ("P", "I", "L"), ("A", "L", "I")])
+def test_a_mask_made_in_ras_goes_back_onto_the_source_grid_voxel_for_voxel(tmp_path, axcodes):
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    data = rng.random((11, 13, 17)).astype(np.float32)
+    ornt = nib.orientations.axcodes2ornt(axcodes)
+    # an affine with these axis directions, 1.2 x 0.9 x 1.5 mm voxels, slightly oblique
+    linear = np.zeros((3, 3))
+    for axis, (world, flip) in enumerate(ornt.astype(int)):
+        linear[world, axis] = flip * (1.2, 0.9, 1.5)[axis]
+    tilt = np.array([[1, 0.05, 0], [-0.05, 1, 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3], affine[:3, 3] = tilt @ linear, (-7, 12, 30)
+    source = tmp_path / "t1w.nii.gz"
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, 1)
+    img.to_filename(source)
+
+    ras = load_t1w(source)
+    assert nib.aff2axcodes(ras.affine) == ("R", "A", "S")
+    mask_ras = as_image(np.asarray(ras.dataobj) > 0.5, ras.affine, np.uint8)
+    back = on_source_grid(mask_ras, source)
+    assert back.shape == data.shape and np.allclose(back.affine, affine)
+    assert int(back.header["qform_code"]) == int(back.header["sform_code"]) == 1
+    np.testing.assert_array_equal(np.asarray(back.dataobj) > 0, data > 0.5)

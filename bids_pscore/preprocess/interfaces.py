@@ -95,6 +95,22 @@ class SkullStrip(SimpleInterface):
         return runtime
 
 
+class _OnSourceGridInputSpec(_InFileSpec):
+    source_file = File(exists=True, mandatory=True, desc="the raw T1w the RAS+ image came from")
+
+
+class OnSourceGrid(SimpleInterface):
+    """A mask on the raw T1w's own voxel grid, for users who apply it to the raw image."""
+
+    input_spec = _OnSourceGridInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):
+        img = steps.on_source_grid(nib.load(self.inputs.in_file), self.inputs.source_file)
+        self._results["out_file"] = _save(img, runtime, "brain_mask_source_grid.nii.gz")
+        return runtime
+
+
 class _TemplateInputSpec(BaseInterfaceInputSpec):
     template = traits.Str(mandatory=True)
     registration_mm = traits.Float(mandatory=True)
@@ -233,6 +249,9 @@ class NormaliseIntensity(SimpleInterface):
         return runtime
 
 
+GRID_IMAGES = ("t1w_grid", "mask_grid")
+
+
 class _SinkInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
     t1w_relpath = traits.Str(mandatory=True)
@@ -258,7 +277,7 @@ class DerivativesSink(SimpleInterface):
 
     def _run_interface(self, runtime):
         from .. import bids
-        from ..fileio import copy_file, write_json
+        from ..fileio import copy_file, write_json, write_nifti
 
         params = self.inputs.params
         paths = bids.preproc_paths(self.inputs.entities, params["template"])
@@ -266,7 +285,14 @@ class DerivativesSink(SimpleInterface):
         root = Path(self.inputs.output_dir)
         written = []
         for key, relpath in paths.items():
-            copy_file(getattr(self.inputs, key), root / relpath)
+            if key in GRID_IMAGES:
+                # the grid is the template's space: qform and sform say so (code 4), as in niworkflows
+                img = nib.load(getattr(self.inputs, key))
+                img.set_qform(img.affine, 4)
+                img.set_sform(img.affine, 4)
+                write_nifti(root / relpath, img)
+            else:
+                copy_file(getattr(self.inputs, key), root / relpath)
             write_json(root / bids.sidecar_path(relpath), sidecars[key])
             written += [str(root / relpath), str(root / bids.sidecar_path(relpath))]
         self._results["out_files"] = written

@@ -85,6 +85,26 @@ def load_t1w(path):
     return as_image(ras.dataobj, ras.affine)
 
 
+def on_source_grid(ras_img, source_path, dtype=np.uint8):
+    """An image of ``load_t1w``'s RAS+ grid put back on the voxel grid of the file it was read
+    from: same shape, affine and orientation, so that it can multiply the source voxel by voxel.
+
+    ``load_t1w`` only flips and permutes axes, so this is exact (no resampling). The header
+    says scanner space (qform and sform code 1), as niworkflows writes native-space outputs.
+    """
+    source = nib.load(str(source_path))
+    to_source = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(ras_img.affine), nib.orientations.io_orientation(source.affine)
+    )
+    data = nib.orientations.apply_orientation(np.asarray(ras_img.dataobj), to_source)
+    if data.shape != source.shape[:3]:
+        raise ValueError(f"{source_path}: the image on its grid has shape {data.shape}, the source {source.shape[:3]}")
+    img = as_image(data, source.affine, dtype)
+    img.set_qform(source.affine, 1)
+    img.set_sform(source.affine, 1)
+    return img
+
+
 def _to_ants(img):
     import ants
 

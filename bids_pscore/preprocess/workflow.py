@@ -8,6 +8,7 @@ from .interfaces import (
     LoadT1w,
     N4BiasCorrect,
     NormaliseIntensity,
+    OnSourceGrid,
     RegisterToTemplate,
     ResampleToGrid,
     SkullStrip,
@@ -28,7 +29,7 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
 
     Inputs: ``t1w`` (path), ``template`` (template on the grid), ``coarse_template``
     (the template on the coarser registration grid). Outputs: the grid image,
-    the brain mask on the grid and in subject space, and the forward transforms.
+    the brain mask on the grid and on the raw T1w's own voxel grid, and the forward transforms.
     """
     wf = pe.Workflow(name=name)
     wf.__desc__ = (
@@ -66,6 +67,7 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
     resample = pe.Node(ResampleToGrid(interpolation=params.interpolation), name="resample")
     smooth = pe.Node(SmoothInMask(fwhm_mm=params.fwhm_mm), name="smooth")
     normalise = pe.Node(NormaliseIntensity(percentile=params.norm_percentile), name="normalise")
+    mask_to_source = pe.Node(OnSourceGrid(), name="mask_to_source")
 
     wf.connect([
         (inputnode, load, [("t1w", "in_file")]),
@@ -81,7 +83,10 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
         (resample, normalise, [("out_mask", "mask")]),
         (normalise, outputnode, [("out_file", "t1w_grid")]),
         (resample, outputnode, [("out_mask", "mask_grid")]),
-        (skullstrip, outputnode, [("out_mask", "mask_native"), ("input_skull_stripped", "input_skull_stripped")]),
+        (skullstrip, mask_to_source, [("out_mask", "in_file")]),
+        (inputnode, mask_to_source, [("t1w", "source_file")]),
+        (mask_to_source, outputnode, [("out_file", "mask_native")]),
+        (skullstrip, outputnode, [("input_skull_stripped", "input_skull_stripped")]),
         (register, outputnode, [("affine", "xfm_affine"), ("warp", "xfm_warp")]),
     ])  # fmt: skip
     return wf

@@ -36,7 +36,7 @@ def write_group_report(output_dir, tables, norm, threshold, model, opts):
     figures.by_group(out / name, whole, groups.to_numpy(), "whole-brain P-score (0-246)", "whole-brain P-score by group")
     drawn.append((name, "Whole-brain P-score of every session by " + ("diagnosis" if "diagnosis" in sessions else "predicted class") + "."))
 
-    name = fig_dir / "degeneration_frequency.png"
+    name = fig_dir / "degeneration_frequency_bars.png"
     figures.ranked_bars(out / name, frequency["label"], frequency["frequency_predicted_ad"].fillna(0), "share of sessions predicted AD",
                         title="regions most often degenerative")  # fmt: skip
     drawn.append((name, "Share of the sessions predicted AD in which each region is degenerative (the 25 most frequent)."))
@@ -63,11 +63,11 @@ def write_group_report(output_dir, tables, norm, threshold, model, opts):
                 y = norm[rows, index - 1]
                 lines.append((x, y))
             panels.append((label, lines))
-        name = fig_dir / "trajectories.png"
+        name = fig_dir / "trajectories_plot.png"
         figures.trajectories(out / name, panels, f"{unit}s from the first session", threshold)
         drawn.append((name, "Normalised score of the earliest-involved regions over each subject's sessions; dashed: lambda."))
         involved = onset[onset["order"] > 0]
-        name = fig_dir / "onset_order.png"
+        name = fig_dir / "onset_order_plot.png"
         figures.onset_dots(out / name, involved["label"], involved["median_onset"], involved["subjects_involved"], involved["unit"].iloc[0] if len(involved) else unit)
         drawn.append((name, "Regions in their order of involvement across subjects, with the number of subjects behind each."))
 
