@@ -12,9 +12,10 @@ WORKDIR /opt/bids_pscore
 COPY pyproject.toml README.md LICENSE ./
 COPY bids_pscore ./bids_pscore
 
-# Installed as README.md says (torch 2.13.0, then the project); the extra index holds the
-# CPU build of torch. For a CUDA image, drop the extra index (see README.md, "GPU").
-RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" . \
+# Installed as README.md says (torch 2.13.0, then the project), with the BIDS validator that checks
+# the inputs (the project's "validator" extra, pinned here for hadolint); the extra index holds the CPU build of torch. For a CUDA image, drop the extra
+# index (see README.md, "GPU").
+RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu "bids-validator-deno==3.0.2" "torch==2.13.0" . \
     && bids_pscore --version
 
 WORKDIR /tmp

@@ -10,7 +10,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from . import bids
-from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, OutputNotWritableError, UsageError
+from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, OutputNotWritableError, UsageError
 from .fileio import write_json, write_text
 
 log = logging.getLogger("bids_pscore")
@@ -55,7 +55,7 @@ def write_dataset_files(output_dir, bids_dir):
     write_text(output_dir / "README.md", bids.output_readme(bids_dir))
 
 
-def configure_nipype(crash_dir, verbosity):
+def configure_nipype(crash_dir, verbosity, stop_on_first_crash=False):
     from nipype import config, logging as nipype_logging
 
     from .preprocess import NIPYPE_LOG_LEVEL_VARIABLE
@@ -66,7 +66,7 @@ def configure_nipype(crash_dir, verbosity):
         "execution": {
             "crashdump_dir": str(crash_dir),
             "crashfile_format": "txt",
-            "stop_on_first_crash": "false",
+            "stop_on_first_crash": str(bool(stop_on_first_crash)).lower(),
             "remove_unnecessary_outputs": "false",
             "check_version": "false",
             # nipype's default of 2 s between polls adds seconds to every step of a short job
@@ -80,10 +80,12 @@ def configure_nipype(crash_dir, verbosity):
         logging.getLogger("nipype.workflow").setLevel(logging.CRITICAL)
 
 
-def plugin_settings(name, user_args, n_cpus, status_callback):
+def plugin_settings(name, user_args, n_cpus, status_callback, mem_gb=None):
     args = dict(user_args or {})
     if name == "MultiProc":
         args.setdefault("n_procs", n_cpus)
+        if mem_gb is not None:
+            args.setdefault("memory_gb", mem_gb)
         # forked workers can deadlock in OpenMP/torch thread pools the parent already started
         args.setdefault("mp_context", "forkserver")
     args["status_callback"] = status_callback
@@ -101,7 +103,7 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
 
     write_dataset_files(output_dir, bids_dir)
     crash_dir = output_dir / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    configure_nipype(crash_dir, opts.verbose)
+    configure_nipype(crash_dir, opts.verbose, opts.stop_on_first_crash)
     print(f"bids_pscore: {len(t1w_inputs)} T1w to process in {bids_dir}; outputs in {output_dir}; work in {work_dir}", flush=True)
     progress = Progress({t.ident: t.label for t in t1w_inputs})
     wf = init_participant_wf(t1w_inputs, output_dir, params, opts.random_seed, opts.omp_nthreads)
@@ -110,7 +112,7 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
     # scanned every object of the process (1.2 s a run): freeze what exists now so it skips them
     gc.freeze()
     try:
-        wf.run(plugin=opts.nipype_plugin, plugin_args=plugin_settings(opts.nipype_plugin, opts.nipype_plugin_args, opts.n_cpus, progress))
+        wf.run(plugin=opts.nipype_plugin, plugin_args=plugin_settings(opts.nipype_plugin, opts.nipype_plugin_args, opts.n_cpus, progress, opts.mem_gb))
     except RuntimeError as exc:
         # a failing T1w stops only its own steps; what failed is told in the summary below
         log.debug("workflow finished with errors: %s", exc)
@@ -144,6 +146,7 @@ class SessionResult:
     predicted_class: str
     degenerative: list
     relevance: dict | None = None  # whole-brain score, lambda and degenerative regions of the relevance-weighted map
+    model_sha256: str | None = None
 
 
 def score_sessions(t1w_inputs, output_dir, bundle, template):
@@ -212,14 +215,44 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
     return results
 
 
+def check_inputs(layout, t1w_inputs, skip_validation):
+    """Before anything is written: the BIDS validator on the selected subjects (refuses a dataset
+    with errors), then every T1w-like file that will not be processed, and why."""
+    root = Path(layout.root)
+    if not skip_validation:
+        command = bids.validator_command()
+        if command is None:
+            print("bids_pscore: note: the BIDS validator is not installed, so only pybids checked the dataset "
+                  "(pip install 'bids_pscore[validator]'; the container has it)", flush=True)  # fmt: skip
+        else:
+            issues = bids.run_validator(root, {t.entities["sub"] for t in t1w_inputs}, command)
+            error = bids.validation_errors(root, issues)
+            if error:
+                raise error
+            warnings = sum(i["severity"] == "warning" for i in issues)
+            print(f"bids_pscore: BIDS validator: no error, {warnings} warning(s) in the selected subjects", flush=True)
+    unused = bids.unused_t1w(root, {t.relpath for t in t1w_inputs}, bids.indexed_t1w(layout))
+    not_selected = [path for path, reason in unused if reason.startswith("not selected")]
+    if not_selected:
+        print(f"bids_pscore: {len(not_selected)} other T1w not selected by --participant-label, --session-label or --bids-filter-file", flush=True)
+    misnamed = [(path, reason) for path, reason in unused if not reason.startswith("not selected")]
+    if misnamed:
+        print(f"bids_pscore: WARNING: {len(misnamed)} T1w-like file(s) will not be processed:", flush=True)
+        for path, reason in misnamed:
+            print(f"  {path}: {reason}", flush=True)
+
+
 def run_participant(opts):
     """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
     from .model.bundle import model_warnings
     from .preprocess import PreprocParams
     from .report import write_citation, write_subject_reports
 
-    layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
+    layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation, database_dir=opts.bids_database_dir)
     t1w_inputs = bids.find_t1w(layout, opts.participant_label, opts.session_label, bids.load_filter_file(opts.bids_filter_file))
+    if opts.reports_only:
+        return rebuild_reports(t1w_inputs, opts)
+    check_inputs(layout, t1w_inputs, opts.skip_bids_validation)
     output_dir = check_output_dir(opts.output_dir, opts.bids_dir)
     work_dir = check_work_dir(opts.work_dir, opts.bids_dir)
     bundle = load_model(opts.model)
@@ -230,6 +263,9 @@ def run_participant(opts):
     params = PreprocParams.from_dict(bundle.metadata["preprocessing"])
     progress = preprocess(t1w_inputs, opts.bids_dir, output_dir, work_dir, params, opts)
     failed = {o.label: o for o in progress.failed}
+    if failed and opts.stop_on_first_crash:
+        print("bids_pscore: stopped at the first failure (--stop-on-first-crash); nothing was scored", flush=True)
+        return EXIT_SESSION_FAILED
     done = [t for t in t1w_inputs if t.label not in failed]
     if done:
         print(f"bids_pscore: P-scores of {len(done)} T1w", flush=True)
@@ -238,6 +274,53 @@ def run_participant(opts):
     citation = write_citation(output_dir, params, opts.random_seed, bundle.metadata)
     print(f"bids_pscore: reports: {', '.join(str(output_dir / r) for r in reports)}; methods and citations: {citation}", flush=True)
     return EXIT_SESSION_FAILED if failed else EXIT_OK
+
+
+def read_session_result(output_dir, t1w, template):
+    """A scored session's SessionResult read back from its outputs, or None if it has none."""
+    import json
+
+    paths = {**bids.preproc_paths(t1w.entities, template), **bids.pscore_paths(t1w.entities, template)}
+    if not all((output_dir / p).is_file() for p in paths.values()):
+        return None
+    summary = json.loads((output_dir / paths["summary"]).read_text())
+    relevance = None
+    relevance_paths = bids.relevance_paths(t1w.entities, template)
+    if all((output_dir / p).is_file() for p in relevance_paths.values()):
+        paths.update(relevance_paths)
+        weighted = json.loads((output_dir / relevance_paths["relevance_summary"]).read_text())
+        relevance = {"whole": weighted["WholeBrainPScore"], "lambda": weighted["Lambda"], "degenerative": weighted["DegenerativeRegions"]}
+    return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
+                         summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"])  # fmt: skip
+
+
+def rebuild_reports(t1w_inputs, opts):
+    """--reports-only: the reports and the methods text drawn again from the outputs on disk; the
+    derivatives are read, never written. Sessions without outputs are named as not scored."""
+    from .preprocess import PreprocParams
+    from .progress import Outcome
+    from .report import write_citation, write_subject_reports
+
+    output_dir = Path(opts.output_dir)
+    bundle = load_model(opts.model)
+    params = PreprocParams.from_dict(bundle.metadata["preprocessing"])
+    results, failed = [], {}
+    for t1w in t1w_inputs:
+        result = read_session_result(output_dir, t1w, params.template)
+        if result is None:
+            failed[t1w.label] = Outcome(t1w.label, status="failed", failed_step="participant level", message="not scored yet: no outputs in the output folder")
+        elif result.model_sha256 != bundle.metadata["weights"]["sha256"]:
+            raise ModelError(f"{output_dir / result.paths['summary']}: was scored by another model than {bundle.folder}; "
+                             "pass the model that made the outputs with --model")  # fmt: skip
+        else:
+            results.append(result)
+    if not results:
+        raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
+    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template)
+    citation = write_citation(output_dir, params, opts.random_seed, bundle.metadata)
+    print(f"bids_pscore: reports drawn again from {len(results)} scored T1w: {', '.join(str(output_dir / r) for r in reports)}; "
+          f"methods and citations: {citation}", flush=True)  # fmt: skip
+    return EXIT_OK
 
 
 def run_group(opts):

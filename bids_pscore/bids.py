@@ -6,7 +6,9 @@ This is the one place that knows BIDS naming; the rest of the package asks it fo
 import json
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +24,7 @@ SOURCE_ENTITIES = ("sub", "ses", "acq", "ce", "rec", "run")
 # the entities this app adds, in the order they follow the source ones
 DERIVED_ENTITIES = ("from", "to", "mode", "space", "atlas", "res", "desc")
 GRID_RES_LABEL = "1p5"
+VALIDATOR_TIMEOUT_S = 600
 # BIDS validator 3 ignores patterns that end with a slash: folders are named bare
 BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*.html", "figures", "group")
 # the space of outputs on the raw T1w's own voxel grid; named so that their sidecars are not
@@ -70,8 +73,12 @@ class T1wInput:
         return "_".join(f"{k}_{v}" for k, v in self.entities.items())
 
 
-def load_layout(bids_dir, validate=True):
-    """Index a BIDS dataset read-only; raise NotBIDSError if it is not one."""
+def load_layout(bids_dir, validate=True, database_dir=None):
+    """Index a BIDS dataset read-only; raise NotBIDSError if it is not one.
+
+    With ``database_dir``, pybids keeps its index there and a later call reads it back instead
+    of walking the dataset again (one-subject jobs on a cluster share one index).
+    """
     from bids import BIDSLayout
     from bids.exceptions import BIDSValidationError
 
@@ -83,10 +90,23 @@ def load_layout(bids_dir, validate=True):
             f"{bids_dir}: has no dataset_description.json, so it is not a BIDS dataset; "
             "give the dataset's root folder (or add the file, see the BIDS specification)"
         )
+    database = {}
+    if database_dir is not None:
+        # pybids does not record whether names were validated: one index for each setting
+        folder = Path(database_dir) / ("validated" if validate else "unvalidated")
+        database = {"database_path": str(folder)}
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{database_dir}: cannot hold the BIDS index ({exc.strerror}); give --bids-database-dir a writable folder") from None
     try:
-        return BIDSLayout(str(bids_dir), validate=validate)
+        layout = BIDSLayout(str(bids_dir), validate=validate, **database)
     except (BIDSValidationError, ValueError, json.JSONDecodeError) as exc:
         raise NotBIDSError(f"{bids_dir}: is not a valid BIDS dataset ({exc}); fix it or pass --skip-bids-validation") from None
+    # a stored index names its own dataset, and pybids would silently use that one
+    if Path(layout.root).resolve() != bids_dir.resolve():
+        raise UsageError(f"{database_dir}: holds the index of {layout.root}, not of {bids_dir}; give --bids-database-dir another folder")
+    return layout
 
 
 def validator_command():
@@ -98,6 +118,84 @@ def validator_command():
     if beside.is_file():
         return str(beside)
     return shutil.which("bids-validator-deno")
+
+
+def run_validator(bids_dir, subjects, command):
+    """Issues of the BIDS validator on the top-level files and the given subjects only.
+
+    The validator takes a folder, so it is shown a temporary one that links the dataset's
+    top-level entries and the selected ``sub-*`` folders. Returns a list of dicts with
+    severity, code, location and message.
+    """
+    root = Path(bids_dir).resolve()
+    with tempfile.TemporaryDirectory(prefix="bids_pscore_validate_") as view:
+        for entry in root.iterdir():
+            if not entry.name.startswith("sub-") or entry.name.removeprefix("sub-") in subjects:
+                Path(view, entry.name).symlink_to(entry)
+        try:
+            result = subprocess.run([command, view, "--format", "json"], capture_output=True, text=True, timeout=VALIDATOR_TIMEOUT_S)
+            issues = json.loads(result.stdout)["issues"]["issues"]
+        except (OSError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+            raise NotBIDSError(f"{root}: the BIDS validator ({command}) did not run to the end ({type(exc).__name__}: {exc}); "
+                               "pass --skip-bids-validation to go on without it") from None  # fmt: skip
+    return [{"severity": i.get("severity"), "code": i.get("code"), "location": i.get("location") or "",
+             "message": " ".join(": ".join(str(i[k]) for k in ("subCode", "issueMessage") if i.get(k)).split())}
+            for i in issues]  # fmt: skip
+
+
+def validation_errors(bids_dir, issues, shown=5):
+    """NotBIDSError naming the validator's first errors, or None when there is none."""
+    errors = [i for i in issues if i["severity"] == "error"]
+    if not errors:
+        return None
+    listed = "; ".join(f"{i['code']} {i['location']}" + (f" ({i['message']})" if i["message"] else "") for i in errors[:shown])
+    more = f" and {len(errors) - shown} more" if len(errors) > shown else ""
+    return NotBIDSError(
+        f"{bids_dir}: the BIDS validator found {len(errors)} error(s): {listed}{more}; fix them "
+        f"(bids-validator-deno {bids_dir} tells more) or pass --skip-bids-validation"
+    )
+
+
+# what the scan for unused T1w looks for: any NIfTI with T1w in its name, in any case
+T1W_LIKE = re.compile(r"t1w.*\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def why_not_indexed(relpath):
+    """Why pybids does not take a T1w-like file as a T1w: the first broken BIDS naming rule."""
+    parts = Path(relpath).parts
+    name = parts[-1]
+    if not parts[0].startswith("sub-") or len(parts) == 1:
+        return "it is outside any sub-<label> folder; move it to sub-<label>/[ses-<label>/]anat/"
+    if parts[-2] != "anat":
+        return f"it is in {'/'.join(parts[:-1])}/, not in an anat/ folder; move it into sub-<label>/[ses-<label>/]anat/"
+    entities = source_entities(name)
+    folder_ses = parts[1].removeprefix("ses-") if parts[1].startswith("ses-") else None
+    if entities.get("sub") != parts[0].removeprefix("sub-") or entities.get("ses") != folder_ses:
+        return "the sub-/ses- of its name do not match its folders; rename it after them"
+    if not re.search(r"_T1w\.nii(\.gz)?$", name):
+        return "its suffix is not _T1w (case matters, nothing after it but .nii[.gz]); rename it"
+    return "its name is not valid BIDS (entity order, or characters other than letters and digits in a label); rename it"
+
+
+def unused_t1w(bids_dir, selected, indexed):
+    """T1w-like files under the dataset's sub-* folders that will not be processed, with why.
+
+    ``selected`` and ``indexed`` are relative paths: the T1w to process and every T1w pybids
+    found. Returns [(relative path, reason)] sorted by path.
+    """
+    root = Path(bids_dir)
+    candidates = [p for p in root.glob("*") if p.is_file() or p.is_symlink()] + [p for d in root.glob("sub-*") for p in d.rglob("*")]
+    unused = []
+    for path in candidates:
+        relpath = path.relative_to(root).as_posix()
+        if not T1W_LIKE.search(path.name) or relpath in selected:
+            continue
+        if relpath in indexed:
+            reason = "not selected by --participant-label, --session-label or --bids-filter-file"
+        else:
+            reason = why_not_indexed(relpath)
+        unused.append((relpath, reason))
+    return sorted(unused)
 
 
 def load_filter_file(path):
@@ -113,9 +211,17 @@ def load_filter_file(path):
     return filters.get("t1w", {})
 
 
+T1W_QUERY = dict(suffix="T1w", datatype="anat", extension=[".nii", ".nii.gz"], return_type="filename")
+
+
+def indexed_t1w(layout):
+    """Relative paths of every T1w pybids found in the dataset."""
+    return {Path(p).relative_to(layout.root).as_posix() for p in layout.get(**T1W_QUERY)}
+
+
 def find_t1w(layout, participant_labels=None, session_labels=None, filters=None):
     """Every T1w of the selected subjects and sessions, sorted by path."""
-    query = dict(suffix="T1w", datatype="anat", extension=[".nii", ".nii.gz"], return_type="filename")
+    query = dict(T1W_QUERY)
     all_t1w = layout.get(**query)
     if not all_t1w:
         raise NoT1wError(

@@ -18,7 +18,7 @@ exit codes:
   0   every selected T1w was processed
   1   some T1w failed (the others finished; the summary names each failure and its log)
   2   usage error (bad option or label, bad filter file, output inside the BIDS folder)
-  16  bids_dir is not a BIDS dataset
+  16  bids_dir is not a BIDS dataset, or the BIDS validator found errors in it
   17  unknown analysis level
   18  the participant/session labels or filters select nothing
   65  the model bundle (--model) cannot be used, or the group level found outputs of several models
@@ -51,12 +51,17 @@ def add_execution_options(parser):
     perf.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
                       help="threads per step for deepbet's network (default: min(n-cpus, 8)); ANTs runs "
                       "single-threaded so that a seed gives identical results")
+    perf.add_argument("--mem", "--mem-gb", type=float, default=None, metavar="GB", dest="mem_gb",
+                      help="memory the MultiProc plugin may use at once (default: 90%% of the machine's); each step "
+                      "asks for what it was measured to need, so steps run side by side only when they fit")
     perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
                       help="nipype's cache; a rerun with the same folder reuses finished steps (default: ./work)")
     perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
                       help="how nipype runs the steps: Linear, MultiProc (default), or a cluster (SLURM, SGE, ...)")
     perf.add_argument("--nipype-plugin-args", type=_plugin_args, metavar="JSON",
                       help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'')
+    perf.add_argument("--stop-on-first-crash", action="store_true",
+                      help="stop the whole run at the first step that fails (default: the other T1w go on)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: nipype's too)")
     return perf
 
@@ -65,6 +70,8 @@ def check_execution_options(opts):
     """Validate the CPU options and fill in the default thread count."""
     if opts.n_cpus < 1:
         raise UsageError(f"--n-cpus must be at least 1, got {opts.n_cpus}")
+    if opts.mem_gb is not None and opts.mem_gb <= 0:
+        raise UsageError(f"--mem must be a positive number of GB, got {opts.mem_gb}")
     opts.omp_nthreads = opts.omp_nthreads or min(opts.n_cpus, 8)
     if opts.omp_nthreads < 1:
         raise UsageError(f"--omp-nthreads must be at least 1, got {opts.omp_nthreads}")
@@ -85,7 +92,9 @@ def build_parser():
     )
     parser.add_argument("bids_dir", type=Path, help="root of the BIDS dataset (read only; never written to)")
     parser.add_argument("output_dir", type=Path, help="output folder (e.g. bids_dir/derivatives/bids_pscore)")
-    parser.add_argument("analysis_level", help="participant: one result per T1w; group: over all participant outputs")
+    # not argparse choices: an unknown level has its own exit code (17); the usage still shows them
+    parser.add_argument("analysis_level", metavar="{participant,group}",
+                        help="participant: one result per T1w; group: over all participant outputs")
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
 
     select = parser.add_argument_group("selecting data")
@@ -95,8 +104,12 @@ def build_parser():
                         help="sessions to process, with or without 'ses-' (default: all)")
     select.add_argument("--bids-filter-file", type=Path, metavar="FILE",
                         help='JSON selecting T1w by entity, e.g. {"t1w": {"acquisition": "mprage"}}')
+    select.add_argument("--bids-database-dir", type=Path, metavar="DIR",
+                        help="keep pybids' index of the dataset here and reuse it: index once, then let one-subject "
+                        "jobs on a cluster share it (run once on one subject first, so that the jobs do not all build it at once)")
     select.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
-                        help="do not validate file names against the BIDS specification")
+                        help="do not run the BIDS validator (bids-validator-deno, when installed) on the selected "
+                        "subjects, nor refuse a dataset it finds errors in; pybids still reads every valid name")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", type=Path, metavar="FOLDER",
@@ -121,6 +134,11 @@ def build_parser():
     perf = add_execution_options(parser)
     perf.add_argument("--random-seed", type=int, default=20250812, metavar="N",
                       help="seed of the registration's random sampling: same seed, same result")
+
+    other = parser.add_argument_group("other")
+    other.add_argument("--reports-only", action="store_true",
+                       help="only draw the reports and the methods text again from the outputs already in output_dir "
+                       "(nothing is preprocessed or scored; the derivatives are not touched)")
     return parser
 
 

@@ -87,3 +87,62 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
     write_json(target.with_suffix(".json"), {"a": 1})
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["table.json"]
+
+
+def test_every_t1w_like_file_left_out_is_listed_with_why(dataset, tmp_path, capsys):
+    from bids_pscore.app import check_inputs
+
+    misplaced = {
+        "sub-04/sub-04_T1w.nii.gz": "not in an anat/ folder",
+        "sub-01/ses-1/anat/sub-02_ses-1_T1w.nii.gz": "do not match its folders",
+        "sub-03/anat/sub-03_t1w.nii.gz": "suffix is not _T1w",
+        "sub-03/anat/sub-03_run-x_1_T1w.nii.gz": "not valid BIDS",
+        "T1w.nii.gz": "outside any sub-<label> folder",
+    }
+    make_bids(dataset, {path: small_image() for path in misplaced}, description=False)
+    layout = bids.load_layout(dataset)
+    selected = bids.find_t1w(layout, ["01"])
+    unused = dict(bids.unused_t1w(dataset, {t.relpath for t in selected}, bids.indexed_t1w(layout)))
+    # the T2w and the app's own earlier outputs under derivatives/ are not T1w inputs
+    assert set(unused) == set(misplaced) | {
+        "sub-02/ses-1/anat/sub-02_ses-1_run-1_T1w.nii", "sub-02/ses-1/anat/sub-02_ses-1_run-2_T1w.nii.gz", "sub-03/anat/sub-03_T1w.nii.gz",
+    }  # fmt: skip
+    for path, why in misplaced.items():
+        assert why in unused[path], (path, unused[path])
+    assert unused["sub-03/anat/sub-03_T1w.nii.gz"].startswith("not selected")
+    check_inputs(layout, selected, skip_validation=True)
+    text = capsys.readouterr().out
+    assert "3 other T1w not selected" in text and "5 T1w-like file(s) will not be processed" in text
+    assert all(f"  {path}: " in text for path in misplaced)
+
+
+def test_the_bids_validator_refuses_a_dataset_with_errors_naming_them(dataset):
+    from bids_pscore.app import check_inputs
+    from bids_pscore.errors import NotBIDSError
+
+    if bids.validator_command() is None:
+        pytest.skip("bids-validator-deno is not installed (pip install -e '.[test]')")
+    layout = bids.load_layout(dataset)
+    selected = bids.find_t1w(layout, ["03"])
+    check_inputs(layout, selected, skip_validation=False)  # a valid dataset passes
+    (dataset / "participants.tsv").write_text("participant_id\tage\nsub-03\tforty\n")
+    (dataset / "participants.json").write_text('{"age": {"Description": "age", "Units": "year"}}')
+    with pytest.raises(NotBIDSError) as error:
+        check_inputs(layout, selected, skip_validation=False)
+    message = str(error.value)
+    assert "TSV_VALUE_INCORRECT_TYPE /participants.tsv" in message and "--skip-bids-validation" in message and "\n" not in message
+
+
+def test_a_stored_index_is_reused_and_never_taken_for_another_dataset(dataset, tmp_path):
+    from bids_pscore.errors import UsageError
+
+    database = tmp_path / "index"
+    first = bids.load_layout(dataset, database_dir=database)
+    assert relpaths(bids.find_t1w(first)) and list(database.rglob("*.sqlite"))
+    # a file added later is not seen: the second job reads the stored index instead of walking the dataset
+    make_bids(dataset, {"sub-05/anat/sub-05_T1w.nii.gz": small_image()}, description=False)
+    again = bids.load_layout(dataset, database_dir=database)
+    assert relpaths(bids.find_t1w(again)) == relpaths(bids.find_t1w(first))
+    other = make_bids(tmp_path / "other", {"sub-09/anat/sub-09_T1w.nii.gz": small_image()})
+    with pytest.raises(UsageError, match="holds the index of"):
+        bids.load_layout(other, database_dir=database)

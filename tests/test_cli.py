@@ -5,6 +5,8 @@ None of these runs the preprocessing: each case stops before the workflow or fai
 
 import json
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from bids_pscore import errors
@@ -19,8 +21,17 @@ def dataset(tmp_path):
         "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz": small_image(),
         "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_run-2_T1w.nii.gz": small_image(),
         "sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz": small_image(),
-        "sub-02/ses-1/func/sub-02_ses-1_task-rest_bold.nii.gz": small_image(),
+        # a valid BOLD run (4-D, TR in the header and the sidecar), so that the BIDS validator passes
+        "sub-02/ses-1/func/sub-02_ses-1_task-rest_bold.nii.gz": bold_image(),
+        "sub-02/ses-1/func/sub-02_ses-1_task-rest_bold.json": json.dumps({"TaskName": "rest", "RepetitionTime": 2.0}),
     })  # fmt: skip
+
+
+def bold_image():
+    img = nib.Nifti1Image(np.ones((4, 4, 4, 3), np.float32), np.eye(4))
+    img.header.set_zooms((1.0, 1.0, 1.0, 2.0))
+    img.header.set_xyzt_units("mm", "sec")
+    return img
 
 
 def run(capsys, *args):
@@ -36,9 +47,22 @@ def test_version_and_help_document_exit_codes(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for code in (0, 1, 2, 16, 17, 18, 66, 73):
+    for code in (0, 1, 2, 16, 17, 18, 65, 66, 73):
         assert f"\n  {code} " in "\n" + EXIT_CODES and f"  {code} " in text
+    # the analysis levels are shown as choices in the usage line
+    assert "{participant,group}" in text.split("\n\n")[0]
+    for option in ("--stop-on-first-crash", "--reports-only", "--mem", "--bids-database-dir"):
+        assert option in text
 
+
+def test_memory_budget_reaches_multiproc_and_must_be_positive(tmp_path, capsys):
+    from bids_pscore.app import plugin_settings
+
+    opts = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--mem", "6.5"])
+    assert plugin_settings("MultiProc", None, 2, None, opts.mem_gb)["memory_gb"] == 6.5
+    assert "memory_gb" not in plugin_settings("MultiProc", None, 2, None, None)
+    code, out = run(capsys, tmp_path, tmp_path / "o", "participant", "--mem", "0")
+    assert code == errors.EXIT_USAGE and "--mem" in out.err
 
 def test_labels_with_or_without_prefix(tmp_path):
     opts = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "sub-02", "01", "--session-label", "ses-1"])
@@ -138,7 +162,8 @@ def test_failing_sessions_do_not_stop_others_and_are_summarised(tmp_path, capsys
         "sub-02/anat/sub-02_T1w.nii.gz": nan_image,
     })  # fmt: skip
     out_dir = tmp_path / "out"
-    code, out = run(capsys, root, out_dir, "participant", "-w", tmp_path / "work", "--nipype-plugin", "Linear")
+    # the BIDS validator would refuse the truncated file before any step: this is about the steps
+    code, out = run(capsys, root, out_dir, "participant", "-w", tmp_path / "work", "--nipype-plugin", "Linear", "--skip-bids-validation")
     assert code == errors.EXIT_SESSION_FAILED
     failed = {line.split()[0]: line for line in out.out.splitlines() if "  failed  " in line}
     assert "truncated or corrupt" in failed["sub-01"] and "load" in failed["sub-01"]
@@ -149,3 +174,16 @@ def test_failing_sessions_do_not_stop_others_and_are_summarised(tmp_path, capsys
     assert not list(out_dir.glob("sub-*/**/anat/*"))  # no derivative, only the reports
     report = (out_dir / "sub-02.html").read_text()
     assert "failed at step load" in report and "NaN or Inf" in report
+
+
+def test_stop_on_first_crash_stops_at_the_first_failing_t1w(tmp_path, capsys):
+    nan_image = small_image()
+    nan_image.dataobj[2, 2, 2] = float("nan")
+    root = make_bids(tmp_path / "bids", {f"sub-0{i}/anat/sub-0{i}_T1w.nii.gz": nan_image for i in (1, 2)})
+    out_dir = tmp_path / "out"
+    args = ["participant", "-w", tmp_path / "work", "--nipype-plugin", "Linear", "--skip-bids-validation"]
+    code, out = run(capsys, root, out_dir, *args, "--stop-on-first-crash")
+    assert code == errors.EXIT_SESSION_FAILED and "stopped at the first failure" in out.out
+    # one T1w failed and the other never ran: one crash log, no report, nothing scored
+    assert len(list((out_dir / "logs").glob("run-*/crash-*.txt"))) == 1
+    assert not list(out_dir.glob("sub-*.html"))

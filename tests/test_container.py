@@ -33,28 +33,33 @@ def test_dockerfile_installs_as_readme_and_runs_the_app():
     assert '"torch==2.13.0" .' in dockerfile and "torch==2.13.0 -e ." in (REPO / "README.md").read_text()
 
 
-def test_boutiques_descriptor_is_valid():
-    result = subprocess.run([tool("bosh"), "validate", str(REPO / "boutiques.json")], capture_output=True, text=True)
+def test_boutiques_descriptor_is_valid_and_follows_the_bids_app_conventions():
+    result = subprocess.run([tool("bosh"), "validate", "--bids", str(REPO / "boutiques.json")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_boutiques_command_line_is_accepted_by_the_app(tmp_path):
     invocation = {
-        "bids_dir": "/data", "output_dir": "/out", "analysis_level": "participant",
+        "bids_dir": "/data", "output_dir_name": "/out", "analysis_level": "participant",
         "participant_label": ["01", "sub-02"], "session_label": ["1"], "skip_bids_validation": True,
         "n_cpus": 2, "omp_nthreads": 1, "work_dir": "/work", "nipype_plugin": "SLURM",
         "nipype_plugin_args": '{"sbatch_args": "-p short"}', "random_seed": 3, "verbose": True,
+        "mem": 6, "stop_on_first_crash": True, "bids_database_dir": "/index", "reports_only": True,
     }  # fmt: skip
     path = tmp_path / "invocation.json"
     path.write_text(json.dumps(invocation))
     result = subprocess.run([tool("bosh"), "exec", "simulate", str(REPO / "boutiques.json"), "-i", str(path)],
                             capture_output=True, text=True, check=True)
-    command = shlex.split(result.stdout.strip().splitlines()[-1])
+    # BIDS-App descriptors make the output folder first: "mkdir -p OUT; bids_pscore ..."
+    mkdir, app = result.stdout.strip().splitlines()[-1].split(";", 1)
+    assert shlex.split(mkdir) == ["mkdir", "-p", "/out"]
+    command = shlex.split(app)
     assert command[0] == "bids_pscore"
     opts = parse_args(command[1:])
     assert opts.participant_label == ["01", "02"] and opts.session_label == ["1"]
     assert opts.nipype_plugin == "SLURM" and opts.nipype_plugin_args == {"sbatch_args": "-p short"}
     assert (opts.n_cpus, opts.omp_nthreads, opts.random_seed, opts.verbose) == (2, 1, 3, 1)
+    assert (opts.mem_gb, opts.stop_on_first_crash, str(opts.bids_database_dir), opts.reports_only) == (6, True, "/index", True)
 
 
 def test_boutiques_lists_every_option_of_the_app():

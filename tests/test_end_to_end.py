@@ -130,6 +130,21 @@ def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_pat
                 assert (out / sidecar).read_bytes() == (tmp_path / "out" / sidecar).read_bytes(), sidecar
 
 
+def test_reports_only_redraws_the_reports_without_touching_the_derivatives(run, tmp_path):
+    out, bids_dir, *_ = run
+    derivatives = [p for p in out.rglob("*") if p.is_file() and "figures" not in p.parts and p.suffix != ".html" and "logs" not in p.parts]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in derivatives}
+    reports = sorted(out.glob("sub-*.html"))
+    for page in reports:
+        page.unlink()
+    shutil.rmtree(out / "sub-01" / "figures")
+    assert cli.main([str(bids_dir), str(out), "participant", "--reports-only", "-w", str(tmp_path / "unused")]) == 0
+    assert sorted(out.glob("sub-*.html")) == reports and len(list((out / "sub-01" / "figures").glob("*.png"))) == 16
+    assert "whole-brain P-score" in reports[0].read_text()
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in derivatives} == before
+    assert not (tmp_path / "unused").exists()
+
+
 def test_participant_and_group_outputs_are_valid_bids_and_every_sidecar_describes_only_its_file(run):
     """bids-validator-deno (the BIDS validator 3, offline) passes; pybids finds for each file its own
     sidecar and nothing inherited from another file's."""
