@@ -215,6 +215,12 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
     return results
 
 
+def run_info(opts, started):
+    """What every report says of the run that made it."""
+    return {"command line": opts.command_line, "started": started,
+            "bids_pscore version": bids.software_versions()["bids_pscore"]}  # fmt: skip
+
+
 def check_inputs(layout, t1w_inputs, skip_validation):
     """Before anything is written: the BIDS validator on the selected subjects (refuses a dataset
     with errors), then every T1w-like file that will not be processed, and why."""
@@ -244,6 +250,7 @@ def check_inputs(layout, t1w_inputs, skip_validation):
 
 def run_participant(opts):
     """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     from .model.bundle import model_warnings
     from .preprocess import PreprocParams
     from .report import write_citation, write_subject_reports
@@ -270,7 +277,7 @@ def run_participant(opts):
     if done:
         print(f"bids_pscore: P-scores of {len(done)} T1w", flush=True)
     results = score_sessions(done, output_dir, bundle, params.template)
-    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template)
+    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template, run_info(opts, started))
     citation = write_citation(output_dir, params, opts.random_seed, bundle.metadata)
     print(f"bids_pscore: reports: {', '.join(str(output_dir / r) for r in reports)}; methods and citations: {citation}", flush=True)
     return EXIT_SESSION_FAILED if failed else EXIT_OK
@@ -316,7 +323,8 @@ def rebuild_reports(t1w_inputs, opts):
             results.append(result)
     if not results:
         raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
-    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template)
+    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
+                                    run_info(opts, time.strftime("%Y-%m-%d %H:%M:%S %z")))
     citation = write_citation(output_dir, params, opts.random_seed, bundle.metadata)
     print(f"bids_pscore: reports drawn again from {len(results)} scored T1w: {', '.join(str(output_dir / r) for r in reports)}; "
           f"methods and citations: {citation}", flush=True)  # fmt: skip

@@ -73,6 +73,34 @@ class T1wInput:
         return "_".join(f"{k}_{v}" for k, v in self.entities.items())
 
 
+def _stored_index(bids_dir, validate, database_dir):
+    """The folder of pybids' stored index in ``database_dir``, built first if missing.
+
+    pybids does not record whether names were validated, so each setting has its own. The
+    index is built in a temporary folder and renamed into place, so that jobs that start
+    together never read a half-written one: the first rename wins, the others are dropped.
+    """
+    from bids import BIDSLayout
+    from bids.layout.db import ConnectionManager
+
+    folder = Path(database_dir) / ("validated" if validate else "unvalidated")
+    if ConnectionManager.exists(str(folder)):
+        return folder
+    try:
+        Path(database_dir).mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=database_dir, prefix=".building-"))
+    except OSError as exc:
+        raise UsageError(f"{database_dir}: cannot hold the BIDS index ({exc.strerror}); give --bids-database-dir a writable folder") from None
+    try:
+        BIDSLayout(str(bids_dir), validate=validate, database_path=str(building))
+        building.rename(folder)
+    except OSError:
+        pass  # another job stored its index first
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return folder
+
+
 def load_layout(bids_dir, validate=True, database_dir=None):
     """Index a BIDS dataset read-only; raise NotBIDSError if it is not one.
 
@@ -90,17 +118,11 @@ def load_layout(bids_dir, validate=True, database_dir=None):
             f"{bids_dir}: has no dataset_description.json, so it is not a BIDS dataset; "
             "give the dataset's root folder (or add the file, see the BIDS specification)"
         )
-    database = {}
-    if database_dir is not None:
-        # pybids does not record whether names were validated: one index for each setting
-        folder = Path(database_dir) / ("validated" if validate else "unvalidated")
-        database = {"database_path": str(folder)}
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"{database_dir}: cannot hold the BIDS index ({exc.strerror}); give --bids-database-dir a writable folder") from None
     try:
-        layout = BIDSLayout(str(bids_dir), validate=validate, **database)
+        if database_dir is None:
+            layout = BIDSLayout(str(bids_dir), validate=validate)
+        else:
+            layout = BIDSLayout(str(bids_dir), validate=validate, database_path=str(_stored_index(bids_dir, validate, database_dir)))
     except (BIDSValidationError, ValueError, json.JSONDecodeError) as exc:
         raise NotBIDSError(f"{bids_dir}: is not a valid BIDS dataset ({exc}); fix it or pass --skip-bids-validation") from None
     # a stored index names its own dataset, and pybids would silently use that one
@@ -320,6 +342,20 @@ def preproc_paths(entities, template):
     }
 
 
+def figure_path(entities, desc, suffix):
+    """Relative path of a report figure of one T1w: sub-<label>/figures/<entities>_desc-<desc>_<suffix>.png."""
+    stem = "_".join(f"{k}-{entities[k]}" for k in SOURCE_ENTITIES if k in entities)
+    return Path(f"sub-{entities['sub']}") / "figures" / f"{stem}_desc-{desc}_{suffix}.png"
+
+
+def preproc_figure_paths(entities):
+    """The report's preprocessing checks, drawn by the workflow (fMRIPrep's reportlets)."""
+    return {
+        "figure_brainmask": figure_path(entities, "brainmask", "T1w"),
+        "figure_registration": figure_path(entities, "registration", "T1w"),
+    }
+
+
 def pscore_paths(entities, template, atlas="Brainnetome"):
     """Relative paths of the P-score derivatives of one T1w (SPEC section 8)."""
     grid = dict(space=template, res=GRID_RES_LABEL)
@@ -485,7 +521,7 @@ def output_readme(bids_dir):
         "that says what each value means.\n"
         "- `space-*_atlas-Brainnetome_res-1p5_dseg.*`: the atlas of the region scores on their grid.\n"
         "- `sub-*.html`: one report per subject; `group/`: the group level's tables and report.\n"
-        "- `logs/CITATION.md`: the methods paragraph and the references to cite.\n\n"
+        "- `logs/CITATION.md` (and `.bib`): the methods paragraph and the references to cite.\n\n"
         "The model that made the scores is named, with its checksum, in every `*_desc-summary_pscore.json`.\n"
     )
 

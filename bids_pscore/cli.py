@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -143,7 +144,10 @@ def build_parser():
 
 
 def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     opts = build_parser().parse_args(argv)
+    # shown in the reports, so that a reader knows how the outputs were made
+    opts.command_line = shlex.join(["bids_pscore", *map(str, argv)])
     if opts.analysis_level not in LEVELS:
         raise UnknownLevelError(f"unknown analysis level {opts.analysis_level!r}; choose one of: {', '.join(LEVELS)}")
     if opts.participant_label:

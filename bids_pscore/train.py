@@ -194,6 +194,9 @@ def run(opts):
         opts.random_seed = opts.seed  # one seed for the split, the networks and the registration
         progress = app.preprocess(t1w_inputs, opts.bids_dir, source_dir, work_dir, params, opts)
         failed = {o.label for o in progress.failed}
+        if failed and opts.stop_on_first_crash:
+            raise TrainingError(f"preprocessing stopped at the first failure (--stop-on-first-crash): {', '.join(sorted(failed))}; "
+                                "nothing was trained (see the summary above)")
         t1w_inputs = [t for t in t1w_inputs if t.label not in failed]
         if failed:
             print(f"left out {len(failed)} T1w whose preprocessing failed: {', '.join(sorted(failed))}", flush=True)

@@ -136,7 +136,15 @@ def test_the_bids_validator_refuses_a_dataset_with_errors_naming_them(dataset):
 def test_a_stored_index_is_reused_and_never_taken_for_another_dataset(dataset, tmp_path):
     from bids_pscore.errors import UsageError
 
+    import subprocess
+    import sys
+
     database = tmp_path / "index"
+    # jobs that start together each build the index aside; one is kept, none is read half-written
+    code = f"from bids_pscore import bids; print(len(bids.find_t1w(bids.load_layout({str(dataset)!r}, database_dir={str(database)!r}))))"
+    jobs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    assert [job.communicate()[0].strip() for job in jobs] == ["5"] * 3 and all(job.returncode == 0 for job in jobs)
+    assert [p.name for p in database.iterdir()] == ["validated"]
     first = bids.load_layout(dataset, database_dir=database)
     assert relpaths(bids.find_t1w(first)) and list(database.rglob("*.sqlite"))
     # a file added later is not seen: the second job reads the stored index instead of walking the dataset

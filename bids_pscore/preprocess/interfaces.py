@@ -111,6 +111,51 @@ class OnSourceGrid(SimpleInterface):
         return runtime
 
 
+class _ReportletsInputSpec(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True, desc="bias-corrected T1w with its skull, RAS+")
+    mask = File(exists=True, mandatory=True, desc="brain mask on the T1w's voxels")
+    grid_brain = File(exists=True, mandatory=True, desc="the brain on the grid, before smoothing")
+    template = File(exists=True, mandatory=True, desc="the template on the grid")
+
+
+class _ReportletsOutputSpec(TraitedSpec):
+    figure_brainmask = File(exists=True)
+    figure_registration = File(exists=True)
+
+
+# voxel size the native-space figure is drawn at: isotropic, whatever the scan's voxels
+REPORT_DISPLAY_MM = 1.5
+# the template's grey/white boundary on its intensity scale, drawn over the subject
+TEMPLATE_WM_LEVEL = 0.72
+
+
+class PreprocReportlets(SimpleInterface):
+    """The report's two preprocessing checks, drawn while their images are at hand, as fMRIPrep's
+    reportlets: the brain mask over the bias-corrected head in its own space (a mask that cuts
+    brain or keeps skull shows), and the template's edge over the unsmoothed brain on the grid."""
+
+    input_spec = _ReportletsInputSpec
+    output_spec = _ReportletsOutputSpec
+
+    def _run_interface(self, runtime):
+        from nibabel.processing import resample_from_to, resample_to_output
+
+        from ..report import figures
+
+        head = resample_to_output(nib.load(self.inputs.t1w), voxel_sizes=REPORT_DISPLAY_MM, order=1)
+        mask = np.asarray(resample_from_to(nib.load(self.inputs.mask), head, order=0).dataobj) > 0
+        out = os.path.join(runtime.cwd, "brainmask.png")
+        figures.mosaic(out, np.asarray(head.dataobj, np.float32), contour=mask, cuts=figures.cuts_through(mask), left_first=True,
+                       title="bias-corrected T1w in its own space, brain mask in red")  # fmt: skip
+        self._results["figure_brainmask"] = out
+        out = os.path.join(runtime.cwd, "registration.png")
+        _, brain = _load(self.inputs.grid_brain)
+        _, template = _load(self.inputs.template)
+        figures.mosaic(out, brain, outline=(template, TEMPLATE_WM_LEVEL), title="registration: template white-matter edge in cyan")
+        self._results["figure_registration"] = out
+        return runtime
+
+
 class _TemplateInputSpec(BaseInterfaceInputSpec):
     template = traits.Str(mandatory=True)
     registration_mm = traits.Float(mandatory=True)
@@ -263,6 +308,8 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     mask_native = File(exists=True, mandatory=True)
     xfm_affine = File(exists=True, mandatory=True)
     xfm_warp = File(exists=True, mandatory=True)
+    figure_brainmask = File(exists=True, mandatory=True)
+    figure_registration = File(exists=True, mandatory=True)
 
 
 class _SinkOutputSpec(TraitedSpec):
@@ -295,5 +342,8 @@ class DerivativesSink(SimpleInterface):
                 copy_file(getattr(self.inputs, key), root / relpath)
             write_json(root / bids.sidecar_path(relpath), sidecars[key])
             written += [str(root / relpath), str(root / bids.sidecar_path(relpath))]
+        for key, relpath in bids.preproc_figure_paths(self.inputs.entities).items():
+            copy_file(getattr(self.inputs, key), root / relpath)
+            written.append(str(root / relpath))
         self._results["out_files"] = written
         return runtime

@@ -9,6 +9,7 @@ from .interfaces import (
     N4BiasCorrect,
     NormaliseIntensity,
     OnSourceGrid,
+    PreprocReportlets,
     RegisterToTemplate,
     ResampleToGrid,
     SkullStrip,
@@ -19,7 +20,8 @@ from .interfaces import (
 # peak memory of the heavy steps (GB, whole worker process), measured on a 1 mm head of
 # 190 x 242 x 269 voxels: what each node asks of MultiProc's --mem budget
 STEP_MEM_GB = {"n4": 1.2, "skullstrip": 1.3, "register": 1.1}
-PREPROC_OUTPUTS = ("t1w_grid", "mask_grid", "mask_native", "xfm_affine", "xfm_warp", "input_skull_stripped")
+PREPROC_OUTPUTS = ("t1w_grid", "mask_grid", "mask_native", "xfm_affine", "xfm_warp", "input_skull_stripped",
+                   "figure_brainmask", "figure_registration")
 
 
 def init_template_node(params, name="template"):
@@ -74,6 +76,7 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
     smooth = pe.Node(SmoothInMask(fwhm_mm=params.fwhm_mm), name="smooth")
     normalise = pe.Node(NormaliseIntensity(percentile=params.norm_percentile), name="normalise")
     mask_to_source = pe.Node(OnSourceGrid(), name="mask_to_source")
+    reportlets = pe.Node(PreprocReportlets(), name="reportlets")
 
     wf.connect([
         (inputnode, load, [("t1w", "in_file")]),
@@ -94,6 +97,11 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
         (mask_to_source, outputnode, [("out_file", "mask_native")]),
         (skullstrip, outputnode, [("input_skull_stripped", "input_skull_stripped")]),
         (register, outputnode, [("affine", "xfm_affine"), ("warp", "xfm_warp")]),
+        (n4, reportlets, [("out_file", "t1w")]),
+        (skullstrip, reportlets, [("out_mask", "mask")]),
+        (resample, reportlets, [("out_file", "grid_brain")]),
+        (inputnode, reportlets, [("template", "template")]),
+        (reportlets, outputnode, [("figure_brainmask", "figure_brainmask"), ("figure_registration", "figure_registration")]),
     ])  # fmt: skip
     return wf
 

@@ -24,28 +24,45 @@ def _index(axis, mm):
     return int(round((mm - GRID_AFFINE[axis, 3]) / GRID_AFFINE[axis, axis]))
 
 
-def _slice(volume, view, mm):
-    """A 2-D slice with rows bottom-to-top (inferior or posterior first), left hemisphere on the left."""
-    if view == "axial":
-        plane = volume[:, :, _index(2, mm)]
-    else:
-        plane = volume[:, _index(1, mm), :]
-    # grid x runs right to left (negative voxel size), so voxel order already puts the left last:
-    # reverse it, then transpose so that rows are y (axial) or z (coronal)
-    return plane[::-1].T
+def grid_cuts():
+    """The cuts of every mosaic on the grid: [(view, voxel index, label)], coronal then axial."""
+    return [("coronal", _index(1, mm), f"y = {mm} mm") for mm in CORONAL_MM] + [("axial", _index(2, mm), f"z = {mm} mm") for mm in AXIAL_MM]
 
 
-def _canvas(volume):
+def cuts_through(mask, n=8):
+    """``n`` coronal and ``n`` axial cuts spread over a RAS+ mask's extent (10% to 90%), for
+    images off the grid."""
+    where = np.nonzero(mask)
+    cuts = []
+    for view, axis in (("coronal", 1), ("axial", 2)):
+        low, high = int(where[axis].min()), int(where[axis].max())
+        for k in np.linspace(low + 0.1 * (high - low), low + 0.9 * (high - low), n).round().astype(int):
+            cuts.append((view, int(k), f"{view} slice {k}"))
+    return cuts
+
+
+def _slice(volume, view, index, left_first):
+    """A 2-D slice with rows bottom-to-top (inferior or posterior first), left hemisphere on the left.
+
+    ``left_first``: the volume's first axis runs from left to right (RAS+); the grid's runs from
+    right to left (negative voxel size), so its planes are reversed.
+    """
+    plane = volume[:, :, index] if view == "axial" else volume[:, index, :]
+    return (plane if left_first else plane[::-1]).T
+
+
+def _canvas(volume, cuts, left_first):
     """The cuts of ``volume`` on one 2-D canvas: coronal cuts on the bottom row, axial on top
     (rows run upwards), each panel followed by a one-voxel gap so that contours stay apart.
-    Returns the canvas and each panel's (view, mm, column start, row start, width, height)."""
+    Returns the canvas and each panel's (label, column start, row start, width, height)."""
     rows, panels, row_start = [], [], 0
-    for view, cuts in (("coronal", CORONAL_MM), ("axial", AXIAL_MM)):
-        cut = [_slice(volume, view, mm) for mm in cuts]
+    for view in ("coronal", "axial"):
+        chosen = [(index, label) for v, index, label in cuts if v == view]
+        cut = [_slice(volume, view, index, left_first) for index, _ in chosen]
         height = max(c.shape[0] for c in cut) + 1
         column = 0
-        for mm, c in zip(cuts, cut):
-            panels.append((view, mm, column, row_start, c.shape[1], c.shape[0]))
+        for (_, label), c in zip(chosen, cut):
+            panels.append((label, column, row_start, c.shape[1], c.shape[0]))
             column += c.shape[1] + 1
         rows.append(np.concatenate([np.pad(c, ((0, height - c.shape[0]), (0, 1))) for c in cut], axis=1))
         row_start += height
@@ -54,31 +71,32 @@ def _canvas(volume):
 
 
 def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot", vmin=None, vmax=None,
-           title="", colorbar_label=""):  # fmt: skip
+           title="", colorbar_label="", cuts=None, left_first=False):  # fmt: skip
     """Axial and coronal slices of ``background`` with an optional overlay and contours; saved as PNG.
 
     ``overlay`` is drawn where it is non-zero; ``contour`` (bool volume) in red and ``outline``
     (a volume and a level) in cyan. All sixteen cuts share one axes (one image per layer): a grid
-    of sixteen axes took five times as long to draw.
+    of sixteen axes took five times as long to draw. ``cuts`` default to the grid's
+    (``grid_cuts``); ``left_first`` says how the volume's first axis runs (see ``_slice``).
     """
-    canvas, panels = _canvas(background)
+    cuts = cuts or grid_cuts()
+    canvas, panels = _canvas(background, cuts, left_first)
     inches = 2.0 * len(AXIAL_MM)
     fig, ax = plt.subplots(figsize=(inches, inches * 0.9 * canvas.shape[0] / canvas.shape[1] + 0.4), facecolor="black")
     fig.subplots_adjust(left=0.01, right=0.91 if overlay is not None else 0.99, bottom=0.01, top=0.88)
     ax.imshow(canvas, cmap="gray", origin="lower", vmin=0, vmax=np.percentile(background, 99.5) or 1.0)
     image = None
     if overlay is not None:
-        layer = _canvas(overlay)[0]
+        layer = _canvas(overlay, cuts, left_first)[0]
         image = ax.imshow(np.ma.masked_where(layer == 0, layer), cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", alpha=0.85)
     if contour is not None and np.any(contour):
-        ax.contour(_canvas(np.asarray(contour, float))[0], levels=[0.5], colors="red", linewidths=0.8)
+        ax.contour(_canvas(np.asarray(contour, float), cuts, left_first)[0], levels=[0.5], colors="red", linewidths=0.8)
     if outline is not None:
         volume, level = outline
-        ax.contour(_canvas(volume)[0], levels=[level], colors="cyan", linewidths=0.6)
-    for view, mm, column, row, width, height in panels:
-        ax.text(column + width / 2, row + height, f"{'z' if view == 'axial' else 'y'} = {mm} mm", color="white",
-                fontsize=8, ha="center", va="bottom")  # fmt: skip
-    top_row = max(p[3] for p in panels)
+        ax.contour(_canvas(volume, cuts, left_first)[0], levels=[level], colors="cyan", linewidths=0.6)
+    for label, column, row, width, height in panels:
+        ax.text(column + width / 2, row + height, label, color="white", fontsize=8, ha="center", va="bottom")
+    top_row = max(p[2] for p in panels)
     ax.text(2, top_row + 2, "L", color="white", fontsize=9)
     ax.text(canvas.shape[1] - 8, top_row + 2, "R", color="white", fontsize=9)
     ax.set_axis_off()

@@ -17,6 +17,7 @@ from .. import bids
 from ..fileio import write_text
 from ..model.bundle import model_warnings
 from . import figures
+from .citation import CITATION_BIB, CITATION_MD
 
 STYLE = """
 body { font-family: sans-serif; max-width: 1200px; margin: 1em auto; color: #222; }
@@ -75,20 +76,25 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
     return drawn
 
 
-def session_figures(output_dir, result, template_image, threshold, figure_dir):
-    """Draw the figures of one session; return [(relative path, caption)] and warnings."""
+def session_figures(output_dir, result, threshold, figure_dir):
+    """The figures of one session: the preprocessing checks the workflow drew, then the P-score
+    figures drawn here; returns [(relative path, caption)] and warnings."""
     out = Path(output_dir)
     stem = "_".join(f"{k}-{result.t1w.entities[k]}" for k in bids.SOURCE_ENTITIES if k in result.t1w.entities)
     image = _load(out / result.paths["t1w_grid"])
     mask = _load(out / result.paths["mask_grid"]) > 0
     drawn, warnings = [], []
-    name = figure_dir / f"{stem}_desc-brainmask_T1w.png"
-    figures.mosaic(out / name, image, contour=mask, title="preprocessed T1w on the grid, brain mask in red")
-    drawn.append((name, "Brain mask (red) over the preprocessed T1w on the 1.5 mm grid: it should follow the brain's edge."))
-    name = figure_dir / f"{stem}_desc-registration_T1w.png"
-    figures.mosaic(out / name, image, outline=(template_image, 0.72), title="registration: template white-matter edge in cyan")
-    drawn.append((name, "Registration check: the template's grey/white boundary (cyan) over the subject's image in template space; "
-                        "the two should agree in the ventricles, the deep grey matter and the cortex."))  # fmt: skip
+    checks = bids.preproc_figure_paths(result.t1w.entities)
+    for key, caption in (
+        ("figure_brainmask", "Brain mask (red) over the bias-corrected T1w with its skull, in the T1w's own space: it should "
+                             "follow the brain's edge, keeping no skull or dura and cutting no cortex or cerebellum."),
+        ("figure_registration", "Registration check: the template's grey/white boundary (cyan) over the subject's brain on the grid, "
+                                "before smoothing; the two should agree in the ventricles, the deep grey matter and the cortex."),
+    ):  # fmt: skip
+        if (out / checks[key]).is_file():
+            drawn.append((checks[key], caption))
+        else:
+            warnings.append(f"{result.t1w.label}: {checks[key]} is missing (the preprocessing draws it): run the participant level again")
     drawn += score_figures(out, figure_dir, stem, image, mask, result.paths, threshold, "")
     if "relevance_voxel_map" in result.paths:
         drawn += score_figures(out, figure_dir, stem, image, mask, result.paths, result.relevance["lambda"], "relevance")
@@ -118,7 +124,7 @@ def model_section(metadata, figure_relpath):
     )
 
 
-def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, template_image, weights_fig, citation_relpath):
+def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, weights_fig, run_info):
     """Write sub-<subject>.html and its figures; return the report's path relative to the output folder."""
     out = Path(output_dir)
     figure_dir = Path(f"sub-{subject}") / "figures"
@@ -127,7 +133,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     parts = []
     summary = []
     for result in results:
-        drawn, extra = session_figures(out, result, template_image, threshold, figure_dir)
+        drawn, extra = session_figures(out, result, threshold, figure_dir)
         warnings += extra
         row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
                len(result.degenerative), ", ".join(result.degenerative) or "none")  # fmt: skip
@@ -154,9 +160,10 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         *errors,
         *parts,
         model_section(metadata, weights_fig),
-        f"<h2>Methods</h2><p>See <a href='{html.escape(citation_relpath)}'>{html.escape(citation_relpath)}</a> "
-        "for a methods paragraph with the versions of every tool, and the references to cite.</p>",
-        f"<h2>About</h2>{_table(sorted(bids.software_versions().items()), ('software', 'version'))}",
+        f"<h2>Methods</h2><p>See <a href='{CITATION_MD}'>{CITATION_MD}</a> for a methods paragraph with the versions of every "
+        f"tool and the references to cite, and <a href='{CITATION_BIB}'>{CITATION_BIB}</a> for the references in BibTeX.</p>",
+        f"<h2>About</h2>{_table(list(run_info.items()), ('run', ''))}",
+        _table(sorted(bids.software_versions().items()), ("software", "version")),
         "</body></html>",
     ]
     path = Path(f"sub-{subject}.html")
@@ -164,8 +171,10 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     return path
 
 
-def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template):
-    """One report per subject of ``t1w_inputs``; returns their paths relative to the output folder."""
+def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template, run_info):
+    """One report per subject of ``t1w_inputs``; returns their paths relative to the output folder.
+
+    ``run_info`` ({name: value}: command line, date, version) is shown in every report."""
     from ..grid import N_CUBES, paint_cubes
     from ..preprocess.steps import template_on_grid
 
@@ -181,8 +190,7 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
     return [
         write_subject_report(
             output_dir, sub, [t for t in t1w_inputs if t.entities["sub"] == sub],
-            [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, template_image, weights_fig,
-            citation_relpath="logs/CITATION.md",
+            [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, weights_fig, run_info,
         )  # fmt: skip
         for sub in subjects
     ]
