@@ -1,8 +1,11 @@
 """Participant and group orchestration: BIDS inputs -> preprocessing workflow -> outputs."""
 
 import gc
+import getpass
 import logging
+import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -80,6 +83,40 @@ def configure_nipype(crash_dir, verbosity, stop_on_first_crash=False):
         logging.getLogger("nipype.workflow").setLevel(logging.CRITICAL)
 
 
+# a batch job runs a Python that loads nipype and the step's libraries: never ask for less
+MIN_JOB_MEM_GB = 1.0
+
+
+def job_resources(wf, plugin, user_args):
+    """Under SLURM, each step's job asks for the CPUs and memory the step declares (``n_procs``,
+    ``mem_gb``), so that jobs share a node instead of each reserving a whole one. What the user's
+    ``sbatch_args`` already ask for is left to them."""
+    if plugin != "SLURM":
+        return
+    given = str((user_args or {}).get("sbatch_args", ""))
+    for name in wf.list_node_names():
+        node = wf.get_node(name)
+        if node.run_without_submitting:
+            continue
+        wanted = []
+        if not re.search(r"(^|\s)(-c|--cpus-per-task)\b", given):
+            wanted.append(f"--cpus-per-task={node.n_procs}")
+        if not re.search(r"(^|\s)--mem\b", given):
+            wanted.append(f"--mem={math.ceil(max(node.mem_gb, MIN_JOB_MEM_GB) * 1024)}M")
+        if wanted:
+            node.plugin_args = {**node.plugin_args, "sbatch_args": " ".join(wanted), "overwrite": False}
+
+
+def batch_environment(environ):
+    """What nipype's batch plugins read from the environment and a container may lack: LOGNAME
+    names every job (a KeyError without it)."""
+    if "LOGNAME" not in environ:
+        try:
+            environ["LOGNAME"] = getpass.getuser()
+        except (KeyError, OSError):  # an arbitrary uid in a container has no passwd entry
+            environ["LOGNAME"] = "bids_pscore"
+
+
 def plugin_settings(name, user_args, n_cpus, status_callback, mem_gb=None):
     args = dict(user_args or {})
     if name == "MultiProc":
@@ -108,6 +145,8 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
     progress = Progress({t.ident: t.label for t in t1w_inputs})
     wf = init_participant_wf(t1w_inputs, output_dir, params, opts.random_seed, opts.omp_nthreads)
     wf.base_dir = str(work_dir)
+    batch_environment(os.environ)
+    job_resources(wf, opts.nipype_plugin, opts.nipype_plugin_args)
     # nipype's MultiProc calls gc.collect() at every scheduling step; with torch loaded each call
     # scanned every object of the process (1.2 s a run): freeze what exists now so it skips them
     gc.freeze()

@@ -12,7 +12,9 @@ from .bids import clean_label
 from .errors import PscoreError, UnknownLevelError, UsageError
 
 LEVELS = ("participant", "group")
-PLUGINS = ("Linear", "MultiProc", "SLURM", "SLURMGraph", "SGE", "SGEGraph", "PBS", "PBSGraph", "LSF", "Condor", "OAR", "IPython")
+# nipype's Graph plugins (SLURMGraph, SGEGraph, PBSGraph) are not offered: they submit the jobs and
+# return at once, so the run would end before any T1w was preprocessed and nothing could be scored
+PLUGINS = ("Linear", "MultiProc", "SLURM", "SGE", "PBS", "LSF", "Condor", "OAR", "IPython")
 
 EXIT_CODES = """\
 exit codes:
@@ -58,7 +60,8 @@ def add_execution_options(parser):
     perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
                       help="nipype's cache; a rerun with the same folder reuses finished steps (default: ./work)")
     perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
-                      help="how nipype runs the steps: Linear, MultiProc (default), or a cluster (SLURM, SGE, ...)")
+                      help="how nipype runs the steps: Linear, MultiProc (default), or one job per step on a cluster "
+                      "(SLURM, SGE, ...; under SLURM each job asks for the CPUs and memory its step needs)")
     perf.add_argument("--nipype-plugin-args", type=_plugin_args, metavar="JSON",
                       help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'')
     perf.add_argument("--stop-on-first-crash", action="store_true",
