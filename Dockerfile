@@ -26,13 +26,15 @@ ENV PYTHONUNBUFFERED=1 \
     BIDS_PSCORE_CONTAINER=docker
 
 WORKDIR /opt/bids_pscore
-COPY pyproject.toml README.md LICENSE ./
+COPY requirements.lock pyproject.toml README.md LICENSE ./
 COPY bids_pscore ./bids_pscore
 
-# Installed as README.md says (torch 2.13.0, then the project), with the BIDS validator that checks
-# the inputs (the project's "validator" extra, pinned here for hadolint).
+# Every dependency at the version pinned in requirements.lock (tools/lock writes it; torch is its
+# CPU build), the BIDS validator among them; then the project itself, which adds none.
 RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        "bids-validator-deno==3.0.2" "torch==2.13.0" . \
+        --no-deps --requirement requirements.lock \
+    && pip install --no-cache-dir --no-deps . \
+    && pip check \
     && bids_pscore --version \
     && useradd --system --uid 1000 --home-dir /tmp --shell /usr/sbin/nologin bids
 

@@ -2,13 +2,19 @@
 command line boutiques.json describes is the one the app accepts."""
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from bids_pscore.cli import PLUGINS, build_parser, parse_args
 
@@ -27,10 +33,34 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_installs_as_readme_and_runs_the_app():
+def lock_pins():
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = Version(version)
+    return pins
+
+
+def test_lock_pins_every_dependency_within_pyproject_and_the_tested_torch():
+    # offline: tools/lock --check (CircleCI) re-resolves; this catches a dependency added or
+    # narrowed in pyproject.toml without rerunning tools/lock
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = lock_pins()
+    for requirement in map(Requirement, project["dependencies"] + project["optional-dependencies"]["validator"]):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in requirements.lock: run tools/lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} breaks {requirement}"
+    tested_torch = Requirement(next(line for line in (REPO / "tools/torch.txt").read_text().splitlines()
+                                    if line and not line.startswith("#")))
+    assert pins["torch"] == Version(f"{tested_torch.specifier}".lstrip("=") + "+cpu")
+    assert f"{tested_torch} -e ." in (REPO / "README.md").read_text()
+
+
+def test_dockerfile_installs_the_lock_and_runs_the_app():
     dockerfile = (REPO / "Dockerfile").read_text()
+    assert "--no-deps --requirement requirements.lock" in dockerfile and "pip check" in dockerfile
     assert 'ENTRYPOINT ["bids_pscore"]' in dockerfile
-    assert '"torch==2.13.0" .' in dockerfile and "torch==2.13.0 -e ." in (REPO / "README.md").read_text()
 
 
 def test_boutiques_descriptor_is_valid_and_follows_the_bids_app_conventions():
@@ -71,3 +101,22 @@ def test_boutiques_lists_every_option_of_the_app():
     assert flags == options
     plugin = next(i for i in descriptor["inputs"] if i["id"] == "nipype_plugin")
     assert tuple(plugin["value-choices"]) == PLUGINS
+
+
+def test_circleci_pushes_on_tags_the_image_boutiques_names():
+    config = yaml.safe_load((REPO / ".circleci/config.yml").read_text())
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    image = json.loads((REPO / "boutiques.json").read_text())["container-image"]["image"]
+    assert image == f"bids/bids_pscore:{version}"
+    steps = config["jobs"]["deploy"]["steps"]
+    push = next(s["run"]["command"] for s in steps if isinstance(s, dict) and "run" in s)
+    assert 'docker push "bids/bids_pscore:$tag"' in push and "--password-stdin" in push
+    jobs = {name: spec for job in config["workflows"]["build_test_deploy"]["jobs"] for name, spec in job.items()}
+    assert jobs["deploy"]["filters"]["branches"]["ignore"] == "/.*/" and jobs["deploy"]["context"] == "bids-apps"
+    # a tag build skips every job without a tag filter, and deploy needs them all
+    tag_pattern = re.compile(jobs["deploy"]["filters"]["tags"]["only"].strip("/"))
+    for name in jobs["deploy"]["requires"]:
+        assert jobs[name]["filters"]["tags"]["only"] == jobs["deploy"]["filters"]["tags"]["only"]
+    assert tag_pattern.match("v0.1.0") and tag_pattern.match(version) and not tag_pattern.match("main")
+    assert config["jobs"]["tests"]["steps"][-1]["run"]["command"] == "bash .ci/run"
+    assert config["jobs"]["lock"]["steps"][-1]["run"]["command"].endswith("tools/lock --check")
