@@ -136,6 +136,7 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
     verbosity). Returns the ``Progress`` that knows which T1w failed.
     """
     from .preprocess import init_participant_wf
+    from .preprocess.steps import write_template_files
     from .progress import Progress
 
     write_dataset_files(output_dir, bids_dir)
@@ -143,18 +144,29 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
     configure_nipype(crash_dir, opts.verbose, opts.stop_on_first_crash)
     print(f"bids_pscore: {len(t1w_inputs)} T1w to process in {bids_dir}; outputs in {output_dir}; work in {work_dir}", flush=True)
     progress = Progress({t.ident: t.label for t in t1w_inputs})
-    wf = init_participant_wf(t1w_inputs, output_dir, params, opts.random_seed, opts.omp_nthreads)
-    wf.base_dir = str(work_dir)
-    batch_environment(os.environ)
-    job_resources(wf, opts.nipype_plugin, opts.nipype_plugin_args)
-    # nipype's MultiProc calls gc.collect() at every scheduling step; with torch loaded each call
-    # scanned every object of the process (1.2 s a run): freeze what exists now so it skips them
-    gc.freeze()
-    try:
-        wf.run(plugin=opts.nipype_plugin, plugin_args=plugin_settings(opts.nipype_plugin, opts.nipype_plugin_args, opts.n_cpus, progress, opts.mem_gb))
-    except RuntimeError as exc:
-        # a failing T1w stops only its own steps; what failed is told in the summary below
-        log.debug("workflow finished with errors: %s", exc)
+    readable = []
+    for t1w in t1w_inputs:
+        reason = bids.unreadable_reason(t1w)
+        if reason:  # only this T1w fails; nipype would reject the whole graph
+            progress.refuse(t1w.ident, "load", reason)
+        else:
+            readable.append(t1w)
+    if readable and not (opts.stop_on_first_crash and len(readable) < len(t1w_inputs)):
+        template_files = write_template_files(work_dir / "templates", params.template, params.registration_mm)
+        wf = init_participant_wf(readable, output_dir, params, opts.random_seed, template_files, opts.omp_nthreads)
+        wf.base_dir = str(work_dir)
+        batch_environment(os.environ)
+        job_resources(wf, opts.nipype_plugin, opts.nipype_plugin_args)
+        # nipype's MultiProc calls gc.collect() at every scheduling step; with torch loaded each call
+        # scanned every object of the process (1.2 s a run): freeze what exists now so it skips them
+        gc.freeze()
+        try:
+            wf.run(plugin=opts.nipype_plugin, plugin_args=plugin_settings(opts.nipype_plugin, opts.nipype_plugin_args, opts.n_cpus, progress, opts.mem_gb))
+        except RuntimeError as exc:
+            # a failing T1w stops only its own steps; what failed is told in the summary below
+            log.debug("workflow finished with errors: %s", exc)
+        finally:
+            gc.unfreeze()
     progress.attach_crash_logs(crash_dir)
     print(progress.summary(), flush=True)
     return progress
@@ -186,10 +198,32 @@ class SessionResult:
     degenerative: list
     relevance: dict | None = None  # whole-brain score, lambda and degenerative regions of the relevance-weighted map
     model_sha256: str | None = None
+    qc: dict | None = None  # the quality gate's measures
 
 
-def score_sessions(t1w_inputs, output_dir, bundle, template):
-    """Ensemble, P-scores and derivatives of every preprocessed T1w (SPEC sections 4, 5 and 8)."""
+def quality_gate(item, output_dir, template, thresholds):
+    """The quality gate's record of one preprocessed T1w (bids_pscore.qc), written beside its outputs."""
+    import nibabel as nib
+    import numpy as np
+
+    from . import qc
+    from .preprocess.steps import template_on_grid, tissue_on_grid
+
+    paths = bids.preproc_paths(item.entities, template)
+    brain = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
+    mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
+    native = nib.load(output_dir / paths["mask_native"])
+    volume_ml = np.count_nonzero(np.asarray(native.dataobj)) * float(np.prod(native.header.get_zooms()[:3])) / 1000
+    reference, reference_mask = (np.asarray(i.dataobj) for i in template_on_grid(template))
+    values = qc.measures(brain, mask, reference, reference_mask > 0, *tissue_on_grid(template), volume_ml)
+    record = qc.record(values, thresholds)
+    write_json(output_dir / bids.qc_path(item.entities), {**record, "Sources": [bids.raw_uri(item.relpath)]})
+    return record
+
+
+def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
+    """Quality gate, ensemble, P-scores and derivatives of every preprocessed T1w (SPEC sections
+    4, 5 and 8). Returns the scored sessions and, for each T1w the gate stopped, its Outcome."""
     import nibabel as nib
     import numpy as np
     import torch
@@ -197,6 +231,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
     from . import derivatives, pscore
     from .atlas import atlas_on_grid, region_table
     from .grid import cut_cubes
+    from .progress import Outcome
 
     weights, selected = bundle.ensemble.weights_per_cube()
     reference = pscore.Reference.from_dict(bundle.metadata["reference"])
@@ -214,8 +249,18 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
     sizes = pscore.region_sizes(grid_atlas)
     labels = region_table()["label"].to_numpy()
     derivatives.write_atlas(output_dir, template, grid_atlas)
-    results = []
+    results, stopped = [], {}
     for item in t1w_inputs:
+        gate = quality_gate(item, output_dir, template, qc_thresholds)
+        if not gate["Passed"]:
+            # garbage in must not come out as a score: the session's scores are not made, and
+            # those of an earlier run go (the image itself, the mask and the QC record stay)
+            derivatives.remove_outputs(output_dir, item.entities, template, preprocessing=False)
+            message = "; ".join(gate["Failures"]) + " (--qc-thresholds loosens the gate)"
+            stopped[item.label] = Outcome(item.label, "failed", failed_step="quality gate", message=message,
+                                          log=str(bids.qc_path(item.entities)))  # fmt: skip
+            print(f"  {item.label}: NOT SCORED, failed the quality gate: {message}", flush=True)
+            continue
         paths = bids.preproc_paths(item.entities, template)
         image = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
         mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
@@ -248,10 +293,10 @@ def score_sessions(t1w_inputs, output_dir, bundle, template):
                                  "degenerative": labels[weighted.degenerative[0]].tolist()}  # fmt: skip
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
-                                     labels[scores.degenerative[0]].tolist(), relevance_summary))  # fmt: skip
+                                     labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"]))  # fmt: skip
         print(f"  {item.label}: whole-brain P-score {scores.whole[0]:.1f} of 246, AD probability "
               f"{ad_probability:.2f} ({predicted}), {int(scores.degenerative[0].sum())} degenerative region(s)", flush=True)
-    return results
+    return results, stopped
 
 
 def run_info(opts, started):
@@ -290,6 +335,7 @@ def check_inputs(layout, t1w_inputs, skip_validation):
 def run_participant(opts):
     """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    from . import derivatives
     from .model.bundle import model_warnings
     from .preprocess import PreprocParams
     from .report import write_citation, write_subject_reports
@@ -309,13 +355,17 @@ def run_participant(opts):
     params = PreprocParams.from_dict(bundle.metadata["preprocessing"])
     progress = preprocess(t1w_inputs, opts.bids_dir, output_dir, work_dir, params, opts)
     failed = {o.label: o for o in progress.failed}
+    for t1w in t1w_inputs:  # a T1w that failed now, not one that --stop-on-first-crash left unrun
+        if t1w.label in failed and failed[t1w.label].status == "failed" and derivatives.remove_outputs(output_dir, t1w.entities, params.template):
+            print(f"bids_pscore: {t1w.label}: the outputs of an earlier run were removed, since this run failed for it", flush=True)
     if failed and opts.stop_on_first_crash:
         print("bids_pscore: stopped at the first failure (--stop-on-first-crash); nothing was scored", flush=True)
         return EXIT_SESSION_FAILED
     done = [t for t in t1w_inputs if t.label not in failed]
     if done:
         print(f"bids_pscore: P-scores of {len(done)} T1w", flush=True)
-    results = score_sessions(done, output_dir, bundle, params.template)
+    results, stopped = score_sessions(done, output_dir, bundle, params.template, opts.qc_thresholds)
+    failed.update(stopped)
     reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template, run_info(opts, started))
     citation = write_citation(output_dir, params, opts.random_seed, bundle.metadata)
     print(f"bids_pscore: reports: {', '.join(str(output_dir / r) for r in reports)}; methods and citations: {citation}", flush=True)
@@ -336,8 +386,10 @@ def read_session_result(output_dir, t1w, template):
         paths.update(relevance_paths)
         weighted = json.loads((output_dir / relevance_paths["relevance_summary"]).read_text())
         relevance = {"whole": weighted["WholeBrainPScore"], "lambda": weighted["Lambda"], "degenerative": weighted["DegenerativeRegions"]}
+    gate = output_dir / bids.qc_path(t1w.entities)
+    measures = json.loads(gate.read_text())["Measures"] if gate.is_file() else None
     return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
-                         summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"])  # fmt: skip
+                         summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"], measures)  # fmt: skip
 
 
 def rebuild_reports(t1w_inputs, opts):
@@ -384,6 +436,10 @@ def run_group(opts):
     # reading refuses an empty folder or mixed models before anything is written
     sessions, raw, reference_norm, threshold, model = group.read_participant_outputs(output_dir, opts.participant_label)
     ordered = group.order_sessions(sessions, bids.acquisition_times(opts.bids_dir))
+    if ordered["repeat"].any():
+        print(f"bids_pscore group: {int(ordered['repeat'].sum())} T1w repeat a session already counted (e.g. run-2): "
+              f"they are in the tables but not in trajectories or comparisons: {', '.join(ordered.loc[ordered['repeat'], 't1w'])}",
+              flush=True)  # fmt: skip
     rows = ordered["row"].to_numpy()
     raw, reference_norm = raw[rows], reference_norm[rows]
     cohort_norm = group.cohort_normalise(raw)
@@ -428,7 +484,7 @@ def run_group(opts):
         "onset": group.onset_order(traj, regions),
     }
     if opts.label_column:
-        first = ordered["session_index"].to_numpy() == 0
+        first = (ordered["session_index"].to_numpy() == 0) & ~ordered["repeat"].to_numpy()
         use = first & is_labelled
         if labelled_ad[use].any() and (~labelled_ad[use]).any():
             tables["comparison"] = group.compare_groups(norm[use], labelled_ad[use], regions)

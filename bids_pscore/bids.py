@@ -4,6 +4,7 @@ This is the one place that knows BIDS naming; the rest of the package asks it fo
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ DERIVED_ENTITIES = ("from", "to", "mode", "space", "atlas", "res", "desc")
 GRID_RES_LABEL = "1p5"
 VALIDATOR_TIMEOUT_S = 600
 # BIDS validator 3 ignores patterns that end with a slash: folders are named bare
-BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*.html", "figures", "group")
+BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*_qc.json", "*.html", "figures", "group")
 # the space of outputs on the raw T1w's own voxel grid; named so that their sidecars are not
 # inherited by the same outputs on the template grid (which carry space-<template>)
 NATIVE_SPACE = "T1w"
@@ -280,6 +281,26 @@ def find_t1w(layout, participant_labels=None, session_labels=None, filters=None)
     ]
 
 
+def natural_key(label):
+    """Sort key in which 'ses-10' comes after 'ses-2': digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(label))]
+
+
+def unreadable_reason(t1w):
+    """Why the T1w's file cannot be read, with the fix, or None when it can.
+
+    A dataset installed with DataLad holds git-annex links whose content is fetched on demand:
+    pybids indexes them, but until `datalad get` they point nowhere.
+    """
+    path = t1w.path
+    if path.is_symlink() and not path.exists():
+        return (f"{t1w.relpath} is a link to content that is not here (a DataLad/git-annex file not yet retrieved?): "
+                f"run 'datalad get {t1w.relpath}' in the dataset, or fetch the file")  # fmt: skip
+    if not os.access(path, os.R_OK):
+        return f"{t1w.relpath} cannot be read by this user: fix its permissions (chmod a+r)"
+    return None
+
+
 def read_labels(bids_dir, column, positive, negative):
     """Labels 1 (``positive``) or 0 (``negative``) from participants.tsv, else from sessions.tsv.
 
@@ -367,6 +388,11 @@ def pscore_paths(entities, template, atlas="Brainnetome"):
         "region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="regionmap", **grid),
         "summary": derivative_path(entities, "pscore", ".json", desc="summary"),
     }
+
+
+def qc_path(entities):
+    """Relative path of the quality gate's record of one T1w (bids_pscore.qc)."""
+    return derivative_path(entities, "qc", ".json")
 
 
 def relevance_paths(entities, template, atlas="Brainnetome"):

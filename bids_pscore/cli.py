@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, qc
 from .bids import clean_label
 from .errors import PscoreError, UnknownLevelError, UsageError
 
@@ -76,7 +76,8 @@ def check_execution_options(opts):
         raise UsageError(f"--n-cpus must be at least 1, got {opts.n_cpus}")
     if opts.mem_gb is not None and opts.mem_gb <= 0:
         raise UsageError(f"--mem must be a positive number of GB, got {opts.mem_gb}")
-    opts.omp_nthreads = opts.omp_nthreads or min(opts.n_cpus, 8)
+    if opts.omp_nthreads is None:
+        opts.omp_nthreads = min(opts.n_cpus, 8)
     if opts.omp_nthreads < 1:
         raise UsageError(f"--omp-nthreads must be at least 1, got {opts.omp_nthreads}")
     return opts
@@ -120,6 +121,12 @@ def build_parser():
                        help="a model bundle written by bids_pscore-train (default: the demo model that ships with "
                        "bids_pscore, trained on synthetic data and not for research or clinical use)")
 
+    gate = parser.add_argument_group("quality gate")
+    gate.add_argument("--qc-thresholds", metavar="JSON",
+                      help="loosen or tighten the image quality gate: JSON (inline or a file) of measure -> [low, high], "
+                      "null for no bound, over the defaults, e.g. '{\"template_correlation\": [0.6, null]}'; 'off' scores "
+                      "every image. A T1w outside a range is not scored (exit 1); its measures are in sub-*/**/*_qc.json")
+
     group = parser.add_argument_group("group level")
     group.add_argument("--label-column", metavar="COLUMN",
                        help="column of participants.tsv (or sessions.tsv) with diagnoses: adds frequencies among "
@@ -161,6 +168,7 @@ def parse_args(argv=None):
         raise UsageError("--label-column needs --positive and --negative (e.g. --positive AD --negative CN)")
     if not 0 < opts.min_support <= 1 or opts.max_set_size < 2:
         raise UsageError("--min-support must be in (0, 1] and --max-set-size at least 2")
+    opts.qc_thresholds = qc.parse_thresholds(opts.qc_thresholds)
     return check_execution_options(opts)
 
 

@@ -167,6 +167,22 @@ def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, 
     })  # fmt: skip
 
 
+def remove_outputs(output_dir, entities, template, preprocessing=True):
+    """Delete the scores of one T1w and its sidecars, with its preprocessing unless told not to:
+    what failed in this run must not leave an earlier run's outputs to be taken for current.
+    Returns the number of files removed."""
+    paths = {**bids.pscore_paths(entities, template), **bids.relevance_paths(entities, template)}
+    if preprocessing:
+        paths.update(bids.preproc_paths(entities, template), qc=bids.qc_path(entities))
+    removed = 0
+    for rel in paths.values():
+        for path in {Path(output_dir) / rel, Path(output_dir) / bids.sidecar_path(rel)}:
+            if path.is_file():
+                path.unlink()
+                removed += 1
+    return removed
+
+
 def write_session(output_dir, entities, template, scores, voxel_map, region_map, ad_probability,
                   predicted_class, weights, selected, threshold, model_card, t1w_relpath):
     """Write the cube, voxel, region and whole-brain outputs of one session; return their paths.

@@ -5,7 +5,6 @@ the participant-level files. One row of every array is one scored T1w ("session"
 """
 
 import json
-import re
 
 import numpy as np
 import pandas as pd
@@ -59,18 +58,14 @@ def cohort_normalise(p_region):
     return normalise_regions(p_region, p_region.min(axis=0), p_region.max(axis=0))
 
 
-def _natural(label):
-    """'ses-10' after 'ses-2': digits compare as numbers."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(label))]
-
-
 def order_sessions(sessions, times):
     """Sessions sorted within each subject by acquisition time, else by session label.
 
     ``times`` maps (sub, ses) to (timestamp, source file). Adds ``acq_time``, ``time_source``,
     ``order_by`` (what the subject's sessions are ordered by: 'acq_time' when every one of them
-    has a time, else 'session label'), ``session_index`` (0, 1, ...) and ``years_from_first``
-    (n/a when ordered by label).
+    has a time, else 'session label'), ``session_index`` (0, 1, ... per session), ``years_from_first``
+    (n/a when ordered by label) and ``repeat`` (True for a second T1w of a session already
+    counted, e.g. run-2: the same time point, kept out of trajectories and comparisons).
     """
     out = sessions.copy()
     found = [times.get((sub, ses)) for sub, ses in zip(out["sub"], out["ses"])]
@@ -82,9 +77,10 @@ def order_sessions(sessions, times):
             part = part.sort_values(["acq_time", "t1w"]).assign(order_by="acq_time")
             part["years_from_first"] = (part["acq_time"] - part["acq_time"].min()).dt.total_seconds() / (365.25 * 86400)
         else:
-            part = part.loc[sorted(part.index, key=lambda i: (_natural(part.at[i, "session_id"]), part.at[i, "t1w"]))]
+            part = part.loc[sorted(part.index, key=lambda i: (bids.natural_key(part.at[i, "session_id"]), bids.natural_key(part.at[i, "t1w"])))]
             part = part.assign(order_by="session label", years_from_first=np.nan)
-        parts.append(part.assign(session_index=np.arange(len(part))))
+        repeat = part["session_id"].duplicated().to_numpy()
+        parts.append(part.assign(session_index=np.cumsum(~repeat) - 1, repeat=repeat))
     return pd.concat(parts).reset_index(drop=True)
 
 
@@ -140,7 +136,7 @@ def trajectories(ordered, scores, flags, regions):
     the first session), in the same unit; n/a if it never is.
     """
     rows = []
-    for participant, part in ordered.groupby("participant_id", sort=True):
+    for participant, part in ordered[~ordered["repeat"]].groupby("participant_id", sort=True):
         if len(part) < 2:
             continue
         idx = part.index.to_numpy()

@@ -62,6 +62,13 @@ class Progress:
             elif step == "derivatives" and outcome.status != "failed":
                 outcome.status = "ok"
 
+    def refuse(self, ident, step, message):
+        """A T1w that fails before the workflow starts (e.g. its file cannot be read)."""
+        outcome = self.outcomes[ident]
+        outcome.status, outcome.failed_step, outcome.message = "failed", step, message
+        print(f"[{_fmt_seconds(time.monotonic() - self.start)}] {outcome.label:<28} {step:<12} FAILED: {message}",
+              file=self.stream, flush=True)  # fmt: skip
+
     def attach_crash_logs(self, crash_dir):
         """Give each failed T1w the crash file nipype wrote and the error's own message."""
         for crash in sorted(Path(crash_dir).glob("crash-*.txt")):

@@ -76,12 +76,19 @@ def select_inputs(layout, labels, sessions, participant_labels):
         subjects &= {bids.clean_label(p, "sub") for p in participant_labels}
     if not subjects:
         raise UsageError("no labelled subject is left to train on; check --label-column, --positive, --negative and --participant-label")
+    without_t1w = sorted(subjects - set(layout.get_subjects()))
+    if without_t1w:  # labelled in participants.tsv, but no images: left out, not fatal
+        print(f"{len(without_t1w)} labelled subject(s) have no T1w and are left out: {', '.join('sub-' + s for s in without_t1w)}", flush=True)
+        subjects -= set(without_t1w)
+    if not subjects:
+        raise UsageError("no labelled subject has a T1w; check participants.tsv against the sub-* folders")
     t1w = [t for t in bids.find_t1w(layout, sorted(subjects)) if label_of(t, labels) is not None]
     if sessions == "first":
         first = {}
-        for item in t1w:  # sorted by path: the lowest session label first
+        # the lowest session label first, ses-2 before ses-10
+        for item in sorted(t1w, key=lambda t: (bids.natural_key(t.entities.get("ses", "")), bids.natural_key(t.relpath))):
             first.setdefault(item.entities["sub"], item)
-        t1w = list(first.values())
+        t1w = sorted(first.values(), key=lambda t: t.relpath)
     return t1w
 
 
@@ -175,6 +182,9 @@ def run(opts):
 
     if opts.cat12_prefix and not opts.preprocessed:
         raise UsageError("--cat12-prefix needs --preprocessed, the folder of CAT12's outputs")
+    if any((Path(opts.model_dir) / name).exists() for name in ("model.json", "weights.safetensors")):
+        raise UsageError(f"{opts.model_dir}: already holds a model bundle, and training never overwrites one: "
+                         "give a new folder, or move this one away first")  # fmt: skip
     layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
     labels, left_out, source = bids.read_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
     print(f"labels from {source}: {sum(labels.values())} {opts.positive}, {len(labels) - sum(labels.values())} "

@@ -49,7 +49,10 @@ def product(output):
     """Messages and scores for Brainlife's UI (a few kB at most, as Brainlife asks)."""
     summaries = sorted(output.glob("sub-*/**/*_desc-summary_pscore.json"))
     if not summaries:
-        return {"brainlife": [{"type": "error", "msg": "no P-score was written: see the log and output/sub-*.html"}]}
+        gates = [json.loads(p.read_text()) for p in sorted(output.glob("sub-*/**/*_qc.json"))]
+        failures = [f for gate in gates for f in gate["Failures"]]
+        why = f"the image failed the quality gate ({'; '.join(failures)})" if failures else "see the log and output/sub-*.html"
+        return {"brainlife": [{"type": "error", "msg": f"no P-score was written: {why}"}]}
     summary = json.loads(summaries[0].read_text())
     regions = summary["DegenerativeRegions"]
     messages = [

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from bids_pscore.model.bundle import METADATA, WEIGHTS, BundleError, load_bundle, model_warnings, save_bundle
+from bids_pscore.model.bundle import METADATA, WEIGHTS, BundleError, load_bundle, metadata_sha256, model_warnings, save_bundle
 from bids_pscore.model.networks import Ensemble
 
 METADATA_FIELDS = {
-    "name": "test", "version": "0", "preprocessing": {"fwhm_mm": 8.0}, "reference": {"lambda": 0.7},
+    "name": "test", "version": "0", "preprocessing": {"fwhm_mm": 8.0},
+    "reference": {"region_min": [0.0] * 246, "region_max": [1.0] * 246, "lambda": 0.7},
     "atlas": {"name": "Brainnetome"}, "labels": {"positive": "AD", "negative": "CN"},
     "training": {"subjects": 10}, "software": {"torch": torch.__version__},
 }  # fmt: skip
@@ -56,10 +57,38 @@ def test_truncated_weights(bundle_dir):
         load_bundle(folder)
 
 
-def edit_metadata(folder, change):
+def edit_metadata(folder, change, reseal=True):
+    """Change model.json; resealed (its checksum recomputed) unless told not to, so that each
+    test reaches the check it is about."""
     meta = json.loads((folder / METADATA).read_text())
     change(meta)
+    if reseal:
+        meta["metadata_sha256"] = metadata_sha256(meta)
     (folder / METADATA).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m["reference"].update({"lambda": 0.2}),  # would flag most regions of a control
+    lambda m: m["reference"]["region_max"].__setitem__(5, 9.0),
+    lambda m: m.update(selected_cubes=m["selected_cubes"][::-1]),
+])  # fmt: skip
+def test_an_edited_model_json_is_refused_by_its_checksum(bundle_dir, change):
+    folder, _ = bundle_dir
+    edit_metadata(folder, change, reseal=False)
+    with pytest.raises(BundleError, match="was changed after training"):
+        load_bundle(folder)
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: m["reference"].pop("lambda"), "lambda is missing or malformed"),
+    (lambda m: m["reference"].update(region_min=[0.0] * 10), "region_min is missing or malformed"),
+    (lambda m: m["reference"].update({"lambda": float("nan")}), "lambda is missing or malformed"),
+])  # fmt: skip
+def test_reference_statistics_without_lambda_or_246_regions_are_refused(bundle_dir, change, says):
+    folder, _ = bundle_dir
+    edit_metadata(folder, change)
+    with pytest.raises(BundleError, match=says):
+        load_bundle(folder)
 
 
 def test_missing_key(bundle_dir):

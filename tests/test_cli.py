@@ -9,10 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import errors
+from bids_pscore import bids, errors
 from bids_pscore.cli import EXIT_CODES, main, parse_args
 
 from .helpers import make_bids, small_image
+
+TEMPLATE = "MNI152NLin2009aSym"
 
 
 @pytest.fixture
@@ -187,3 +189,31 @@ def test_stop_on_first_crash_stops_at_the_first_failing_t1w(tmp_path, capsys):
     # one T1w failed and the other never ran: one crash log, no report, nothing scored
     assert len(list((out_dir / "logs").glob("run-*/crash-*.txt"))) == 1
     assert not list(out_dir.glob("sub-*.html"))
+
+
+def test_a_broken_link_fails_only_its_t1w_and_a_failed_rerun_removes_its_old_outputs(tmp_path, capsys):
+    """A DataLad file not yet retrieved is a link to nowhere: that T1w fails at 'load' with the
+    fix, the others run; the outputs an earlier run left for a T1w that now fails are removed."""
+    nan_image = small_image()
+    nan_image.dataobj[2, 2, 2] = float("nan")
+    root = make_bids(tmp_path / "bids", {"sub-02/anat/sub-02_T1w.nii.gz": nan_image})
+    annexed = root / "sub-01/anat/sub-01_T1w.nii.gz"
+    annexed.parent.mkdir(parents=True)
+    annexed.symlink_to("../../.git/annex/objects/Xk/MD5E-s1--0.nii.gz")
+    out_dir = tmp_path / "out"
+    stale = {}
+    for sub in ("01", "02"):  # what an earlier, successful run wrote
+        entities = {"sub": sub}
+        for rel in [*bids.pscore_paths(entities, TEMPLATE).values(), bids.qc_path(entities)]:
+            stale[rel] = out_dir / rel
+            stale[rel].parent.mkdir(parents=True, exist_ok=True)
+            stale[rel].write_text("from an earlier run")
+    code, out = run(capsys, root, out_dir, "participant", "-w", tmp_path / "work", "--nipype-plugin", "Linear",
+                    "--skip-bids-validation")  # fmt: skip
+    assert code == errors.EXIT_SESSION_FAILED and "Traceback" not in out.out + out.err
+    failed = {line.split()[0]: line for line in out.out.splitlines() if "  failed  " in line}
+    assert "datalad get sub-01/anat/sub-01_T1w.nii.gz" in failed["sub-01"] and " load " in failed["sub-01"]
+    assert "NaN or Inf" in failed["sub-02"]  # the other T1w ran its steps
+    assert not any(path.exists() for path in stale.values())
+    assert "sub-01: the outputs of an earlier run were removed" in out.out
+    assert "failed at step load" in (out_dir / "sub-01.html").read_text()

@@ -15,6 +15,7 @@ import pytest
 from bids_pscore import bids, cli
 from bids_pscore.app import DEMO_MODEL, load_model
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
+from bids_pscore.model.bundle import metadata_sha256
 from bids_pscore.synth import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -121,6 +122,7 @@ def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_pat
     shutil.copytree(DEMO_MODEL, model)
     meta = json.loads((model / "model.json").read_text())
     del meta["relevance"]
+    meta["metadata_sha256"] = metadata_sha256(meta)  # as a bundle of an earlier version was written
     (model / "model.json").write_text(json.dumps(meta))
     assert cli.main([str(bids_dir), str(tmp_path / "out"), "participant", "-w", str(out.parent / "work"), "--model", str(model)]) == 0
     assert "relevance-weighted outputs are skipped" in capsys.readouterr().out

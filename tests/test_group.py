@@ -165,3 +165,16 @@ def test_label_column_needs_both_values(tmp_path, capsys):
     write_text(tmp_path / "x.txt", "")
     assert cli.main([str(tmp_path), str(tmp_path / "out"), "group", "--label-column", "group"]) == errors.EXIT_USAGE
     assert "--positive and --negative" in capsys.readouterr().err
+
+
+def test_two_runs_of_one_session_are_one_time_point_not_a_trajectory():
+    sessions = _sessions([("01", "1"), ("01", "1"), ("02", "1"), ("02", "2")])
+    sessions.loc[1, "t1w"] = "sub-01_ses-1_run-2"
+    sessions.loc[0, "t1w"] = "sub-01_ses-1_run-1"
+    ordered = group.order_sessions(sessions, {})
+    one = ordered[ordered["sub"] == "01"]
+    assert list(one["repeat"]) == [False, True] and list(one["session_index"]) == [0, 0]
+    assert list(one["t1w"]) == ["sub-01_ses-1_run-1", "sub-01_ses-1_run-2"]  # run-1 is the time point
+    scores = np.tile(np.linspace(0, 1, 4)[:, None], (1, 246))
+    traj = group.trajectories(ordered, scores, scores > LAMBDA, REGIONS)
+    assert set(traj["participant_id"]) == {"sub-02"}  # sub-01 has one time point, however many runs

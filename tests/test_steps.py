@@ -1,12 +1,16 @@
 """The array steps of the preprocessing against hand computations."""
 
+import os
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from bids_pscore.errors import InputImageError
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, is_on_grid
-from bids_pscore.preprocess import PreprocParams
+from bids_pscore.preprocess import PreprocParams, steps
 from bids_pscore.preprocess.steps import (
     FWHM_TO_SIGMA,
     as_image,
@@ -140,3 +144,15 @@ def test_a_mask_made_in_ras_goes_back_onto_the_source_grid_voxel_for_voxel(tmp_p
     assert back.shape == data.shape and np.allclose(back.affine, affine)
     assert int(back.header["qform_code"]) == int(back.header["sform_code"]) == 1
     np.testing.assert_array_equal(np.asarray(back.dataobj) > 0, data > 0.5)
+
+
+def test_template_files_are_written_once_and_then_left_alone(tmp_path):
+    # jobs sharing a work folder read these; rewriting them would race and void cached steps
+    files = steps.write_template_files(tmp_path, "MNI152NLin2009aSym", 3.0)
+    template = nib.load(files["template"])
+    assert np.array_equal(np.asarray(template.dataobj), np.asarray(steps.template_on_grid("MNI152NLin2009aSym")[0].dataobj))
+    assert nib.load(files["coarse_template"]).header.get_zooms()[:3] == (3.0, 3.0, 3.0)
+    stamps = {k: os.stat(v).st_mtime_ns for k, v in files.items()}
+    assert steps.write_template_files(tmp_path, "MNI152NLin2009aSym", 3.0) == files
+    assert {k: os.stat(v).st_mtime_ns for k, v in files.items()} == stamps
+    assert not [p for p in Path(files["template"]).parent.iterdir() if p.name.startswith(".")]  # no temporary left

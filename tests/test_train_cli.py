@@ -65,6 +65,11 @@ def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
     assert len(history) == meta["training"]["epochs_run"] <= 6
     assert set(meta["training"]["metrics"]["test"]) >= {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"}
     assert json.loads((tmp_path / "model" / "model.json").read_text())["weights"]["sha256"]
+    # a second training into the same folder is refused before anything is read or written
+    before = {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()}
+    assert main(train_args(root, tmp_path, pre)) == 2
+    assert "already holds a model bundle, and training never overwrites one" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()} == before
 
 
 @pytest.mark.parametrize("groups,words", [
@@ -112,5 +117,19 @@ def test_cat12_images_on_the_grid(tmp_path, capsys):
     args = train_args(root, tmp_path, tmp_path / "cat12", "--cat12-prefix", "smwp1")
     assert main(args) == 0
     assert load_bundle(tmp_path / "model").metadata["training"]["preprocessed_by"] == "CAT12 (smwp1 images)"
-    assert main([*args[:-2], "--cat12-prefix", "wm"]) == 2
+    assert main([args[0], str(tmp_path / "model-wm"), *args[2:-2], "--cat12-prefix", "wm"]) == 2
     assert "no file(s) named wmsub-01_T1w.nii[.gz]" in capsys.readouterr().err
+
+
+def test_first_session_is_the_lowest_label_as_a_number_and_subjects_without_t1w_are_left_out(tmp_path, capsys):
+    from bids_pscore.train import select_inputs
+
+    files = {"participants.tsv": "participant_id\tgroup\nsub-01\tAD\nsub-02\tCN\nsub-03\tCN\n"}
+    for ses in ("2", "10"):
+        files[f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_T1w.nii.gz"] = small_image()
+    files["sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"] = small_image()
+    root = make_bids(tmp_path / "bids", files)  # sub-03 is labelled but has no image
+    labels, _, _ = bids.read_labels(root, "group", "AD", "CN")
+    chosen = select_inputs(bids.load_layout(root), labels, "first", None)
+    assert [t.relpath for t in chosen] == ["sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz", "sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"]
+    assert "1 labelled subject(s) have no T1w and are left out: sub-03" in capsys.readouterr().out

@@ -7,6 +7,7 @@ reproduce the numbers, and loading checks all of it.
 
 import hashlib
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ METADATA = "model.json"
 REQUIRED = (
     "format", "format_version", "name", "version", "grid", "cubes", "preprocessing", "architecture",
     "selected_cubes", "cube_weights", "reference", "atlas", "labels", "training", "software", "weights",
+    "metadata_sha256",
 )  # fmt: skip
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
@@ -55,6 +57,24 @@ def sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def metadata_sha256(meta):
+    """Checksum of everything model.json says but this checksum: lambda, the reference statistics,
+    the selected cubes and the rest change the numbers as much as the weights do."""
+    canonical = json.dumps({k: v for k, v in meta.items() if k != "metadata_sha256"}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_reference(reference, where):
+    """The reference statistics SPEC 5 needs: 246 minima and maxima and a finite lambda."""
+    for key, length in (("region_min", 246), ("region_max", 246), ("lambda", None)):
+        value = reference.get(key)
+        ok = isinstance(value, (int, float)) and math.isfinite(value) if length is None else (
+            isinstance(value, list) and len(value) == length and all(isinstance(v, (int, float)) for v in value))
+        if not ok:
+            raise BundleError(f"{where}: {key} is missing or malformed (needs {'a number' if length is None else f'{length} numbers'}); "
+                              "the bundle is damaged: train again or restore it")  # fmt: skip
 
 
 def threshold_warning(threshold):
@@ -90,6 +110,7 @@ def save_bundle(folder, ensemble, metadata):
         "selected_cubes": selected, "cube_weights": ensemble.meta.weights.tolist(),
         "weights": {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)},
     }  # fmt: skip
+    record["metadata_sha256"] = metadata_sha256(record)
     write_json(folder / METADATA, record)
     return folder
 
@@ -138,6 +159,12 @@ def load_bundle(folder):
     missing = [key for key in REQUIRED if key not in meta]
     if missing:
         raise BundleError(f"{meta_path}: missing key(s) {', '.join(missing)}; the bundle is incomplete")
+    if meta["metadata_sha256"] != metadata_sha256(meta):
+        raise BundleError(f"{meta_path}: was changed after training (its checksum, metadata_sha256, no longer matches): "
+                          "restore the file as bids_pscore-train wrote it, or train again")  # fmt: skip
+    check_reference(meta["reference"], f"{meta_path}: reference")
+    if "relevance" in meta:
+        check_reference(meta["relevance"].get("reference", {}), f"{meta_path}: relevance.reference")
     if meta["grid"] != grid_record():
         raise BundleError(f"{meta_path}: the model's grid {meta['grid'].get('shape')} is not the 121 x 145 x 121, 1.5 mm grid of this bids_pscore")
     if meta["cubes"] != cube_record():

@@ -156,32 +156,6 @@ class PreprocReportlets(SimpleInterface):
         return runtime
 
 
-class _TemplateInputSpec(BaseInterfaceInputSpec):
-    template = traits.Str(mandatory=True)
-    registration_mm = traits.Float(mandatory=True)
-
-
-class _TemplateOutputSpec(TraitedSpec):
-    out_template = File(exists=True, desc="template on the grid")
-    out_mask = File(exists=True, desc="template brain mask on the grid")
-    out_coarse_template = File(exists=True, desc="template on the coarser grid of the linear registration")
-
-
-class TemplateOnGrid(SimpleInterface):
-    """The registration template on the reference grid (computed once per run, cached)."""
-
-    input_spec = _TemplateInputSpec
-    output_spec = _TemplateOutputSpec
-
-    def _run_interface(self, runtime):
-        template, mask = steps.template_on_grid(self.inputs.template)
-        self._results["out_template"] = _save(template, runtime, "template_grid.nii.gz")
-        self._results["out_mask"] = _save(mask, runtime, "template_mask_grid.nii.gz")
-        coarse, _ = steps.template_on_grid(self.inputs.template, self.inputs.registration_mm)
-        self._results["out_coarse_template"] = _save(coarse, runtime, "template_coarse_grid.nii.gz")
-        return runtime
-
-
 class _RegisterInputSpec(BaseInterfaceInputSpec):
     in_brain = File(exists=True, mandatory=True)
     coarse_template = File(exists=True, mandatory=True, desc="template for the linear stages")

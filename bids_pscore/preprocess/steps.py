@@ -199,6 +199,41 @@ def template_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
     return images
 
 
+def write_template_files(folder, template_name, registration_mm):
+    """The template on the grid and on the linear stages' coarser grid, as files in ``folder``:
+    {"template": path, "coarse_template": path}.
+
+    Written once per work folder, outside the workflow, and each by a rename, so that jobs
+    sharing a work folder never see a half-written file nor run one shared node side by side;
+    an existing file is left as it is, which keeps every cached step that read it valid.
+    """
+    from ..fileio import write_nifti
+
+    folder = Path(folder) / f"{template_name}_grid"
+    paths = {"template": folder / "template_grid.nii.gz", "coarse_template": folder / f"template_grid_{registration_mm:g}mm.nii.gz"}
+    for key, voxel_mm in (("template", GRID_VOXEL_MM), ("coarse_template", registration_mm)):
+        if not paths[key].is_file():
+            write_nifti(paths[key], template_on_grid(template_name, voxel_mm)[0])
+    return {key: str(path) for key, path in paths.items()}
+
+
+@functools.lru_cache(maxsize=2)
+def tissue_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
+    """The template's grey and white matter probabilities on the grid (read-only arrays)."""
+    from nilearn.datasets import load_mni152_gm_template, load_mni152_wm_template
+    from nilearn.image import resample_img
+
+    if template_name != "MNI152NLin2009aSym":
+        raise ValueError(f"template {template_name!r} is not shipped; use MNI152NLin2009aSym")
+    shape, affine = grid_at(voxel_mm)
+    kwargs = dict(target_affine=affine, target_shape=shape, force_resample=True, copy_header=True, interpolation="continuous")
+    maps = tuple(resample_img(load(resolution=1), **kwargs).get_fdata().astype(np.float32)
+                 for load in (load_mni152_gm_template, load_mni152_wm_template))  # fmt: skip
+    for data in maps:
+        data.flags.writeable = False
+    return maps
+
+
 def register(brain, coarse_template, template, iterations, seed, out_prefix):
     """Rigid, affine, then SyN registration of a skull-stripped brain to the template.
 

@@ -14,7 +14,6 @@ from .interfaces import (
     ResampleToGrid,
     SkullStrip,
     SmoothInMask,
-    TemplateOnGrid,
 )
 
 # peak memory of the heavy steps (GB, whole worker process), measured on a 1 mm head of
@@ -22,11 +21,6 @@ from .interfaces import (
 STEP_MEM_GB = {"n4": 1.2, "skullstrip": 1.3, "register": 1.1}
 PREPROC_OUTPUTS = ("t1w_grid", "mask_grid", "mask_native", "xfm_affine", "xfm_warp", "input_skull_stripped",
                    "figure_brainmask", "figure_registration")
-
-
-def init_template_node(params, name="template"):
-    """The registration template on the grid, shared by every T1w of a run."""
-    return pe.Node(TemplateOnGrid(template=params.template, registration_mm=params.registration_mm), name=name)
 
 
 def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
@@ -106,13 +100,15 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
     return wf
 
 
-def init_participant_wf(t1w_inputs, output_dir, params, seed, omp_nthreads=1, name="bids_pscore_wf"):
-    """One preprocessing workflow and one derivatives sink per T1w, sharing the template."""
+def init_participant_wf(t1w_inputs, output_dir, params, seed, template_files, omp_nthreads=1, name="bids_pscore_wf"):
+    """One preprocessing workflow and one derivatives sink per T1w; ``template_files`` are the
+    template on the grid and its coarse copy (``steps.write_template_files``), shared by all."""
     wf = pe.Workflow(name=name)
-    template = init_template_node(params)
     for t1w in t1w_inputs:
         preproc = init_preproc_wf(params, seed, omp_nthreads, name=f"{t1w.ident}_wf")
         preproc.inputs.inputnode.t1w = str(t1w.path)
+        preproc.inputs.inputnode.template = template_files["template"]
+        preproc.inputs.inputnode.coarse_template = template_files["coarse_template"]
         sink = pe.Node(
             DerivativesSink(
                 output_dir=str(output_dir),
@@ -125,9 +121,5 @@ def init_participant_wf(t1w_inputs, output_dir, params, seed, omp_nthreads=1, na
         )
         # outputs must be rewritten if someone deleted them, even when nothing upstream changed
         sink.overwrite = True
-        wf.connect([
-            (template, preproc, [("out_template", "inputnode.template"),
-                                 ("out_coarse_template", "inputnode.coarse_template")]),
-            (preproc, sink, [(f"outputnode.{k}", k) for k in PREPROC_OUTPUTS]),
-        ])  # fmt: skip
+        wf.connect([(preproc, sink, [(f"outputnode.{k}", k) for k in PREPROC_OUTPUTS])])
     return wf

@@ -141,7 +141,9 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
             row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
         summary.append(row)
         files = _table([(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())], ("output", "file"))
-        parts.append(f"<h2>{html.escape(result.t1w.label)}</h2>" + "".join(_figure(p, c) for p, c in drawn)
+        gate = ("<p>Image quality gate passed: " + ", ".join(f"{k} {v:g}" for k, v in result.qc.items())
+                + f" (<code>{html.escape(bids.qc_path(result.t1w.entities).as_posix())}</code>).</p>") if result.qc else ""
+        parts.append(f"<h2>{html.escape(result.t1w.label)}</h2>" + gate + "".join(_figure(p, c) for p, c in drawn)
                      + f"<details><summary>files of this session</summary>{files}</details>")  # fmt: skip
     errors = [
         f'<div class="error"><b>{html.escape(t.label)}</b> failed at step {html.escape(failed[t.label].failed_step or "?")}: '

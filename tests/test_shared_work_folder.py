@@ -1,0 +1,30 @@
+"""Two jobs started together on one work folder and one output folder (one job per subject, as
+on a cluster) both finish, with the scores a single run gives."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bids_pscore import bids
+from bids_pscore.synth import write_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def test_one_job_per_subject_sharing_the_work_folder(tmp_path):
+    bids_dir = write_dataset(tmp_path / "bids", n_subjects=2, n_sessions=1, seed=8)
+    app = str(Path(sys.executable).parent / "bids_pscore")
+    jobs = [subprocess.Popen([app, str(bids_dir), str(tmp_path / "out"), "participant", "--participant-label", sub,
+                              "-w", str(tmp_path / "work"), "--n-cpus", "1", "--skip-bids-validation"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for sub in ("01", "02")]  # fmt: skip
+    outputs = [job.communicate()[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
+    summaries = {p.name: json.loads(p.read_text())["WholeBrainPScore"] for p in bids.summary_files(tmp_path / "out")}
+    assert len(summaries) == 2
+    # the shared template files were written once, beside nothing half-written
+    templates = list((tmp_path / "work" / "templates").rglob("*"))
+    assert sorted(p.name for p in templates if p.is_file()) == ["template_grid.nii.gz", "template_grid_2mm.nii.gz"]
