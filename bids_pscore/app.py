@@ -39,10 +39,13 @@ def check_output_dir(output_dir, bids_dir):
     return output_dir
 
 
-def check_work_dir(work_dir, bids_dir):
-    work_dir, bids_dir = Path(work_dir).resolve(), Path(bids_dir).resolve()
+def check_work_dir(work_dir, bids_dir, output_dir):
+    work_dir, bids_dir, output_dir = Path(work_dir).resolve(), Path(bids_dir).resolve(), Path(output_dir).resolve()
     if work_dir == bids_dir or bids_dir in work_dir.parents:
         raise UsageError(f"{work_dir}: the work folder must not be inside the BIDS folder; pass -w elsewhere")
+    if work_dir == output_dir or output_dir in work_dir.parents:
+        raise UsageError(f"{work_dir}: the work folder must not be inside the output folder (nipype's cache would sit among "
+                         "the derivatives, which the BIDS validator then refuses); pass -w elsewhere")  # fmt: skip
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=work_dir):
@@ -345,8 +348,8 @@ def run_participant(opts):
     if opts.reports_only:
         return rebuild_reports(t1w_inputs, opts)
     check_inputs(layout, t1w_inputs, opts.skip_bids_validation)
+    work_dir = check_work_dir(opts.work_dir, opts.bids_dir, opts.output_dir)
     output_dir = check_output_dir(opts.output_dir, opts.bids_dir)
-    work_dir = check_work_dir(opts.work_dir, opts.bids_dir)
     bundle = load_model(opts.model)
     card = model_card(bundle)
     print(f"bids_pscore: model {card['name']} version {card['version']} from {bundle.folder}", flush=True)
@@ -434,7 +437,10 @@ def run_group(opts):
 
     output_dir = Path(opts.output_dir)
     # reading refuses an empty folder or mixed models before anything is written
-    sessions, raw, reference_norm, threshold, model = group.read_participant_outputs(output_dir, opts.participant_label)
+    sessions, raw, reference_norm, threshold, model, damaged = group.read_participant_outputs(
+        output_dir, opts.participant_label, opts.session_label)
+    for line in damaged:
+        print(f"bids_pscore group: WARNING: left out {line}", flush=True)
     ordered = group.order_sessions(sessions, bids.acquisition_times(opts.bids_dir))
     if ordered["repeat"].any():
         print(f"bids_pscore group: {int(ordered['repeat'].sum())} T1w repeat a session already counted (e.g. run-2): "
@@ -450,9 +456,16 @@ def run_group(opts):
 
     participants_tsv = Path(opts.bids_dir) / "participants.tsv"
     if participants_tsv.is_file():
-        extra = pd.read_csv(participants_tsv, sep="\t", dtype=str, keep_default_na=False)
-        extra = extra.drop(columns=[c for c in extra.columns if c in ordered.columns and c != "participant_id"])
-        ordered = ordered.merge(extra, on="participant_id", how="left")
+        try:
+            extra = pd.read_csv(participants_tsv, sep="\t", dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            extra = pd.DataFrame()
+        if "participant_id" in extra.columns:
+            extra = extra.drop(columns=[c for c in extra.columns if c in ordered.columns and c != "participant_id"])
+            ordered = ordered.merge(extra.drop_duplicates("participant_id"), on="participant_id", how="left")
+        else:
+            print(f"bids_pscore group: WARNING: {participants_tsv}: no participant_id column (or not a TSV table), so its "
+                  "columns are not added to the tables; fix it as BIDS describes", flush=True)  # fmt: skip
     labelled_ad = is_labelled = None
     if opts.label_column:
         label_of, _, _ = bids.read_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
@@ -496,4 +509,4 @@ def run_group(opts):
     write_group_report(output_dir, tables, norm, threshold, model, opts)
     print(f"bids_pscore group: {len(ordered)} sessions of {ordered['participant_id'].nunique()} subjects "
           f"({int(predicted_ad.sum())} predicted AD); tables and report in {written}", flush=True)
-    return EXIT_OK
+    return EXIT_SESSION_FAILED if damaged else EXIT_OK

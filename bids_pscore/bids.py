@@ -183,10 +183,24 @@ def validation_errors(bids_dir, issues, shown=5):
 T1W_LIKE = re.compile(r"t1w.*\.nii(\.gz)?$", re.IGNORECASE)
 
 
+def invalid_label(relpath):
+    """The first entity label of a path that is not letters and digits only (BIDS), or None.
+
+    pybids indexes 'ses-a b' as session 'a b', which no later step can carry."""
+    for chunk in re.split(r"[/_]", str(relpath).split(".", 1)[0]):
+        key, sep, value = chunk.partition("-")
+        if sep and not re.fullmatch(r"[A-Za-z0-9]+", value):
+            return f"{key}-{value}"
+    return None
+
+
 def why_not_indexed(relpath):
     """Why pybids does not take a T1w-like file as a T1w: the first broken BIDS naming rule."""
     parts = Path(relpath).parts
     name = parts[-1]
+    bad = invalid_label(relpath)
+    if bad:
+        return f"its label {bad!r} holds characters other than letters and digits; rename the folder and the file"
     if not parts[0].startswith("sub-") or len(parts) == 1:
         return "it is outside any sub-<label> folder; move it to sub-<label>/[ses-<label>/]anat/"
     if parts[-2] != "anat":
@@ -221,6 +235,9 @@ def unused_t1w(bids_dir, selected, indexed):
     return sorted(unused)
 
 
+FIXED_BY_THE_APP = {"suffix", "datatype", "extension", "subject", "session", "return_type", "scope"}
+
+
 def load_filter_file(path):
     """Read a --bids-filter-file: {"t1w": {entity: value, ...}} as in fMRIPrep."""
     if path is None:
@@ -231,6 +248,11 @@ def load_filter_file(path):
         raise UsageError(f"{path}: cannot read the BIDS filter file ({exc}); it must be JSON like {{\"t1w\": {{\"acquisition\": \"mprage\"}}}}") from None
     if not isinstance(filters, dict) or set(filters) - {"t1w"} or not isinstance(filters.get("t1w", {}), dict):
         raise UsageError(f"{path}: a BIDS filter file holds one key, \"t1w\", mapping entities to values")
+    fixed = sorted(set(filters.get("t1w", {})) & FIXED_BY_THE_APP)
+    if fixed:
+        # the app reads T1w images only, and subjects and sessions are chosen by their own options
+        raise UsageError(f"{path}: the filter file cannot set {', '.join(fixed)}: the app reads *_T1w.nii[.gz] in anat/, and "
+                         "--participant-label and --session-label choose subjects and sessions; remove these keys")  # fmt: skip
     return filters.get("t1w", {})
 
 
@@ -239,7 +261,8 @@ T1W_QUERY = dict(suffix="T1w", datatype="anat", extension=[".nii", ".nii.gz"], r
 
 def indexed_t1w(layout):
     """Relative paths of every T1w pybids found in the dataset."""
-    return {Path(p).relative_to(layout.root).as_posix() for p in layout.get(**T1W_QUERY)}
+    found = (Path(p).relative_to(layout.root).as_posix() for p in layout.get(**T1W_QUERY))
+    return {relpath for relpath in found if not invalid_label(relpath)}
 
 
 def find_t1w(layout, participant_labels=None, session_labels=None, filters=None):
@@ -275,10 +298,11 @@ def find_t1w(layout, participant_labels=None, session_labels=None, filters=None)
             f"({len(all_t1w)} T1w in the dataset); loosen the selection"
         )
     root = Path(layout.root)
-    return [
-        T1wInput(path=Path(p), relpath=Path(p).relative_to(root).as_posix(), entities=source_entities(p))
-        for p in sorted(selected)
-    ]
+    usable = [p for p in sorted(selected) if not invalid_label(Path(p).relative_to(root).as_posix())]
+    if not usable:  # check_inputs names each file left out and why
+        raise NothingSelectedError(f"{layout.root}: every selected T1w has a label that is not letters and digits "
+                                   f"(e.g. {invalid_label(Path(selected[0]).relative_to(root).as_posix())!r}); rename them")  # fmt: skip
+    return [T1wInput(path=Path(p), relpath=Path(p).relative_to(root).as_posix(), entities=source_entities(p)) for p in usable]
 
 
 def natural_key(label):
@@ -446,21 +470,35 @@ def acquisition_times(bids_dir):
     """
     import pandas as pd
 
+    def read(path):
+        try:
+            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            print(f"bids_pscore: WARNING: {path}: cannot be read as a TSV table ({str(exc).splitlines()[0]}); its acq_time is ignored", flush=True)
+            return pd.DataFrame()
+
     root, times = Path(bids_dir), {}
     for path in sorted(root.glob("sub-*/sub-*_scans.tsv")) + sorted(root.glob("sub-*/ses-*/sub-*_scans.tsv")):
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        table = read(path)
         if {"filename", "acq_time"} <= set(table.columns):
             for name, when in zip(table["filename"], table["acq_time"]):
                 entities = source_entities(name)
                 if name.endswith(("_T1w.nii.gz", "_T1w.nii")) and when not in ("", "n/a"):
-                    times.setdefault((entities.get("sub", path.name.split("_")[0][4:]), entities.get("ses")), (when, "scans.tsv"))
+                    times.setdefault((entities.get("sub", path.name.split("_")[0][4:]), entities.get("ses")), (when, path))
     for path in sorted(root.glob("sub-*/sub-*_sessions.tsv")):
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        table = read(path)
         if {"session_id", "acq_time"} <= set(table.columns):
             for session, when in zip(table["session_id"], table["acq_time"]):
                 if when not in ("", "n/a"):
-                    times[(path.name.split("_")[0][4:], session.removeprefix("ses-"))] = (when, "sessions.tsv")
-    return {key: (pd.Timestamp(when), source) for key, (when, source) in times.items()}
+                    times[(path.name.split("_")[0][4:], session.removeprefix("ses-"))] = (when, path)
+    parsed = {}
+    for key, (when, path) in times.items():
+        try:
+            parsed[key] = (pd.Timestamp(when), "sessions.tsv" if path.name.endswith("_sessions.tsv") else "scans.tsv")
+        except ValueError:
+            print(f"bids_pscore: WARNING: {path}: acq_time {when!r} is not a date and time (BIDS: YYYY-MM-DDThh:mm:ss); "
+                  "that session is ordered by its label", flush=True)  # fmt: skip
+    return parsed
 
 
 def sidecar_path(path):

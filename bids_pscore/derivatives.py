@@ -292,4 +292,8 @@ def write_group_tables(output_dir, tables, normalisation, threshold, model):
             "Lambda": threshold, "Model": {"Name": model.get("Name"), "Version": model.get("Version"), "SHA256": model.get("SHA256")},
             **columns,
         })  # fmt: skip
+    for key in {"sessions", "regions", "frequency", "sets", "trajectories", "onset", "comparison"} - set(tables):
+        # a table this run did not make (e.g. no comparison without labels) must not survive from an earlier one
+        for path in (folder / bids.GROUP_FILES[key], bids.sidecar_path(folder / bids.GROUP_FILES[key])):
+            path.unlink(missing_ok=True)
     return folder

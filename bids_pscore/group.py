@@ -14,32 +14,43 @@ from .errors import ModelError, NoT1wError
 from .pscore import normalise_regions
 
 
-def read_participant_outputs(output_dir, participant_labels=None):
+def read_participant_outputs(output_dir, participant_labels=None, session_labels=None):
     """Summaries and region tables of every scored session.
 
     Returns (sessions frame, raw region scores (n, 246), reference-normalised scores (n, 246),
-    lambda, model record). Refuses an empty folder and outputs of more than one model.
+    lambda, model record, one line per session left out because its outputs cannot be read).
+    Refuses an empty folder and outputs of more than one model.
     """
     summaries = bids.summary_files(output_dir)
     if participant_labels:
         summaries = [p for p in summaries if bids.source_entities(p)["sub"] in set(participant_labels)]
+    if session_labels:
+        summaries = [p for p in summaries if bids.source_entities(p).get("ses") in set(session_labels)]
     if not summaries:
         raise NoT1wError(f"{output_dir}: holds no participant-level P-score outputs (*_desc-summary_pscore.json); "
                          "run the participant level first")  # fmt: skip
-    rows, raw, norm, models = [], [], [], {}
+    rows, raw, norm, models, damaged = [], [], [], {}, []
     for path in summaries:
-        summary = json.loads(path.read_text())
+        try:
+            summary = json.loads(path.read_text())
+            model = {**summary["Model"], "Space": summary["Space"]}
+            scored = {"ad_probability": float(summary["ADProbability"]), "predicted_class": str(summary["PredictedClass"]),
+                      "lambda": float(summary["Lambda"])}  # fmt: skip
+            table = pd.read_csv(bids.region_table_of(path), sep="\t", usecols=["p_region", "p_region_norm"])
+            if len(table) != 246 or table.isna().any().any():
+                raise ValueError(f"{len(table)} rows, {int(table.isna().sum().sum())} missing values")
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # JSON, pandas and NumPy parse errors are ValueErrors
+            damaged.append(f"{path.name}: unreadable or incomplete outputs ({str(exc).splitlines()[0][:120]}); "
+                           "run the participant level again for this session")  # fmt: skip
+            continue
         entities = bids.source_entities(path)
-        model = {**summary["Model"], "Space": summary["Space"]}
         models.setdefault(model["SHA256"], (model, path))
-        table = pd.read_csv(bids.region_table_of(path), sep="\t", usecols=["p_region", "p_region_norm"])
         raw.append(table["p_region"].to_numpy())
         norm.append(table["p_region_norm"].to_numpy())
         rows.append({
             "participant_id": f"sub-{entities['sub']}", "session_id": f"ses-{entities['ses']}" if "ses" in entities else "n/a",
             "t1w": path.name.split("_desc-summary")[0], "sub": entities["sub"], "ses": entities.get("ses"),
-            "ad_probability": summary["ADProbability"], "predicted_class": summary["PredictedClass"],
-            "lambda": summary["Lambda"], "row": len(rows),
+            **scored, "row": len(rows),
         })  # fmt: skip
     if len(models) > 1:
         (first, first_path), (second, second_path) = list(models.values())[:2]
@@ -47,9 +58,11 @@ def read_participant_outputs(output_dir, participant_labels=None):
             f"{output_dir}: holds outputs of {len(models)} different models ({first['Name']} in {first_path.name}, "
             f"{second['Name']} in {second_path.name}); their scores cannot be pooled: give each model its own output folder"
         )
+    if not rows:
+        raise NoT1wError(f"{output_dir}: none of its {len(summaries)} scored session(s) can be read: {damaged[0]}")
     thresholds = {row["lambda"] for row in rows}
     (model, _), = models.values()
-    return pd.DataFrame(rows), np.array(raw), np.array(norm), thresholds.pop(), model
+    return pd.DataFrame(rows), np.array(raw), np.array(norm), thresholds.pop(), model, damaged
 
 
 def cohort_normalise(p_region):

@@ -46,7 +46,10 @@ class Progress:
         if status == "start":
             self._began[node.fullname] = now
             return
-        took = now - self._began.pop(node.fullname, now)
+        if node.fullname not in self._began:
+            # nipype's Linear plugin reports the steps it skips after a failure as ended, unstarted
+            return
+        took = now - self._began.pop(node.fullname)
         ident = self._which(node)
         label = self.outcomes[ident].label if ident else "all T1w"
         step = "derivatives" if node.name.endswith("_sink") else node.name

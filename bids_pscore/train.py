@@ -97,7 +97,10 @@ def _on_grid(path):
 
     from .grid import is_on_grid
 
-    img = nib.load(path)
+    try:
+        img = nib.load(path)
+    except (OSError, nib.filebasedimages.ImageFileError) as exc:
+        raise UsageError(f"{path}: cannot be read as NIfTI ({exc}); preprocess that T1w again") from None
     if not is_on_grid(img.shape, img.affine):
         raise UsageError(f"{path}: is not on the 121 x 145 x 121, 1.5 mm grid; preprocess it with bids_pscore (or CAT12 with vox=1.5, bb=16)")
     return np.asarray(img.dataobj, np.float32)
@@ -196,9 +199,17 @@ def run(opts):
     for t in t1w_inputs:
         by_subject[t.entities["sub"]] = max(by_subject.get(t.entities["sub"], 0), label_of(t, labels))
     split = split_subjects({s: names[y] for s, y in by_subject.items()}, opts.val_fraction, opts.test_fraction, opts.seed)
-    model_dir = app.check_output_dir(opts.model_dir, opts.bids_dir)
-    work_dir = app.check_work_dir(opts.work_dir, opts.bids_dir)
     params = PreprocParams()
+    if opts.preprocessed is not None and not opts.cat12_prefix:
+        # every image is checked before any folder is made, so a missing one leaves nothing behind
+        missing = [str(Path(opts.preprocessed) / paths[key]) for t in t1w_inputs
+                   for paths in [bids.preproc_paths(t.entities, params.template)] for key in ("t1w_grid", "mask_grid")
+                   if not (Path(opts.preprocessed) / paths[key]).is_file()]  # fmt: skip
+        if missing:
+            raise UsageError(f"{opts.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
+                             "level for those T1w, or leave their subjects out with --participant-label")  # fmt: skip
+    work_dir = app.check_work_dir(opts.work_dir, opts.bids_dir, opts.model_dir)
+    model_dir = app.check_output_dir(opts.model_dir, opts.bids_dir)
     source_dir = opts.preprocessed or work_dir / "preprocessed"
     if opts.preprocessed is None:
         opts.random_seed = opts.seed  # one seed for the split, the networks and the registration
@@ -217,6 +228,11 @@ def run(opts):
     for name, rows in parts.items():
         print(f"{name}: {len(rows)} images of {len({t1w_inputs[i].entities['sub'] for i in rows})} subjects "
               f"({int(y[rows].sum())} {opts.positive})", flush=True)
+    # the split was checked before preprocessing; failures since may have emptied a part of it
+    short = [name for name, rows in parts.items() if len(set(y[rows].tolist())) < 2]
+    if short:
+        raise TrainingError(f"after the failures above, the {' and '.join(short)} split(s) no longer hold both {opts.positive} and "
+                            f"{opts.negative} images: fix those T1w (see the summary) and train again")  # fmt: skip
     config = TrainConfig(opts.epochs, opts.batch_size, opts.patience, opts.learning_rate, opts.n_selected, opts.seed, opts.device,
                          opts.max_shift, opts.flip, opts.weight_decay, opts.meta_weight_prior)
     ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in ("train", "validation", "test")), config)

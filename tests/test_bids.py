@@ -154,3 +154,16 @@ def test_a_stored_index_is_reused_and_never_taken_for_another_dataset(dataset, t
     other = make_bids(tmp_path / "other", {"sub-09/anat/sub-09_T1w.nii.gz": small_image()})
     with pytest.raises(UsageError, match="holds the index of"):
         bids.load_layout(other, database_dir=database)
+
+
+def test_a_label_with_a_space_is_left_out_and_named_not_a_crash(tmp_path):
+    root = make_bids(tmp_path / "bids", {
+        "sub-01/ses-a b/anat/sub-01_ses-a b_T1w.nii.gz": small_image(),
+        "sub-02/anat/sub-02_T1w.nii.gz": small_image(),
+    })  # fmt: skip
+    layout = bids.load_layout(root, validate=False)
+    assert [t.relpath for t in bids.find_t1w(layout)] == ["sub-02/anat/sub-02_T1w.nii.gz"]
+    unused = bids.unused_t1w(root, {"sub-02/anat/sub-02_T1w.nii.gz"}, bids.indexed_t1w(layout))
+    assert unused == [("sub-01/ses-a b/anat/sub-01_ses-a b_T1w.nii.gz",
+                       "its label 'ses-a b' holds characters other than letters and digits; rename the folder and the file")]
+    assert bids.invalid_label("sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_run-2_T1w.nii.gz") is None

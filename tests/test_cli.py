@@ -131,6 +131,11 @@ def test_bad_filter_file(dataset, tmp_path, capsys):
     filters.write_text(json.dumps({"bold": {}}))
     code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters)
     assert code == errors.EXIT_USAGE and '"t1w"' in out.err
+    # a filter file must not turn a T2w into "the T1w" nor override --session-label behind its back
+    filters.write_text(json.dumps({"t1w": {"suffix": "T2w", "session": "2", "acquisition": "fast"}}))
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters, "--session-label", "1")
+    assert code == errors.EXIT_USAGE and "cannot set session, suffix" in out.err
+    assert not (tmp_path / "out").exists()
 
 
 def test_output_not_writable(dataset, tmp_path, capsys):
@@ -145,6 +150,12 @@ def test_output_inside_bids_folder_is_refused(dataset, tmp_path, capsys):
     code, out = run(capsys, dataset, dataset / "results", "participant", "-w", tmp_path / "work")
     assert code == errors.EXIT_USAGE and "never written" in out.err
     assert not (dataset / "results").exists()
+
+
+def test_work_folder_inside_the_output_folder_is_refused_before_anything_is_made(dataset, tmp_path, capsys):
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "-w", tmp_path / "out" / "work", "--skip-bids-validation")
+    assert code == errors.EXIT_USAGE and "must not be inside the output folder" in out.err
+    assert not (tmp_path / "out").exists()
 
 
 def test_group_without_participant_outputs(dataset, tmp_path, capsys):
@@ -171,6 +182,8 @@ def test_failing_sessions_do_not_stop_others_and_are_summarised(tmp_path, capsys
     assert "truncated or corrupt" in failed["sub-01"] and "load" in failed["sub-01"]
     assert "NaN or Inf" in failed["sub-02"] and "sub-02_T1w.nii.gz" in failed["sub-02"]
     assert "0 of 2 T1w done" in out.out
+    # the steps after a failed one never ran, and are not reported as done
+    assert not [line for line in out.out.splitlines() if line.startswith("[") and " done (" in line and "sub-0" in line]
     crash_logs = list((out_dir / "logs").glob("run-*/crash-*.txt"))
     assert len(crash_logs) == 2
     assert not list(out_dir.glob("sub-*/**/anat/*"))  # no derivative, only the reports

@@ -178,3 +178,37 @@ def test_two_runs_of_one_session_are_one_time_point_not_a_trajectory():
     scores = np.tile(np.linspace(0, 1, 4)[:, None], (1, 246))
     traj = group.trajectories(ordered, scores, scores > LAMBDA, REGIONS)
     assert set(traj["participant_id"]) == {"sub-02"}  # sub-01 has one time point, however many runs
+
+
+def test_session_label_selects_sessions_and_no_stale_comparison_survives(tmp_path, capsys):
+    bids_dir, _ = synth.write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=6, n_sessions=3, seed=2)
+    out = tmp_path / "out"
+    labelled = ["group", "--label-column", "group", "--positive", "AD", "--negative", "CN"]
+    assert cli.main([str(bids_dir), str(out), *labelled]) == 0
+    assert (out / "group" / "group_comparison.tsv").is_file()
+    capsys.readouterr()
+    # a later run without labels and on one session: no comparison, and none left from before
+    assert cli.main([str(bids_dir), str(out), "group", "--session-label", "2"]) == 0
+    sessions = pd.read_csv(out / "group" / "sessions.tsv", sep="\t", na_values="n/a")
+    assert len(sessions) == 6 and set(sessions["session_id"]) == {"ses-2"}
+    assert not (out / "group" / "group_comparison.tsv").exists() and not (out / "group" / "group_comparison.json").exists()
+
+
+def test_damaged_outputs_and_tables_are_named_and_left_out_without_a_traceback(tmp_path, capsys):
+    bids_dir, _ = synth.write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=4, n_sessions=2, seed=3)
+    out = tmp_path / "out"
+    summaries = bids.summary_files(out)
+    summaries[0].write_text("{not json")
+    region_table = bids.region_table_of(summaries[1])
+    region_table.write_text("\n".join(region_table.read_text().splitlines()[:100]))  # truncated
+    bids.region_table_of(summaries[2]).unlink()
+    (bids_dir / "participants.tsv").write_text("subject\tgroup\nsub-01\tAD\n")  # no participant_id
+    sessions_tsv = next(bids_dir.glob("sub-*/sub-*_sessions.tsv"))
+    sessions_tsv.write_text("session_id\tacq_time\nses-1\tyesterday\n")
+    code = cli.main([str(bids_dir), str(out), "group"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "Traceback" not in printed
+    for path in summaries[:3]:
+        assert f"left out {path.name}: unreadable or incomplete outputs" in printed
+    assert "no participant_id column" in printed and "acq_time 'yesterday' is not a date and time" in printed
+    assert len(pd.read_csv(out / "group" / "sessions.tsv", sep="\t")) == 5

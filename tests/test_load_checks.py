@@ -102,3 +102,27 @@ def test_reoriented_to_ras_without_moving_anything(tmp_path):
     world = las @ [1, 2, 3, 1]
     ijk = np.round(np.linalg.solve(img.affine, world)[:3]).astype(int)
     assert img.get_fdata()[tuple(ijk)] == pytest.approx(data[1, 2, 3], rel=1e-6)
+
+
+def test_sheared_affine_is_refused_but_an_oblique_one_is_not(tmp_path):
+    data = np.random.default_rng(3).uniform(1, 2, (8, 8, 8))
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.2  # x moves with y: axes at 79 degrees
+    message = expect_error(save(tmp_path, with_data(data, sheared)), ["shears the voxel axes by 11.3 degrees", "resample"])
+    assert "ANTs" in message
+    angle = np.radians(20)  # a rotated (oblique) acquisition keeps its axes perpendicular
+    oblique = np.eye(4)
+    oblique[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    assert load_t1w(save(tmp_path, with_data(data, oblique), "sub-02_T1w.nii.gz")).shape == (8, 8, 8)
+
+
+def test_a_shear_from_header_rounding_is_removed_so_that_ants_reads_the_image(tmp_path):
+    from bids_pscore.preprocess.steps import n4_correct
+
+    data = np.random.default_rng(4).uniform(1, 2, (20, 20, 20))
+    rounded = np.eye(4)
+    rounded[0, 1] = 0.005  # 0.3 degrees: ANTs refuses it ("Extracted spacing ... does not match")
+    img = load_t1w(save(tmp_path, with_data(data, rounded)))
+    directions = img.affine[:3, :3] / np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
+    assert np.allclose(directions.T @ directions, np.eye(3), atol=1e-6)
+    assert n4_correct(img, shrink_mm=4.0, iterations=[5], mask_fraction=0.1).shape == (20, 20, 20)

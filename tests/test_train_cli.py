@@ -133,3 +133,13 @@ def test_first_session_is_the_lowest_label_as_a_number_and_subjects_without_t1w_
     chosen = select_inputs(bids.load_layout(root), labels, "first", None)
     assert [t.relpath for t in chosen] == ["sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz", "sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"]
     assert "1 labelled subject(s) have no T1w and are left out: sub-03" in capsys.readouterr().out
+
+
+def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path, capsys):
+    root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6)
+    missing = pre / bids.preproc_paths({"sub": "03"}, "MNI152NLin2009aSym")["t1w_grid"]
+    missing.unlink()
+    assert main(train_args(root, tmp_path, pre)) == 2
+    err = capsys.readouterr().err
+    assert f"1 preprocessed image(s) missing, e.g. {missing}" in err and "Traceback" not in err
+    assert not (tmp_path / "model").exists() and not (tmp_path / "work").exists()

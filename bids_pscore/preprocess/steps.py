@@ -17,6 +17,7 @@ from ..grid import GRID_AFFINE, GRID_VOXEL_MM, grid_at
 
 MIN_VOXEL_MM = 0.3
 MAX_VOXEL_MM = 3.0
+MAX_SHEAR_DEG = 0.5
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
@@ -71,6 +72,19 @@ def load_t1w(path):
             f"{path}: voxel size {np.round(voxel_mm, 3).tolist()} mm is outside [{MIN_VOXEL_MM}, "
             f"{MAX_VOXEL_MM}] mm; check the header's pixdim or resample the image to about 1 mm"
         )
+    directions = linear / voxel_mm
+    shear_deg = np.degrees(np.arcsin(np.clip(np.abs(directions.T @ directions - np.eye(3)).max(), 0, 1)))
+    if shear_deg > MAX_SHEAR_DEG:
+        # ITK (and so ANTs) keeps voxel axes at right angles: it would fail or silently drop the shear
+        raise InputImageError(
+            f"{path}: its affine shears the voxel axes by {shear_deg:.1f} degrees, which ANTs cannot represent; "
+            "resample it onto a grid with perpendicular axes (e.g. nibabel.processing.resample_to_output, or "
+            "FreeSurfer's mri_convert --reslice_like) and run again"
+        )
+    if shear_deg > 0:  # rounding in the header: the nearest perpendicular axes, as ANTs needs them exactly
+        u, _, vt = np.linalg.svd(directions)
+        affine = affine.copy()
+        affine[:3, :3] = (u @ vt) * voxel_mm
     values = np.asarray(data, dtype=np.float32)
     n_bad = int(values.size - np.count_nonzero(np.isfinite(values)))
     if n_bad:
