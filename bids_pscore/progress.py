@@ -46,11 +46,12 @@ class Progress:
         if status == "start":
             self._began[node.fullname] = now
             return
-        if node.fullname not in self._began:
-            # nipype's Linear plugin reports the steps it skips after a failure as ended, unstarted
-            return
-        took = now - self._began.pop(node.fullname)
         ident = self._which(node)
+        if node.fullname not in self._began and ident and self.outcomes[ident].status == "failed":
+            # nipype's Linear plugin reports the steps it skips after a failure as ended, unstarted
+            # (MultiProc ends cached steps and the sink unstarted too, but those did run)
+            return
+        took = now - self._began.pop(node.fullname, now)
         label = self.outcomes[ident].label if ident else "all T1w"
         step = "derivatives" if node.name.endswith("_sink") else node.name
         word = "done" if status == "end" else "FAILED"
