@@ -1,14 +1,17 @@
 """Participant and group orchestration: BIDS inputs -> preprocessing workflow -> outputs."""
 
+import contextlib
 import gc
 import getpass
 import logging
 import math
+import multiprocessing
 import os
 import re
+import signal
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 
@@ -20,39 +23,36 @@ log = logging.getLogger("bids_pscore")
 DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
 
 
-def check_output_dir(output_dir, bids_dir):
-    """The output folder must be writable and must not write into the raw dataset."""
-    output_dir, bids_dir = Path(output_dir).resolve(), Path(bids_dir).resolve()
+def make_run_folders(output_dir, work_dir, bids_dir):
+    """Refuse an output or work folder that would write into the raw dataset or mix nipype's cache
+    into the derivatives, then make both and check they can be written. A refused run leaves no
+    folder behind. Returns the resolved (output_dir, work_dir)."""
+    output_dir, work_dir, bids_dir = Path(output_dir).resolve(), Path(work_dir).resolve(), Path(bids_dir).resolve()
     if output_dir == bids_dir or (bids_dir in output_dir.parents and (bids_dir / "derivatives") not in output_dir.parents):
         raise UsageError(
             f"{output_dir}: is inside the BIDS folder, which is never written to; "
             f"use {bids_dir / 'derivatives' / 'bids_pscore'} or a folder outside it"
         )
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir):
-            pass
-    except OSError as exc:
-        raise OutputNotWritableError(
-            f"{output_dir}: cannot be written ({exc.strerror}); give a folder you can write to"
-        ) from None
-    return output_dir
-
-
-def check_work_dir(work_dir, bids_dir, output_dir):
-    work_dir, bids_dir, output_dir = Path(work_dir).resolve(), Path(bids_dir).resolve(), Path(output_dir).resolve()
     if work_dir == bids_dir or bids_dir in work_dir.parents:
         raise UsageError(f"{work_dir}: the work folder must not be inside the BIDS folder; pass -w elsewhere")
     if work_dir == output_dir or output_dir in work_dir.parents:
         raise UsageError(f"{work_dir}: the work folder must not be inside the output folder (nipype's cache would sit among "
                          "the derivatives, which the BIDS validator then refuses); pass -w elsewhere")  # fmt: skip
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=work_dir):
-            pass
-    except OSError as exc:
-        raise OutputNotWritableError(f"{work_dir}: the work folder cannot be written ({exc.strerror}); pass -w elsewhere") from None
-    return work_dir
+    made = []
+    for folder, what, fix in ((output_dir, "the output folder", "give a folder you can write to"),
+                              (work_dir, "the work folder", "pass -w elsewhere")):  # fmt: skip
+        missing = [f for f in (folder, *folder.parents) if not f.exists()]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            made.extend(reversed(missing))
+            with tempfile.NamedTemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            for created in reversed(made):  # deepest first; each is empty, as this run made it
+                with contextlib.suppress(OSError):
+                    created.rmdir()
+            raise OutputNotWritableError(f"{folder}: {what} cannot be written ({exc.strerror}); {fix}") from None
+    return output_dir, work_dir
 
 
 def write_dataset_files(output_dir, bids_dir):
@@ -132,6 +132,28 @@ def plugin_settings(name, user_args, n_cpus, status_callback, mem_gb=None):
     return args
 
 
+@contextlib.contextmanager
+def stopped_by_ctrl_c(progress):
+    """Ctrl-C stops the whole run. nipype takes a KeyboardInterrupt raised inside a step for that
+    step's failure and goes on with the rest, so the interrupt is also remembered and raised again
+    at the next step's start or end (``Progress``); MultiProc's workers are stopped, not waited for
+    (a registration would finish first). Their unfinished steps rerun on the next call."""
+
+    def on_interrupt(signum, frame):
+        progress.interrupted = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
     """Run the preprocessing workflow over ``t1w_inputs`` into the derivatives folder ``output_dir``.
 
@@ -156,7 +178,7 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
             readable.append(t1w)
     if readable and not (opts.stop_on_first_crash and len(readable) < len(t1w_inputs)):
         template_files = write_template_files(work_dir / "templates", params.template, params.registration_mm)
-        wf = init_participant_wf(readable, output_dir, params, opts.random_seed, template_files, opts.omp_nthreads)
+        wf = init_participant_wf(readable, output_dir, params, template_files, opts.omp_nthreads)
         wf.base_dir = str(work_dir)
         batch_environment(os.environ)
         job_resources(wf, opts.nipype_plugin, opts.nipype_plugin_args)
@@ -164,7 +186,8 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
         # scanned every object of the process (1.2 s a run): freeze what exists now so it skips them
         gc.freeze()
         try:
-            wf.run(plugin=opts.nipype_plugin, plugin_args=plugin_settings(opts.nipype_plugin, opts.nipype_plugin_args, opts.n_cpus, progress, opts.mem_gb))
+            with stopped_by_ctrl_c(progress):
+                wf.run(plugin=opts.nipype_plugin, plugin_args=plugin_settings(opts.nipype_plugin, opts.nipype_plugin_args, opts.n_cpus, progress, opts.mem_gb))
         except RuntimeError as exc:
             # a failing T1w stops only its own steps; what failed is told in the summary below
             log.debug("workflow finished with errors: %s", exc)
@@ -335,12 +358,23 @@ def check_inputs(layout, t1w_inputs, skip_validation):
             print(f"  {path}: {reason}", flush=True)
 
 
+def preprocessing_params(metadata, random_seed=None):
+    """The model's preprocessing, with ``--random-seed`` (when given) as the registration seed."""
+    from .preprocess import PreprocParams
+
+    params = PreprocParams.from_dict(metadata["preprocessing"])
+    if random_seed is not None and random_seed != params.registration_seed:
+        print(f"bids_pscore: WARNING: --random-seed {random_seed} registers differently from this model's training images "
+              f"(seed {params.registration_seed}); leave it out to preprocess as they were", flush=True)  # fmt: skip
+        params = replace(params, registration_seed=random_seed)
+    return params
+
+
 def run_participant(opts):
     """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     from . import derivatives
     from .model.bundle import model_warnings
-    from .preprocess import PreprocParams
     from .report import write_citation, write_subject_reports
 
     layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation, database_dir=opts.bids_database_dir)
@@ -348,14 +382,13 @@ def run_participant(opts):
     if opts.reports_only:
         return rebuild_reports(t1w_inputs, opts)
     check_inputs(layout, t1w_inputs, opts.skip_bids_validation)
-    work_dir = check_work_dir(opts.work_dir, opts.bids_dir, opts.output_dir)
-    output_dir = check_output_dir(opts.output_dir, opts.bids_dir)
     bundle = load_model(opts.model)
+    output_dir, work_dir = make_run_folders(opts.output_dir, opts.work_dir, opts.bids_dir)
     card = model_card(bundle)
     print(f"bids_pscore: model {card['name']} version {card['version']} from {bundle.folder}", flush=True)
     for warning in model_warnings(bundle.metadata):
         print(f"bids_pscore: WARNING: {warning}", flush=True)
-    params = PreprocParams.from_dict(bundle.metadata["preprocessing"])
+    params = preprocessing_params(bundle.metadata, opts.random_seed)
     progress = preprocess(t1w_inputs, opts.bids_dir, output_dir, work_dir, params, opts)
     failed = {o.label: o for o in progress.failed}
     for t1w in t1w_inputs:  # a T1w that failed now, not one that --stop-on-first-crash left unrun
@@ -370,7 +403,7 @@ def run_participant(opts):
     results, stopped = score_sessions(done, output_dir, bundle, params.template, opts.qc_thresholds)
     failed.update(stopped)
     reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template, run_info(opts, started))
-    citation = write_citation(output_dir, params, opts.random_seed, bundle.metadata)
+    citation = write_citation(output_dir, params, bundle.metadata)
     print(f"bids_pscore: reports: {', '.join(str(output_dir / r) for r in reports)}; methods and citations: {citation}", flush=True)
     return EXIT_SESSION_FAILED if failed else EXIT_OK
 
@@ -398,13 +431,12 @@ def read_session_result(output_dir, t1w, template):
 def rebuild_reports(t1w_inputs, opts):
     """--reports-only: the reports and the methods text drawn again from the outputs on disk; the
     derivatives are read, never written. Sessions without outputs are named as not scored."""
-    from .preprocess import PreprocParams
     from .progress import Outcome
     from .report import write_citation, write_subject_reports
 
     output_dir = Path(opts.output_dir)
     bundle = load_model(opts.model)
-    params = PreprocParams.from_dict(bundle.metadata["preprocessing"])
+    params = preprocessing_params(bundle.metadata, opts.random_seed)
     results, failed = [], {}
     for t1w in t1w_inputs:
         result = read_session_result(output_dir, t1w, params.template)
@@ -419,7 +451,7 @@ def rebuild_reports(t1w_inputs, opts):
         raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
     reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
                                     run_info(opts, time.strftime("%Y-%m-%d %H:%M:%S %z")))
-    citation = write_citation(output_dir, params, opts.random_seed, bundle.metadata)
+    citation = write_citation(output_dir, params, bundle.metadata)
     print(f"bids_pscore: reports drawn again from {len(results)} scored T1w: {', '.join(str(output_dir / r) for r in reports)}; "
           f"methods and citations: {citation}", flush=True)  # fmt: skip
     return EXIT_OK

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__, qc
 from .bids import clean_label
-from .errors import PscoreError, UnknownLevelError, UsageError
+from .errors import EXIT_INTERRUPTED, PscoreError, UnknownLevelError, UsageError
 
 LEVELS = ("participant", "group")
 # nipype's Graph plugins (SLURMGraph, SGEGraph, PBSGraph) are not offered: they submit the jobs and
@@ -27,6 +27,7 @@ exit codes:
   65  the model bundle (--model) cannot be used, or the group level found outputs of several models
   66  no T1w image found (group level: no participant-level outputs)
   73  the output or work folder cannot be written
+  130 interrupted (Ctrl-C): run the same command again to go on from the finished steps
 """
 
 
@@ -143,8 +144,9 @@ def build_parser():
                        help="largest set of co-degenerating regions to look for (default 3)")
 
     perf = add_execution_options(parser)
-    perf.add_argument("--random-seed", type=int, default=20250812, metavar="N",
-                      help="seed of the registration's random sampling: same seed, same result")
+    perf.add_argument("--random-seed", type=int, metavar="N",
+                      help="seed of the registration's random sampling: same seed, same result (default: the model's, "
+                      "with which its training images were registered)")
 
     other = parser.add_argument_group("other")
     other.add_argument("--reports-only", action="store_true",
@@ -183,8 +185,9 @@ def main(argv=None):
         print(f"bids_pscore: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("bids_pscore: interrupted; finished steps are kept in the work folder", file=sys.stderr)
-        return 130
+        print("bids_pscore: interrupted (Ctrl-C); finished steps are kept in the work folder: run the same command "
+              "again to go on from them", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ EXIT_NOTHING_SELECTED = 18
 EXIT_MODEL = 65
 EXIT_NO_T1W = 66
 EXIT_OUTPUT_NOT_WRITABLE = 73
+# the shell's code for a process ended by SIGINT (128 + 2)
+EXIT_INTERRUPTED = 130
 
 
 class PscoreError(Exception):

@@ -4,6 +4,7 @@ Every output is written to a temporary name in the destination folder, then rena
 which is atomic on POSIX file systems.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -11,21 +12,31 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import OutputNotWritableError
+
+# a full disk, a quota, a read-only mount or missing permissions: the user's to fix, not a bug
+NOT_WRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
 
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the full suffix (.nii.gz) so that writers that infer the format from it work
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
-    os.close(fd)
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # keep the full suffix (.nii.gz) so that writers that infer the format from it work
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        raise OutputNotWritableError(f"{path}: cannot be written ({exc.strerror}); free space there, or give a folder "
+                                     "that can be written") from None  # fmt: skip
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 

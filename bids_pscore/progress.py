@@ -34,6 +34,8 @@ class Progress:
         self.stream = stream or sys.stdout
         self.outcomes = {ident: Outcome(label) for ident, label in labels.items()}
         self._began = {}
+        # set on Ctrl-C (app.stopped_by_ctrl_c): nipype swallows the interrupt inside a step
+        self.interrupted = False
         # node full names look like 'bids_pscore_wf.<ident>_wf.n4' or 'bids_pscore_wf.<ident>_sink'
         self._ident = re.compile(r"\.(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True))) + r")_(wf|sink)\b")
 
@@ -42,6 +44,8 @@ class Progress:
         return found.group(1) if found else None
 
     def __call__(self, node, status):
+        if self.interrupted:
+            raise KeyboardInterrupt
         now = time.monotonic()
         if status == "start":
             self._began[node.fullname] = now

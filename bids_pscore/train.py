@@ -5,6 +5,7 @@ reference statistics on the training split -> bundle (SPEC sections 6 and 7).
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 from . import __version__, app, bids
 from .atlas import ATLAS_NAME, CITATION, N_REGIONS
 from .cli import add_execution_options, check_execution_options
-from .errors import PscoreError, TrainingError, UsageError
+from .errors import EXIT_INTERRUPTED, PscoreError, TrainingError, UsageError
 
 EPILOG = """\
 exit codes: 0 done; 1 training gave no usable model; 2 usage or labels that cannot be split;
@@ -46,7 +47,7 @@ def build_parser():
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay of the base classifiers")
     parser.add_argument("--meta-weight-prior", type=float, default=100.0,
                         help="L2 pull of each cube weight w_c towards 1/N (0: free weights, which can turn negative)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the registration")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the networks' initialisation (the registration's is the preprocessing's)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     parser.add_argument("--name", help="model name (default: the model folder's name)")
     parser.add_argument("--description", help="one line on what the model is, stored in its card")
@@ -58,7 +59,10 @@ def build_parser():
                         help="CAT12 output prefix to read under --preprocessed (e.g. smwp1 or wm): <PREFIX><T1w name>.nii; "
                         "CAT12 must have written it on the 1.5 mm grid (vox=1.5, bb=16)")
     parser.add_argument("--skip-bids-validation", action="store_true")
-    add_execution_options(parser)
+    perf = add_execution_options(parser)
+    perf.add_argument("--random-seed", type=int, metavar="N",
+                      help="seed of the registration's random sampling, stored in the bundle so that inference registers "
+                      "alike (default: the preprocessing's standard seed)")
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
     return parser
 
@@ -131,6 +135,36 @@ def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
             yield _on_grid(source_dir / paths["t1w_grid"]), _on_grid(source_dir / paths["mask_grid"]) > 0
 
 
+def check_both_classes(parts, y, positive, negative):
+    """The split was checked before preprocessing; failures since may have emptied a part of it of
+    one class (``parts``: split name -> row numbers; ``y``: 1 for ``positive``)."""
+    short = [name for name, rows in parts.items() if len(set(y[rows].tolist())) < 2]
+    if short:
+        raise TrainingError(f"after the failures above, the {' and '.join(short)} split(s) no longer hold both {positive} and "
+                            f"{negative} images: fix those T1w (see the summary) and train again")  # fmt: skip
+
+
+def recorded_params(t1w_inputs, source_dir, template):
+    """The preprocessing parameters that the participant level recorded in the sidecars of the
+    images under ``source_dir``: the bundle must carry those the model was trained on."""
+    from .preprocess import PreprocParams
+
+    found = {}
+    for item in t1w_inputs:
+        sidecar = source_dir / bids.sidecar_path(bids.preproc_paths(item.entities, template)["t1w_grid"])
+        try:
+            values = json.loads(sidecar.read_text())["PreprocessingParameters"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(f"{sidecar}: missing or without PreprocessingParameters, so how its image was made is unknown; "
+                             "preprocess it again with bids_pscore participant (or train without --preprocessed)") from None
+        found.setdefault(json.dumps(values, sort_keys=True), sidecar)
+    if len(found) > 1:
+        first, second = list(found.values())[:2]
+        raise UsageError(f"{first} and {second} were preprocessed with different parameters; a model needs images made alike: "
+                         "preprocess them again with one bids_pscore version and seed")  # fmt: skip
+    return PreprocParams.from_dict(json.loads(next(iter(found))))
+
+
 def build_cube_cache(images, n_images, cache_path):
     """Cubes of every image in a float16 memory map, the brain-voxel counts for scoring, and the
     brain masks (bit-packed, 0.3 MB an image) for the relevance-weighted maps."""
@@ -199,7 +233,9 @@ def run(opts):
     for t in t1w_inputs:
         by_subject[t.entities["sub"]] = max(by_subject.get(t.entities["sub"], 0), label_of(t, labels))
     split = split_subjects({s: names[y] for s, y in by_subject.items()}, opts.val_fraction, opts.test_fraction, opts.seed)
-    params = PreprocParams()
+    if opts.preprocessed is not None and opts.random_seed is not None:
+        raise UsageError("--random-seed: the images under --preprocessed are registered already; their seed is read from their sidecars")
+    params = PreprocParams() if opts.random_seed is None else PreprocParams(registration_seed=opts.random_seed)
     if opts.preprocessed is not None and not opts.cat12_prefix:
         # every image is checked before any folder is made, so a missing one leaves nothing behind
         missing = [str(Path(opts.preprocessed) / paths[key]) for t in t1w_inputs
@@ -208,11 +244,10 @@ def run(opts):
         if missing:
             raise UsageError(f"{opts.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
                              "level for those T1w, or leave their subjects out with --participant-label")  # fmt: skip
-    work_dir = app.check_work_dir(opts.work_dir, opts.bids_dir, opts.model_dir)
-    model_dir = app.check_output_dir(opts.model_dir, opts.bids_dir)
+        params = recorded_params(t1w_inputs, Path(opts.preprocessed), params.template)
+    model_dir, work_dir = app.make_run_folders(opts.model_dir, opts.work_dir, opts.bids_dir)
     source_dir = opts.preprocessed or work_dir / "preprocessed"
     if opts.preprocessed is None:
-        opts.random_seed = opts.seed  # one seed for the split, the networks and the registration
         progress = app.preprocess(t1w_inputs, opts.bids_dir, source_dir, work_dir, params, opts)
         failed = {o.label for o in progress.failed}
         if failed and opts.stop_on_first_crash:
@@ -228,11 +263,7 @@ def run(opts):
     for name, rows in parts.items():
         print(f"{name}: {len(rows)} images of {len({t1w_inputs[i].entities['sub'] for i in rows})} subjects "
               f"({int(y[rows].sum())} {opts.positive})", flush=True)
-    # the split was checked before preprocessing; failures since may have emptied a part of it
-    short = [name for name, rows in parts.items() if len(set(y[rows].tolist())) < 2]
-    if short:
-        raise TrainingError(f"after the failures above, the {' and '.join(short)} split(s) no longer hold both {opts.positive} and "
-                            f"{opts.negative} images: fix those T1w (see the summary) and train again")  # fmt: skip
+    check_both_classes(parts, y, opts.positive, opts.negative)
     config = TrainConfig(opts.epochs, opts.batch_size, opts.patience, opts.learning_rate, opts.n_selected, opts.seed, opts.device,
                          opts.max_shift, opts.flip, opts.weight_decay, opts.meta_weight_prior)
     ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in ("train", "validation", "test")), config)
@@ -267,7 +298,7 @@ def run(opts):
             "preprocessed_by": f"CAT12 ({opts.cat12_prefix} images)" if opts.cat12_prefix else "bids_pscore",
             "split": split, "images": {k: int(len(v)) for k, v in parts.items()},
             "config": vars(config), "epochs_run": len(history), "metrics": metrics,
-            "seeds": {"training": opts.seed, "registration": opts.seed},
+            "seeds": {"training": opts.seed, "registration": params.registration_seed},
         },  # fmt: skip
         "software": bids.software_versions(),
     }
@@ -294,6 +325,10 @@ def main(argv=None):
     except SplitError as exc:
         print(f"bids_pscore-train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bids_pscore-train: interrupted (Ctrl-C); finished preprocessing steps are kept in the work folder, "
+              "no model was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -89,6 +89,35 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["table.json"]
 
 
+def test_a_full_disk_while_drawing_a_figure_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import matplotlib.figure
+
+    from bids_pscore.errors import EXIT_OUTPUT_NOT_WRITABLE, OutputNotWritableError
+    from bids_pscore.report import figures
+
+    def fails_with(code, message):
+        def savefig(fig, fname, **kwargs):
+            Path(fname).write_bytes(b"\x89PNG half")
+            raise OSError(code, message)
+
+        return savefig
+
+    fills_the_disk = fails_with(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fills_the_disk)
+    target = tmp_path / "figures" / "sub-01_desc-regions_pscore.png"
+    with pytest.raises(OutputNotWritableError, match=r"sub-01_desc-regions_pscore.png: cannot be written \(No space left") as caught:
+        figures.ranked_bars(target, ["A", "B"], [0.2, 0.9], "P-score")
+    assert caught.value.exit_code == EXIT_OUTPUT_NOT_WRITABLE
+    assert list(target.parent.iterdir()) == []
+    # an error that is not the user's to fix stays what it is
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fails_with(errno.EIO, "I/O error"))
+    with pytest.raises(OSError, match="I/O error"):
+        figures.ranked_bars(target, ["A", "B"], [0.2, 0.9], "P-score")
+
+
 def test_every_t1w_like_file_left_out_is_listed_with_why(dataset, tmp_path, capsys):
     from bids_pscore.app import check_inputs
 

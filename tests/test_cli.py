@@ -141,9 +141,22 @@ def test_bad_filter_file(dataset, tmp_path, capsys):
 def test_output_not_writable(dataset, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    code, out = run(capsys, dataset, blocker / "out", "participant", "-w", tmp_path / "work")
+    code, out = run(capsys, dataset, blocker / "out", "participant", "-w", tmp_path / "work" / "nested")
     assert code == errors.EXIT_OUTPUT_NOT_WRITABLE == 73
     assert str(blocker / "out") in out.err
+    assert not (tmp_path / "work").exists()  # the refused run made no folder
+    # the other way round: a work folder that cannot be made takes back the output folder just made
+    code, out = run(capsys, dataset, tmp_path / "out" / "nested", "participant", "-w", blocker / "work", "--skip-bids-validation")
+    assert code == errors.EXIT_OUTPUT_NOT_WRITABLE and f"{blocker / 'work'}: the work folder cannot be written" in out.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_cannot_be_used_is_refused_before_any_folder_is_made(dataset, tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    code, out = run(capsys, dataset, tmp_path / "out", "participant", "-w", tmp_path / "work", "--model", tmp_path / "model",
+                    "--skip-bids-validation")  # fmt: skip
+    assert code == errors.EXIT_MODEL and "--model" in out.err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
 def test_output_inside_bids_folder_is_refused(dataset, tmp_path, capsys):
@@ -230,3 +243,16 @@ def test_a_broken_link_fails_only_its_t1w_and_a_failed_rerun_removes_its_old_out
     assert not any(path.exists() for path in stale.values())
     assert "sub-01: the outputs of an earlier run were removed" in out.out
     assert "failed at step load" in (out_dir / "sub-01.html").read_text()
+
+
+def test_registration_seed_is_the_models_unless_given_and_then_said(capsys):
+    from bids_pscore.app import load_model, preprocessing_params
+
+    metadata = load_model().metadata
+    assert metadata["preprocessing"]["registration_seed"] == metadata["training"]["seeds"]["registration"]
+    params = preprocessing_params(metadata)
+    assert params.registration_seed == metadata["training"]["seeds"]["registration"] and capsys.readouterr().out == ""
+    assert preprocessing_params(metadata, params.registration_seed) == params and capsys.readouterr().out == ""
+    other = preprocessing_params(metadata, params.registration_seed + 1)
+    assert other.registration_seed == params.registration_seed + 1 and other.fwhm_mm == params.fwhm_mm
+    assert "WARNING: --random-seed" in capsys.readouterr().out

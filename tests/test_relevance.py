@@ -8,7 +8,7 @@ import torch
 from bids_pscore import pscore
 from bids_pscore.grid import GRID_SHAPE, N_CUBES, cube_bounds, cube_index_map, cut_cubes, paste_cubes
 from bids_pscore.model.networks import BaseClassifiers
-from bids_pscore.model.relevance import METHODS, cube_relevance
+from bids_pscore.model.relevance import METHODS
 
 
 def voxel_in(cube, offset):

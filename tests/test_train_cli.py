@@ -9,11 +9,18 @@ import pytest
 
 from bids_pscore import bids
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
-from bids_pscore.model.bundle import load_bundle
+from bids_pscore.fileio import write_json
+from bids_pscore.model.bundle import load_bundle, model_warnings
+from bids_pscore.preprocess import PreprocParams
 from bids_pscore.model.relevance import METHODS
 from bids_pscore.train import main
 
 from .helpers import make_bids, small_image
+
+
+# what the participant level records in the grid images' sidecars; not the defaults, so that the
+# bundle is seen to carry what the images were made with
+RECORDED = PreprocParams(fwhm_mm=6.0, registration_seed=7)
 
 
 def labelled_dataset(tmp_path, groups):
@@ -35,6 +42,7 @@ def labelled_dataset(tmp_path, groups):
         for key, data in (("t1w_grid", image), ("mask_grid", mask.astype(np.uint8))):
             (pre / paths[key]).parent.mkdir(parents=True, exist_ok=True)
             nib.Nifti1Image(data, GRID_AFFINE).to_filename(pre / paths[key])
+        write_json(pre / bids.sidecar_path(paths["t1w_grid"]), {"PreprocessingParameters": RECORDED.to_dict()})
     return root, pre
 
 
@@ -60,7 +68,8 @@ def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
     relevance = meta["relevance"]
     assert relevance["method"] in METHODS and np.isfinite(relevance["reference"]["lambda"])
     assert len(relevance["reference"]["region_max"]) == 246 and relevance["reference"]["region_max"] != meta["reference"]["region_max"]
-    assert meta["preprocessing"]["fwhm_mm"] == 8.0
+    # the images' own preprocessing, read from their sidecars, travels with the model to inference
+    assert meta["preprocessing"] == RECORDED.to_dict() and meta["training"]["seeds"] == {"training": 0, "registration": 7}
     history = pd.read_csv(tmp_path / "model" / "training.tsv", sep="\t")
     assert len(history) == meta["training"]["epochs_run"] <= 6
     assert set(meta["training"]["metrics"]["test"]) >= {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"}
@@ -116,7 +125,10 @@ def test_cat12_images_on_the_grid(tmp_path, capsys):
         nib.Nifti1Image(data.astype(np.float32), GRID_AFFINE).to_filename(cat12 / f"smwp1sub-{i:02d}_T1w.nii")
     args = train_args(root, tmp_path, tmp_path / "cat12", "--cat12-prefix", "smwp1")
     assert main(args) == 0
-    assert load_bundle(tmp_path / "model").metadata["training"]["preprocessed_by"] == "CAT12 (smwp1 images)"
+    meta = load_bundle(tmp_path / "model").metadata
+    assert meta["training"]["preprocessed_by"] == "CAT12 (smwp1 images)"
+    # every run with this model says that its own preprocessing is not what the model was trained on
+    assert any("trained on images preprocessed by CAT12 (smwp1 images), not by bids_pscore" in w for w in model_warnings(meta))
     assert main([args[0], str(tmp_path / "model-wm"), *args[2:-2], "--cat12-prefix", "wm"]) == 2
     assert "no file(s) named wmsub-01_T1w.nii[.gz]" in capsys.readouterr().err
 
@@ -143,3 +155,32 @@ def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path,
     err = capsys.readouterr().err
     assert f"1 preprocessed image(s) missing, e.g. {missing}" in err and "Traceback" not in err
     assert not (tmp_path / "model").exists() and not (tmp_path / "work").exists()
+
+
+def test_preprocessed_images_must_say_how_they_were_made_and_agree(tmp_path, capsys):
+    root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6)
+    sidecar = pre / bids.sidecar_path(bids.preproc_paths({"sub": "04"}, "MNI152NLin2009aSym")["t1w_grid"])
+    write_json(sidecar, {"PreprocessingParameters": {**RECORDED.to_dict(), "registration_seed": 8}})
+    assert main(train_args(root, tmp_path, pre)) == 2
+    err = capsys.readouterr().err
+    assert "were preprocessed with different parameters" in err and str(sidecar) in err
+    sidecar.unlink()
+    assert main(train_args(root, tmp_path, pre)) == 2
+    assert f"{sidecar}: missing or without PreprocessingParameters" in capsys.readouterr().err
+    # their registration is done: a seed for it is refused rather than recorded untrue
+    assert main(train_args(root, tmp_path, pre, "--random-seed", "3")) == 2
+    assert "--random-seed: the images under --preprocessed are registered already" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists() and not (tmp_path / "work").exists()
+
+
+def test_a_split_emptied_of_a_class_by_failures_is_named():
+    from bids_pscore.errors import TrainingError
+    from bids_pscore.train import check_both_classes
+
+    y = np.array([1, 0, 1, 0, 1, 0])
+    check_both_classes({"train": np.array([0, 1]), "validation": np.array([2, 3]), "test": np.array([4, 5])}, y, "AD", "CN")
+    # the test split's CN image failed to preprocess; validation lost everything
+    parts = {"train": np.array([0, 1]), "validation": np.array([], int), "test": np.array([4])}
+    with pytest.raises(TrainingError, match="the validation and test split.s. no longer hold both AD and CN images") as caught:
+        check_both_classes(parts, y, "AD", "CN")
+    assert caught.value.exit_code == 1

@@ -89,9 +89,20 @@ def threshold_warning(threshold):
             "marks no region as degenerative; read the region scores as a ranking")
 
 
+def preprocessing_warning(metadata):
+    """A model trained on images that another tool made (CAT12) sees this app's images unlike its
+    training images; its scores of them are not what its training promised."""
+    made_by = metadata.get("training", {}).get("preprocessed_by", "bids_pscore")
+    if made_by == "bids_pscore":
+        return None
+    return (f"this model was trained on images preprocessed by {made_by}, not by bids_pscore, which preprocesses the "
+            "images of this run: their scores are not comparable with the model's training and test results")
+
+
 def model_warnings(metadata):
-    """What every run with this model says: the bundle's own warning and the lambda note."""
-    warnings = [metadata.get("warning"), threshold_warning(metadata["reference"]["lambda"])]
+    """What every run with this model says: the bundle's own warning, another tool's preprocessing
+    and the lambda note."""
+    warnings = [metadata.get("warning"), preprocessing_warning(metadata), threshold_warning(metadata["reference"]["lambda"])]
     return [w for w in warnings if w]
 
 

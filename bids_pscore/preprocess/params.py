@@ -32,6 +32,9 @@ class PreprocParams:
     interpolation: str = "linear"
     fwhm_mm: float = 8.0
     norm_percentile: float = 99.0
+    # ANTs samples its similarity metric at random: on one thread the same seed gives the same
+    # registration, so training and inference share this one through the bundle
+    registration_seed: int = 20250812
 
     def __post_init__(self):
         if not 0.0 <= self.n4_mask_fraction < 1.0:

@@ -23,7 +23,7 @@ PREPROC_OUTPUTS = ("t1w_grid", "mask_grid", "mask_native", "xfm_affine", "xfm_wa
                    "figure_brainmask", "figure_registration")
 
 
-def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
+def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
     """Raw T1w -> preprocessed image on the reference grid (SPEC section 2).
 
     Inputs: ``t1w`` (path), ``template`` (template on the grid), ``coarse_template``
@@ -36,7 +36,7 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
         f"non-uniformity with N4 (ANTs), and skull-stripped with deepbet (inputs that were "
         f"already skull-stripped kept their own brain). The brain was registered to the "
         f"{params.template} template (nilearn) with rigid and affine stages on a "
-        f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, single-threaded, seed {seed}), resampled onto the 121 x 145 x 121, 1.5 mm SPM12/CAT12 grid with "
+        f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, single-threaded, seed {params.registration_seed}), resampled onto the 121 x 145 x 121, 1.5 mm SPM12/CAT12 grid with "
         f"{params.interpolation} interpolation, smoothed inside the brain mask with a "
         f"{params.fwhm_mm:g} mm FWHM Gaussian and divided by the {params.norm_percentile:g}th "
         f"percentile of brain intensities, clipped to [0, 1]."
@@ -61,7 +61,7 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
             rigid_iterations=list(params.rigid_iterations),
             affine_iterations=list(params.affine_iterations),
             syn_iterations=list(params.syn_iterations),
-            seed=seed,
+            seed=params.registration_seed,
         ),
         name="register",
         mem_gb=STEP_MEM_GB["register"],
@@ -100,12 +100,12 @@ def init_preproc_wf(params, seed, omp_nthreads=1, name="preproc_wf"):
     return wf
 
 
-def init_participant_wf(t1w_inputs, output_dir, params, seed, template_files, omp_nthreads=1, name="bids_pscore_wf"):
+def init_participant_wf(t1w_inputs, output_dir, params, template_files, omp_nthreads=1, name="bids_pscore_wf"):
     """One preprocessing workflow and one derivatives sink per T1w; ``template_files`` are the
     template on the grid and its coarse copy (``steps.write_template_files``), shared by all."""
     wf = pe.Workflow(name=name)
     for t1w in t1w_inputs:
-        preproc = init_preproc_wf(params, seed, omp_nthreads, name=f"{t1w.ident}_wf")
+        preproc = init_preproc_wf(params, omp_nthreads, name=f"{t1w.ident}_wf")
         preproc.inputs.inputnode.t1w = str(t1w.path)
         preproc.inputs.inputnode.template = template_files["template"]
         preproc.inputs.inputnode.coarse_template = template_files["coarse_template"]

@@ -127,9 +127,11 @@ def ranked_bars(path, labels, values, xlabel, threshold=None, top=25, title=""):
 
 
 def _save(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png", facecolor=fig.get_facecolor())
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png", facecolor=fig.get_facecolor())
+    finally:
+        plt.close(fig)
 
 
 def by_group(path, values, groups, ylabel, title=""):

@@ -1,0 +1,94 @@
+"""Ctrl-C stops a run (exit 130, no traceback), under MultiProc and under Linear, where nipype
+would take the interrupt for a failed step and go on; kill -9 leaves nothing half-written; the next
+run goes on from the steps that finished."""
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bids_pscore import bids
+from bids_pscore.errors import EXIT_INTERRUPTED
+from bids_pscore.synth import write_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def start(bids_dir, out_dir, work_dir, *extra):
+    app = str(Path(sys.executable).parent / "bids_pscore")
+    return subprocess.Popen([app, str(bids_dir), str(out_dir), "participant", "-w", str(work_dir), "--skip-bids-validation", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+
+
+def read_until(job, words, timeout=600):
+    """The job's output up to the first line holding ``words``."""
+    lines, deadline = [], time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(job.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=5):
+                continue
+            line = job.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if words in line:
+                return "".join(lines)
+    job.kill()
+    raise AssertionError(f"no line with {words!r} in:\n{''.join(lines)[-3000:]}")
+
+
+def stopped_within(job, seconds):
+    """The rest of the output, once the job has ended; fails if it takes longer than ``seconds``."""
+    try:
+        rest, _ = job.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        raise AssertionError(f"still running {seconds} s after the signal") from None
+    return rest
+
+
+def half_written(folder):
+    """Files of atomic writes that never got their final name."""
+    return [p for p in Path(folder).rglob(".*") if p.is_file() and p.name != ".bidsignore"]
+
+
+def test_ctrl_c_stops_kill_leaves_nothing_half_written_and_the_next_run_goes_on(tmp_path):
+    bids_dir = write_dataset(tmp_path / "bids", n_subjects=1, n_sessions=1, seed=5)
+    out, work = tmp_path / "out", tmp_path / "work"
+
+    # Ctrl-C in a terminal signals the whole process group: the app and MultiProc's workers
+    job = start(bids_dir, out, work)
+    read_until(job, "n4           done")
+    os.killpg(job.pid, signal.SIGINT)
+    rest = stopped_within(job, 30)
+    assert job.returncode == EXIT_INTERRUPTED, rest
+    assert "interrupted (Ctrl-C)" in rest and "run the same command again" in rest and "Traceback" not in rest
+    assert not list(bids.summary_files(out)) and not half_written(out)
+
+    # under Linear the step runs in the app's own process, where nipype would swallow the interrupt
+    job = start(bids_dir, out, work, "--nipype-plugin", "Linear")
+    before = read_until(job, "n4           done")
+    assert "load         done (0.0 s)" in before  # the first run's finished steps were kept
+    os.kill(job.pid, signal.SIGINT)
+    rest = stopped_within(job, 60)
+    assert job.returncode == EXIT_INTERRUPTED, rest
+    assert "skullstrip   done" not in rest and "FAILED" not in rest and "Traceback" not in rest
+
+    job = start(bids_dir, out, work)
+    read_until(job, "skullstrip   done")
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait(timeout=30)
+    assert not list(bids.summary_files(out)) and not half_written(out)
+
+    job = start(bids_dir, out, work)
+    rest = stopped_within(job, 900)
+    assert job.returncode == 0, rest[-3000:]
+    for step in ("load", "n4", "skullstrip"):  # taken from the work folder, not computed again
+        assert f"{step:<12} done (0.0 s)" in rest
+    assert "1 of 1 T1w done" in rest and len(list(bids.summary_files(out))) == 1 and not half_written(out)
