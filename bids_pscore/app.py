@@ -132,6 +132,16 @@ def plugin_settings(name, user_args, n_cpus, status_callback, mem_gb=None):
     return args
 
 
+def clean_work_dir(work_dir):
+    """--clean-workdir: remove what earlier runs of any version cached in the work folder, and
+    nothing else that may share it."""
+    import shutil
+
+    for entry in sorted(Path(work_dir).glob("bids_pscore_*_wf")):
+        print(f"bids_pscore: --clean-workdir: removing {entry}", flush=True)
+        shutil.rmtree(entry)
+
+
 @contextlib.contextmanager
 def stopped_by_ctrl_c(progress):
     """Ctrl-C stops the whole run. nipype takes a KeyboardInterrupt raised inside a step for that
@@ -162,6 +172,7 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
     """
     from .preprocess import init_participant_wf
     from .preprocess.steps import write_template_files
+    from .preprocess.workflow import workflow_name
     from .progress import Progress
 
     write_dataset_files(output_dir, bids_dir)
@@ -177,8 +188,11 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
         else:
             readable.append(t1w)
     if readable and not (opts.stop_on_first_crash and len(readable) < len(t1w_inputs)):
-        template_files = write_template_files(work_dir / "templates", params.template, params.registration_mm)
-        wf = init_participant_wf(readable, output_dir, params, template_files, opts.omp_nthreads)
+        name = workflow_name()
+        if opts.clean_workdir:
+            clean_work_dir(work_dir)
+        template_files = write_template_files(work_dir / name / "templates", params.template, params.registration_mm)
+        wf = init_participant_wf(readable, output_dir, params, template_files, opts.omp_nthreads, name)
         wf.base_dir = str(work_dir)
         batch_environment(os.environ)
         job_resources(wf, opts.nipype_plugin, opts.nipype_plugin_args)

@@ -59,7 +59,11 @@ def add_execution_options(parser):
                       help="memory the MultiProc plugin may use at once (default: 90%% of the machine's); each step "
                       "asks for what it was measured to need, so steps run side by side only when they fit")
     perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
-                      help="nipype's cache; a rerun with the same folder reuses finished steps (default: ./work)")
+                      help="nipype's cache; a rerun with the same folder reuses finished steps, in a folder named by "
+                      "the version and a fingerprint of the preprocessing code, so new code never reuses old results (default: ./work)")
+    perf.add_argument("--clean-workdir", action="store_true",
+                      help="first remove what earlier runs of any version cached in the work folder (not while other "
+                      "jobs share it)")
     perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
                       help="how nipype runs the steps: Linear, MultiProc (default), or one job per step on a cluster "
                       "(SLURM, SGE, ...; under SLURM each job asks for the CPUs and memory its step needs)")

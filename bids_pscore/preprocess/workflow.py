@@ -1,5 +1,9 @@
 """Workflow factories: one preprocessing workflow per T1w, all of them in one run."""
 
+import hashlib
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
@@ -21,6 +25,30 @@ from .interfaces import (
 STEP_MEM_GB = {"n4": 1.2, "skullstrip": 1.3, "register": 1.1}
 PREPROC_OUTPUTS = ("t1w_grid", "mask_grid", "mask_native", "xfm_affine", "xfm_warp", "input_skull_stripped",
                    "figure_brainmask", "figure_registration")
+
+
+# what the steps' results depend on beside their inputs: this package's code that they run, and
+# the tools they call
+PACKAGE = Path(__file__).resolve().parents[1]
+STEP_CODE = (*sorted(Path(__file__).resolve().parent.glob("*.py")), PACKAGE / "grid.py", PACKAGE / "report" / "figures.py")
+STEP_TOOLS = ("antspyx", "deepbet", "nilearn", "nibabel", "nipype", "numpy", "scipy", "torch")
+
+
+def workflow_name():
+    """The top workflow's name, which names its folder in the work folder: the package version and
+    a fingerprint of the steps' code and tools. nipype reuses a step's cached result when its
+    inputs are the same, whatever its code, so a changed step must find a folder of its own."""
+    from .. import __version__
+
+    digest = hashlib.sha256()
+    for path in STEP_CODE:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name in STEP_TOOLS:
+        try:
+            digest.update(f"{name}={version(name)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{name}=none".encode())
+    return f"bids_pscore_{__version__.replace('.', '_')}_{digest.hexdigest()[:12]}_wf"
 
 
 def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
@@ -100,10 +128,10 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
     return wf
 
 
-def init_participant_wf(t1w_inputs, output_dir, params, template_files, omp_nthreads=1, name="bids_pscore_wf"):
+def init_participant_wf(t1w_inputs, output_dir, params, template_files, omp_nthreads=1, name=None):
     """One preprocessing workflow and one derivatives sink per T1w; ``template_files`` are the
     template on the grid and its coarse copy (``steps.write_template_files``), shared by all."""
-    wf = pe.Workflow(name=name)
+    wf = pe.Workflow(name=name or workflow_name())
     for t1w in t1w_inputs:
         preproc = init_preproc_wf(params, omp_nthreads, name=f"{t1w.ident}_wf")
         preproc.inputs.inputnode.t1w = str(t1w.path)

@@ -1,0 +1,43 @@
+"""The work folder follows the code: a changed step or tool gets a workflow folder of its own, so
+nipype (which caches by inputs) never hands it the results of the old code; --clean-workdir
+removes every cached run and nothing else."""
+
+import shutil
+import time
+
+from bids_pscore import __version__, app
+from bids_pscore.preprocess import workflow
+
+from .test_batch import participant_wf
+
+
+def test_a_change_to_a_steps_code_or_a_tool_renames_the_workflow_and_its_folder(tmp_path, monkeypatch):
+    name = workflow.workflow_name()
+    assert name.startswith(f"bids_pscore_{__version__.replace('.', '_')}_") and name.endswith("_wf")
+    assert workflow.workflow_name() == name and participant_wf().name == name
+    code = [shutil.copy(path, tmp_path / path.name) for path in workflow.STEP_CODE]
+    monkeypatch.setattr(workflow, "STEP_CODE", [type(tmp_path)(p) for p in code])
+    assert workflow.workflow_name() == name  # the same code, read from elsewhere
+    steps = next(p for p in workflow.STEP_CODE if p.name == "steps.py")
+    steps.write_text(steps.read_text().replace("def ", "def  ", 1))  # one character more
+    changed = workflow.workflow_name()
+    assert changed != name
+    monkeypatch.setattr(workflow, "version", lambda package: "9.9" if package == "antspyx" else "1.0")
+    assert workflow.workflow_name() not in (name, changed)
+
+
+def test_the_participant_graph_builds_in_under_a_second():
+    started = time.monotonic()
+    wf = participant_wf()
+    assert len(wf.list_node_names()) == 12  # nine steps of one T1w, its input and output nodes and its sink
+    assert time.monotonic() - started < 1.0
+
+
+def test_clean_workdir_removes_cached_runs_of_every_version_only(tmp_path, capsys):
+    for old in ("bids_pscore_0_1_0_0123456789ab_wf", "bids_pscore_0_2_0_ba9876543210_wf"):
+        (tmp_path / old / "sub_01_wf" / "n4").mkdir(parents=True)
+    (tmp_path / "someone_elses").mkdir()
+    (tmp_path / "notes.txt").write_text("keep")
+    app.clean_work_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "someone_elses"]
+    assert capsys.readouterr().out.count("--clean-workdir: removing") == 2
