@@ -72,13 +72,14 @@ def test_ctrl_c_stops_kill_leaves_nothing_half_written_and_the_next_run_goes_on(
     assert not list(bids.summary_files(out)) and not half_written(out)
 
     # under Linear the step runs in the app's own process, where nipype would swallow the interrupt
+    # (Python takes a signal once a long call into C returns: skull stripping may still finish)
     job = start(bids_dir, out, work, "--nipype-plugin", "Linear")
     before = read_until(job, "n4           done")
     assert "load         done (0.0 s)" in before  # the first run's finished steps were kept
     os.kill(job.pid, signal.SIGINT)
     rest = stopped_within(job, 60)
     assert job.returncode == EXIT_INTERRUPTED, rest
-    assert "skullstrip   done" not in rest and "FAILED" not in rest and "Traceback" not in rest
+    assert "register" not in rest and "FAILED" not in rest and "Traceback" not in rest
 
     job = start(bids_dir, out, work)
     read_until(job, "skullstrip   done")
