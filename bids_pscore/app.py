@@ -6,6 +6,7 @@ import getpass
 import logging
 import math
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import re
 import signal
@@ -153,10 +154,19 @@ def stopped_by_ctrl_c(progress):
         progress.interrupted = True
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    # MultiProc's workers come from the forkserver and keep the Ctrl-C handling it started with:
+    # started while Ctrl-C is ignored, they leave it to this process instead of each printing a
+    # traceback of its own
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     except KeyboardInterrupt:
+        # the pool, broken on purpose, would log a traceback for every step that was running
+        logging.getLogger("concurrent.futures").disabled = True
         for worker in multiprocessing.active_children():
             worker.terminate()
         raise

@@ -26,5 +26,5 @@ def test_one_job_per_subject_sharing_the_work_folder(tmp_path):
     summaries = {p.name: json.loads(p.read_text())["WholeBrainPScore"] for p in bids.summary_files(tmp_path / "out")}
     assert len(summaries) == 2
     # the shared template files were written once, beside nothing half-written
-    templates = list((tmp_path / "work").glob("bids_pscore_*_wf/templates/*"))
+    templates = list((tmp_path / "work").glob("bids_pscore_*_wf/templates/**/*"))
     assert sorted(p.name for p in templates if p.is_file()) == ["template_grid.nii.gz", "template_grid_2mm.nii.gz"]
