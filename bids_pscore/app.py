@@ -177,8 +177,8 @@ def stopped_by_ctrl_c(progress):
 def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, opts):
     """Run the preprocessing workflow over ``t1w_inputs`` into the derivatives folder ``output_dir``.
 
-    ``opts`` carries the execution options of the command line (plugin, CPUs, threads, seed,
-    verbosity). Returns the ``Progress`` that knows which T1w failed.
+    ``opts`` carries the execution options of the command line (plugin, CPUs, threads, work folder
+    cleaning, verbosity); the registration seed is one of ``params``. Returns the ``Progress`` that knows which T1w failed.
     """
     from .preprocess import init_participant_wf
     from .preprocess.steps import write_template_files

@@ -36,7 +36,7 @@ class Progress:
         self._began = {}
         # set on Ctrl-C (app.stopped_by_ctrl_c): nipype swallows the interrupt inside a step
         self.interrupted = False
-        # node full names look like 'bids_pscore_wf.<ident>_wf.n4' or 'bids_pscore_wf.<ident>_sink'
+        # node full names look like '<top>.<ident>_wf.n4' or '<top>.<ident>_sink' (<top>: workflow_name())
         self._ident = re.compile(r"\.(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True))) + r")_(wf|sink)\b")
 
     def _which(self, node):

@@ -4,6 +4,7 @@ removes every cached run and nothing else."""
 
 import shutil
 import time
+from pathlib import Path
 
 from bids_pscore import __version__, app
 from bids_pscore.preprocess import workflow
@@ -16,7 +17,7 @@ def test_a_change_to_a_steps_code_or_a_tool_renames_the_workflow_and_its_folder(
     assert name.startswith(f"bids_pscore_{__version__.replace('.', '_')}_") and name.endswith("_wf")
     assert workflow.workflow_name() == name and participant_wf().name == name
     code = [shutil.copy(path, tmp_path / path.name) for path in workflow.STEP_CODE]
-    monkeypatch.setattr(workflow, "STEP_CODE", [type(tmp_path)(p) for p in code])
+    monkeypatch.setattr(workflow, "STEP_CODE", [Path(p) for p in code])
     assert workflow.workflow_name() == name  # the same code, read from elsewhere
     steps = next(p for p in workflow.STEP_CODE if p.name == "steps.py")
     steps.write_text(steps.read_text().replace("def ", "def  ", 1))  # one character more
