@@ -1,7 +1,7 @@
 """Group level over 1,000 generated sessions: wall time and peak memory.
 
 Usage: python benchmarks/group.py [--subjects 250] [--sessions 4] [--folder DIR]
-The participant outputs are generated once into --folder (bids_pscore.synth.write_scored_cohort,
+The participant outputs are generated once into --folder (tests/scored.py's write_scored_cohort,
 about 2 minutes) and reused. Target on a 2-core machine: <= 30 s and <= 2 GB.
 """
 
@@ -13,7 +13,8 @@ from participant import measure
 
 
 def main():
-    from bids_pscore.synth import write_scored_cohort
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fixtures live with the tests
+    from tests.scored import write_scored_cohort
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--subjects", type=int, default=250)

@@ -27,7 +27,7 @@ def main():
     import torch
 
     from bids_pscore import pscore
-    from bids_pscore.app import load_model
+    from bids_pscore.participant import load_model
     from bids_pscore.atlas import atlas_on_grid
     from bids_pscore.grid import cut_cubes
     from bids_pscore.model.relevance import relevance_on_grid, selected_base

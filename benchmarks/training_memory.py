@@ -29,7 +29,7 @@ def main():
         written = time.perf_counter() - start
         train, val = np.arange(100, n), np.arange(100)
         start = time.perf_counter()
-        train_base(Rows(cubes, train), labels[train], Rows(cubes, val), labels[val], TrainConfig(epochs=1), log=lambda line: None)
+        train_base(Rows(cubes, train), labels[train], Rows(cubes, val), labels[val], TrainConfig(epochs=1))
         trained = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"{'images':<36}{n:>10}")

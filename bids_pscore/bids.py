@@ -1,4 +1,4 @@
-"""Everything BIDS: finding the T1w inputs, naming outputs, sidecars and dataset files.
+"""Everything BIDS: finding the T1w inputs and naming the outputs (their content: ``derivatives``).
 
 This is the one place that knows BIDS naming; the rest of the package asks it for paths.
 """
@@ -12,7 +12,6 @@ import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .errors import NoT1wError, NotBIDSError, NothingSelectedError, UsageError
@@ -31,9 +30,6 @@ BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*_qc.json", "*.html", "figures",
 # the space of outputs on the raw T1w's own voxel grid; named so that their sidecars are not
 # inherited by the same outputs on the template grid (which carry space-<template>)
 NATIVE_SPACE = "T1w"
-# "SoftwareVersions" is reserved by BIDS (a string, for the scanner); ours name every package
-TOOL_VERSIONS_KEY = "ToolVersions"
-SOFTWARE = ("bids_pscore", "nipype", "antspyx", "deepbet", "nilearn", "nibabel", "pybids", "torch")
 
 
 def clean_label(label, prefix):
@@ -516,129 +512,3 @@ def raw_uri(relpath):
 def own_uri(relpath):
     """BIDS URI of a file of this derivatives dataset."""
     return f"bids::{Path(relpath).as_posix()}"
-
-
-def software_versions():
-    """Installed versions of the software that shapes the outputs."""
-    found = {}
-    for name in SOFTWARE:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "n/a"
-    return found
-
-
-def container_record(environ):
-    """GeneratedBy.Container of dataset_description.json, or None outside a container.
-
-    The image sets BIDS_PSCORE_CONTAINER; Apptainer and Singularity, which run images built
-    from it, add their own variables with the image file.
-    """
-    image_file = environ.get("APPTAINER_CONTAINER") or environ.get("SINGULARITY_CONTAINER")
-    if image_file:
-        kind = "apptainer" if environ.get("APPTAINER_CONTAINER") else "singularity"
-        return {"Type": kind, "Tag": Path(image_file).name}
-    if environ.get("BIDS_PSCORE_CONTAINER"):
-        return {"Type": environ["BIDS_PSCORE_CONTAINER"], "Tag": f"bids_pscore:{software_versions()['bids_pscore']}"}
-    return None
-
-
-def dataset_description(bids_dir, container=None):
-    """dataset_description.json of the output folder, a BIDS derivatives dataset.
-
-    ``container`` is ``container_record()``'s answer.
-    """
-    generated = {
-        "Name": "bids_pscore",
-        "Version": software_versions()["bids_pscore"],
-        "Description": "P-score neurodegeneration biomarker (US patent 12383189) from T1w images",
-    }
-    if container:
-        generated["Container"] = container
-    return {
-        "Name": "bids_pscore: P-score neurodegeneration biomarker",
-        "BIDSVersion": BIDS_VERSION,
-        "DatasetType": "derivative",
-        "GeneratedBy": [generated],
-        "SourceDatasets": [{"URL": "bids:raw:"}],
-        "DatasetLinks": {"raw": str(Path(bids_dir).resolve())},
-    }
-
-
-def grid_metadata(template):
-    """What every sidecar of a file on the reference grid (``res-1p5``) says of its space."""
-    return {
-        "SpatialReference": f"{template} template (nilearn) on the SPM12/CAT12 grid",
-        "Resolution": {GRID_RES_LABEL: "1.5 mm isotropic, 121 x 145 x 121 voxels, bounding box [-90 -126 -72; 90 90 108] mm"},
-    }
-
-
-def output_readme(bids_dir):
-    """README.md of the output folder: what it is and where its files are described."""
-    return (
-        "# bids_pscore derivatives\n\n"
-        f"P-scores (an interpretable neurodegeneration biomarker, US patent 12383189) of the T1w images of "
-        f"{Path(bids_dir).resolve()}, made by bids_pscore {software_versions()['bids_pscore']}.\n\n"
-        "- `sub-*/[ses-*/]anat/`: per T1w, the preprocessed image and brain masks, the transforms to the template, "
-        "and the P-scores (`*_pscore.tsv`, `*_pscore.nii.gz`, `*_pscore.json`); every file has a JSON sidecar "
-        "that says what each value means.\n"
-        "- `space-*_atlas-Brainnetome_res-1p5_dseg.*`: the atlas of the region scores on their grid.\n"
-        "- `sub-*.html`: one report per subject; `group/`: the group level's tables and report.\n"
-        "- `logs/CITATION.md` (and `.bib`): the methods paragraph and the references to cite.\n\n"
-        "The model that made the scores is named, with its checksum, in every `*_desc-summary_pscore.json`.\n"
-    )
-
-
-def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
-    """JSON sidecars of the preprocessing derivatives, keyed like ``preproc_paths``."""
-    raw = raw_uri(t1w_relpath)
-    template = params["template"]
-    grid = grid_metadata(template)
-    software = {TOOL_VERSIONS_KEY: software_versions()}
-    transforms = [own_uri(paths["xfm_warp"]), own_uri(paths["xfm_affine"])]
-    return {
-        "t1w_grid": {
-            "Description": "T1w bias-corrected (N4), skull-stripped, registered to MNI (rigid+affine+SyN), "
-            "smoothed inside the brain mask and scaled to [0, 1]; the input of the P-score model",
-            "Sources": [raw, own_uri(paths["mask_grid"])] + transforms,
-            "SkullStripped": True,
-            "InputSkullStripped": bool(input_skull_stripped),
-            "SmoothingFWHM": params["fwhm_mm"],
-            "SmoothingFWHMUnits": "mm",
-            "IntensityNormalisation": f"divided by the {params['norm_percentile']}th percentile of brain voxels, clipped to [0, 1]",
-            "PreprocessingParameters": params,
-            **grid,
-            **software,
-        },
-        "mask_grid": {
-            "Description": "brain mask brought onto the grid with the registration (nearest neighbour)",
-            "Type": "Brain",
-            "Sources": [own_uri(paths["mask_native"])] + transforms,
-            **grid,
-            **software,
-        },
-        "mask_native": {
-            "Description": "brain mask on the voxel grid of the input T1w (same shape and affine): multiply the T1w by it",
-            "Type": "Brain",
-            "Sources": [raw],
-            "SpatialReference": raw,
-            "Method": "input already skull-stripped: its non-zero region" if input_skull_stripped else "deepbet",
-            **software,
-        },
-        "xfm_affine": {
-            "Description": "ANTs affine (rigid + affine stages), subject T1w to template; apply after the warp",
-            "FromSpace": "T1w",
-            "ToSpace": template,
-            "Sources": [raw],
-            **software,
-        },
-        "xfm_warp": {
-            "Description": "ANTs SyN displacement field, subject T1w to template; "
-            "antsApplyTransforms -t <warp> -t <affine> maps the T1w onto the grid",
-            "FromSpace": "T1w",
-            "ToSpace": template,
-            "Sources": [raw],
-            **software,
-        },
-    }

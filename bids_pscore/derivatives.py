@@ -1,9 +1,12 @@
-"""Writes the P-score derivatives of one session (SPEC section 8), every file atomically.
+"""What the output folder holds and says: the P-score derivatives of a session (SPEC section 8),
+the group tables, and every sidecar and dataset file; each file written atomically.
 
 Tables are TSV with 'n/a' for missing values, as BIDS does, and load straight into pandas;
 each table and map has a JSON sidecar that says what every value means.
 """
 
+import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +15,7 @@ import pandas as pd
 
 from . import atlas as bn_atlas
 from . import bids
-from .fileio import atomic_path, write_json, write_nifti
+from .fileio import write_json, write_nifti, write_text, write_tsv
 from .grid import GRID_AFFINE, cube_bounds
 
 CUBE_COLUMNS = {
@@ -54,10 +57,146 @@ UNITS = {
     "p_region_norm": "normalised score in [0, 1]",
 }  # fmt: skip
 
+# "SoftwareVersions" is reserved by BIDS (a string, for the scanner); ours name every package
+TOOL_VERSIONS_KEY = "ToolVersions"
+SOFTWARE = ("bids_pscore", "nipype", "antspyx", "deepbet", "nilearn", "nibabel", "pybids", "torch")
+
+
+def software_versions():
+    """Installed versions of the software that shapes the outputs."""
+    found = {}
+    for name in SOFTWARE:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "n/a"
+    return found
+
+
+def container_record(environ):
+    """GeneratedBy.Container of dataset_description.json, or None outside a container.
+
+    The image sets BIDS_PSCORE_CONTAINER; Apptainer and Singularity, which run images built
+    from it, add their own variables with the image file.
+    """
+    image_file = environ.get("APPTAINER_CONTAINER") or environ.get("SINGULARITY_CONTAINER")
+    if image_file:
+        kind = "apptainer" if environ.get("APPTAINER_CONTAINER") else "singularity"
+        return {"Type": kind, "Tag": Path(image_file).name}
+    if environ.get("BIDS_PSCORE_CONTAINER"):
+        return {"Type": environ["BIDS_PSCORE_CONTAINER"], "Tag": f"bids_pscore:{software_versions()['bids_pscore']}"}
+    return None
+
+
+def dataset_description(bids_dir, container=None):
+    """dataset_description.json of the output folder, a BIDS derivatives dataset.
+
+    ``container`` is ``container_record()``'s answer.
+    """
+    generated = {
+        "Name": "bids_pscore",
+        "Version": software_versions()["bids_pscore"],
+        "Description": "P-score neurodegeneration biomarker (US patent 12383189) from T1w images",
+    }
+    if container:
+        generated["Container"] = container
+    return {
+        "Name": "bids_pscore: P-score neurodegeneration biomarker",
+        "BIDSVersion": bids.BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [{"URL": "bids:raw:"}],
+        "DatasetLinks": {"raw": str(Path(bids_dir).resolve())},
+    }
+
+
+def grid_metadata(template):
+    """What every sidecar of a file on the reference grid (``res-1p5``) says of its space."""
+    return {
+        "SpatialReference": f"{template} template (nilearn) on the SPM12/CAT12 grid",
+        "Resolution": {bids.GRID_RES_LABEL: "1.5 mm isotropic, 121 x 145 x 121 voxels, bounding box [-90 -126 -72; 90 90 108] mm"},
+    }
+
+
+def output_readme(bids_dir):
+    """README.md of the output folder: what it is and where its files are described."""
+    return (
+        "# bids_pscore derivatives\n\n"
+        f"P-scores (an interpretable neurodegeneration biomarker, US patent 12383189) of the T1w images of "
+        f"{Path(bids_dir).resolve()}, made by bids_pscore {software_versions()['bids_pscore']}.\n\n"
+        "- `sub-*/[ses-*/]anat/`: per T1w, the preprocessed image and brain masks, the transforms to the template, "
+        "and the P-scores (`*_pscore.tsv`, `*_pscore.nii.gz`, `*_pscore.json`); every file has a JSON sidecar "
+        "that says what each value means.\n"
+        "- `space-*_atlas-Brainnetome_res-1p5_dseg.*`: the atlas of the region scores on their grid.\n"
+        "- `sub-*.html`: one report per subject; `group/`: the group level's tables and report.\n"
+        "- `logs/CITATION.md` (and `.bib`): the methods paragraph and the references to cite.\n\n"
+        "The model that made the scores is named, with its checksum, in every `*_desc-summary_pscore.json`.\n"
+    )
+
+
+def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
+    """JSON sidecars of the preprocessing derivatives, keyed like ``preproc_paths``."""
+    raw = bids.raw_uri(t1w_relpath)
+    template = params["template"]
+    grid = grid_metadata(template)
+    software = {TOOL_VERSIONS_KEY: software_versions()}
+    transforms = [bids.own_uri(paths["xfm_warp"]), bids.own_uri(paths["xfm_affine"])]
+    return {
+        "t1w_grid": {
+            "Description": "T1w bias-corrected (N4), skull-stripped, registered to MNI (rigid+affine+SyN), "
+            "smoothed inside the brain mask and scaled to [0, 1]; the input of the P-score model",
+            "Sources": [raw, bids.own_uri(paths["mask_grid"])] + transforms,
+            "SkullStripped": True,
+            "InputSkullStripped": bool(input_skull_stripped),
+            "SmoothingFWHM": params["fwhm_mm"],
+            "SmoothingFWHMUnits": "mm",
+            "IntensityNormalisation": f"divided by the {params['norm_percentile']}th percentile of brain voxels, clipped to [0, 1]",
+            "PreprocessingParameters": params,
+            **grid,
+            **software,
+        },
+        "mask_grid": {
+            "Description": "brain mask brought onto the grid with the registration (nearest neighbour)",
+            "Type": "Brain",
+            "Sources": [bids.own_uri(paths["mask_native"])] + transforms,
+            **grid,
+            **software,
+        },
+        "mask_native": {
+            "Description": "brain mask on the voxel grid of the input T1w (same shape and affine): multiply the T1w by it",
+            "Type": "Brain",
+            "Sources": [raw],
+            "SpatialReference": raw,
+            "Method": "input already skull-stripped: its non-zero region" if input_skull_stripped else "deepbet",
+            **software,
+        },
+        "xfm_affine": {
+            "Description": "ANTs affine (rigid + affine stages), subject T1w to template; apply after the warp",
+            "FromSpace": "T1w",
+            "ToSpace": template,
+            "Sources": [raw],
+            **software,
+        },
+        "xfm_warp": {
+            "Description": "ANTs SyN displacement field, subject T1w to template; "
+            "antsApplyTransforms -t <warp> -t <affine> maps the T1w onto the grid",
+            "FromSpace": "T1w",
+            "ToSpace": template,
+            "Sources": [raw],
+            **software,
+        },
+    }
+
+
+def write_dataset_files(output_dir, bids_dir):
+    """The files that make ``output_dir`` a BIDS derivatives dataset."""
+    write_json(output_dir / "dataset_description.json", dataset_description(bids_dir, container_record(os.environ)))
+    write_text(output_dir / ".bidsignore", "\n".join(bids.BIDSIGNORE) + "\n")
+    write_text(output_dir / "README.md", output_readme(bids_dir))
+
 
 def _write_table(path, frame, columns, metadata=None):
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.9g")
+    write_tsv(path, frame, "%.9g")
     sidecar = {k: {"Description": v, **({"Units": UNITS[k]} if k in UNITS else {})} for k, v in columns.items()}
     write_json(bids.sidecar_path(path), {**(metadata or {}), **sidecar})
 
@@ -68,7 +207,7 @@ def _write_map(path, data, sidecar, template):
     img.set_sform(GRID_AFFINE, 4)  # MNI
     img.set_qform(GRID_AFFINE, 4)
     write_nifti(path, img)
-    write_json(bids.sidecar_path(path), {**sidecar, **bids.grid_metadata(template)})
+    write_json(bids.sidecar_path(path), {**sidecar, **grid_metadata(template)})
 
 
 def _region_frame(scores):
@@ -106,8 +245,7 @@ def write_atlas(output_dir, template, grid_atlas):
     paths = {k: root / v for k, v in bids.atlas_paths(template).items()}
     table = bn_atlas.region_table()
     lut = table.rename(columns={"label": "name", "name": "full_name"})[["index", *ATLAS_COLUMNS]]
-    with atomic_path(paths["table"]) as tmp:
-        lut.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+    write_tsv(paths["table"], lut)
     img = nib.Nifti1Image(np.asarray(grid_atlas, np.int16), GRID_AFFINE)
     img.header.set_xyzt_units("mm", "sec")
     img.set_sform(GRID_AFFINE, 4)  # MNI
@@ -117,7 +255,7 @@ def write_atlas(output_dir, template, grid_atlas):
         "Description": f"{bn_atlas.ATLAS_NAME} atlas (246 regions) on the grid of the P-score outputs: each voxel holds the region "
                        "index of the majority of its sub-voxel samples (bids_pscore.atlas.resample_labels); the region scores are "
                        "means of the voxel map over these regions",
-        **bids.grid_metadata(template),
+        **grid_metadata(template),
         **{column: {"Description": text} for column, text in ATLAS_COLUMNS.items()},
     })  # fmt: skip
     write_json(paths["description"], {
@@ -200,7 +338,7 @@ def write_session(output_dir, entities, template, scores, voxel_map, region_map,
     cubes["weight"] = np.where(cubes["selected"], np.asarray(weights, float), np.nan)
     cubes["p_ad"] = scores.p_ad[0]
     cubes["p_cube"] = scores.cube[0]
-    _write_table(paths["cube_table"], cubes, CUBE_COLUMNS, bids.grid_metadata(template))
+    _write_table(paths["cube_table"], cubes, CUBE_COLUMNS, grid_metadata(template))
 
     _write_spread(paths, ("region_table", "voxel_map", "region_map", "summary"), scores, voxel_map, region_map, {
         "columns": REGION_COLUMNS,
@@ -283,8 +421,7 @@ def write_group_tables(output_dir, tables, normalisation, threshold, model):
     folder = Path(output_dir) / bids.GROUP_DIR
     for key, frame in tables.items():
         path = folder / bids.GROUP_FILES[key]
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        write_tsv(path, frame, "%.6g")
         columns = {c: {"Description": GROUP_COLUMNS.get(c, "from participants.tsv")} for c in frame.columns}
         write_json(bids.sidecar_path(path), {
             "Normalisation": f"{normalisation}: " + ("the model's reference cohort (its training images)" if normalisation == "reference"

@@ -49,6 +49,12 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_tsv(path, frame, float_format=None):
+    """A data frame as a BIDS TSV table: tabs, no index, 'n/a' for missing values."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format=float_format)
+
+
 def copy_file(src, dst):
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)

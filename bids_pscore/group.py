@@ -1,17 +1,23 @@
 """Group level (SPEC section 9): what the P-scores say across people and over time.
 
-Pure functions on arrays and data frames, apart from ``read_participant_outputs``, which gathers
-the participant-level files. One row of every array is one scored T1w ("session").
+``run_group`` reads the participant-level files (``read_participant_outputs``), computes the
+tables with the pure functions on arrays and data frames below, and writes the tables and the
+report. One row of every array is one scored T1w ("session").
 """
 
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import bids
-from .errors import ModelError, NoT1wError
+from .config import write_config
+from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError
 from .pscore import normalise_regions
+
+log = logging.getLogger("bids_pscore")
 
 
 def read_participant_outputs(output_dir, participant_labels=None, session_labels=None):
@@ -217,3 +223,89 @@ def compare_groups(scores, is_ad, regions):
     table["q_fdr"] = q
     return table.sort_values(["q_fdr", "index"], na_position="last").reset_index(drop=True)
 
+
+def with_participant_columns(ordered, participants_tsv):
+    """The session table with the columns of the dataset's participants.tsv (age, sex, ...)."""
+    if not participants_tsv.is_file():
+        return ordered
+    try:
+        extra = pd.read_csv(participants_tsv, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        extra = pd.DataFrame()
+    if "participant_id" not in extra.columns:
+        log.warning("%s: no participant_id column (or not a TSV table), so its columns are not added to the tables; "
+                    "fix it as BIDS describes", participants_tsv)
+        return ordered
+    extra = extra.drop(columns=[c for c in extra.columns if c in ordered.columns and c != "participant_id"])
+    return ordered.merge(extra.drop_duplicates("participant_id"), on="participant_id", how="left")
+
+
+def run_group(config):
+    """Group level (SPEC section 9) over the participant outputs in the output folder; returns the
+    exit code (1 when damaged outputs were left out)."""
+    from .atlas import region_table
+    from .derivatives import write_group_tables
+    from .pscore import whole_brain
+    from .report import write_group_report
+
+    options, output_dir = config.group, Path(config.output_dir)
+    # reading refuses an empty folder or mixed models before anything is written
+    sessions, raw, reference_norm, threshold, model, damaged = read_participant_outputs(
+        output_dir, config.selection.participant_label, config.selection.session_label)
+    write_config(config, output_dir / "logs" / f"run-{config.run_id}")
+    for line in damaged:
+        log.warning("left out %s", line)
+    ordered = order_sessions(sessions, bids.acquisition_times(config.bids_dir))
+    if ordered["repeat"].any():
+        log.info("%d T1w repeat a session already counted (e.g. run-2): they are in the tables but not in trajectories or "
+                 "comparisons: %s", ordered["repeat"].sum(), ", ".join(ordered.loc[ordered["repeat"], "t1w"]))
+    rows = ordered["row"].to_numpy()
+    raw, reference_norm = raw[rows], reference_norm[rows]
+    cohort_norm = cohort_normalise(raw)
+    norm = reference_norm if options.normalisation == "reference" else cohort_norm
+    flags = norm > threshold
+    regions = region_table()
+    labels = np.asarray(regions["label"])
+    ordered = with_participant_columns(ordered, Path(config.bids_dir) / "participants.tsv")
+    labelled_ad = is_labelled = None
+    if options.label_column:
+        label_of, _, _ = bids.read_labels(config.bids_dir, options.label_column, options.positive, options.negative)
+        values = [label_of.get((sub, ses), label_of.get((sub, None))) for sub, ses in zip(ordered["sub"], ordered["ses"])]
+        is_labelled = np.array([v is not None for v in values])
+        labelled_ad = np.array([v == 1 for v in values])
+        ordered["diagnosis"] = [{1: options.positive, 0: options.negative}.get(v, "n/a") for v in values]
+    predicted_ad = ordered["predicted_class"].to_numpy() == "AD"
+
+    ordered["whole_brain_pscore_reference"] = whole_brain(reference_norm)
+    ordered["whole_brain_pscore_cohort"] = whole_brain(cohort_norm)
+    ordered["normalisation"] = options.normalisation
+    ordered["n_degenerative"] = flags.sum(axis=1)
+    ordered["degenerative_regions"] = [" ".join(labels[f]) for f in flags]
+    traj = trajectories(ordered, norm, flags, regions)
+    tables = {
+        "sessions": ordered.drop(columns=["sub", "ses", "row", "lambda"]),
+        "regions": pd.DataFrame({
+            "participant_id": np.repeat(ordered["participant_id"].to_numpy(), len(labels)),
+            "session_id": np.repeat(ordered["session_id"].to_numpy(), len(labels)),
+            "t1w": np.repeat(ordered["t1w"].to_numpy(), len(labels)),
+            "index": np.tile(regions["index"].to_numpy(), len(ordered)), "label": np.tile(labels, len(ordered)),
+            "p_region": raw.ravel(), "p_region_norm_reference": reference_norm.ravel(),
+            "p_region_norm_cohort": cohort_norm.ravel(), "degenerative": flags.ravel(),
+        }),  # fmt: skip
+        "frequency": degeneration_frequency(flags, regions, predicted_ad, labelled_ad),
+        "sets": frequent_sets(flags[predicted_ad], labels, options.min_support, options.max_set_size),
+        "trajectories": traj,
+        "onset": onset_order(traj, regions),
+    }
+    if options.label_column:
+        first = (ordered["session_index"].to_numpy() == 0) & ~ordered["repeat"].to_numpy()
+        use = first & is_labelled
+        if labelled_ad[use].any() and (~labelled_ad[use]).any():
+            tables["comparison"] = compare_groups(norm[use], labelled_ad[use], regions)
+        else:
+            log.info("no comparison: the first sessions do not hold both %s and %s", options.positive, options.negative)
+    written = write_group_tables(output_dir, tables, options.normalisation, threshold, model)
+    write_group_report(output_dir, tables, norm, threshold, model, options)
+    log.info("group: %d sessions of %d subjects (%d predicted AD); tables and report in %s", len(ordered),
+             ordered["participant_id"].nunique(), predicted_ad.sum(), written)
+    return EXIT_SESSION_FAILED if damaged else EXIT_OK

@@ -29,9 +29,11 @@ class Progress:
     shown to the user (``T1wInput.label``).
     """
 
-    def __init__(self, labels, stream=None):
+    def __init__(self, labels, stream=None, quiet=False):
         self.start = time.monotonic()
         self.stream = stream or sys.stdout
+        # -q: failures only
+        self.quiet = quiet
         self.outcomes = {ident: Outcome(label) for ident, label in labels.items()}
         self._began = {}
         # set on Ctrl-C (app.stopped_by_ctrl_c): nipype swallows the interrupt inside a step
@@ -59,7 +61,8 @@ class Progress:
         label = self.outcomes[ident].label if ident else "all T1w"
         step = "derivatives" if node.name.endswith("_sink") else node.name
         word = "done" if status == "end" else "FAILED"
-        print(f"[{_fmt_seconds(now - self.start)}] {label:<28} {step:<12} {word} ({took:.1f} s)", file=self.stream, flush=True)
+        if status != "end" or not self.quiet:
+            print(f"[{_fmt_seconds(now - self.start)}] {label:<28} {step:<12} {word} ({took:.1f} s)", file=self.stream, flush=True)
         if ident:
             outcome = self.outcomes[ident]
             outcome.steps[step] = took

@@ -1,71 +1,22 @@
-"""bids_pscore-train: train the ensemble on a labelled BIDS dataset and write a model bundle.
+"""Training the ensemble on a labelled BIDS dataset into a model bundle (``bids_pscore-train``).
 
 BIDS inputs -> preprocessing workflow (cached) -> cube cache -> training by subject splits ->
 reference statistics on the training split -> bundle (SPEC sections 6 and 7).
 """
 
-import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, app, bids
+from . import bids, derivatives
 from .atlas import ATLAS_NAME, CITATION, N_REGIONS
-from .cli import add_execution_options, check_execution_options
-from .errors import EXIT_INTERRUPTED, PscoreError, TrainingError, UsageError
+from .config import write_config
+from .errors import TrainingError, UsageError
+from .execution import make_run_folders, preprocess
 
-EPILOG = """\
-exit codes: 0 done; 1 training gave no usable model; 2 usage or labels that cannot be split;
-16 not BIDS; 18 nothing selected; 66 no T1w; 73 a folder cannot be written.
-"""
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="bids_pscore-train",
-        description="Train the P-score ensemble (150 cube classifiers and a meta-classifier) on a labelled BIDS dataset.",
-        epilog=EPILOG,
-    )
-    parser.add_argument("bids_dir", type=Path)
-    parser.add_argument("model_dir", type=Path, help="where the model bundle is written (a new folder)")
-    parser.add_argument("--label-column", required=True, help="column of participants.tsv with the labels")
-    parser.add_argument("--positive", required=True, help="value meaning AD (e.g. AD)")
-    parser.add_argument("--negative", required=True, help="value meaning control (e.g. CN)")
-    parser.add_argument("--sessions", choices=("all", "first"), default="all", help="every session of a subject, or its first")
-    parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="restrict to these subjects")
-    parser.add_argument("--n-selected", type=int, default=35, help="cubes the meta-classifier uses (default 35)")
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--test-fraction", type=float, default=0.15)
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before a cube stops")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--max-shift", type=int, default=2, help="augmentation: move each training image by up to this many voxels (0: off)")
-    parser.add_argument("--no-flip", dest="flip", action="store_false", help="do not mirror training images left-right at random")
-    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay of the base classifiers")
-    parser.add_argument("--meta-weight-prior", type=float, default=100.0,
-                        help="L2 pull of each cube weight w_c towards 1/N (0: free weights, which can turn negative)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the networks' initialisation (the registration's is the preprocessing's)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    parser.add_argument("--name", help="model name (default: the model folder's name)")
-    parser.add_argument("--description", help="one line on what the model is, stored in its card")
-    parser.add_argument("--warning", help="shown on the command line and in every report of every run with this model "
-                        "(e.g. that it was trained on synthetic data)")
-    parser.add_argument("--preprocessed", type=Path,
-                        help="reuse grid images from this folder: bids_pscore participant outputs, or CAT12's with --cat12-prefix")
-    parser.add_argument("--cat12-prefix", metavar="PREFIX",
-                        help="CAT12 output prefix to read under --preprocessed (e.g. smwp1 or wm): <PREFIX><T1w name>.nii; "
-                        "CAT12 must have written it on the 1.5 mm grid (vox=1.5, bb=16)")
-    parser.add_argument("--skip-bids-validation", action="store_true")
-    perf = add_execution_options(parser)
-    perf.add_argument("--random-seed", type=int, metavar="N",
-                      help="seed of the registration's random sampling, stored in the bundle so that inference registers "
-                      "alike (default: the preprocessing's standard seed)")
-    parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
-    return parser
-
+log = logging.getLogger("bids_pscore")
 
 def label_of(t1w, labels):
     """The label of a T1w: its session's, else its subject's; None if unlabelled."""
@@ -82,7 +33,7 @@ def select_inputs(layout, labels, sessions, participant_labels):
         raise UsageError("no labelled subject is left to train on; check --label-column, --positive, --negative and --participant-label")
     without_t1w = sorted(subjects - set(layout.get_subjects()))
     if without_t1w:  # labelled in participants.tsv, but no images: left out, not fatal
-        print(f"{len(without_t1w)} labelled subject(s) have no T1w and are left out: {', '.join('sub-' + s for s in without_t1w)}", flush=True)
+        log.warning("%d labelled subject(s) have no T1w and are left out: %s", len(without_t1w), ", ".join("sub-" + s for s in without_t1w))
         subjects -= set(without_t1w)
     if not subjects:
         raise UsageError("no labelled subject has a T1w; check participants.tsv against the sub-* folders")
@@ -185,7 +136,7 @@ def build_cube_cache(images, n_images, cache_path):
     return cubes, brain, overlap, np.stack(masks), pscore.region_sizes(grid_atlas)
 
 
-def relevance_reference(ensemble, cubes, masks, p_cube, is_ad, predicted_ad, record, log=print):
+def relevance_reference(ensemble, cubes, masks, p_cube, is_ad, predicted_ad, record):
     """The reference statistics of the relevance-weighted region scores (docs/relevance.md) over
     the training images, whose cubes, packed masks and cube scores are given."""
     from . import pscore
@@ -202,75 +153,74 @@ def relevance_reference(ensemble, cubes, masks, p_cube, is_ad, predicted_ad, rec
         relevance = relevance_on_grid(base, np.asarray(cubes[i : i + 1], np.float32), chosen, record)
         region[i] = pscore.region_means(pscore.relevance_voxel_scores(p_cube[i : i + 1], relevance, mask[None]), grid_atlas, sizes)[0]
         if (i + 1) % 25 == 0:
-            log(f"relevance of the training images: {i + 1} of {len(masks)}")
+            log.info("relevance of the training images: %d of %d", i + 1, len(masks))
     return pscore.reference_statistics(region, is_ad, predicted_ad)
 
 
-def run(opts):
+def run(config):
+    """Train on the T1w ``config`` (``config.TrainRunConfig``) selects and write the bundle; returns 0."""
     import pandas as pd
 
     from . import pscore
-    from .fileio import atomic_path
+    from .fileio import write_tsv
     from .model.bundle import save_bundle, threshold_warning
     from .model.relevance import RELEVANCE
     from .model.splits import split_subjects
-    from .model.training import Rows, TrainConfig, fit_ensemble, predict_ensemble
+    from .model.training import Rows, fit_ensemble, predict_ensemble
     from .preprocess import PreprocParams
 
-    if opts.cat12_prefix and not opts.preprocessed:
-        raise UsageError("--cat12-prefix needs --preprocessed, the folder of CAT12's outputs")
-    if any((Path(opts.model_dir) / name).exists() for name in ("model.json", "weights.safetensors")):
-        raise UsageError(f"{opts.model_dir}: already holds a model bundle, and training never overwrites one: "
+    if any((Path(config.model_dir) / name).exists() for name in ("model.json", "weights.safetensors")):
+        raise UsageError(f"{config.model_dir}: already holds a model bundle, and training never overwrites one: "
                          "give a new folder, or move this one away first")  # fmt: skip
-    layout = bids.load_layout(opts.bids_dir, validate=not opts.skip_bids_validation)
-    labels, left_out, source = bids.read_labels(opts.bids_dir, opts.label_column, opts.positive, opts.negative)
-    print(f"labels from {source}: {sum(labels.values())} {opts.positive}, {len(labels) - sum(labels.values())} "
-          f"{opts.negative}; left out (other values): {left_out or 'none'}", flush=True)
-    t1w_inputs = select_inputs(layout, labels, opts.sessions, opts.participant_label)
+    layout = bids.load_layout(config.bids_dir, validate=not config.skip_bids_validation)
+    labels, left_out, source = bids.read_labels(config.bids_dir, config.label_column, config.positive, config.negative)
+    log.info("labels from %s: %d %s, %d %s; left out (other values): %s", source, sum(labels.values()), config.positive,
+             len(labels) - sum(labels.values()), config.negative, left_out or "none")
+    t1w_inputs = select_inputs(layout, labels, config.sessions, config.participant_label)
     # the split is made, and checked, before any image is touched; a subject with any AD
     # session is stratified as AD
-    names, by_subject = {1: opts.positive, 0: opts.negative}, {}
+    names, by_subject = {1: config.positive, 0: config.negative}, {}
     for t in t1w_inputs:
         by_subject[t.entities["sub"]] = max(by_subject.get(t.entities["sub"], 0), label_of(t, labels))
-    split = split_subjects({s: names[y] for s, y in by_subject.items()}, opts.val_fraction, opts.test_fraction, opts.seed)
-    if opts.preprocessed is not None and opts.random_seed is not None:
-        raise UsageError("--random-seed: the images under --preprocessed are registered already; their seed is read from their sidecars")
-    params = PreprocParams() if opts.random_seed is None else PreprocParams(registration_seed=opts.random_seed)
-    if opts.preprocessed is not None and not opts.cat12_prefix:
+    split = split_subjects({s: names[y] for s, y in by_subject.items()}, config.val_fraction, config.test_fraction, config.training.seed)
+    seed = config.execution.random_seed
+    params = PreprocParams() if seed is None else PreprocParams(registration_seed=seed)
+    if config.preprocessed is not None and not config.cat12_prefix:
         # every image is checked before any folder is made, so a missing one leaves nothing behind
-        missing = [str(Path(opts.preprocessed) / paths[key]) for t in t1w_inputs
+        missing = [str(Path(config.preprocessed) / paths[key]) for t in t1w_inputs
                    for paths in [bids.preproc_paths(t.entities, params.template)] for key in ("t1w_grid", "mask_grid")
-                   if not (Path(opts.preprocessed) / paths[key]).is_file()]  # fmt: skip
+                   if not (Path(config.preprocessed) / paths[key]).is_file()]  # fmt: skip
         if missing:
-            raise UsageError(f"{opts.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
+            raise UsageError(f"{config.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
                              "level for those T1w, or leave their subjects out with --participant-label")  # fmt: skip
-        params = recorded_params(t1w_inputs, Path(opts.preprocessed), params.template)
-    model_dir, work_dir = app.make_run_folders(opts.model_dir, opts.work_dir, opts.bids_dir)
-    source_dir = opts.preprocessed or work_dir / "preprocessed"
-    if opts.preprocessed is None:
-        progress = app.preprocess(t1w_inputs, opts.bids_dir, source_dir, work_dir, params, opts)
+        params = recorded_params(t1w_inputs, Path(config.preprocessed), params.template)
+    model_dir, work_dir = make_run_folders(config.model_dir, config.execution.work_dir, config.bids_dir)
+    log_dir = work_dir / "logs" / f"run-{config.run_id}"
+    log.debug("configuration of this run: %s", write_config(config, log_dir))
+    source_dir = config.preprocessed or work_dir / "preprocessed"
+    if config.preprocessed is None:
+        progress = preprocess(t1w_inputs, config.bids_dir, source_dir, work_dir, params, config.execution, log_dir)
         failed = {o.label for o in progress.failed}
-        if failed and opts.stop_on_first_crash:
+        if failed and config.execution.stop_on_first_crash:
             raise TrainingError(f"preprocessing stopped at the first failure (--stop-on-first-crash): {', '.join(sorted(failed))}; "
                                 "nothing was trained (see the summary above)")
         t1w_inputs = [t for t in t1w_inputs if t.label not in failed]
         if failed:
-            print(f"left out {len(failed)} T1w whose preprocessing failed: {', '.join(sorted(failed))}", flush=True)
-    images = load_grid_images(t1w_inputs, Path(source_dir), params, opts.cat12_prefix)
+            log.warning("left out %d T1w whose preprocessing failed: %s", len(failed), ", ".join(sorted(failed)))
+    images = load_grid_images(t1w_inputs, Path(source_dir), params, config.cat12_prefix)
     cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), work_dir / "cube_cache.npy")
     y = np.array([label_of(t, labels) for t in t1w_inputs])
     parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in ("train", "validation", "test")}
     for name, rows in parts.items():
-        print(f"{name}: {len(rows)} images of {len({t1w_inputs[i].entities['sub'] for i in rows})} subjects "
-              f"({int(y[rows].sum())} {opts.positive})", flush=True)
-    check_both_classes(parts, y, opts.positive, opts.negative)
-    config = TrainConfig(opts.epochs, opts.batch_size, opts.patience, opts.learning_rate, opts.n_selected, opts.seed, opts.device,
-                         opts.max_shift, opts.flip, opts.weight_decay, opts.meta_weight_prior)
-    ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in ("train", "validation", "test")), config)
+        log.info("%s: %d images of %d subjects (%d %s)", name, len(rows), len({t1w_inputs[i].entities["sub"] for i in rows}),
+                 y[rows].sum(), config.positive)
+    check_both_classes(parts, y, config.positive, config.negative)
+    training = config.training
+    ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in ("train", "validation", "test")), training)
 
     # reference statistics (SPEC section 5) on the training split
     train = parts["train"]
-    p_cube, p_image = predict_ensemble(ensemble, Rows(cubes, train), config.batch_size, config.device)
+    p_cube, p_image = predict_ensemble(ensemble, Rows(cubes, train), training.batch_size, training.device)
     weights, selected = ensemble.weights_per_cube()
     train_cube_scores = pscore.cube_scores(p_cube, weights, selected)
     region = pscore.region_scores(train_cube_scores, brain[train], overlap[train], sizes)
@@ -283,53 +233,31 @@ def run(opts):
                                                  y[train] == 1, p_image >= 0.5, relevance).to_dict()  # fmt: skip
 
     metadata = {
-        "name": opts.name or model_dir.name,
+        "name": config.name or model_dir.name,
         "version": "1",
-        "description": opts.description or f"P-score ensemble trained with bids_pscore-train on {opts.bids_dir.resolve().name}",
-        **({"warning": opts.warning} if opts.warning else {}),
+        "description": config.description or f"P-score ensemble trained with bids_pscore-train on {config.bids_dir.resolve().name}",
+        **({"warning": config.warning} if config.warning else {}),
         "preprocessing": params.to_dict(),
         "reference": reference.to_dict(),
         "relevance": relevance,
         "atlas": {"name": ATLAS_NAME, "regions": N_REGIONS, "citation": CITATION},
-        "labels": {"column": opts.label_column, "source": source, "positive": opts.positive, "negative": opts.negative,
+        "labels": {"column": config.label_column, "source": source, "positive": config.positive, "negative": config.negative,
                    "left_out": left_out},
         "training": {
-            "dataset": str(opts.bids_dir.resolve()), "sessions": opts.sessions,
-            "preprocessed_by": f"CAT12 ({opts.cat12_prefix} images)" if opts.cat12_prefix else "bids_pscore",
+            "dataset": str(config.bids_dir.resolve()), "sessions": config.sessions,
+            "preprocessed_by": f"CAT12 ({config.cat12_prefix} images)" if config.cat12_prefix else "bids_pscore",
             "split": split, "images": {k: int(len(v)) for k, v in parts.items()},
-            "config": vars(config), "epochs_run": len(history), "metrics": metrics,
-            "seeds": {"training": opts.seed, "registration": params.registration_seed},
+            "config": vars(training), "epochs_run": len(history), "metrics": metrics,
+            "seeds": {"training": training.seed, "registration": params.registration_seed},
         },  # fmt: skip
-        "software": bids.software_versions(),
+        "software": derivatives.software_versions(),
     }
     save_bundle(model_dir, ensemble, metadata)
-    with atomic_path(model_dir / "training.tsv") as tmp:
-        pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)
-    print(f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
-          f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
-          f"(relevance-weighted: {relevance['reference']['lambda']:.3f})", flush=True)
+    write_tsv(model_dir / "training.tsv", pd.DataFrame(history))
+    log.info(f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
+             f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
+             f"(relevance-weighted: {relevance['reference']['lambda']:.3f})")
     warning = threshold_warning(reference.threshold)
     if warning:
-        print(f"WARNING: {warning}", flush=True)
+        log.warning("%s", warning)
     return 0
-
-
-def main(argv=None):
-    from .model.splits import SplitError
-
-    try:
-        return run(check_execution_options(build_parser().parse_args(argv)))
-    except PscoreError as exc:
-        print(f"bids_pscore-train: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except SplitError as exc:
-        print(f"bids_pscore-train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bids_pscore-train: interrupted (Ctrl-C); finished preprocessing steps are kept in the work folder, "
-              "no model was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,6 +16,15 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def app_messages():
+    """The package's messages as a run of the app shows them (a test calling a function directly
+    reads them with capsys); reset for every test, since a command line run with -q changes them."""
+    from bids_pscore.cli import configure_logging
+
+    configure_logging("bids_pscore", 0)
+
+
 @pytest.fixture
 def shared_data():
     if not SHARED_DATA.is_dir():

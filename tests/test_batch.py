@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import app, bids
-from bids_pscore.cli import parse_args
+from bids_pscore import bids, execution
+from bids_pscore.cli.run import parse_args
 from bids_pscore.preprocess import PreprocParams, init_participant_wf
 
 
@@ -20,37 +20,37 @@ def participant_wf(omp_nthreads=2):
 
 def test_logname_is_set_when_missing_and_kept_when_given(monkeypatch):
     environ = {}
-    app.batch_environment(environ)
+    execution.batch_environment(environ)
     assert environ["LOGNAME"]
     environ = {"LOGNAME": "alice"}
-    app.batch_environment(environ)
+    execution.batch_environment(environ)
     assert environ == {"LOGNAME": "alice"}
     # an arbitrary uid in a container: no passwd entry, no USER
-    monkeypatch.setattr(app.getpass, "getuser", lambda: (_ for _ in ()).throw(KeyError("uid 12345")))
+    monkeypatch.setattr(execution.getpass, "getuser", lambda: (_ for _ in ()).throw(KeyError("uid 12345")))
     environ = {}
-    app.batch_environment(environ)
+    execution.batch_environment(environ)
     assert environ["LOGNAME"] == "bids_pscore"
 
 
 def test_each_slurm_job_asks_for_its_steps_cpus_and_memory():
     wf = participant_wf(omp_nthreads=2)
-    app.job_resources(wf, "SLURM", {"sbatch_args": "-p short"})
+    execution.job_resources(wf, "SLURM", {"sbatch_args": "-p short"})
     args = {name.split(".")[-1]: wf.get_node(name).plugin_args.get("sbatch_args") for name in wf.list_node_names()}
     assert args["skullstrip"] == "--cpus-per-task=2 --mem=1332M"  # 1.3 GB measured, deepbet's threads
     assert args["n4"] == "--cpus-per-task=1 --mem=1229M" and args["register"] == "--cpus-per-task=1 --mem=1127M"
-    assert args["smooth"] == f"--cpus-per-task=1 --mem={int(app.MIN_JOB_MEM_GB * 1024)}M"
+    assert args["smooth"] == f"--cpus-per-task=1 --mem={int(execution.MIN_JOB_MEM_GB * 1024)}M"
     assert args["sub_01_sink"] is None  # runs in the main process, never submitted
 
 
 def test_what_the_user_asks_of_sbatch_is_left_to_them_and_other_plugins_are_untouched():
     wf = participant_wf()
-    app.job_resources(wf, "SLURM", {"sbatch_args": "-p short --mem 4G -c 4"})
+    execution.job_resources(wf, "SLURM", {"sbatch_args": "-p short --mem 4G -c 4"})
     assert all("sbatch_args" not in wf.get_node(n).plugin_args for n in wf.list_node_names())
     wf = participant_wf()
-    app.job_resources(wf, "SLURM", {"sbatch_args": "--mem=8G"})
+    execution.job_resources(wf, "SLURM", {"sbatch_args": "--mem=8G"})
     assert wf.get_node("sub_01_wf.n4").plugin_args["sbatch_args"] == "--cpus-per-task=1"
     wf = participant_wf()
-    app.job_resources(wf, "MultiProc", None)
+    execution.job_resources(wf, "MultiProc", None)
     assert all(not wf.get_node(n).plugin_args for n in wf.list_node_names())
 
 
@@ -65,8 +65,8 @@ def test_nipypes_slurm_plugin_submits_with_them_without_logname(tmp_path, monkey
     monkeypatch.setenv("PATH", f"{sbatch.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("LOGNAME", raising=False)
     wf = participant_wf(omp_nthreads=2)
-    app.batch_environment(os.environ)
-    app.job_resources(wf, "SLURM", {"sbatch_args": "-p short"})
+    execution.batch_environment(os.environ)
+    execution.job_resources(wf, "SLURM", {"sbatch_args": "-p short"})
     node = wf.get_node("sub_01_wf.skullstrip")
     script = tmp_path / "batch" / "job.sh"
     script.parent.mkdir()

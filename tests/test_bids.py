@@ -119,7 +119,7 @@ def test_a_full_disk_while_drawing_a_figure_names_the_file_and_leaves_nothing(tm
 
 
 def test_every_t1w_like_file_left_out_is_listed_with_why(dataset, tmp_path, capsys):
-    from bids_pscore.app import check_inputs
+    from bids_pscore.participant import check_inputs
 
     misplaced = {
         "sub-04/sub-04_T1w.nii.gz": "not in an anat/ folder",
@@ -146,7 +146,7 @@ def test_every_t1w_like_file_left_out_is_listed_with_why(dataset, tmp_path, caps
 
 
 def test_the_bids_validator_refuses_a_dataset_with_errors_naming_them(dataset):
-    from bids_pscore.app import check_inputs
+    from bids_pscore.participant import check_inputs
     from bids_pscore.errors import NotBIDSError
 
     if bids.validator_command() is None:

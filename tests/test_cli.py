@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bids_pscore import bids, errors
-from bids_pscore.cli import main, parse_args
+from bids_pscore.cli.run import main, parse_args
 
 from .helpers import make_bids, small_image
 
@@ -63,18 +63,18 @@ def test_version_and_help_document_exit_codes(capsys):
 
 
 def test_memory_budget_reaches_multiproc_and_must_be_positive(tmp_path, capsys):
-    from bids_pscore.app import plugin_settings
+    from bids_pscore.execution import plugin_settings
 
-    opts = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--mem", "6.5"])
-    assert plugin_settings("MultiProc", None, 2, None, opts.mem_gb)["memory_gb"] == 6.5
+    config = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--mem", "6.5"])
+    assert plugin_settings("MultiProc", None, 2, None, config.execution.mem_gb)["memory_gb"] == 6.5
     assert "memory_gb" not in plugin_settings("MultiProc", None, 2, None, None)
     code, out = run(capsys, tmp_path, tmp_path / "o", "participant", "--mem", "0")
     assert code == errors.EXIT_USAGE and "--mem" in out.err
 
 def test_labels_with_or_without_prefix(tmp_path):
-    opts = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "sub-02", "01", "--session-label", "ses-1"])
-    assert opts.participant_label == ["01", "02"]
-    assert opts.session_label == ["1"]
+    config = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "sub-02", "01", "--session-label", "ses-1"])
+    assert config.selection.participant_label == ("01", "02")
+    assert config.selection.session_label == ("1",)
 
 
 @pytest.mark.parametrize("label", ["../01", "01/02", "sub-0_1", "a b", ".."])
@@ -251,7 +251,7 @@ def test_a_broken_link_fails_only_its_t1w_and_a_failed_rerun_removes_its_old_out
 
 
 def test_registration_seed_is_the_models_unless_given_and_then_said(capsys):
-    from bids_pscore.app import load_model, preprocessing_params
+    from bids_pscore.participant import load_model, preprocessing_params
 
     metadata = load_model().metadata
     assert metadata["preprocessing"]["registration_seed"] == metadata["training"]["seeds"]["registration"]

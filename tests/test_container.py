@@ -16,7 +16,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from bids_pscore.cli import PLUGINS, build_parser, parse_args
+from bids_pscore.cli.execution import PLUGINS
+from bids_pscore.cli.run import build_parser, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,11 +86,12 @@ def test_boutiques_command_line_is_accepted_by_the_app(tmp_path):
     assert shlex.split(mkdir) == ["mkdir", "-p", "/out"]
     command = shlex.split(app)
     assert command[0] == "bids_pscore"
-    opts = parse_args(command[1:])
-    assert opts.participant_label == ["01", "02"] and opts.session_label == ["1"]
-    assert opts.nipype_plugin == "SLURM" and opts.nipype_plugin_args == {"sbatch_args": "-p short"}
-    assert (opts.n_cpus, opts.omp_nthreads, opts.random_seed, opts.verbose) == (2, 1, 3, 1)
-    assert (opts.mem_gb, opts.stop_on_first_crash, str(opts.bids_database_dir), opts.reports_only) == (6, True, "/index", True)
+    config = parse_args(command[1:])
+    execution = config.execution
+    assert config.selection.participant_label == ("01", "02") and config.selection.session_label == ("1",)
+    assert execution.plugin == "SLURM" and execution.plugin_args == {"sbatch_args": "-p short"}
+    assert (execution.n_cpus, execution.omp_nthreads, execution.random_seed, execution.verbosity) == (2, 1, 3, 1)
+    assert (execution.mem_gb, execution.stop_on_first_crash, str(config.selection.bids_database_dir), config.reports_only) == (6, True, "/index", True)
 
 
 def test_boutiques_lists_every_option_of_the_app():

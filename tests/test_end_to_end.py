@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_pscore import bids, cli
-from bids_pscore.app import DEMO_MODEL, load_model
+from bids_pscore import bids
+from bids_pscore.cli import run as cli
+from bids_pscore.participant import DEMO_MODEL, load_model
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.bundle import metadata_sha256
 from bids_pscore.synth import write_dataset

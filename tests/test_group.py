@@ -7,12 +7,15 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau
 
-from bids_pscore import bids, cli, errors, group, synth
+from bids_pscore.cli import run as cli
+from bids_pscore import bids, errors, group, synth
 from bids_pscore.atlas import region_table
+
+from .scored import SCORED_LAMBDA, write_scored_cohort, write_scored_session
 from bids_pscore.fileio import write_json, write_text
 
 REGIONS = region_table()
-LAMBDA = synth.SCORED_LAMBDA
+LAMBDA = SCORED_LAMBDA
 
 
 def make_bids(root, subjects, sessions_tsv=None):
@@ -106,7 +109,7 @@ def test_group_comparison_finds_the_region_that_differs():
 @pytest.fixture(scope="module")
 def cohort_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("group")
-    bids_dir, order = synth.write_scored_cohort(root / "out", root / "bids", n_subjects=16, n_sessions=5, seed=0)
+    bids_dir, order = write_scored_cohort(root / "out", root / "bids", n_subjects=16, n_sessions=5, seed=0)
     code = cli.main([str(bids_dir), str(root / "out"), "group", "--label-column", "group", "--positive", "AD", "--negative", "CN"])
     return root / "out", order, code
 
@@ -153,8 +156,8 @@ def test_refuses_an_empty_folder_and_mixed_models_and_writes_nothing(tmp_path, c
     out.mkdir()
     assert cli.main([str(bids_dir), str(out), "group"]) == errors.EXIT_NO_T1W
     assert "participant level first" in capsys.readouterr().err
-    synth.write_scored_session(out, ("01", None), np.zeros(246), 0.2, model="model-a")
-    synth.write_scored_session(out, ("02", None), np.zeros(246), 0.7, model="model-b")
+    write_scored_session(out, ("01", None), np.zeros(246), 0.2, model="model-a")
+    write_scored_session(out, ("02", None), np.zeros(246), 0.7, model="model-b")
     before = sorted(p for p in out.rglob("*"))
     assert cli.main([str(bids_dir), str(out), "group"]) == errors.EXIT_MODEL
     assert "2 different models" in capsys.readouterr().err
@@ -181,7 +184,7 @@ def test_two_runs_of_one_session_are_one_time_point_not_a_trajectory():
 
 
 def test_session_label_selects_sessions_and_no_stale_comparison_survives(tmp_path, capsys):
-    bids_dir, _ = synth.write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=6, n_sessions=3, seed=2)
+    bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=6, n_sessions=3, seed=2)
     out = tmp_path / "out"
     labelled = ["group", "--label-column", "group", "--positive", "AD", "--negative", "CN"]
     assert cli.main([str(bids_dir), str(out), *labelled]) == 0
@@ -195,7 +198,7 @@ def test_session_label_selects_sessions_and_no_stale_comparison_survives(tmp_pat
 
 
 def test_damaged_outputs_and_tables_are_named_and_left_out_without_a_traceback(tmp_path, capsys):
-    bids_dir, _ = synth.write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=4, n_sessions=2, seed=3)
+    bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=4, n_sessions=2, seed=3)
     out = tmp_path / "out"
     summaries = bids.summary_files(out)
     summaries[0].write_text("{not json")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bids_pscore import qc
-from bids_pscore.cli import parse_args
+from bids_pscore.cli.run import parse_args
 from bids_pscore.errors import UsageError
 
 
@@ -53,8 +53,8 @@ def test_qc_thresholds_merge_over_the_defaults_from_json_or_a_file_and_off_disab
     assert qc.parse_thresholds(str(path))["brain_volume_ml"] == (100.0, None)
     off = qc.parse_thresholds("off")
     assert qc.failures({"brain_volume_ml": 1.0, "template_correlation": -1.0, "wm_gm_ratio": 0.0}, off) == []
-    opts = parse_args(["/d", "/o", "participant", "--qc-thresholds", '{"wm_gm_ratio": [1.0, null]}'])
-    assert opts.qc_thresholds["wm_gm_ratio"] == (1.0, None)
+    config = parse_args(["/d", "/o", "participant", "--qc-thresholds", '{"wm_gm_ratio": [1.0, null]}'])
+    assert config.qc_thresholds["wm_gm_ratio"] == (1.0, None)
 
 
 @pytest.mark.parametrize("text, says", [

@@ -6,7 +6,8 @@ import json
 import nibabel as nib
 import pytest
 
-from bids_pscore import bids, cli
+from bids_pscore import bids
+from bids_pscore.cli import run as cli
 from bids_pscore.synth import write_dataset
 
 from .badinputs import meaningless_images

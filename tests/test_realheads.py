@@ -9,7 +9,7 @@ import pytest
 
 from bids_pscore import bids
 from bids_pscore.synth import GROUNDTRUTH, disease, realheads
-from bids_pscore.synth import main as synth_main
+from bids_pscore.cli.synth import main as synth_main
 
 IXI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi_hh"
 YOUNG, OLD = "IXI012", "IXI538"  # 38.8 and 81.9 years

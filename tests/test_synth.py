@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from bids_pscore import bids, synth
+from bids_pscore.cli import synth as synth_cli
 
 
 def _volumes_ml(img, indices):
@@ -107,7 +108,7 @@ def test_another_acquisition_seed_rescans_the_same_brains(cohort):
 
 def test_command_line_refuses_a_folder_of_other_files(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    assert synth.main([str(tmp_path), "--n-subjects", "1"]) == 2
+    assert synth_cli.main([str(tmp_path), "--n-subjects", "1"]) == 2
     assert "holds other files" in capsys.readouterr().err
 
 

@@ -13,7 +13,7 @@ from bids_pscore.fileio import write_json
 from bids_pscore.model.bundle import load_bundle, model_warnings
 from bids_pscore.preprocess import PreprocParams
 from bids_pscore.model.relevance import METHODS
-from bids_pscore.train import main
+from bids_pscore.cli.train import main
 
 from .helpers import make_bids, small_image
 

@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bids_pscore import __version__, app
+from bids_pscore import __version__, execution
 from bids_pscore.preprocess import workflow
 
 from .test_batch import participant_wf
@@ -39,6 +39,6 @@ def test_clean_workdir_removes_cached_runs_of_every_version_only(tmp_path, capsy
         (tmp_path / old / "sub_01_wf" / "n4").mkdir(parents=True)
     (tmp_path / "someone_elses").mkdir()
     (tmp_path / "notes.txt").write_text("keep")
-    app.clean_work_dir(tmp_path)
+    execution.clean_work_dir(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "someone_elses"]
     assert capsys.readouterr().out.count("--clean-workdir: removing") == 2

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids
-from bids_pscore.cli import main
+from bids_pscore import bids, derivatives
+from bids_pscore.cli.run import main
 from bids_pscore.grid import GRID_VOXEL_MM, is_on_grid
 from bids_pscore.preprocess import PreprocParams, steps
 from bids_pscore.synth import bias_field, move, random_affine, write_dataset
@@ -78,7 +78,7 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     sidecar = json.loads(bids.sidecar_path(paths["t1w_grid"]).read_text())
     assert sidecar["Sources"][0] == "bids:raw:sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"
     assert sidecar["SkullStripped"] is True and sidecar["InputSkullStripped"] is False
-    assert sidecar["SmoothingFWHM"] == 8.0 and sidecar[bids.TOOL_VERSIONS_KEY]["antspyx"] != "n/a"
+    assert sidecar["SmoothingFWHM"] == 8.0 and sidecar[derivatives.TOOL_VERSIONS_KEY]["antspyx"] != "n/a"
     description = json.loads((out_dir / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "bids_pscore"
     assert "*_xfm.*" in (out_dir / ".bidsignore").read_text()

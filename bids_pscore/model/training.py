@@ -7,6 +7,7 @@ selected; the meta-classifier learns on their features; the test split is scored
 """
 
 import copy
+import logging
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ import torch.nn.functional as F
 
 from ..grid import CUBE_SIZE, N_CUBES
 from .networks import BaseClassifiers, Ensemble
+
+log = logging.getLogger("bids_pscore.training")
 
 CUBE_VOXELS = CUBE_SIZE**3
 
@@ -172,7 +175,7 @@ def cube_statistics(cubes, batch_size=8):
     return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
 
 
-def train_base(train_cubes, train_labels, val_cubes, val_labels, config, log=print):
+def train_base(train_cubes, train_labels, val_cubes, val_labels, config):
     """Train the 150 base classifiers; returns the module in each cube's best state and the history."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -220,7 +223,7 @@ def train_base(train_cubes, train_labels, val_cubes, val_labels, config, log=pri
         }  # fmt: skip
         history.append(row)
         eta = elapsed / epoch * (config.epochs - epoch)
-        log(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+        log.info(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
             f"val balanced accuracy {row['val_balanced_accuracy']:.3f}  cubes still improving {active}/150  ETA {eta:.0f} s")
         if active == 0:
             break
@@ -278,10 +281,10 @@ def train_meta(ensemble, train_features, train_labels, val_features, val_labels,
     return meta
 
 
-def fit_ensemble(train, val, test, config, log=print):
+def fit_ensemble(train, val, test, config):
     """``train``, ``val``, ``test``: (cubes, labels) with labels 1 for AD. Returns the ensemble,
     the history of base training, and the metrics (validation per cube, test once)."""
-    base, history = train_base(*train, *val, config, log=log)
+    base, history = train_base(*train, *val, config)
     device = config.device
     train_features, _ = predict_base(base, train[0], config.batch_size, device)
     val_features, val_p = predict_base(base, val[0], config.batch_size, device)
@@ -299,6 +302,6 @@ def fit_ensemble(train, val, test, config, log=print):
         },
         "test": binary_metrics(p_test, test[1]),
     }
-    log(f"selected cubes: {selected.tolist()}; test AUC {metrics['test']['auc']:.3f}, "
+    log.info(f"selected cubes: {selected.tolist()}; test AUC {metrics['test']['auc']:.3f}, "
         f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}")
     return ensemble, history, metrics

@@ -13,11 +13,19 @@ import logging  # noqa: E402
 from .params import PreprocParams  # noqa: E402
 from .workflow import init_participant_wf, init_preproc_wf  # noqa: E402
 
-# MultiProc workers start with nipype's default logging (INFO, every step of every node); they
-# take the run's level from the environment, which the main process sets (app.configure_nipype)
-NIPYPE_LOG_LEVEL_VARIABLE = "BIDS_PSCORE_NIPYPE_LOG_LEVEL"
-if os.environ.get(NIPYPE_LOG_LEVEL_VARIABLE):
-    for _name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        logging.getLogger(_name).setLevel(os.environ[NIPYPE_LOG_LEVEL_VARIABLE])
+from ..config import read_worker_verbosity  # noqa: E402
 
-__all__ = ["PreprocParams", "init_preproc_wf", "init_participant_wf"]
+
+def nipype_log_level(verbosity):
+    """nipype's messages show from -vv on."""
+    return "INFO" if verbosity >= 2 else "WARNING"
+
+
+# MultiProc's workers start with nipype's default logging (INFO: every step of every node); they
+# take the run's verbosity from its configuration file (bids_pscore.config.write_config)
+_worker_verbosity = read_worker_verbosity(os.environ)
+if _worker_verbosity is not None:
+    for _name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+        logging.getLogger(_name).setLevel(nipype_log_level(_worker_verbosity))
+
+__all__ = ["PreprocParams", "init_preproc_wf", "init_participant_wf", "nipype_log_level"]

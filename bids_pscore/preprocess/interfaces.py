@@ -297,12 +297,12 @@ class DerivativesSink(SimpleInterface):
     output_spec = _SinkOutputSpec
 
     def _run_interface(self, runtime):
-        from .. import bids
+        from .. import bids, derivatives
         from ..fileio import copy_file, write_json, write_nifti
 
         params = self.inputs.params
         paths = bids.preproc_paths(self.inputs.entities, params["template"])
-        sidecars = bids.preproc_sidecars(self.inputs.t1w_relpath, paths, params, self.inputs.input_skull_stripped)
+        sidecars = derivatives.preproc_sidecars(self.inputs.t1w_relpath, paths, params, self.inputs.input_skull_stripped)
         root = Path(self.inputs.output_dir)
         written = []
         for key, relpath in paths.items():

@@ -3,7 +3,7 @@ logs/CITATION.bib (the same references in BibTeX)."""
 
 from pathlib import Path
 
-from .. import bids
+from .. import derivatives
 from ..fileio import write_text
 
 CITATION_MD = "logs/CITATION.md"
@@ -75,7 +75,7 @@ def methods_text(params, metadata):
     """The paragraph, from the preprocessing workflow's own description and the model's card."""
     from ..preprocess import init_preproc_wf
 
-    versions = bids.software_versions()
+    versions = derivatives.software_versions()
     preprocessing = init_preproc_wf(params).__desc__
     demo = f" {metadata['warning']}" if metadata.get("warning") else ""
     return (

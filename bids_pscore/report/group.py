@@ -8,18 +8,18 @@ import numpy as np
 from .. import bids
 from ..fileio import write_text
 from . import figures
-from .participant import STYLE, _figure, _table
+from .html import figure, page, table, warning
 
 TOP = 20
 
 
-def _frame_table(frame, columns, top=TOP):
+def _frametable(frame, columns, top=TOP):
     shown = frame[columns].head(top)
     rows = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in shown.itertuples(index=False)]
-    return _table(rows, columns)
+    return table(rows, columns)
 
 
-def write_group_report(output_dir, tables, norm, threshold, model, opts):
+def write_group_report(output_dir, tables, norm, threshold, model, options):
     """Figures and report.html under <output_dir>/group; returns the report's path."""
     from ..atlas import atlas_on_grid
     from ..preprocess.steps import template_on_grid
@@ -28,7 +28,7 @@ def write_group_report(output_dir, tables, norm, threshold, model, opts):
     out = Path(output_dir)
     fig_dir = Path(bids.GROUP_DIR) / bids.GROUP_FILES["figures"]
     sessions, frequency, onset = tables["sessions"], tables["frequency"], tables["onset"]
-    whole = sessions[f"whole_brain_pscore_{opts.normalisation}"].to_numpy()
+    whole = sessions[f"whole_brain_pscore_{options.normalisation}"].to_numpy()
     drawn = []
 
     name = fig_dir / "whole_brain_by_group.png"
@@ -72,30 +72,28 @@ def write_group_report(output_dir, tables, norm, threshold, model, opts):
         drawn.append((name, "Regions in their order of involvement across subjects, with the number of subjects behind each."))
 
     ordered_by = sessions.groupby("participant_id")["order_by"].first().value_counts().to_dict()
-    warning = f'<div class="warning">{html.escape(model["Warning"])}</div>' if model.get("Warning") else ""
     sections = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_pscore group report</title><style>{STYLE}</style></head><body>",
-        "<h1>bids_pscore group report</h1>", warning,
+        warning(model["Warning"]) if model.get("Warning") else "",
         "<h2>Cohort</h2>",
-        _table([
+        table([
             ("sessions", len(sessions)), ("subjects", sessions["participant_id"].nunique()),
             ("predicted AD", int((sessions["predicted_class"] == "AD").sum())),
-            ("normalisation", opts.normalisation), ("lambda", f"{threshold:.3f}"),
+            ("normalisation", options.normalisation), ("lambda", f"{threshold:.3f}"),
             ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
             ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
         ], ("", "")),  # fmt: skip
-        *(_figure(Path(bids.GROUP_FILES["figures"]) / Path(p).name, c) for p, c in drawn),
-        "<h2>Degeneration frequency</h2>", _frame_table(frequency, [c for c in frequency.columns if c != "name"]),
-        f"<h2>Regions degenerating together (support >= {opts.min_support:g}, sets of up to {opts.max_set_size})</h2>",
-        _frame_table(tables["sets"], list(tables["sets"].columns)) if len(tables["sets"]) else "<p>No set reaches the minimum support.</p>",
+        *(figure(Path(bids.GROUP_FILES["figures"]) / Path(p).name, c) for p, c in drawn),
+        "<h2>Degeneration frequency</h2>", _frametable(frequency, [c for c in frequency.columns if c != "name"]),
+        f"<h2>Regions degenerating together (support >= {options.min_support:g}, sets of up to {options.max_set_size})</h2>",
+        _frametable(tables["sets"], list(tables["sets"].columns)) if len(tables["sets"]) else "<p>No set reaches the minimum support.</p>",
         "<h2>Order of involvement</h2>",
-        _frame_table(onset[onset["order"] > 0], ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"])
+        _frametable(onset[onset["order"] > 0], ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"])
         if len(traj) else "<p>No subject has two or more sessions.</p>",
     ]  # fmt: skip
     if "comparison" in tables:
-        sections += [f"<h2>{html.escape(opts.positive)} against {html.escape(opts.negative)} (first session of each subject)</h2>",
-                     _frame_table(tables["comparison"], ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"])]  # fmt: skip
-    sections += ["<p>Every table is in this folder as TSV with a JSON sidecar that describes its columns.</p></body></html>"]
+        sections += [f"<h2>{html.escape(options.positive)} against {html.escape(options.negative)} (first session of each subject)</h2>",
+                     _frametable(tables["comparison"], ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"])]  # fmt: skip
+    sections += ["<p>Every table is in this folder as TSV with a JSON sidecar that describes its columns.</p>"]
     path = out / bids.GROUP_DIR / bids.GROUP_FILES["report"]
-    write_text(path, "\n".join(sections))
+    write_text(path, page("bids_pscore group report", sections))
     return path

@@ -13,32 +13,15 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .. import bids
+from .. import bids, derivatives
 from ..fileio import write_text
 from ..model.bundle import model_warnings
 from . import figures
+from .html import figure, page, table, warning
 from .citation import CITATION_BIB, CITATION_MD
 
-STYLE = """
-body { font-family: sans-serif; max-width: 1200px; margin: 1em auto; color: #222; }
-h1 { border-bottom: 2px solid #444; } h2 { margin-top: 1.6em; border-bottom: 1px solid #bbb; }
-.warning { background: #fdecea; border: 2px solid #c0392b; padding: 0.6em 1em; font-weight: bold; }
-.error { background: #fff4e5; border: 1px solid #e67e22; padding: 0.4em 1em; }
-table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
-img { max-width: 100%; } .caption { color: #555; font-size: 0.9em; }
-"""
 # below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
 SMALL_BRAIN_VOXELS = 270_000
-
-
-def _table(rows, header):
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _figure(relpath, caption):
-    return f'<figure><img src="{html.escape(Path(relpath).as_posix())}" alt="{html.escape(caption)}"><figcaption class="caption">{html.escape(caption)}</figcaption></figure>'
 
 
 def _load(path):
@@ -119,7 +102,7 @@ def model_section(metadata, figure_relpath):
         ("weights SHA256", metadata["weights"]["sha256"]),
     ]  # fmt: skip
     return (
-        "<h2>Model</h2>" + _table(rows, ("", "")) + _figure(figure_relpath, "Per-cube weights w_c of the meta-classifier "
+        "<h2>Model</h2>" + table(rows, ("", "")) + figure(figure_relpath, "Per-cube weights w_c of the meta-classifier "
         "over the template (blue negative, red positive; cubes the model does not use are blank).")
     )
 
@@ -140,22 +123,20 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         if result.relevance is not None:
             row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
         summary.append(row)
-        files = _table([(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())], ("output", "file"))
+        files = table([(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())], ("output", "file"))
         gate = ("<p>Image quality gate passed: " + ", ".join(f"{k} {v:g}" for k, v in result.qc.items())
                 + f" (<code>{html.escape(bids.qc_path(result.t1w.entities).as_posix())}</code>).</p>") if result.qc else ""
-        parts.append(f"<h2>{html.escape(result.t1w.label)}</h2>" + gate + "".join(_figure(p, c) for p, c in drawn)
+        parts.append(f"<h2>{html.escape(result.t1w.label)}</h2>" + gate + "".join(figure(p, c) for p, c in drawn)
                      + f"<details><summary>files of this session</summary>{files}</details>")  # fmt: skip
     errors = [
         f'<div class="error"><b>{html.escape(t.label)}</b> failed at step {html.escape(failed[t.label].failed_step or "?")}: '
         f"{html.escape(failed[t.label].message)}" + (f" (log: {html.escape(failed[t.label].log)})" if failed[t.label].log else "") + "</div>"
         for t in t1w_inputs if t.label in failed
     ]  # fmt: skip
-    page = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_pscore: sub-{html.escape(subject)}</title>",
-        f"<style>{STYLE}</style></head><body><h1>bids_pscore report: sub-{html.escape(subject)}</h1>",
-        *(f'<div class="warning">{html.escape(w)}</div>' for w in warnings),
+    sections = [
+        *(warning(w) for w in warnings),
         "<h2>Summary</h2>",
-        _table(summary, ("session", "whole-brain P-score (0-246)", "AD probability", "predicted", "degenerative regions", "which",
+        table(summary, ("session", "whole-brain P-score (0-246)", "AD probability", "predicted", "degenerative regions", "which",
                          *(("relevance-weighted whole-brain P-score", "relevance-weighted degenerative regions", "which")
                            if any(r.relevance for r in results) else ())))  # fmt: skip
         if summary else "<p>No session of this subject was scored.</p>",
@@ -164,12 +145,11 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         model_section(metadata, weights_fig),
         f"<h2>Methods</h2><p>See <a href='{CITATION_MD}'>{CITATION_MD}</a> for a methods paragraph with the versions of every "
         f"tool and the references to cite, and <a href='{CITATION_BIB}'>{CITATION_BIB}</a> for the references in BibTeX.</p>",
-        f"<h2>About</h2>{_table(list(run_info.items()), ('run', ''))}",
-        _table(sorted(bids.software_versions().items()), ("software", "version")),
-        "</body></html>",
+        f"<h2>About</h2>{table(list(run_info.items()), ('run', ''))}",
+        table(sorted(derivatives.software_versions().items()), ("software", "version")),
     ]
     path = Path(f"sub-{subject}.html")
-    write_text(out / path, "\n".join(page))
+    write_text(out / path, page(f"bids_pscore report: sub-{subject}", sections))
     return path
 
 

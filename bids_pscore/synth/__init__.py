@@ -12,9 +12,6 @@ region, brain masks, label maps, disease stages, order of involvement) is writte
 ``derivatives/groundtruth``.
 """
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -25,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from ..fileio import atomic_path, write_json, write_nifti, write_text
+from ..fileio import write_json, write_nifti, write_text, write_tsv
 
 # tissue layers outside the brain: (outer distance from the brain in mm, intensity)
 LAYERS = ((3.0, 0.12), (8.0, 0.04), (13.0, 0.75))
@@ -298,11 +295,6 @@ def make_head(rng, noise=0.02, bias=0.2):
     return t1w, mask
 
 
-def _write_tsv(path, frame):
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-
-
 def write_dataset(out_dir, n_subjects=1, n_sessions=1, seed=0, acquisition_seed=None, ad_fraction=0.5):
     """A BIDS dataset of synthetic heads (AD and CN) with its ground truth in derivatives/groundtruth.
 
@@ -358,8 +350,8 @@ def write_dataset(out_dir, n_subjects=1, n_sessions=1, seed=0, acquisition_seed=
             gap = subject.uniform(0.8, 1.3)
             visit += timedelta(days=int(gap * 365.25))
             years += gap
-        _write_tsv(out_dir / sub / f"{sub}_sessions.tsv", pd.DataFrame(sessions))
-    _write_tsv(out_dir / "participants.tsv", pd.DataFrame(participants))
+        write_tsv(out_dir / sub / f"{sub}_sessions.tsv", pd.DataFrame(sessions), "%.6g")
+    write_tsv(out_dir / "participants.tsv", pd.DataFrame(participants), "%.6g")
     write_json(out_dir / "participants.json", {
         "group": {"Description": "diagnosis", "Levels": {"AD": "synthetic atrophy", "CN": "synthetic control"}},
         "age": {"Description": "age at the first session", "Units": "year"},
@@ -369,123 +361,7 @@ def write_dataset(out_dir, n_subjects=1, n_sessions=1, seed=0, acquisition_seed=
         "Name": "ground truth of the synthetic heads", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "bids_pscore-synth"}],
     })  # fmt: skip
-    _write_tsv(truth_root / "sessions.tsv", pd.DataFrame(truth_sessions))
-    _write_tsv(truth_root / "regions.tsv", pd.DataFrame(truth_regions))
-    _write_tsv(truth_root / "atrophy_order.tsv", order)
+    write_tsv(truth_root / "sessions.tsv", pd.DataFrame(truth_sessions), "%.6g")
+    write_tsv(truth_root / "regions.tsv", pd.DataFrame(truth_regions), "%.6g")
+    write_tsv(truth_root / "atrophy_order.tsv", order, "%.6g")
     return out_dir
-
-
-SCORED_LAMBDA = 0.5
-
-
-def write_scored_session(out_dir, key, region_norm, ad_probability, model="synthetic-scores"):
-    """Participant-level outputs of one session whose normalised region scores are ``region_norm``.
-
-    No image is scored: the files are those the participant level writes, for trying and testing
-    the group level on large cohorts.
-    """
-    from ..derivatives import write_session
-    from ..grid import GRID_SHAPE, N_CUBES
-    from ..pscore import Scores
-
-    sub, ses = key
-    entities = {"sub": sub, **({"ses": ses} if ses else {})}
-    region_norm = np.asarray(region_norm, float)[None]
-    scores = Scores(
-        p_ad=np.zeros((1, N_CUBES)), cube=np.zeros((1, N_CUBES)), brain_voxels=np.zeros((1, N_CUBES), int),
-        region=region_norm, region_norm=region_norm, whole=region_norm.sum(axis=1), degenerative=region_norm > SCORED_LAMBDA,
-    )  # fmt: skip
-    empty = np.zeros(GRID_SHAPE, np.float32)
-    write_session(out_dir, entities, "MNI152NLin2009aSym", scores, empty, empty, ad_probability,
-                  "AD" if ad_probability >= 0.5 else "control", np.zeros(N_CUBES), np.zeros(N_CUBES, bool), SCORED_LAMBDA,
-                  {"name": model, "version": "1", "sha256": f"{model:0>64}"[-64:]}, f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz")  # fmt: skip
-
-
-def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0):
-    """A longitudinal cohort's participant-level outputs, scores following the disease course of ``region_order``.
-
-    Half the subjects are AD: the normalised score of an atrophied region is its volume loss /
-    0.25 plus noise (so it crosses lambda = 0.5 at 12.5% loss); every other score is uniform noise
-    below 0.35. Writes the outputs to ``out_dir`` and participants.tsv and sessions.tsv (acq_time,
-    about a year apart) to ``bids_dir``; returns (bids_dir, the regions of ``region_order`` that
-    cross lambda in some subject).
-    """
-    from ..atlas import region_table
-
-    rng = np.random.default_rng(seed)
-    order = region_order()
-    position = region_table().set_index("index").index.get_indexer(order["index"])
-    bids_dir, participants, crossed = Path(bids_dir), [], np.zeros(len(order), bool)
-    write_json(bids_dir / "dataset_description.json", {"Name": "scored synthetic cohort", "BIDSVersion": "1.10.0"})
-    for s in range(1, n_subjects + 1):
-        sub, is_ad = f"{s:04d}", s % 2 == 1
-        stage0, rate = rng.uniform(0.0, 1.5), rng.uniform(0.8, 1.2)
-        days = np.arange(n_sessions) * 365.25 + rng.uniform(-30, 30, n_sessions)
-        times = pd.Timestamp("2018-01-01") + pd.to_timedelta(days - days[0], unit="D")
-        _write_tsv(bids_dir / f"sub-{sub}" / f"sub-{sub}_sessions.tsv", pd.DataFrame({
-            "session_id": [f"ses-{k}" for k in range(1, n_sessions + 1)], "acq_time": times.strftime("%Y-%m-%dT%H:%M:%S")}))  # fmt: skip
-        participants.append({"participant_id": f"sub-{sub}", "group": "AD" if is_ad else "CN"})
-        for k in range(n_sessions):
-            years = (times[k] - times[0]).days / 365.25
-            loss = stage_losses(stage0 + rate * years if is_ad else None, order, np.ones(len(order)))
-            crossed |= loss / 0.25 > SCORED_LAMBDA
-            norm = rng.uniform(0.0, 0.35, 246)
-            if is_ad:
-                norm[position] = np.clip(loss / 0.25 + rng.normal(0, 0.05, len(loss)), 0, 1)
-            write_scored_session(out_dir, (sub, str(k + 1)), norm, 0.9 if is_ad else 0.1)
-    _write_tsv(bids_dir / "participants.tsv", pd.DataFrame(participants))
-    return bids_dir, order[crossed]
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="bids_pscore-synth",
-        description="Write a BIDS dataset of T1w heads, AD subjects with regional atrophy that grows over sessions, "
-        "and its ground truth under derivatives/groundtruth: synthetic heads made from the MNI152 template, or, "
-        "with --base, real healthy heads of another BIDS dataset with simulated atrophy and ageing.",
-    )
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--base", type=Path, metavar="BIDS_DIR",
-                        help="a BIDS dataset of healthy T1w heads with age (and sex) in participants.tsv: each of its "
-                        "subjects becomes a cohort subject with its own anatomy, age and sex (see docs/disease_model.md)")
-    parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="with --base: only these base subjects")
-    parser.add_argument("--n-subjects", type=int, default=2, help="without --base: how many synthetic heads (default 2)")
-    parser.add_argument("--n-sessions", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0, help="anatomy, groups and disease course")
-    parser.add_argument("--acquisition-seed", type=int,
-                        help="pose, voxel grid, bias field and noise (default: --seed); another value re-scans the same brains")
-    parser.add_argument("--ad-fraction", type=float, default=0.5, help="share of AD subjects (default 0.5)")
-    parser.add_argument("-w", "--work-dir", type=Path,
-                        help="with --base: keeps each base head's registration and atlas, so that a re-scan or a "
-                        "second cohort reuses them")
-    parser.add_argument("--n-procs", type=int, default=1, help="with --base: subjects made side by side (default 1)")
-    opts = parser.parse_args(argv)
-    if opts.n_subjects < 1 or opts.n_sessions < 1 or opts.n_procs < 1 or not 0 <= opts.ad_fraction <= 1:
-        parser.error("--n-subjects, --n-sessions and --n-procs must be at least 1 and --ad-fraction between 0 and 1")
-    description = opts.out_dir / "dataset_description.json"
-    ours = description.is_file() and json.loads(description.read_text()).get("Name", "").startswith(DATASET_NAME)
-    if opts.out_dir.exists() and any(opts.out_dir.iterdir()) and not ours:
-        print(f"bids_pscore-synth: error: {opts.out_dir} holds other files; give a new or empty folder", file=sys.stderr)
-        return 2
-    if opts.base is None:
-        write_dataset(opts.out_dir, opts.n_subjects, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction)
-        n_subjects = opts.n_subjects
-    else:
-        from ..errors import PscoreError
-        from .realheads import write_cohort
-
-        labels = [label.removeprefix("sub-") for label in opts.participant_label or []] or None
-        try:
-            write_cohort(opts.out_dir, opts.base, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction,
-                         labels, opts.work_dir, opts.n_procs)  # fmt: skip
-        except PscoreError as exc:
-            print(f"bids_pscore-synth: error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        n_subjects = len(pd.read_csv(opts.out_dir / "participants.tsv", sep="\t"))
-    print(f"bids_pscore-synth: wrote {n_subjects} subject(s) x {opts.n_sessions} session(s) to {opts.out_dir} "
-          f"(truth in {opts.out_dir / GROUNDTRUTH})")  # fmt: skip
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ intensity, widens the ventricles, and is scanned by ``acquire`` (pose, grid, bia
 
 import hashlib
 import json
-import sys
+import logging
 import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -24,9 +24,11 @@ import pandas as pd
 from scipy import ndimage
 
 from ..errors import UsageError
-from ..fileio import atomic_path, write_json, write_nifti, write_text
-from . import DATASET_NAME, GROUNDTRUTH, N_LABELS, Anatomy, _write_tsv, acquire, atrophy
+from ..fileio import atomic_path, write_json, write_nifti, write_text, write_tsv
+from . import DATASET_NAME, GROUNDTRUTH, N_LABELS, Anatomy, acquire, atrophy
 from .disease import SUBTYPES, ageing, choose_ad, disease_losses, draw_course, subtype_order
+
+log = logging.getLogger("bids_pscore")
 
 WORK_MM = 1.0  # the grid on which regions shrink: finer than the base's voxels, so small regions keep their shape
 # scanner grids no finer than the base images they come from (2 mm for IXI)
@@ -211,7 +213,7 @@ def _subject(job):
         gap = subject.uniform(0.8, 1.3)
         visit += timedelta(days=int(gap * 365.25))
         years += gap
-    _write_tsv(Path(out_dir) / sub / f"{sub}_sessions.tsv", pd.DataFrame(sessions))
+    write_tsv(Path(out_dir) / sub / f"{sub}_sessions.tsv", pd.DataFrame(sessions), "%.6g")
     return truth_sessions, truth_regions
 
 
@@ -234,7 +236,7 @@ def base_subjects(base_dir, participant_labels=None):
         if np.isfinite(age):
             rows.append((label, path, age, row.get("sex", "n/a")))
         else:
-            print(f"bids_pscore-synth: sub-{label} left out: {table} gives no age", file=sys.stderr)
+            log.warning("sub-%s left out: %s gives no age", label, table)
     if not rows:
         raise UsageError(f"{table}: no selected subject has an age; ageing and the AD odds need it: add it")
     return rows
@@ -276,7 +278,7 @@ def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None,
         results = [_subject(job) for job in jobs]
     participants = [{"participant_id": f"sub-{label}", "group": "AD" if i in ad else "CN", "age": age, "sex": sex}
                     for i, (label, _, age, sex) in enumerate(subjects)]  # fmt: skip
-    _write_tsv(out_dir / "participants.tsv", pd.DataFrame(participants))
+    write_tsv(out_dir / "participants.tsv", pd.DataFrame(participants), "%.6g")
     write_json(out_dir / "participants.json", {
         "group": {"Description": "diagnosis", "Levels": {"AD": "simulated atrophy", "CN": "no simulated atrophy"}},
         "age": {"Description": "age at the first session (the base subject's)", "Units": "year"},
@@ -287,9 +289,9 @@ def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None,
         "Name": "ground truth of the simulated atrophy", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "bids_pscore-synth"}],
     })  # fmt: skip
-    _write_tsv(truth_root / "sessions.tsv", pd.DataFrame([row for rows, _ in results for row in rows]))
-    _write_tsv(truth_root / "regions.tsv", pd.DataFrame([row for _, rows in results for row in rows]))
-    _write_tsv(truth_root / "atrophy_order.tsv", pd.concat([subtype_order(s) for s in SUBTYPES], ignore_index=True))
+    write_tsv(truth_root / "sessions.tsv", pd.DataFrame([row for rows, _ in results for row in rows]), "%.6g")
+    write_tsv(truth_root / "regions.tsv", pd.DataFrame([row for _, rows in results for row in rows]), "%.6g")
+    write_tsv(truth_root / "atrophy_order.tsv", pd.concat([subtype_order(s) for s in SUBTYPES], ignore_index=True), "%.6g")
     return out_dir
 
 

@@ -1,20 +1,19 @@
 """The BIDS-App command line: bids_pscore bids_dir output_dir {participant,group}."""
 
 import argparse
-import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
-from . import __version__, qc
-from .bids import clean_label
-from .errors import EXIT_INTERRUPTED, PscoreError, UnknownLevelError, UsageError
+from .. import __version__, qc
+from ..bids import clean_label, load_filter_file
+from ..config import AppConfig, GroupOptions, Selection, new_run_id
+from ..errors import UnknownLevelError, UsageError
+from . import configure_logging, run_command
+from .execution import add_execution_options, execution_config
 
+PROG = "bids_pscore"
 LEVELS = ("participant", "group")
-# nipype's Graph plugins (SLURMGraph, SGEGraph, PBSGraph) are not offered: they submit the jobs and
-# return at once, so the run would end before any T1w was preprocessed and nothing could be scored
-PLUGINS = ("Linear", "MultiProc", "SLURM", "SGE", "PBS", "LSF", "Condor", "OAR", "IPython")
 
 EXIT_CODES = """\
 exit codes:
@@ -29,63 +28,6 @@ exit codes:
   73  the output or work folder cannot be written
   130 interrupted (Ctrl-C): run the same command again to go on from the finished steps
 """
-
-
-def _cpus():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _plugin_args(text):
-    """A JSON object, given inline or as a path to a .json file."""
-    source = Path(text).read_text() if Path(text).is_file() else text
-    try:
-        value = json.loads(source)
-    except json.JSONDecodeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a JSON object nor a JSON file") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object, e.g. '{{\"sbatch_args\": \"-p short\"}}'")
-    return value
-
-
-def add_execution_options(parser):
-    """Options of how the preprocessing runs, shared by bids_pscore and bids_pscore-train."""
-    perf = parser.add_argument_group("performance and execution")
-    perf.add_argument("--n-cpus", "--nprocs", type=int, default=_cpus(), metavar="N",
-                      help="CPUs the MultiProc plugin may use (default: all available)")
-    perf.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
-                      help="threads per step for deepbet's network (default: min(n-cpus, 8)); ANTs runs "
-                      "single-threaded so that a seed gives identical results")
-    perf.add_argument("--mem", "--mem-gb", type=float, default=None, metavar="GB", dest="mem_gb",
-                      help="memory the MultiProc plugin may use at once (default: 90%% of the machine's); each step "
-                      "asks for what it was measured to need, so steps run side by side only when they fit")
-    perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
-                      help="nipype's cache; a rerun with the same folder reuses finished steps, in a folder named by "
-                      "the version and a fingerprint of the preprocessing code, so new code never reuses old results (default: ./work)")
-    perf.add_argument("--clean-workdir", action="store_true",
-                      help="first remove what earlier runs of any version cached in the work folder (not while other "
-                      "jobs share it)")
-    perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
-                      help="how nipype runs the steps: Linear, MultiProc (default), or one job per step on a cluster "
-                      "(SLURM, SGE, ...; under SLURM each job asks for the CPUs and memory its step needs)")
-    perf.add_argument("--nipype-plugin-args", type=_plugin_args, metavar="JSON",
-                      help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'')
-    perf.add_argument("--stop-on-first-crash", action="store_true",
-                      help="stop the whole run at the first step that fails (default: the other T1w go on)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: nipype's too)")
-    return perf
-
-
-def check_execution_options(opts):
-    """Validate the CPU options and fill in the default thread count."""
-    if opts.n_cpus < 1:
-        raise UsageError(f"--n-cpus must be at least 1, got {opts.n_cpus}")
-    if opts.mem_gb is not None and opts.mem_gb <= 0:
-        raise UsageError(f"--mem must be a positive number of GB, got {opts.mem_gb}")
-    if opts.omp_nthreads is None:
-        opts.omp_nthreads = min(opts.n_cpus, 8)
-    if opts.omp_nthreads < 1:
-        raise UsageError(f"--omp-nthreads must be at least 1, got {opts.omp_nthreads}")
-    return opts
 
 
 def build_parser():
@@ -147,10 +89,8 @@ def build_parser():
     group.add_argument("--max-set-size", type=int, default=3, metavar="N",
                        help="largest set of co-degenerating regions to look for (default 3)")
 
-    perf = add_execution_options(parser)
-    perf.add_argument("--random-seed", type=int, metavar="N",
-                      help="seed of the registration's random sampling: same seed, same result (default: the model's, "
-                      "with which its training images were registered)")
+    add_execution_options(parser, "seed of the registration's random sampling: same seed, same result (default: the model's, "
+                          "with which its training images were registered)")
 
     other = parser.add_argument_group("other")
     other.add_argument("--reports-only", action="store_true",
@@ -160,38 +100,44 @@ def build_parser():
 
 
 def parse_args(argv=None):
+    """The checked ``AppConfig`` of a command line (``sys.argv[1:]`` by default)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     opts = build_parser().parse_args(argv)
-    # shown in the reports, so that a reader knows how the outputs were made
-    opts.command_line = shlex.join(["bids_pscore", *map(str, argv)])
     if opts.analysis_level not in LEVELS:
         raise UnknownLevelError(f"unknown analysis level {opts.analysis_level!r}; choose one of: {', '.join(LEVELS)}")
-    if opts.participant_label:
-        opts.participant_label = sorted({clean_label(x, "sub") for x in opts.participant_label})
-    if opts.session_label:
-        opts.session_label = sorted({clean_label(x, "ses") for x in opts.session_label})
     if opts.label_column and not (opts.positive and opts.negative):
         raise UsageError("--label-column needs --positive and --negative (e.g. --positive AD --negative CN)")
     if not 0 < opts.min_support <= 1 or opts.max_set_size < 2:
         raise UsageError("--min-support must be in (0, 1] and --max-set-size at least 2")
-    opts.qc_thresholds = qc.parse_thresholds(opts.qc_thresholds)
-    return check_execution_options(opts)
+    selection = Selection(
+        participant_label=tuple(sorted({clean_label(x, "sub") for x in opts.participant_label or ()})),
+        session_label=tuple(sorted({clean_label(x, "ses") for x in opts.session_label or ()})),
+        bids_filters=load_filter_file(opts.bids_filter_file), bids_database_dir=opts.bids_database_dir,
+        skip_bids_validation=opts.skip_bids_validation,
+    )  # fmt: skip
+    group = GroupOptions(opts.label_column, opts.positive, opts.negative, opts.normalisation, opts.min_support, opts.max_set_size)
+    return AppConfig(
+        bids_dir=opts.bids_dir, output_dir=opts.output_dir, analysis_level=opts.analysis_level, selection=selection,
+        model=opts.model, qc_thresholds=qc.parse_thresholds(opts.qc_thresholds), group=group,
+        reports_only=opts.reports_only, execution=execution_config(opts),
+        # shown in the reports, so that a reader knows how the outputs were made
+        command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(),
+    )  # fmt: skip
+
+
+def run(config):
+    configure_logging(PROG, config.execution.verbosity)
+    if config.analysis_level == "participant":
+        from ..participant import run_participant
+
+        return run_participant(config)
+    from ..group import run_group
+
+    return run_group(config)
 
 
 def main(argv=None):
-    try:
-        opts = parse_args(argv)
-        from . import app
-
-        run = app.run_participant if opts.analysis_level == "participant" else app.run_group
-        return run(opts)
-    except PscoreError as exc:
-        print(f"bids_pscore: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("bids_pscore: interrupted (Ctrl-C); finished steps are kept in the work folder: run the same command "
-              "again to go on from them", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command(PROG, lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

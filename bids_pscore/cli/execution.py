@@ -1,0 +1,79 @@
+"""Options of how the preprocessing runs, shared by bids_pscore and bids_pscore-train."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ..config import Execution
+from ..errors import UsageError
+
+# nipype's Graph plugins (SLURMGraph, SGEGraph, PBSGraph) are not offered: they submit the jobs and
+# return at once, so the run would end before any T1w was preprocessed and nothing could be scored
+PLUGINS = ("Linear", "MultiProc", "SLURM", "SGE", "PBS", "LSF", "Condor", "OAR", "IPython")
+# deepbet's network gains little from more threads than this
+MAX_DEFAULT_THREADS = 8
+
+
+def available_cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def json_object(text):
+    """A JSON object, given inline or as a path to a .json file."""
+    source = Path(text).read_text() if Path(text).is_file() else text
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a JSON object nor a JSON file") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object, e.g. '{{\"sbatch_args\": \"-p short\"}}'")
+    return value
+
+
+def add_execution_options(parser, seed_help):
+    """The performance and execution options; ``seed_help`` says what --random-seed defaults to."""
+    perf = parser.add_argument_group("performance and execution")
+    perf.add_argument("--n-cpus", "--nprocs", type=int, default=available_cpus(), metavar="N",
+                      help="CPUs the MultiProc plugin may use (default: all available)")
+    perf.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
+                      help=f"threads per step for deepbet's network (default: min(n-cpus, {MAX_DEFAULT_THREADS})); ANTs runs "
+                      "single-threaded so that a seed gives identical results")
+    perf.add_argument("--mem", "--mem-gb", type=float, default=None, metavar="GB", dest="mem_gb",
+                      help="memory the MultiProc plugin may use at once (default: 90%% of the machine's); each step "
+                      "asks for what it was measured to need, so steps run side by side only when they fit")
+    perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
+                      help="nipype's cache; a rerun with the same folder reuses finished steps, in a folder named by "
+                      "the version and a fingerprint of the preprocessing code, so new code never reuses old results (default: ./work)")
+    perf.add_argument("--clean-workdir", action="store_true",
+                      help="first remove what earlier runs of any version cached in the work folder (not while other "
+                      "jobs share it)")
+    perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
+                      help="how nipype runs the steps: Linear, MultiProc (default), or one job per step on a cluster "
+                      "(SLURM, SGE, ...; under SLURM each job asks for the CPUs and memory its step needs)")
+    perf.add_argument("--nipype-plugin-args", type=json_object, metavar="JSON",
+                      help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'')
+    perf.add_argument("--stop-on-first-crash", action="store_true",
+                      help="stop the whole run at the first step that fails (default: the other T1w go on)")
+    perf.add_argument("--random-seed", type=int, metavar="N", help=seed_help)
+    messages = parser.add_mutually_exclusive_group()
+    messages.add_argument("-v", "--verbose", action="count", default=0,
+                          help="more messages: each step's folder, the workflow's settings, scoring details (-vv: nipype's too)")
+    messages.add_argument("-q", "--quiet", action="store_true", help="only warnings, the summary and errors")
+    return perf
+
+
+def execution_config(opts):
+    """The checked ``Execution`` of parsed options."""
+    if opts.n_cpus < 1:
+        raise UsageError(f"--n-cpus must be at least 1, got {opts.n_cpus}")
+    if opts.mem_gb is not None and opts.mem_gb <= 0:
+        raise UsageError(f"--mem must be a positive number of GB, got {opts.mem_gb}")
+    omp_nthreads = min(opts.n_cpus, MAX_DEFAULT_THREADS) if opts.omp_nthreads is None else opts.omp_nthreads
+    if omp_nthreads < 1:
+        raise UsageError(f"--omp-nthreads must be at least 1, got {omp_nthreads}")
+    return Execution(
+        work_dir=opts.work_dir, n_cpus=opts.n_cpus, omp_nthreads=omp_nthreads, mem_gb=opts.mem_gb,
+        plugin=opts.nipype_plugin, plugin_args=opts.nipype_plugin_args, stop_on_first_crash=opts.stop_on_first_crash,
+        clean_workdir=opts.clean_workdir, verbosity=-1 if opts.quiet else opts.verbose, random_seed=opts.random_seed,
+    )  # fmt: skip

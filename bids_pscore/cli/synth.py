@@ -1,0 +1,73 @@
+"""bids_pscore-synth: a BIDS dataset of T1w heads with simulated atrophy and its ground truth."""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UsageError
+from ..synth import DATASET_NAME, GROUNDTRUTH, write_dataset
+from . import configure_logging, run_command
+
+PROG = "bids_pscore-synth"
+log = logging.getLogger("bids_pscore")
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="bids_pscore-synth",
+        description="Write a BIDS dataset of T1w heads, AD subjects with regional atrophy that grows over sessions, "
+        "and its ground truth under derivatives/groundtruth: synthetic heads made from the MNI152 template, or, "
+        "with --base, real healthy heads of another BIDS dataset with simulated atrophy and ageing.",
+    )
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--base", type=Path, metavar="BIDS_DIR",
+                        help="a BIDS dataset of healthy T1w heads with age (and sex) in participants.tsv: each of its "
+                        "subjects becomes a cohort subject with its own anatomy, age and sex (see docs/disease_model.md)")
+    parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="with --base: only these base subjects")
+    parser.add_argument("--n-subjects", type=int, default=2, help="without --base: how many synthetic heads (default 2)")
+    parser.add_argument("--n-sessions", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="anatomy, groups and disease course")
+    parser.add_argument("--acquisition-seed", type=int,
+                        help="pose, voxel grid, bias field and noise (default: --seed); another value re-scans the same brains")
+    parser.add_argument("--ad-fraction", type=float, default=0.5, help="share of AD subjects (default 0.5)")
+    parser.add_argument("-w", "--work-dir", type=Path,
+                        help="with --base: keeps each base head's registration and atlas, so that a re-scan or a "
+                        "second cohort reuses them")
+    parser.add_argument("--n-procs", type=int, default=1, help="with --base: subjects made side by side (default 1)")
+    return parser
+
+
+def run(argv=None):
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if opts.n_subjects < 1 or opts.n_sessions < 1 or opts.n_procs < 1 or not 0 <= opts.ad_fraction <= 1:
+        parser.error("--n-subjects, --n-sessions and --n-procs must be at least 1 and --ad-fraction between 0 and 1")
+    description = opts.out_dir / "dataset_description.json"
+    ours = description.is_file() and json.loads(description.read_text()).get("Name", "").startswith(DATASET_NAME)
+    if opts.out_dir.exists() and any(opts.out_dir.iterdir()) and not ours:
+        raise UsageError(f"{opts.out_dir} holds other files; give a new or empty folder")
+    configure_logging(PROG, 0)
+    if opts.base is None:
+        write_dataset(opts.out_dir, opts.n_subjects, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction)
+        n_subjects = opts.n_subjects
+    else:
+        from ..synth.realheads import write_cohort
+
+        labels = [label.removeprefix("sub-") for label in opts.participant_label or []] or None
+        write_cohort(opts.out_dir, opts.base, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction,
+                     labels, opts.work_dir, opts.n_procs)  # fmt: skip
+        n_subjects = len(pd.read_csv(opts.out_dir / "participants.tsv", sep="\t"))
+    log.info("wrote %d subject(s) x %d session(s) to %s (truth in %s)", n_subjects, opts.n_sessions, opts.out_dir,
+             opts.out_dir / GROUNDTRUTH)
+    return 0
+
+
+def main(argv=None):
+    return run_command(PROG, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

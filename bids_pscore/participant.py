@@ -1,0 +1,284 @@
+"""The participant level: BIDS inputs -> preprocessing workflow -> quality gate -> model -> P-scores
+-> derivatives -> reports."""
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from importlib.resources import files
+from pathlib import Path
+
+from . import bids
+from .atlas import N_REGIONS
+from .config import write_config
+from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError
+from .execution import make_run_folders, preprocess
+from .fileio import write_json
+
+log = logging.getLogger("bids_pscore")
+DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
+
+
+def load_model(path=None):
+    """The model bundle at ``path``, or the demo model that ships with the package."""
+    from .model.bundle import BundleError, load_bundle
+
+    try:
+        return load_bundle(path or DEMO_MODEL)
+    except BundleError as exc:
+        raise ModelError(f"{exc} (--model)") from None
+
+
+def model_card(bundle):
+    """What the outputs and reports say about the model that made them."""
+    meta = bundle.metadata
+    return {"name": meta["name"], "version": meta["version"], "sha256": meta["weights"]["sha256"], "warning": meta.get("warning")}
+
+
+@dataclass
+class SessionResult:
+    t1w: bids.T1wInput
+    paths: dict  # every derivative of the session, relative to the output folder
+    whole: float
+    ad_probability: float
+    predicted_class: str
+    degenerative: list
+    relevance: dict | None = None  # whole-brain score, lambda and degenerative regions of the relevance-weighted map
+    model_sha256: str | None = None
+    qc: dict | None = None  # the quality gate's measures
+
+
+def quality_gate(item, output_dir, template, thresholds):
+    """The quality gate's record of one preprocessed T1w (bids_pscore.qc), written beside its outputs."""
+    import nibabel as nib
+    import numpy as np
+
+    from . import qc
+    from .preprocess.steps import template_on_grid, tissue_on_grid
+
+    paths = bids.preproc_paths(item.entities, template)
+    brain = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
+    mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
+    native = nib.load(output_dir / paths["mask_native"])
+    volume_ml = np.count_nonzero(np.asarray(native.dataobj)) * float(np.prod(native.header.get_zooms()[:3])) / 1000
+    reference, reference_mask = (np.asarray(i.dataobj) for i in template_on_grid(template))
+    values = qc.measures(brain, mask, reference, reference_mask > 0, *tissue_on_grid(template), volume_ml)
+    record = qc.record(values, thresholds)
+    write_json(output_dir / bids.qc_path(item.entities), {**record, "Sources": [bids.raw_uri(item.relpath)]})
+    return record
+
+
+def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
+    """Quality gate, ensemble, P-scores and derivatives of every preprocessed T1w (SPEC sections
+    4, 5 and 8). Returns the scored sessions and, for each T1w the gate stopped, its Outcome."""
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from . import derivatives, pscore
+    from .atlas import atlas_on_grid, region_table
+    from .grid import cut_cubes
+    from .progress import Outcome
+
+    weights, selected = bundle.ensemble.weights_per_cube()
+    reference = pscore.Reference.from_dict(bundle.metadata["reference"])
+    relevance = bundle.metadata.get("relevance")
+    if relevance is None:
+        log.info("note: this model has no relevance reference statistics; the relevance-weighted outputs are skipped "
+                 "(bids_pscore-train of this version writes them)")
+    else:
+        from .model.relevance import relevance_on_grid, selected_base
+
+        relevance_base, relevance_cubes = selected_base(bundle.ensemble), bundle.ensemble.selected.cpu().numpy()
+        relevance_reference = pscore.Reference.from_dict(relevance["reference"])
+    card = model_card(bundle)
+    grid_atlas = atlas_on_grid()
+    sizes = pscore.region_sizes(grid_atlas)
+    labels = region_table()["label"].to_numpy()
+    derivatives.write_atlas(output_dir, template, grid_atlas)
+    results, stopped = [], {}
+    for item in t1w_inputs:
+        gate = quality_gate(item, output_dir, template, qc_thresholds)
+        if not gate["Passed"]:
+            # garbage in must not come out as a score: the session's scores are not made, and
+            # those of an earlier run go (the image itself, the mask and the QC record stay)
+            derivatives.remove_outputs(output_dir, item.entities, template, preprocessing=False)
+            message = "; ".join(gate["Failures"]) + " (--qc-thresholds loosens the gate)"
+            stopped[item.label] = Outcome(item.label, "failed", failed_step="quality gate", message=message,
+                                          log=str(bids.qc_path(item.entities)))  # fmt: skip
+            log.warning("%s: NOT SCORED, failed the quality gate: %s", item.label, message)
+            continue
+        paths = bids.preproc_paths(item.entities, template)
+        image = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
+        mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
+        cubes = cut_cubes(image)[None]
+        with torch.no_grad():
+            out = bundle.ensemble(torch.from_numpy(cubes))
+        p_ad, ad_probability = out["p_cube"].numpy(), float(out["p_image"][0])
+        brain, overlap = pscore.brain_overlap(mask, grid_atlas)
+        scores = pscore.score(p_ad, weights, selected, brain, overlap, sizes, reference)
+        predicted = "AD" if ad_probability >= 0.5 else "control"
+        written = derivatives.write_session(
+            output_dir, item.entities, template, scores,
+            voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
+            region_map=pscore.paint_regions(scores.region_norm[0], grid_atlas)[0],
+            ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
+            threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath,
+        )  # fmt: skip
+        relevance_summary = None
+        if relevance is not None:
+            grid_relevance = relevance_on_grid(relevance_base, cubes, relevance_cubes, relevance)
+            relevance_map = pscore.relevance_voxel_scores(scores.cube, grid_relevance, mask[None])[0]
+            region = pscore.region_means(relevance_map, grid_atlas, sizes)
+            weighted = pscore.score_regions(p_ad, scores.cube, brain, region, relevance_reference)
+            written.update(derivatives.write_relevance(
+                output_dir, item.entities, template, weighted, voxel_map=relevance_map,
+                region_map=pscore.paint_regions(weighted.region_norm[0], grid_atlas)[0], threshold=relevance_reference.threshold,
+                method=relevance["description"], model_card=card, t1w_relpath=item.relpath,
+            ))  # fmt: skip
+            relevance_summary = {"whole": float(weighted.whole[0]), "lambda": relevance_reference.threshold,
+                                 "degenerative": labels[weighted.degenerative[0]].tolist()}  # fmt: skip
+        paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
+        results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
+                                     labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"]))  # fmt: skip
+        log.info("%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)", item.label,
+                 scores.whole[0], N_REGIONS, ad_probability, predicted, scores.degenerative[0].sum())
+        log.debug("%s: %d of %d selected cubes hold brain; region scores normalised by the model's reference, lambda %.3f",
+                  item.label, (scores.brain_voxels[0][selected] > 0).sum(), selected.sum(), reference.threshold)
+    return results, stopped
+
+
+def run_info(config, started):
+    """What every report says of the run that made it."""
+    from .derivatives import software_versions
+
+    return {"command line": config.command_line, "started": started, "run": config.run_id,
+            "bids_pscore version": software_versions()["bids_pscore"]}  # fmt: skip
+
+
+def check_inputs(layout, t1w_inputs, skip_validation):
+    """Before anything is written: the BIDS validator on the selected subjects (refuses a dataset
+    with errors), then every T1w-like file that will not be processed, and why."""
+    root = Path(layout.root)
+    if not skip_validation:
+        command = bids.validator_command()
+        if command is None:
+            log.info("note: the BIDS validator is not installed, so only pybids checked the dataset "
+                     "(pip install 'bids_pscore[validator]'; the container has it)")
+        else:
+            issues = bids.run_validator(root, {t.entities["sub"] for t in t1w_inputs}, command)
+            error = bids.validation_errors(root, issues)
+            if error:
+                raise error
+            warnings = sum(i["severity"] == "warning" for i in issues)
+            log.info("BIDS validator: no error, %d warning(s) in the selected subjects", warnings)
+    unused = bids.unused_t1w(root, {t.relpath for t in t1w_inputs}, bids.indexed_t1w(layout))
+    not_selected = [path for path, reason in unused if reason.startswith("not selected")]
+    if not_selected:
+        log.info("%d other T1w not selected by --participant-label, --session-label or --bids-filter-file", len(not_selected))
+    misnamed = [(path, reason) for path, reason in unused if not reason.startswith("not selected")]
+    if misnamed:
+        log.warning("%d T1w-like file(s) will not be processed:\n%s", len(misnamed),
+                    "\n".join(f"  {path}: {reason}" for path, reason in misnamed))
+
+
+def preprocessing_params(metadata, random_seed=None):
+    """The model's preprocessing, with ``--random-seed`` (when given) as the registration seed."""
+    from .preprocess import PreprocParams
+
+    params = PreprocParams.from_dict(metadata["preprocessing"])
+    if random_seed is not None and random_seed != params.registration_seed:
+        log.warning("--random-seed %d registers differently from this model's training images (seed %d); leave it out "
+                    "to preprocess as they were", random_seed, params.registration_seed)
+        params = replace(params, registration_seed=random_seed)
+    return params
+
+
+def run_participant(config):
+    """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    from . import derivatives
+    from .model.bundle import model_warnings
+    from .report import write_citation, write_subject_reports
+
+    selection = config.selection
+    layout = bids.load_layout(config.bids_dir, validate=not selection.skip_bids_validation, database_dir=selection.bids_database_dir)
+    t1w_inputs = bids.find_t1w(layout, selection.participant_label, selection.session_label, selection.bids_filters)
+    if config.reports_only:
+        return rebuild_reports(t1w_inputs, config)
+    check_inputs(layout, t1w_inputs, selection.skip_bids_validation)
+    bundle = load_model(config.model)
+    output_dir, work_dir = make_run_folders(config.output_dir, config.execution.work_dir, config.bids_dir)
+    log_dir = output_dir / "logs" / f"run-{config.run_id}"
+    log.debug("configuration of this run: %s", write_config(config, log_dir))
+    card = model_card(bundle)
+    log.info("model %s version %s from %s", card["name"], card["version"], bundle.folder)
+    for warning in model_warnings(bundle.metadata):
+        log.warning("%s", warning)
+    params = preprocessing_params(bundle.metadata, config.execution.random_seed)
+    progress = preprocess(t1w_inputs, config.bids_dir, output_dir, work_dir, params, config.execution, log_dir)
+    failed = {o.label: o for o in progress.failed}
+    for t1w in t1w_inputs:  # a T1w that failed now, not one that --stop-on-first-crash left unrun
+        if t1w.label in failed and failed[t1w.label].status == "failed" and derivatives.remove_outputs(output_dir, t1w.entities, params.template):
+            log.info("%s: the outputs of an earlier run were removed, since this run failed for it", t1w.label)
+    if failed and config.execution.stop_on_first_crash:
+        log.info("stopped at the first failure (--stop-on-first-crash); nothing was scored")
+        return EXIT_SESSION_FAILED
+    done = [t for t in t1w_inputs if t.label not in failed]
+    if done:
+        log.info("P-scores of %d T1w", len(done))
+    results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds)
+    failed.update(stopped)
+    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template, run_info(config, started))
+    citation = write_citation(output_dir, params, bundle.metadata)
+    log.info("reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
+    return EXIT_SESSION_FAILED if failed else EXIT_OK
+
+
+def read_session_result(output_dir, t1w, template):
+    """A scored session's SessionResult read back from its outputs, or None if it has none."""
+    import json
+
+    paths = {**bids.preproc_paths(t1w.entities, template), **bids.pscore_paths(t1w.entities, template)}
+    if not all((output_dir / p).is_file() for p in paths.values()):
+        return None
+    summary = json.loads((output_dir / paths["summary"]).read_text())
+    relevance = None
+    relevance_paths = bids.relevance_paths(t1w.entities, template)
+    if all((output_dir / p).is_file() for p in relevance_paths.values()):
+        paths.update(relevance_paths)
+        weighted = json.loads((output_dir / relevance_paths["relevance_summary"]).read_text())
+        relevance = {"whole": weighted["WholeBrainPScore"], "lambda": weighted["Lambda"], "degenerative": weighted["DegenerativeRegions"]}
+    gate = output_dir / bids.qc_path(t1w.entities)
+    measures = json.loads(gate.read_text())["Measures"] if gate.is_file() else None
+    return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
+                         summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"], measures)  # fmt: skip
+
+
+def rebuild_reports(t1w_inputs, config):
+    """--reports-only: the reports and the methods text drawn again from the outputs on disk; the
+    derivatives are read, never written. Sessions without outputs are named as not scored."""
+    from .progress import Outcome
+    from .report import write_citation, write_subject_reports
+
+    output_dir = Path(config.output_dir)
+    bundle = load_model(config.model)
+    params = preprocessing_params(bundle.metadata, config.execution.random_seed)
+    results, failed = [], {}
+    for t1w in t1w_inputs:
+        result = read_session_result(output_dir, t1w, params.template)
+        if result is None:
+            failed[t1w.label] = Outcome(t1w.label, status="failed", failed_step="participant level", message="not scored yet: no outputs in the output folder")
+        elif result.model_sha256 != bundle.metadata["weights"]["sha256"]:
+            raise ModelError(f"{output_dir / result.paths['summary']}: was scored by another model than {bundle.folder}; "
+                             "pass the model that made the outputs with --model")  # fmt: skip
+        else:
+            results.append(result)
+    if not results:
+        raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
+    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
+                                    run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")))
+    citation = write_citation(output_dir, params, bundle.metadata)
+    log.info("reports drawn again from %d scored T1w: %s; methods and citations: %s", len(results),
+             ", ".join(str(output_dir / r) for r in reports), citation)
+    return EXIT_OK
+
