@@ -33,7 +33,7 @@ class Loop(nn.Module):
         self.models = nn.ModuleList(BaseClassifiers(1) for _ in range(N_CUBES))
 
     def forward(self, cubes):
-        outs = [m(cubes[:, c:c + 1]) for c, m in enumerate(self.models)]
+        outs = [m(cubes[:, c : c + 1]) for c, m in enumerate(self.models)]
         return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
 
 

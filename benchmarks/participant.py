@@ -55,8 +55,18 @@ def measure(cmd):
 def run(bids_dir, plugin, model=None):
     """bids_pscore participant in a child process; returns (wall s, peak GB of the tree, exit code)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "bids_pscore.cli", str(bids_dir), f"{tmp}/out", "participant", "-w", f"{tmp}/work",
-               "--nipype-plugin", plugin] + (["--model", str(model)] if model else [])
+        cmd = [
+            sys.executable,
+            "-m",
+            "bids_pscore.cli",
+            str(bids_dir),
+            f"{tmp}/out",
+            "participant",
+            "-w",
+            f"{tmp}/work",
+            "--nipype-plugin",
+            plugin,
+        ] + (["--model", str(model)] if model else [])
         wall, peak, code, output = measure(cmd)
     if code:
         print(output)

@@ -49,8 +49,9 @@ def main():
     t1w = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
     tmp = Path(tempfile.mkdtemp())
     if not t1w.is_file():
-        from bids_pscore.synth import make_head
         import numpy as np
+
+        from bids_pscore.synth import make_head
 
         head, _ = make_head(np.random.default_rng(0))
         t1w = tmp / "synthetic_T1w.nii.gz"

@@ -53,8 +53,10 @@ def main():
     print("thresholds:", {k: list(v) for k, v in qc.DEFAULT_THRESHOLDS.items()})
     meant_to_fail = table["kind"].str.startswith("bad")
     passed = table["verdict"] == "pass"
-    print(f"real images passing: {int((passed & ~meant_to_fail).sum())} of {int((~meant_to_fail).sum())}; "
-          f"meaningless images stopped: {int((~passed & meant_to_fail).sum())} of {int(meant_to_fail.sum())}")
+    print(
+        f"real images passing: {int((passed & ~meant_to_fail).sum())} of {int((~meant_to_fail).sum())}; "
+        f"meaningless images stopped: {int((~passed & meant_to_fail).sum())} of {int(meant_to_fail.sum())}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ def main():
     import torch
 
     from bids_pscore import pscore
-    from bids_pscore.participant import load_model
     from bids_pscore.atlas import atlas_on_grid
     from bids_pscore.grid import cut_cubes
     from bids_pscore.model.relevance import relevance_on_grid, selected_base
+    from bids_pscore.participant import load_model
     from bids_pscore.preprocess import steps
 
     torch.set_num_threads(opts.threads)
@@ -56,8 +56,10 @@ def main():
         pscore.region_means(pscore.relevance_voxel_scores(p_cube, relevance, mask[None]), atlas, sizes)
         times["relevance of the selected cubes"].append(middle - start)
         times["voxel map and region scores"].append(time.perf_counter() - middle)
-    print(f"{record['method']} {record.get('options', {})}, smoothing {record.get('smoothing_voxels', 0)} voxels, "
-          f"{len(chosen)} cubes, {opts.threads} threads, median of {opts.repeats}")
+    print(
+        f"{record['method']} {record.get('options', {})}, smoothing {record.get('smoothing_voxels', 0)} voxels, "
+        f"{len(chosen)} cubes, {opts.threads} threads, median of {opts.repeats}"
+    )
     print(f"{'step':40s} {'seconds':>8s}")
     for name, values in times.items():
         print(f"{name:40s} {np.median(values):8.2f}")

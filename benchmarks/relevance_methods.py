@@ -88,7 +88,7 @@ def main():
     region = {"even spread": np.zeros((n, 246))} | {v[0]: np.zeros((n, 246)) for v in variants}
     seconds = {v[0]: 0.0 for v in variants}
     p_image = np.zeros(n)
-    for i, (sub, ses, path, mask_path) in enumerate(images):
+    for i, (_, _, path, mask_path) in enumerate(images):
         cubes, mask = cut_cubes(load(path))[None], load(mask_path) > 0
         with torch.no_grad():
             out = bundle.ensemble(torch.from_numpy(cubes))
@@ -129,8 +129,10 @@ def main():
         area, at_recall, (f1, _, _) = ranking_quality(norm.ravel(), atrophied[keep].ravel())
         flagged_cn = pscore.normalise_regions(values[held_cn], reference.region_min, reference.region_max) > reference.threshold
         timing = f"{seconds[name] / n:9.2f}" if name in seconds else f"{'':9s}"
-        print(f"{name:44s} {timing} {reference.threshold:7.3f} {area:6.3f} {at_recall:7.3f} {f1:8.3f}  "
-              f"{np.mean((norm > reference.threshold).any(axis=1)):.2f} / {np.mean(flagged_cn.any(axis=1)):.2f}")
+        print(
+            f"{name:44s} {timing} {reference.threshold:7.3f} {area:6.3f} {at_recall:7.3f} {f1:8.3f}  "
+            f"{np.mean((norm > reference.threshold).any(axis=1)):.2f} / {np.mean(flagged_cn.any(axis=1)):.2f}"
+        )
     area, at_recall, (f1, _, _) = ranking_quality(ideal_cube_scores(atrophied[keep]).ravel(), atrophied[keep].ravel())
     print(f"{'ideal cubes, even spread (ceiling)':44s} {'':9s} {'':7s} {area:6.3f} {at_recall:7.3f} {f1:8.3f}")
 

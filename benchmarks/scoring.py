@@ -49,8 +49,21 @@ def main():
             scores = pscore.score(p_ad, weights, selected, m, n, sizes, reference)
             voxel_map = pscore.voxel_scores(scores.cube, masks[0])[0]
             region_map = pscore.paint_regions(scores.region_norm, grid_atlas)[0]
-            derivatives.write_session(out, {"sub": f"{repeat:02d}"}, "MNI152NLin2009aSym", scores, voxel_map, region_map,
-                                      0.5, "AD", weights, selected, reference.threshold, {"name": "bench"}, "sub-01/anat/sub-01_T1w.nii.gz")
+            derivatives.write_session(
+                out,
+                {"sub": f"{repeat:02d}"},
+                "MNI152NLin2009aSym",
+                scores,
+                voxel_map,
+                region_map,
+                0.5,
+                "AD",
+                weights,
+                selected,
+                reference.threshold,
+                {"name": "bench"},
+                "sub-01/anat/sub-01_T1w.nii.gz",
+            )
             times.append(time.perf_counter() - start)
 
     p_ad = rng.uniform(0, 1, (1000, N_CUBES))

@@ -34,7 +34,7 @@ def main():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"{'images':<36}{n:>10}")
     print(f"{'cube cache written (s)':<36}{written:10.1f}")
-    print(f"{'one epoch, {} training images (s)'.format(n - 100):<36}{trained:10.1f}")
+    print(f"{f'one epoch, {n - 100} training images (s)':<36}{trained:10.1f}")
     print(f"{'peak resident memory (GB)':<36}{peak:10.2f}   (target 8 GB)")
 
 

@@ -234,30 +234,59 @@ def main():
         ("AUC of the AD probability", f"{auc(sessions['ad_probability'], is_ad)[0]:.3f}", ">= 0.95" if opts.base is None else "reported"),
         ("AUC of the whole-brain P-score", f"{auc(sessions['whole'], is_ad)[0]:.3f}", ">= 0.95" if opts.base is None else "reported"),
         # AD subjects are older (docs/disease_model.md): what age alone would give, and the model among the older half
-        *((("AUC of age alone (baseline)", f"{auc(age, is_ad)[0]:.3f}", ""),
-           (f"AUC of the AD probability, subjects aged {np.median(age):.0f} or more",
-            f"{auc(sessions['ad_probability'][older], is_ad[older])[0]:.3f}  ({is_ad[older].sum()} AD / {(~is_ad[older]).sum()} CN sessions)", ""))
-          if opts.base is not None else ()),
-        ("test-retest ICC(3,1), whole-brain P-score", f"{icc_3_1(sessions.loc[common, 'whole'], retest_sessions.loc[common, 'whole']):.3f}", ">= 0.95"),
-    ]  # fmt: skip
+        *(
+            (
+                ("AUC of age alone (baseline)", f"{auc(age, is_ad)[0]:.3f}", ""),
+                (
+                    f"AUC of the AD probability, subjects aged {np.median(age):.0f} or more",
+                    f"{auc(sessions['ad_probability'][older], is_ad[older])[0]:.3f}  ({is_ad[older].sum()} AD / {(~is_ad[older]).sum()} CN sessions)",
+                    "",
+                ),
+            )
+            if opts.base is not None
+            else ()
+        ),
+        (
+            "test-retest ICC(3,1), whole-brain P-score",
+            f"{icc_3_1(sessions.loc[common, 'whole'], retest_sessions.loc[common, 'whole']):.3f}",
+            ">= 0.95",
+        ),
+    ]
     region_rows = {
         "lambda": ({name: f"{sessions[f'lambda {name}'].iloc[0]:.3f}" for name in measured}, "< 1"),
-        "sessions with a flag: AD / CN": ({name: f"{np.mean(m['flags'][is_ad] > 0):.2f} / {np.mean(m['flags'][~is_ad] > 0):.2f}"
-                                           for name, m in measured.items()}, ""),
-        "flags per session, mean: AD / CN": ({name: f"{m['flags'][is_ad].mean():.1f} / {m['flags'][~is_ad].mean():.1f}"
-                                              for name, m in measured.items()}, ""),
-        "regions tied at an AD session's maximum, mean / worst": ({name: f"{m['tied'].mean():.1%} / {m['tied'].max():.1%}"
-                                                                   for name, m in measured.items()}, "<= 5%"),
-        f"flags: precision / recall (loss >= {opts.atrophied:.0%})": ({name: f"{m['tp'] / max(m['tp'] + m['fp'], 1):.3f} / {m['tp'] / max(m['tp'] + m['fn'], 1):.3f}"
-                                                                       for name, m in measured.items()}, ""),
-        "AUC, atrophied vs not (AD sessions)": ({**{name: f"{m['ranking'][0]:.3f}" for name, m in measured.items()}, "ideal cubes": f"{ideal[0]:.3f}"}, ">= 0.85"),
+        "sessions with a flag: AD / CN": (
+            {name: f"{np.mean(m['flags'][is_ad] > 0):.2f} / {np.mean(m['flags'][~is_ad] > 0):.2f}" for name, m in measured.items()},
+            "",
+        ),
+        "flags per session, mean: AD / CN": (
+            {name: f"{m['flags'][is_ad].mean():.1f} / {m['flags'][~is_ad].mean():.1f}" for name, m in measured.items()},
+            "",
+        ),
+        "regions tied at an AD session's maximum, mean / worst": (
+            {name: f"{m['tied'].mean():.1%} / {m['tied'].max():.1%}" for name, m in measured.items()},
+            "<= 5%",
+        ),
+        f"flags: precision / recall (loss >= {opts.atrophied:.0%})": (
+            {name: f"{m['tp'] / max(m['tp'] + m['fp'], 1):.3f} / {m['tp'] / max(m['tp'] + m['fn'], 1):.3f}" for name, m in measured.items()},
+            "",
+        ),
+        "AUC, atrophied vs not (AD sessions)": (
+            {**{name: f"{m['ranking'][0]:.3f}" for name, m in measured.items()}, "ideal cubes": f"{ideal[0]:.3f}"},
+            ">= 0.85",
+        ),
         "precision at recall 0.8": ({**{name: f"{m['ranking'][1]:.3f}" for name, m in measured.items()}, "ideal cubes": f"{ideal[1]:.3f}"}, ""),
-        "best F1 (precision, recall)": ({**{name: f"{m['ranking'][2][0]:.3f} ({m['ranking'][2][1]:.2f}, {m['ranking'][2][2]:.2f})"
-                                            for name, m in measured.items()},
-                                         "ideal cubes": f"{ideal[2][0]:.3f} ({ideal[2][1]:.2f}, {ideal[2][2]:.2f})"}, ""),
-        "test-retest median region correlation": ({name: "{:.3f} ({} vary)".format(*retest_correlation(maps, retest_regions[name], common))
-                                                   for name, maps in regions.items()}, ">= 0.9"),
-    }  # fmt: skip
+        "best F1 (precision, recall)": (
+            {
+                **{name: f"{m['ranking'][2][0]:.3f} ({m['ranking'][2][1]:.2f}, {m['ranking'][2][2]:.2f})" for name, m in measured.items()},
+                "ideal cubes": f"{ideal[2][0]:.3f} ({ideal[2][1]:.2f}, {ideal[2][2]:.2f})",
+            },
+            "",
+        ),
+        "test-retest median region correlation": (
+            {name: "{:.3f} ({} vary)".format(*retest_correlation(maps, retest_regions[name], common)) for name, maps in regions.items()},
+            ">= 0.9",
+        ),
+    }
     truth_sessions = pd.read_csv(truth_dir / "sessions.tsv", sep="\t")
     if opts.base is not None and opts.sessions >= 3:
         for subtype, n_subjects, n_involved, n_truth, tau in order_agreement(opts.work / "test_out", folders["test"], truth_sessions, opts.work):

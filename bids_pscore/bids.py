@@ -38,10 +38,7 @@ def clean_label(label, prefix):
     if text.startswith(f"{prefix}-"):
         text = text[len(prefix) + 1 :]
     if not LABEL.match(text):
-        raise UsageError(
-            f"invalid {prefix} label {label!r}: BIDS labels contain only letters and digits "
-            f"(give e.g. '{prefix}-01' or '01')"
-        )
+        raise UsageError(f"invalid {prefix} label {label!r}: BIDS labels contain only letters and digits (give e.g. '{prefix}-01' or '01')")
     return text
 
 
@@ -241,9 +238,9 @@ def load_filter_file(path):
     try:
         filters = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the BIDS filter file ({exc}); it must be JSON like {{\"t1w\": {{\"acquisition\": \"mprage\"}}}}") from None
+        raise UsageError(f'{path}: cannot read the BIDS filter file ({exc}); it must be JSON like {{"t1w": {{"acquisition": "mprage"}}}}') from None
     if not isinstance(filters, dict) or set(filters) - {"t1w"} or not isinstance(filters.get("t1w", {}), dict):
-        raise UsageError(f"{path}: a BIDS filter file holds one key, \"t1w\", mapping entities to values")
+        raise UsageError(f'{path}: a BIDS filter file holds one key, "t1w", mapping entities to values')
     fixed = sorted(set(filters.get("t1w", {})) & FIXED_BY_THE_APP)
     if fixed:
         # the app reads T1w images only, and subjects and sessions are chosen by their own options
@@ -266,10 +263,7 @@ def find_t1w(layout, participant_labels=None, session_labels=None, filters=None)
     query = dict(T1W_QUERY)
     all_t1w = layout.get(**query)
     if not all_t1w:
-        raise NoT1wError(
-            f"{layout.root}: contains no T1w image (sub-*/[ses-*/]anat/*_T1w.nii[.gz]); "
-            "check the dataset or point to another one"
-        )
+        raise NoT1wError(f"{layout.root}: contains no T1w image (sub-*/[ses-*/]anat/*_T1w.nii[.gz]); check the dataset or point to another one")
     for entity, prefix, wanted, present in (
         ("subject", "sub", participant_labels, layout.get_subjects()),
         ("session", "ses", session_labels, layout.get_sessions()),
@@ -290,8 +284,7 @@ def find_t1w(layout, participant_labels=None, session_labels=None, filters=None)
         raise UsageError(f"the BIDS filters cannot be applied: {exc}") from None
     if not selected:
         raise NothingSelectedError(
-            f"{layout.root}: the participant/session labels and filters select no T1w "
-            f"({len(all_t1w)} T1w in the dataset); loosen the selection"
+            f"{layout.root}: the participant/session labels and filters select no T1w ({len(all_t1w)} T1w in the dataset); loosen the selection"
         )
     root = Path(layout.root)
     usable = [p for p in sorted(selected) if not invalid_label(Path(p).relative_to(root).as_posix())]
@@ -345,8 +338,7 @@ def read_labels(bids_dir, column, positive, negative):
         source = "sessions.tsv"
     if not tables:
         raise UsageError(
-            f"{participants}: no column {column!r} there nor in any sub-*/sub-*_sessions.tsv; "
-            "give --label-column a column that holds the labels"
+            f"{participants}: no column {column!r} there nor in any sub-*/sub-*_sessions.tsv; give --label-column a column that holds the labels"
         )
     labels, left_out = {}, Counter()
     for participants_col, sessions_col, values in tables:

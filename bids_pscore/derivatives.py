@@ -16,7 +16,8 @@ import pandas as pd
 from . import atlas as bn_atlas
 from . import bids
 from .fileio import write_json, write_nifti, write_text, write_tsv
-from .grid import GRID_AFFINE, cube_bounds
+from .grid import GRID_AFFINE, GRID_TEXT, cube_bounds
+from .pscore import AD_THRESHOLD
 
 CUBE_COLUMNS = {
     "cube": "cube index c = ix * 30 + iy * 5 + iz (SPEC section 3)",
@@ -114,7 +115,7 @@ def grid_metadata(template):
     """What every sidecar of a file on the reference grid (``res-1p5``) says of its space."""
     return {
         "SpatialReference": f"{template} template (nilearn) on the SPM12/CAT12 grid",
-        "Resolution": {bids.GRID_RES_LABEL: "1.5 mm isotropic, 121 x 145 x 121 voxels, bounding box [-90 -126 -72; 90 90 108] mm"},
+        "Resolution": {bids.GRID_RES_LABEL: f"{GRID_TEXT} isotropic voxels, bounding box [-90 -126 -72; 90 90 108] mm"},
     }
 
 
@@ -321,8 +322,21 @@ def remove_outputs(output_dir, entities, template, preprocessing=True):
     return removed
 
 
-def write_session(output_dir, entities, template, scores, voxel_map, region_map, ad_probability,
-                  predicted_class, weights, selected, threshold, model_card, t1w_relpath):
+def write_session(
+    output_dir,
+    entities,
+    template,
+    scores,
+    voxel_map,
+    region_map,
+    ad_probability,
+    predicted_class,
+    weights,
+    selected,
+    threshold,
+    model_card,
+    t1w_relpath,
+):
     """Write the cube, voxel, region and whole-brain outputs of one session; return their paths.
 
     ``scores`` is a ``pscore.Scores`` of one image; ``voxel_map`` and ``region_map`` are its
@@ -383,7 +397,7 @@ GROUP_COLUMNS = {
     "session_index": "position of the session in the subject's order (0 first)",
     "years_from_first": "years since the subject's first session (n/a when ordered by label)",
     "diagnosis": "diagnosis from --label-column", "ad_probability": "the meta-classifier's probability of AD",
-    "predicted_class": "AD if ad_probability >= 0.5, else control",
+    "predicted_class": f"AD if ad_probability >= {AD_THRESHOLD:g}, else control",
     "whole_brain_pscore_reference": "sum of the region scores normalised by the model's reference cohort (0-246)",
     "whole_brain_pscore_cohort": "sum of the region scores normalised over the analysed sessions (0-246)",
     "normalisation": "normalisation behind n_degenerative and degenerative_regions",

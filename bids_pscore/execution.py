@@ -52,9 +52,9 @@ def make_run_folders(output_dir, work_dir, bids_dir):
     return output_dir, work_dir
 
 
-
 def configure_nipype(crash_dir, verbosity, stop_on_first_crash=False):
-    from nipype import config, logging as nipype_logging
+    from nipype import config
+    from nipype import logging as nipype_logging
 
     from .preprocess import nipype_log_level
 

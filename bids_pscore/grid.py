@@ -4,6 +4,7 @@ import numpy as np
 
 GRID_SHAPE = (121, 145, 121)
 GRID_VOXEL_MM = 1.5
+GRID_TEXT = f"{' x '.join(map(str, GRID_SHAPE))}, {GRID_VOXEL_MM:g} mm"
 # SPM12's tpm/TPM.nii affine, so CAT12 output at vox=1.5 lands on this grid unchanged.
 GRID_AFFINE = np.array(
     [
@@ -35,6 +36,7 @@ CUBE_SIZE = 25
 CUBE_PAD = ((2, 2), (2, 3), (2, 2))
 CUBES_PER_AXIS = (5, 6, 5)
 N_CUBES = 150
+CUBES_TEXT = f"{N_CUBES} cubes of {CUBE_SIZE}^3"
 
 
 def cut_cubes(volumes):
@@ -63,7 +65,7 @@ def paste_cubes(cubes):
     order = list(range(k)) + [k, k + 3, k + 1, k + 4, k + 2, k + 5]
     padded = blocks.transpose(order).reshape(*lead, nx * CUBE_SIZE, ny * CUBE_SIZE, nz * CUBE_SIZE)
     (x0, x1), (y0, y1), (z0, z1) = CUBE_PAD
-    return padded[..., x0:padded.shape[-3] - x1, y0:padded.shape[-2] - y1, z0:padded.shape[-1] - z1]
+    return padded[..., x0 : padded.shape[-3] - x1, y0 : padded.shape[-2] - y1, z0 : padded.shape[-1] - z1]
 
 
 def cube_index_map():
@@ -102,7 +104,7 @@ def cube_bounds():
 def _make_cube_map():
     index = np.zeros(GRID_SHAPE, np.int16)
     for row in cube_bounds():
-        index[row["i_start"]:row["i_stop"], row["j_start"]:row["j_stop"], row["k_start"]:row["k_stop"]] = row["cube"]
+        index[row["i_start"] : row["i_stop"], row["j_start"] : row["j_stop"], row["k_start"] : row["k_stop"]] = row["cube"]
     return index
 
 

@@ -67,7 +67,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     if not rows:
         raise NoT1wError(f"{output_dir}: none of its {len(summaries)} scored session(s) can be read: {damaged[0]}")
     thresholds = {row["lambda"] for row in rows}
-    (model, _), = models.values()
+    ((model, _),) = models.values()
     return pd.DataFrame(rows), np.array(raw), np.array(norm), thresholds.pop(), model, damaged
 
 
@@ -233,8 +233,10 @@ def with_participant_columns(ordered, participants_tsv):
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         extra = pd.DataFrame()
     if "participant_id" not in extra.columns:
-        log.warning("%s: no participant_id column (or not a TSV table), so its columns are not added to the tables; "
-                    "fix it as BIDS describes", participants_tsv)
+        log.warning(
+            "%s: no participant_id column (or not a TSV table), so its columns are not added to the tables; fix it as BIDS describes",
+            participants_tsv,
+        )
         return ordered
     extra = extra.drop(columns=[c for c in extra.columns if c in ordered.columns and c != "participant_id"])
     return ordered.merge(extra.drop_duplicates("participant_id"), on="participant_id", how="left")
@@ -251,14 +253,18 @@ def run_group(config):
     options, output_dir = config.group, Path(config.output_dir)
     # reading refuses an empty folder or mixed models before anything is written
     sessions, raw, reference_norm, threshold, model, damaged = read_participant_outputs(
-        output_dir, config.selection.participant_label, config.selection.session_label)
+        output_dir, config.selection.participant_label, config.selection.session_label
+    )
     write_config(config, output_dir / "logs" / f"run-{config.run_id}")
     for line in damaged:
         log.warning("left out %s", line)
     ordered = order_sessions(sessions, bids.acquisition_times(config.bids_dir))
     if ordered["repeat"].any():
-        log.info("%d T1w repeat a session already counted (e.g. run-2): they are in the tables but not in trajectories or "
-                 "comparisons: %s", ordered["repeat"].sum(), ", ".join(ordered.loc[ordered["repeat"], "t1w"]))
+        log.info(
+            "%d T1w repeat a session already counted (e.g. run-2): they are in the tables but not in trajectories or comparisons: %s",
+            ordered["repeat"].sum(),
+            ", ".join(ordered.loc[ordered["repeat"], "t1w"]),
+        )
     rows = ordered["row"].to_numpy()
     raw, reference_norm = raw[rows], reference_norm[rows]
     cohort_norm = cohort_normalise(raw)
@@ -284,14 +290,19 @@ def run_group(config):
     traj = trajectories(ordered, norm, flags, regions)
     tables = {
         "sessions": ordered.drop(columns=["sub", "ses", "row", "lambda"]),
-        "regions": pd.DataFrame({
-            "participant_id": np.repeat(ordered["participant_id"].to_numpy(), len(labels)),
-            "session_id": np.repeat(ordered["session_id"].to_numpy(), len(labels)),
-            "t1w": np.repeat(ordered["t1w"].to_numpy(), len(labels)),
-            "index": np.tile(regions["index"].to_numpy(), len(ordered)), "label": np.tile(labels, len(ordered)),
-            "p_region": raw.ravel(), "p_region_norm_reference": reference_norm.ravel(),
-            "p_region_norm_cohort": cohort_norm.ravel(), "degenerative": flags.ravel(),
-        }),  # fmt: skip
+        "regions": pd.DataFrame(
+            {
+                "participant_id": np.repeat(ordered["participant_id"].to_numpy(), len(labels)),
+                "session_id": np.repeat(ordered["session_id"].to_numpy(), len(labels)),
+                "t1w": np.repeat(ordered["t1w"].to_numpy(), len(labels)),
+                "index": np.tile(regions["index"].to_numpy(), len(ordered)),
+                "label": np.tile(labels, len(ordered)),
+                "p_region": raw.ravel(),
+                "p_region_norm_reference": reference_norm.ravel(),
+                "p_region_norm_cohort": cohort_norm.ravel(),
+                "degenerative": flags.ravel(),
+            }
+        ),  # fmt: skip
         "frequency": degeneration_frequency(flags, regions, predicted_ad, labelled_ad),
         "sets": frequent_sets(flags[predicted_ad], labels, options.min_support, options.max_set_size),
         "trajectories": traj,
@@ -306,6 +317,11 @@ def run_group(config):
             log.info("no comparison: the first sessions do not hold both %s and %s", options.positive, options.negative)
     written = write_group_tables(output_dir, tables, options.normalisation, threshold, model)
     write_group_report(output_dir, tables, norm, threshold, model, options)
-    log.info("group: %d sessions of %d subjects (%d predicted AD); tables and report in %s", len(ordered),
-             ordered["participant_id"].nunique(), predicted_ad.sum(), written)
+    log.info(
+        "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s",
+        len(ordered),
+        ordered["participant_id"].nunique(),
+        predicted_ad.sum(),
+        written,
+    )
     return EXIT_SESSION_FAILED if damaged else EXIT_OK

@@ -83,8 +83,10 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
     reference = pscore.Reference.from_dict(bundle.metadata["reference"])
     relevance = bundle.metadata.get("relevance")
     if relevance is None:
-        log.info("note: this model has no relevance reference statistics; the relevance-weighted outputs are skipped "
-                 "(bids_pscore-train of this version writes them)")
+        log.info(
+            "note: this model has no relevance reference statistics; the relevance-weighted outputs are skipped "
+            "(bids_pscore-train of this version writes them)"
+        )
     else:
         from .model.relevance import relevance_on_grid, selected_base
 
@@ -116,7 +118,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
         p_ad, ad_probability = out["p_cube"].numpy(), float(out["p_image"][0])
         brain, overlap = pscore.brain_overlap(mask, grid_atlas)
         scores = pscore.score(p_ad, weights, selected, brain, overlap, sizes, reference)
-        predicted = "AD" if ad_probability >= 0.5 else "control"
+        predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
         written = derivatives.write_session(
             output_dir, item.entities, template, scores,
             voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
@@ -140,10 +142,22 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"]))  # fmt: skip
-        log.info("%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)", item.label,
-                 scores.whole[0], N_REGIONS, ad_probability, predicted, scores.degenerative[0].sum())
-        log.debug("%s: %d of %d selected cubes hold brain; region scores normalised by the model's reference, lambda %.3f",
-                  item.label, (scores.brain_voxels[0][selected] > 0).sum(), selected.sum(), reference.threshold)
+        log.info(
+            "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)",
+            item.label,
+            scores.whole[0],
+            N_REGIONS,
+            ad_probability,
+            predicted,
+            scores.degenerative[0].sum(),
+        )
+        log.debug(
+            "%s: %d of %d selected cubes hold brain; region scores normalised by the model's reference, lambda %.3f",
+            item.label,
+            (scores.brain_voxels[0][selected] > 0).sum(),
+            selected.sum(),
+            reference.threshold,
+        )
     return results, stopped
 
 
@@ -162,8 +176,10 @@ def check_inputs(layout, t1w_inputs, skip_validation):
     if not skip_validation:
         command = bids.validator_command()
         if command is None:
-            log.info("note: the BIDS validator is not installed, so only pybids checked the dataset "
-                     "(pip install 'bids_pscore[validator]'; the container has it)")
+            log.info(
+                "note: the BIDS validator is not installed, so only pybids checked the dataset "
+                "(pip install 'bids_pscore[validator]'; the container has it)"
+            )
         else:
             issues = bids.run_validator(root, {t.entities["sub"] for t in t1w_inputs}, command)
             error = bids.validation_errors(root, issues)
@@ -177,8 +193,7 @@ def check_inputs(layout, t1w_inputs, skip_validation):
         log.info("%d other T1w not selected by --participant-label, --session-label or --bids-filter-file", len(not_selected))
     misnamed = [(path, reason) for path, reason in unused if not reason.startswith("not selected")]
     if misnamed:
-        log.warning("%d T1w-like file(s) will not be processed:\n%s", len(misnamed),
-                    "\n".join(f"  {path}: {reason}" for path, reason in misnamed))
+        log.warning("%d T1w-like file(s) will not be processed:\n%s", len(misnamed), "\n".join(f"  {path}: {reason}" for path, reason in misnamed))
 
 
 def preprocessing_params(metadata, random_seed=None):
@@ -187,8 +202,11 @@ def preprocessing_params(metadata, random_seed=None):
 
     params = PreprocParams.from_dict(metadata["preprocessing"])
     if random_seed is not None and random_seed != params.registration_seed:
-        log.warning("--random-seed %d registers differently from this model's training images (seed %d); leave it out "
-                    "to preprocess as they were", random_seed, params.registration_seed)
+        log.warning(
+            "--random-seed %d registers differently from this model's training images (seed %d); leave it out to preprocess as they were",
+            random_seed,
+            params.registration_seed,
+        )
         params = replace(params, registration_seed=random_seed)
     return params
 
@@ -267,7 +285,9 @@ def rebuild_reports(t1w_inputs, config):
     for t1w in t1w_inputs:
         result = read_session_result(output_dir, t1w, params.template)
         if result is None:
-            failed[t1w.label] = Outcome(t1w.label, status="failed", failed_step="participant level", message="not scored yet: no outputs in the output folder")
+            failed[t1w.label] = Outcome(
+                t1w.label, status="failed", failed_step="participant level", message="not scored yet: no outputs in the output folder"
+            )
         elif result.model_sha256 != bundle.metadata["weights"]["sha256"]:
             raise ModelError(f"{output_dir / result.paths['summary']}: was scored by another model than {bundle.folder}; "
                              "pass the model that made the outputs with --model")  # fmt: skip
@@ -275,10 +295,14 @@ def rebuild_reports(t1w_inputs, config):
             results.append(result)
     if not results:
         raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
-    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
-                                    run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")))
+    reports = write_subject_reports(
+        output_dir, t1w_inputs, results, failed, bundle.metadata, params.template, run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z"))
+    )
     citation = write_citation(output_dir, params, bundle.metadata)
-    log.info("reports drawn again from %d scored T1w: %s; methods and citations: %s", len(results),
-             ", ".join(str(output_dir / r) for r in reports), citation)
+    log.info(
+        "reports drawn again from %d scored T1w: %s; methods and citations: %s",
+        len(results),
+        ", ".join(str(output_dir / r) for r in reports),
+        citation,
+    )
     return EXIT_OK
-

@@ -85,7 +85,7 @@ class Progress:
         for crash in sorted(Path(crash_dir).glob("crash-*.txt")):
             text = crash.read_text(errors="replace")
             node_line = next((line for line in text.splitlines() if line.startswith("Node: ")), "")
-            found = self._ident.search("." + node_line[len("Node: "):].strip())
+            found = self._ident.search("." + node_line[len("Node: ") :].strip())
             if not found:
                 continue
             outcome = self.outcomes[found.group(1)]

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .atlas import N_REGIONS
 from .grid import GRID_SHAPE, N_CUBES, cube_index_map, paint_cubes
 
-N_REGIONS = 246
+# SPEC 4: an image is predicted AD when the meta-classifier's probability reaches this
+AD_THRESHOLD = 0.5
 
 
 def cube_scores(p_ad, weights, selected):

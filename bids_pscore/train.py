@@ -18,6 +18,7 @@ from .execution import make_run_folders, preprocess
 
 log = logging.getLogger("bids_pscore")
 
+
 def label_of(t1w, labels):
     """The label of a T1w: its session's, else its subject's; None if unlabelled."""
     sub, ses = t1w.entities["sub"], t1w.entities.get("ses")
@@ -65,7 +66,9 @@ def _cat12_image(item, source_dir, prefix):
     stem = item.path.name.split(".nii")[0]
     found = sorted(source_dir.rglob(f"{prefix}{stem}.nii*"))
     if len(found) != 1:
-        raise UsageError(f"{source_dir}: {'no' if not found else len(found)} file(s) named {prefix}{stem}.nii[.gz] for {item.relpath}; check --cat12-prefix")
+        raise UsageError(
+            f"{source_dir}: {'no' if not found else len(found)} file(s) named {prefix}{stem}.nii[.gz] for {item.relpath}; check --cat12-prefix"
+        )
     return found[0]
 
 
@@ -106,8 +109,10 @@ def recorded_params(t1w_inputs, source_dir, template):
         try:
             values = json.loads(sidecar.read_text())["PreprocessingParameters"]
         except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError(f"{sidecar}: missing or without PreprocessingParameters, so how its image was made is unknown; "
-                             "preprocess it again with bids_pscore participant (or train without --preprocessed)") from None
+            raise UsageError(
+                f"{sidecar}: missing or without PreprocessingParameters, so how its image was made is unknown; "
+                "preprocess it again with bids_pscore participant (or train without --preprocessed)"
+            ) from None
         found.setdefault(json.dumps(values, sort_keys=True), sidecar)
     if len(found) > 1:
         first, second = list(found.values())[:2]
@@ -165,7 +170,7 @@ def run(config):
     from .fileio import write_tsv
     from .model.bundle import save_bundle, threshold_warning
     from .model.relevance import RELEVANCE
-    from .model.splits import split_subjects
+    from .model.splits import SPLITS, split_subjects
     from .model.training import Rows, fit_ensemble, predict_ensemble
     from .preprocess import PreprocParams
 
@@ -174,8 +179,15 @@ def run(config):
                          "give a new folder, or move this one away first")  # fmt: skip
     layout = bids.load_layout(config.bids_dir, validate=not config.skip_bids_validation)
     labels, left_out, source = bids.read_labels(config.bids_dir, config.label_column, config.positive, config.negative)
-    log.info("labels from %s: %d %s, %d %s; left out (other values): %s", source, sum(labels.values()), config.positive,
-             len(labels) - sum(labels.values()), config.negative, left_out or "none")
+    log.info(
+        "labels from %s: %d %s, %d %s; left out (other values): %s",
+        source,
+        sum(labels.values()),
+        config.positive,
+        len(labels) - sum(labels.values()),
+        config.negative,
+        left_out or "none",
+    )
     t1w_inputs = select_inputs(layout, labels, config.sessions, config.participant_label)
     # the split is made, and checked, before any image is touched; a subject with any AD
     # session is stratified as AD
@@ -202,21 +214,29 @@ def run(config):
         progress = preprocess(t1w_inputs, config.bids_dir, source_dir, work_dir, params, config.execution, log_dir)
         failed = {o.label for o in progress.failed}
         if failed and config.execution.stop_on_first_crash:
-            raise TrainingError(f"preprocessing stopped at the first failure (--stop-on-first-crash): {', '.join(sorted(failed))}; "
-                                "nothing was trained (see the summary above)")
+            raise TrainingError(
+                f"preprocessing stopped at the first failure (--stop-on-first-crash): {', '.join(sorted(failed))}; "
+                "nothing was trained (see the summary above)"
+            )
         t1w_inputs = [t for t in t1w_inputs if t.label not in failed]
         if failed:
             log.warning("left out %d T1w whose preprocessing failed: %s", len(failed), ", ".join(sorted(failed)))
     images = load_grid_images(t1w_inputs, Path(source_dir), params, config.cat12_prefix)
     cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), work_dir / "cube_cache.npy")
     y = np.array([label_of(t, labels) for t in t1w_inputs])
-    parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in ("train", "validation", "test")}
+    parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in SPLITS}
     for name, rows in parts.items():
-        log.info("%s: %d images of %d subjects (%d %s)", name, len(rows), len({t1w_inputs[i].entities["sub"] for i in rows}),
-                 y[rows].sum(), config.positive)
+        log.info(
+            "%s: %d images of %d subjects (%d %s)",
+            name,
+            len(rows),
+            len({t1w_inputs[i].entities["sub"] for i in rows}),
+            y[rows].sum(),
+            config.positive,
+        )
     check_both_classes(parts, y, config.positive, config.negative)
     training = config.training
-    ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in ("train", "validation", "test")), training)
+    ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in SPLITS), training)
 
     # reference statistics (SPEC section 5) on the training split
     train = parts["train"]
@@ -225,12 +245,12 @@ def run(config):
     train_cube_scores = pscore.cube_scores(p_cube, weights, selected)
     region = pscore.region_scores(train_cube_scores, brain[train], overlap[train], sizes)
     try:
-        reference = pscore.reference_statistics(region, y[train] == 1, p_image >= 0.5)
+        reference = pscore.reference_statistics(region, y[train] == 1, p_image >= pscore.AD_THRESHOLD)
     except ValueError as exc:
         raise TrainingError(f"{exc}; the ensemble learned too little: train longer (--epochs, --patience) or on more images") from None
     relevance = dict(RELEVANCE)
     relevance["reference"] = relevance_reference(ensemble, Rows(cubes, train), masks[train], train_cube_scores,
-                                                 y[train] == 1, p_image >= 0.5, relevance).to_dict()  # fmt: skip
+                                                 y[train] == 1, p_image >= pscore.AD_THRESHOLD, relevance).to_dict()  # fmt: skip
 
     metadata = {
         "name": config.name or model_dir.name,
@@ -241,22 +261,27 @@ def run(config):
         "reference": reference.to_dict(),
         "relevance": relevance,
         "atlas": {"name": ATLAS_NAME, "regions": N_REGIONS, "citation": CITATION},
-        "labels": {"column": config.label_column, "source": source, "positive": config.positive, "negative": config.negative,
-                   "left_out": left_out},
+        "labels": {"column": config.label_column, "source": source, "positive": config.positive, "negative": config.negative, "left_out": left_out},
         "training": {
-            "dataset": str(config.bids_dir.resolve()), "sessions": config.sessions,
+            "dataset": str(config.bids_dir.resolve()),
+            "sessions": config.sessions,
             "preprocessed_by": f"CAT12 ({config.cat12_prefix} images)" if config.cat12_prefix else "bids_pscore",
-            "split": split, "images": {k: int(len(v)) for k, v in parts.items()},
-            "config": vars(training), "epochs_run": len(history), "metrics": metrics,
+            "split": split,
+            "images": {k: int(len(v)) for k, v in parts.items()},
+            "config": vars(training),
+            "epochs_run": len(history),
+            "metrics": metrics,
             "seeds": {"training": training.seed, "registration": params.registration_seed},
         },  # fmt: skip
         "software": derivatives.software_versions(),
     }
     save_bundle(model_dir, ensemble, metadata)
     write_tsv(model_dir / "training.tsv", pd.DataFrame(history))
-    log.info(f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
-             f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
-             f"(relevance-weighted: {relevance['reference']['lambda']:.3f})")
+    log.info(
+        f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
+        f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
+        f"(relevance-weighted: {relevance['reference']['lambda']:.3f})"
+    )
     warning = threshold_warning(reference.threshold)
     if warning:
         log.warning("%s", warning)

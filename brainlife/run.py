@@ -30,14 +30,12 @@ def make_dataset(config, root):
     shutil.copyfile(t1, anat / f"{entities}_T1w.nii.gz")
     if (t1.parent / "t1.json").exists():  # the sidecar Brainlife keeps beside the image, if any
         shutil.copyfile(t1.parent / "t1.json", anat / f"{entities}_T1w.json")
-    (root / "dataset_description.json").write_text(json.dumps(
-        {"Name": "Brainlife input", "BIDSVersion": "1.11.1", "DatasetType": "raw"}))
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "Brainlife input", "BIDSVersion": "1.11.1", "DatasetType": "raw"}))
     return subject
 
 
 def command(config, subject):
-    args = ["bids_pscore", "bids", "output", "participant", "--participant-label", subject, "-w", "work",
-            "--n-cpus", str(config.get("n_cpus", 4))]
+    args = ["bids_pscore", "bids", "output", "participant", "--participant-label", subject, "-w", "work", "--n-cpus", str(config.get("n_cpus", 4))]
     if config.get("model"):
         args += ["--model", config["model"]]
     if config.get("skip_bids_validation"):
@@ -56,10 +54,16 @@ def product(output):
     summary = json.loads(summaries[0].read_text())
     regions = summary["DegenerativeRegions"]
     messages = [
-        {"type": "info", "msg": f"whole-brain P-score {summary['WholeBrainPScore']:.1f} of {summary['WholeBrainPScoreRange'][1]}; "
-                                f"AD probability {summary['ADProbability']:.2f} ({summary['PredictedClass']})"},
-        {"type": "info", "msg": f"{len(regions)} degenerative regions (lambda {summary['Lambda']:.2f})"
-                                + (f": {', '.join(regions[:10])}" + (" ..." if len(regions) > 10 else "") if regions else "")},
+        {
+            "type": "info",
+            "msg": f"whole-brain P-score {summary['WholeBrainPScore']:.1f} of {summary['WholeBrainPScoreRange'][1]}; "
+            f"AD probability {summary['ADProbability']:.2f} ({summary['PredictedClass']})",
+        },
+        {
+            "type": "info",
+            "msg": f"{len(regions)} degenerative regions (lambda {summary['Lambda']:.2f})"
+            + (f": {', '.join(regions[:10])}" + (" ..." if len(regions) > 10 else "") if regions else ""),
+        },
     ]
     warning = summary.get("Model", {}).get("Warning")
     if warning:

@@ -26,7 +26,7 @@ def meaningless_images(img, seed=0):
     block = np.zeros(data.shape, np.float32)
     block[tuple(slice(s // 2, s // 2 + k) for s, k in zip(data.shape, (3, 2, 2)))] = 100.0  # 12 voxels
     half = data.copy()
-    half[data.shape[0] // 2:] = 0  # one hemisphere (and half the skull) cut off
+    half[data.shape[0] // 2 :] = 0  # one hemisphere (and half the skull) cut off
     # T2-like: dark white matter, bright fluid; the head's grey levels inverted inside the head
     t2_like = np.where(head, data.max() - data, 0)
     return {

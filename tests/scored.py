@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 
 from bids_pscore.atlas import N_REGIONS, region_table
+from bids_pscore.bids import BIDS_VERSION
 from bids_pscore.derivatives import write_session
 from bids_pscore.fileio import write_json, write_tsv
 from bids_pscore.grid import GRID_SHAPE, N_CUBES
-from bids_pscore.pscore import Scores
+from bids_pscore.pscore import AD_THRESHOLD, Scores
 from bids_pscore.synth import region_order, stage_losses
 
 SCORED_LAMBDA = 0.5
@@ -31,7 +32,7 @@ def write_scored_session(out_dir, key, region_norm, ad_probability, model="synth
     )  # fmt: skip
     empty = np.zeros(GRID_SHAPE, np.float32)
     write_session(out_dir, entities, "MNI152NLin2009aSym", scores, empty, empty, ad_probability,
-                  "AD" if ad_probability >= 0.5 else "control", np.zeros(N_CUBES), np.zeros(N_CUBES, bool), SCORED_LAMBDA,
+                  "AD" if ad_probability >= AD_THRESHOLD else "control", np.zeros(N_CUBES), np.zeros(N_CUBES, bool), SCORED_LAMBDA,
                   {"name": model, "version": "1", "sha256": f"{model:0>64}"[-64:]}, f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz")  # fmt: skip
 
 
@@ -48,7 +49,7 @@ def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0):
     order = region_order()
     position = region_table().set_index("index").index.get_indexer(order["index"])
     bids_dir, participants, crossed = Path(bids_dir), [], np.zeros(len(order), bool)
-    write_json(bids_dir / "dataset_description.json", {"Name": "scored synthetic cohort", "BIDSVersion": "1.10.0"})
+    write_json(bids_dir / "dataset_description.json", {"Name": "scored synthetic cohort", "BIDSVersion": BIDS_VERSION})
     for s in range(1, n_subjects + 1):
         sub, is_ad = f"{s:04d}", s % 2 == 1
         stage0, rate = rng.uniform(0.0, 1.5), rng.uniform(0.8, 1.2)

@@ -49,7 +49,9 @@ def test_left_regions_lie_left_and_right_regions_right():
 def test_majority_vote_by_hand():
     # a 4 x 1 x 1 atlas of 1 mm voxels [1, 1, 2, 0] onto 2 mm voxels: each holds two source voxels
     labels = np.array([1, 1, 2, 0], np.uint8).reshape(4, 1, 1)
-    out = atlas.resample_labels(labels, np.diag([1.0, 1, 1, 1]), (2, 1, 1), np.diag([2.0, 1, 1, 1]) + np.array([[0, 0, 0, 0.5], [0] * 4, [0] * 4, [0] * 4]), 4)
+    out = atlas.resample_labels(
+        labels, np.diag([1.0, 1, 1, 1]), (2, 1, 1), np.diag([2.0, 1, 1, 1]) + np.array([[0, 0, 0, 0.5], [0] * 4, [0] * 4, [0] * 4]), 4
+    )
     # voxel 0 covers source 0 and 1 (both label 1); voxel 1 covers source 2 and 3: a tie, to the lower label
     assert out.ravel().tolist() == [1, 0]
     with pytest.raises(ValueError):

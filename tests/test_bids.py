@@ -52,13 +52,18 @@ def test_selection_by_subject_session_and_filter(dataset):
         "sub-03/anat/sub-03_T1w.nii.gz",
     ]
     assert relpaths(bids.find_t1w(layout, ["01"], ["2"])) == ["sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz"]
-    assert relpaths(bids.find_t1w(layout, None, None, {"run": 2})) == ["sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz", "sub-02/ses-1/anat/sub-02_ses-1_run-2_T1w.nii.gz"]
+    assert relpaths(bids.find_t1w(layout, None, None, {"run": 2})) == [
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz",
+        "sub-02/ses-1/anat/sub-02_ses-1_run-2_T1w.nii.gz",
+    ]
 
 
 def test_output_names_keep_the_source_entities():
     entities = bids.source_entities("sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz")
     paths = bids.preproc_paths(entities, "MNI152NLin2009aSym")
-    assert paths["t1w_grid"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-MNI152NLin2009aSym_res-1p5_desc-preproc_T1w.nii.gz")
+    assert paths["t1w_grid"] == Path(
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-MNI152NLin2009aSym_res-1p5_desc-preproc_T1w.nii.gz"
+    )
     assert paths["mask_native"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-T1w_desc-brain_mask.nii.gz")
     assert paths["xfm_warp"].name == "sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz"
     assert bids.sidecar_path(paths["xfm_warp"]).name.endswith("_desc-warp_xfm.json")
@@ -146,8 +151,8 @@ def test_every_t1w_like_file_left_out_is_listed_with_why(dataset, tmp_path, caps
 
 
 def test_the_bids_validator_refuses_a_dataset_with_errors_naming_them(dataset):
-    from bids_pscore.participant import check_inputs
     from bids_pscore.errors import NotBIDSError
+    from bids_pscore.participant import check_inputs
 
     if bids.validator_command() is None:
         pytest.skip("bids-validator-deno is not installed (pip install -e '.[test]')")
@@ -163,10 +168,10 @@ def test_the_bids_validator_refuses_a_dataset_with_errors_naming_them(dataset):
 
 
 def test_a_stored_index_is_reused_and_never_taken_for_another_dataset(dataset, tmp_path):
-    from bids_pscore.errors import UsageError
-
     import subprocess
     import sys
+
+    from bids_pscore.errors import UsageError
 
     database = tmp_path / "index"
     # jobs that start together each build the index aside; one is kept, none is read half-written
@@ -193,6 +198,10 @@ def test_a_label_with_a_space_is_left_out_and_named_not_a_crash(tmp_path):
     layout = bids.load_layout(root, validate=False)
     assert [t.relpath for t in bids.find_t1w(layout)] == ["sub-02/anat/sub-02_T1w.nii.gz"]
     unused = bids.unused_t1w(root, {"sub-02/anat/sub-02_T1w.nii.gz"}, bids.indexed_t1w(layout))
-    assert unused == [("sub-01/ses-a b/anat/sub-01_ses-a b_T1w.nii.gz",
-                       "its label 'ses-a b' holds characters other than letters and digits; rename the folder and the file")]
+    assert unused == [
+        (
+            "sub-01/ses-a b/anat/sub-01_ses-a b_T1w.nii.gz",
+            "its label 'ses-a b' holds characters other than letters and digits; rename the folder and the file",
+        )
+    ]
     assert bids.invalid_label("sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_run-2_T1w.nii.gz") is None

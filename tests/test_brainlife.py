@@ -44,8 +44,11 @@ def test_main_scores_the_t1w_of_config_json_and_reports_to_brainlife(tmp_path):
     product = json.loads((task / "product.json").read_text())
     assert product["pscore"]["WholeBrainPScore"] == summary["WholeBrainPScore"]
     score, regions, warning = product["brainlife"]
-    assert score == {"type": "info", "msg": f"whole-brain P-score {summary['WholeBrainPScore']:.1f} of 246; "
-                     f"AD probability {summary['ADProbability']:.2f} ({summary['PredictedClass']})"}
+    assert score == {
+        "type": "info",
+        "msg": f"whole-brain P-score {summary['WholeBrainPScore']:.1f} of 246; "
+        f"AD probability {summary['ADProbability']:.2f} ({summary['PredictedClass']})",
+    }
     assert regions["msg"].startswith(f"{summary['NumberOfDegenerativeRegions']} degenerative regions")
     assert warning["type"] == "warning" and "not for research or clinical use" in warning["msg"]  # the demo model
     assert (task / "output/sub-CC01.html").is_file() and not (task / "work").exists()

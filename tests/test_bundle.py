@@ -1,5 +1,6 @@
 """The model bundle: a round trip gives identical predictions; damage is refused, each kind with its own message."""
 
+import hashlib
 import json
 import pickle
 
@@ -50,10 +51,18 @@ def test_a_changed_byte_in_the_weights(bundle_dir):
         load_bundle(folder)
 
 
-def test_truncated_weights(bundle_dir):
+def test_truncated_weights_fail_the_checksum(bundle_dir):
     folder, _ = bundle_dir
     (folder / WEIGHTS).write_bytes((folder / WEIGHTS).read_bytes()[:1000])
     with pytest.raises(BundleError, match="changed or truncated"):
+        load_bundle(folder)
+
+
+def test_truncated_weights_under_a_matching_checksum_cannot_be_read(bundle_dir):
+    folder, _ = bundle_dir
+    (folder / WEIGHTS).write_bytes((folder / WEIGHTS).read_bytes()[:1000])
+    edit_metadata(folder, lambda m: m["weights"].update(sha256=hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()))
+    with pytest.raises(BundleError, match="cannot be read as safetensors"):
         load_bundle(folder)
 
 

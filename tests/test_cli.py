@@ -71,6 +71,7 @@ def test_memory_budget_reaches_multiproc_and_must_be_positive(tmp_path, capsys):
     code, out = run(capsys, tmp_path, tmp_path / "o", "participant", "--mem", "0")
     assert code == errors.EXIT_USAGE and "--mem" in out.err
 
+
 def test_labels_with_or_without_prefix(tmp_path):
     config = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "sub-02", "01", "--session-label", "ses-1"])
     assert config.selection.participant_label == ("01", "02")

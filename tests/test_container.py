@@ -1,6 +1,7 @@
 """The container files are checked offline: hadolint, bosh validate, and that the
 command line boutiques.json describes is the one the app accepts."""
 
+import importlib
 import json
 import re
 import shlex
@@ -16,6 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from bids_pscore import __version__
 from bids_pscore.cli.execution import PLUGINS
 from bids_pscore.cli.run import build_parser, parse_args
 
@@ -52,16 +54,25 @@ def test_lock_pins_every_dependency_within_pyproject_and_the_tested_torch():
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is not in requirements.lock: run tools/lock"
         assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} breaks {requirement}"
-    tested_torch = Requirement(next(line for line in (REPO / "tools/torch.txt").read_text().splitlines()
-                                    if line and not line.startswith("#")))
+    tested_torch = Requirement(next(line for line in (REPO / "tools/torch.txt").read_text().splitlines() if line and not line.startswith("#")))
     assert pins["torch"] == Version(f"{tested_torch.specifier}".lstrip("=") + "+cpu")
     assert f"{tested_torch} -e ." in (REPO / "README.md").read_text()
 
 
-def test_dockerfile_installs_the_lock_and_runs_the_app():
+def test_dockerfile_copies_what_the_install_needs_and_its_entrypoint_is_the_app(capsys):
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert "--no-deps --requirement requirements.lock" in dockerfile and "pip check" in dockerfile
-    assert 'ENTRYPOINT ["bids_pscore"]' in dockerfile
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    copied = {src for line in dockerfile.splitlines() if line.startswith("COPY ") for src in line.split()[1:-1]}
+    # pip install . reads these: without one the build fails, or the package lacks its data
+    assert {"requirements.lock", "pyproject.toml", project["readme"], "LICENSE", "bids_pscore"} <= copied
+    assert re.search(r"--no-deps --requirement requirements\.lock\s+\\\s+&& pip install [^\n]*--no-deps \.", dockerfile)
+    assert re.search(r"^ARG VERSION=(.+)$", dockerfile, re.M).group(1) == project["version"]
+    # the entry point is a console script of the project, and that script answers
+    (entrypoint,) = json.loads(re.search(r"^ENTRYPOINT (.+)$", dockerfile, re.M).group(1))
+    module, function = project["scripts"][entrypoint].split(":")
+    with pytest.raises(SystemExit) as stop:
+        getattr(importlib.import_module(module), function)(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"bids_pscore {__version__}"
 
 
 def test_boutiques_descriptor_is_valid_and_follows_the_bids_app_conventions():
@@ -79,8 +90,9 @@ def test_boutiques_command_line_is_accepted_by_the_app(tmp_path):
     }  # fmt: skip
     path = tmp_path / "invocation.json"
     path.write_text(json.dumps(invocation))
-    result = subprocess.run([tool("bosh"), "exec", "simulate", str(REPO / "boutiques.json"), "-i", str(path)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [tool("bosh"), "exec", "simulate", str(REPO / "boutiques.json"), "-i", str(path)], capture_output=True, text=True, check=True
+    )
     # BIDS-App descriptors make the output folder first: "mkdir -p OUT; bids_pscore ..."
     mkdir, app = result.stdout.strip().splitlines()[-1].split(";", 1)
     assert shlex.split(mkdir) == ["mkdir", "-p", "/out"]
@@ -91,15 +103,23 @@ def test_boutiques_command_line_is_accepted_by_the_app(tmp_path):
     assert config.selection.participant_label == ("01", "02") and config.selection.session_label == ("1",)
     assert execution.plugin == "SLURM" and execution.plugin_args == {"sbatch_args": "-p short"}
     assert (execution.n_cpus, execution.omp_nthreads, execution.random_seed, execution.verbosity) == (2, 1, 3, 1)
-    assert (execution.mem_gb, execution.stop_on_first_crash, str(config.selection.bids_database_dir), config.reports_only) == (6, True, "/index", True)
+    assert (execution.mem_gb, execution.stop_on_first_crash, str(config.selection.bids_database_dir), config.reports_only) == (
+        6,
+        True,
+        "/index",
+        True,
+    )
 
 
 def test_boutiques_lists_every_option_of_the_app():
     descriptor = json.loads((REPO / "boutiques.json").read_text())
     flags = {i["command-line-flag"] for i in descriptor["inputs"] if "command-line-flag" in i}
     # boutiques names each option by its first long spelling
-    options = {next(o for o in a.option_strings if o.startswith("--"))
-               for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "version")}
+    options = {
+        next(o for o in a.option_strings if o.startswith("--"))
+        for a in build_parser()._actions
+        if a.option_strings and a.dest not in ("help", "version")
+    }
     assert flags == options
     plugin = next(i for i in descriptor["inputs"] if i["id"] == "nipype_plugin")
     assert tuple(plugin["value-choices"]) == PLUGINS

@@ -24,7 +24,9 @@ def session():
     weights, selected = rng.normal(0, 0.2, N_CUBES), np.zeros(N_CUBES, bool)
     selected[rng.choice(N_CUBES, 35, replace=False)] = True
     p_ad = rng.uniform(0, 1, (1, N_CUBES))
-    raw = pscore.region_scores(pscore.cube_scores(rng.uniform(0, 1, (20, N_CUBES)), weights, selected), np.repeat(m, 20, 0), np.repeat(n, 20, 0), sizes)
+    raw = pscore.region_scores(
+        pscore.cube_scores(rng.uniform(0, 1, (20, N_CUBES)), weights, selected), np.repeat(m, 20, 0), np.repeat(n, 20, 0), sizes
+    )
     reference = pscore.reference_statistics(raw, [1] * 10 + [0] * 10, [1] * 20)
     scores = pscore.score(p_ad, weights, selected, m, n, sizes, reference)
     return dict(

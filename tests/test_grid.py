@@ -65,7 +65,7 @@ def test_bounds_in_voxels_and_mm():
     assert (last["x_min_mm"], last["y_max_mm"], last["z_max_mm"]) == (-90.0, 90.0, 108.0)
     index = cube_index_map()
     for r in rows[::17]:
-        block = index[r["i_start"]:r["i_stop"], r["j_start"]:r["j_stop"], r["k_start"]:r["k_stop"]]
+        block = index[r["i_start"] : r["i_stop"], r["j_start"] : r["j_stop"], r["k_start"] : r["k_stop"]]
         assert np.all(block == r["cube"]) and block.size == (index == r["cube"]).sum()
         centre = GRID_AFFINE @ [r["i_start"], r["j_start"], r["k_start"], 1]
         assert r["x_min_mm"] <= centre[0] <= r["x_max_mm"]

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau
 
-from bids_pscore.cli import run as cli
 from bids_pscore import bids, errors, group, synth
 from bids_pscore.atlas import region_table
+from bids_pscore.cli import run as cli
+from bids_pscore.fileio import write_json, write_text
 
 from .scored import SCORED_LAMBDA, write_scored_cohort, write_scored_session
-from bids_pscore.fileio import write_json, write_text
 
 REGIONS = region_table()
 LAMBDA = SCORED_LAMBDA
@@ -131,8 +131,17 @@ def test_recovered_order_of_involvement_agrees_with_the_truth(cohort_run):
 def test_cohort_tables_load_in_pandas_and_say_their_normalisation(cohort_run):
     out, _, _ = cohort_run
     sessions = pd.read_csv(out / "group" / "sessions.tsv", sep="\t", na_values="n/a")
-    assert len(sessions) == 80 and {"acq_time", "order_by", "group", "diagnosis", "ad_probability", "predicted_class",
-                                    "whole_brain_pscore_reference", "whole_brain_pscore_cohort", "n_degenerative"} <= set(sessions.columns)  # fmt: skip
+    assert len(sessions) == 80 and {
+        "acq_time",
+        "order_by",
+        "group",
+        "diagnosis",
+        "ad_probability",
+        "predicted_class",
+        "whole_brain_pscore_reference",
+        "whole_brain_pscore_cohort",
+        "n_degenerative",
+    } <= set(sessions.columns)
     assert (sessions["order_by"] == "acq_time").all() and (sessions["normalisation"] == "reference").all()
     regions = pd.read_csv(out / "group" / "regions.tsv", sep="\t")
     assert len(regions) == 80 * 246

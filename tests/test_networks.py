@@ -23,7 +23,7 @@ def separate_models(batched):
         state = {}
         for name, tensor in batched.state_dict().items():
             per_cube = tensor.shape[0] // N
-            state[name] = tensor[c * per_cube:(c + 1) * per_cube].clone()
+            state[name] = tensor[c * per_cube : (c + 1) * per_cube].clone()
         single.load_state_dict(state)
         models.append(single)
     return models
@@ -34,7 +34,7 @@ def test_batched_equals_separate_models(batched):
     features, logits = batched(cubes)
     assert features.shape == (3, N, N_FEATURES) and logits.shape == (3, N, 2)
     for c, model in enumerate(separate_models(batched)):
-        f, lg = model(cubes[:, c:c + 1])
+        f, lg = model(cubes[:, c : c + 1])
         torch.testing.assert_close(f[:, 0], features[:, c], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(lg[:, 0], logits[:, c], atol=1e-5, rtol=1e-5)
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from bids_pscore import bids
-from bids_pscore.synth import GROUNDTRUTH, disease, realheads
 from bids_pscore.cli.synth import main as synth_main
+from bids_pscore.synth import GROUNDTRUTH, disease, realheads
 
 IXI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi_hh"
 YOUNG, OLD = "IXI012", "IXI538"  # 38.8 and 81.9 years

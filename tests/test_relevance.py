@@ -103,7 +103,7 @@ def test_relevance_finds_the_block_the_classifier_looks_at(method):
     block = tuple(slice(s, s + 5) for s in start)
     image[block] = 0.2
     dark_elsewhere = voxel_in(cube, (12, 12, 12))
-    image[dark_elsewhere[0]:dark_elsewhere[0] + 5, dark_elsewhere[1]:dark_elsewhere[1] + 5, dark_elsewhere[2]:dark_elsewhere[2] + 5] = 0.3
+    image[dark_elsewhere[0] : dark_elsewhere[0] + 5, dark_elsewhere[1] : dark_elsewhere[1] + 5, dark_elsewhere[2] : dark_elsewhere[2] + 5] = 0.3
     relevance = relevance_on_grid(one_block_classifier(), cut_cubes(image)[None], [cube], {"method": method})
     mask = cube_index_map() == cube
     p_cube = np.zeros((1, N_CUBES))

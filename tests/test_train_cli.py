@@ -8,15 +8,14 @@ import pandas as pd
 import pytest
 
 from bids_pscore import bids
-from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
-from bids_pscore.fileio import write_json
-from bids_pscore.model.bundle import load_bundle, model_warnings
-from bids_pscore.preprocess import PreprocParams
-from bids_pscore.model.relevance import METHODS
 from bids_pscore.cli.train import main
+from bids_pscore.fileio import write_json
+from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
+from bids_pscore.model.bundle import load_bundle, model_warnings
+from bids_pscore.model.relevance import METHODS
+from bids_pscore.preprocess import PreprocParams
 
 from .helpers import make_bids, small_image
-
 
 # what the participant level records in the grid images' sidecars; not the defaults, so that the
 # bundle is seen to carry what the images were made with
@@ -47,10 +46,33 @@ def labelled_dataset(tmp_path, groups):
 
 
 def train_args(root, tmp_path, pre, *extra):
-    return [str(root), str(tmp_path / "model"), "--label-column", "group", "--positive", "AD", "--negative", "CN",
-            "--preprocessed", str(pre), "-w", str(tmp_path / "work"), "--epochs", "6", "--patience", "6",
-            "--learning-rate", "3e-3", "--n-selected", "5",
-            "--val-fraction", "0.2", "--test-fraction", "0.2", *extra]
+    return [
+        str(root),
+        str(tmp_path / "model"),
+        "--label-column",
+        "group",
+        "--positive",
+        "AD",
+        "--negative",
+        "CN",
+        "--preprocessed",
+        str(pre),
+        "-w",
+        str(tmp_path / "work"),
+        "--epochs",
+        "6",
+        "--patience",
+        "6",
+        "--learning-rate",
+        "3e-3",
+        "--n-selected",
+        "5",
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+        *extra,
+    ]
 
 
 def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bids_pscore.model.networks import Ensemble
-from bids_pscore.model.training import TrainConfig, augment, auc, binary_metrics, fit_ensemble, select_cubes, train_meta
+from bids_pscore.model.training import TrainConfig, auc, augment, binary_metrics, fit_ensemble, select_cubes, train_meta
 
 INFORMATIVE = [12, 75, 131]
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -59,9 +58,7 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     # the BIDS validator would refuse the truncated T1w before any step: this is about a failing step
     args = [str(root), str(out_dir), "participant", "-w", str(work), "--random-seed", "7", "--skip-bids-validation"]
 
-    start = time.monotonic()
     assert main(args) == 1
-    first_run = time.monotonic() - start
     text = capsys.readouterr().out
     assert "1 of 2 T1w done" in text
     assert any(line.startswith("sub-02") and "failed" in line and "load" in line for line in text.splitlines())
@@ -84,16 +81,14 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     assert "*_xfm.*" in (out_dir / ".bidsignore").read_text()
     assert not [p for p in out_dir.rglob(".*") if p.name != ".bidsignore"], "temporary files left behind"
 
-    # a rerun reuses every finished step: no result file is rewritten, and it is quick
+    # a rerun reuses every finished step: no result file is rewritten
     # (the failed T1w is tried again, and the sink always rewrites the outputs)
     finished = [p for p in work.rglob("result_*.pklz") if "sub_02" not in str(p) and "_sink" not in str(p)]
     assert len(finished) == 9  # load, n4, skullstrip, mask_to_source, register, resample, smooth, normalise, reportlets
     stamps = {p: p.stat().st_mtime_ns for p in finished}
     reference = nib.load(paths["t1w_grid"]).get_fdata()
     paths["t1w_grid"].unlink()  # a lost output is written again from the cache
-    start = time.monotonic()
     assert main(args) == 1
-    assert time.monotonic() - start < 0.5 * first_run
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     np.testing.assert_array_equal(nib.load(paths["t1w_grid"]).get_fdata(), reference)
 
@@ -111,7 +106,9 @@ def test_skull_stripping_of_a_moved_colin27_against_its_bet_mask(tmp_path):
     nib.Nifti1Image(np.abs(moved).astype(np.float32), head.affine).to_filename(path)
 
     img = steps.load_t1w(path)
-    mask, stripped = steps.brain_mask(steps.n4_correct(img, PARAMS.n4_shrink_mm, PARAMS.n4_iterations, PARAMS.n4_mask_fraction), PARAMS.stripped_max_volume_ml, 2)
+    mask, stripped = steps.brain_mask(
+        steps.n4_correct(img, PARAMS.n4_shrink_mm, PARAMS.n4_iterations, PARAMS.n4_mask_fraction), PARAMS.stripped_max_volume_ml, 2
+    )
     assert not stripped
     assert dice(np.asarray(mask.dataobj) > 0, moved_truth) >= 0.92
 

@@ -27,38 +27,72 @@ def json_object(text):
     except json.JSONDecodeError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a JSON object nor a JSON file") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object, e.g. '{{\"sbatch_args\": \"-p short\"}}'")
+        raise argparse.ArgumentTypeError(f'{text!r} must be a JSON object, e.g. \'{{"sbatch_args": "-p short"}}\'')
     return value
 
 
 def add_execution_options(parser, seed_help):
     """The performance and execution options; ``seed_help`` says what --random-seed defaults to."""
     perf = parser.add_argument_group("performance and execution")
-    perf.add_argument("--n-cpus", "--nprocs", type=int, default=available_cpus(), metavar="N",
-                      help="CPUs the MultiProc plugin may use (default: all available)")
-    perf.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
-                      help=f"threads per step for deepbet's network (default: min(n-cpus, {MAX_DEFAULT_THREADS})); ANTs runs "
-                      "single-threaded so that a seed gives identical results")
-    perf.add_argument("--mem", "--mem-gb", type=float, default=None, metavar="GB", dest="mem_gb",
-                      help="memory the MultiProc plugin may use at once (default: 90%% of the machine's); each step "
-                      "asks for what it was measured to need, so steps run side by side only when they fit")
-    perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
-                      help="nipype's cache; a rerun with the same folder reuses finished steps, in a folder named by "
-                      "the version and a fingerprint of the preprocessing code, so new code never reuses old results (default: ./work)")
-    perf.add_argument("--clean-workdir", action="store_true",
-                      help="first remove what earlier runs of any version cached in the work folder (not while other "
-                      "jobs share it)")
-    perf.add_argument("--nipype-plugin", default="MultiProc", choices=PLUGINS,
-                      help="how nipype runs the steps: Linear, MultiProc (default), or one job per step on a cluster "
-                      "(SLURM, SGE, ...; under SLURM each job asks for the CPUs and memory its step needs)")
-    perf.add_argument("--nipype-plugin-args", type=json_object, metavar="JSON",
-                      help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'')
-    perf.add_argument("--stop-on-first-crash", action="store_true",
-                      help="stop the whole run at the first step that fails (default: the other T1w go on)")
+    perf.add_argument(
+        "--n-cpus", "--nprocs", type=int, default=available_cpus(), metavar="N", help="CPUs the MultiProc plugin may use (default: all available)"
+    )
+    perf.add_argument(
+        "--omp-nthreads",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"threads per step for deepbet's network (default: min(n-cpus, {MAX_DEFAULT_THREADS})); ANTs runs "
+        "single-threaded so that a seed gives identical results",
+    )
+    perf.add_argument(
+        "--mem",
+        "--mem-gb",
+        type=float,
+        default=None,
+        metavar="GB",
+        dest="mem_gb",
+        help="memory the MultiProc plugin may use at once (default: 90%% of the machine's); each step "
+        "asks for what it was measured to need, so steps run side by side only when they fit",
+    )
+    perf.add_argument(
+        "-w",
+        "--work-dir",
+        type=Path,
+        default=Path("work"),
+        help="nipype's cache; a rerun with the same folder reuses finished steps, in a folder named by "
+        "the version and a fingerprint of the preprocessing code, so new code never reuses old results (default: ./work)",
+    )
+    perf.add_argument(
+        "--clean-workdir",
+        action="store_true",
+        help="first remove what earlier runs of any version cached in the work folder (not while other jobs share it)",
+    )
+    perf.add_argument(
+        "--nipype-plugin",
+        default="MultiProc",
+        choices=PLUGINS,
+        help="how nipype runs the steps: Linear, MultiProc (default), or one job per step on a cluster "
+        "(SLURM, SGE, ...; under SLURM each job asks for the CPUs and memory its step needs)",
+    )
+    perf.add_argument(
+        "--nipype-plugin-args",
+        type=json_object,
+        metavar="JSON",
+        help='plugin arguments as JSON or a JSON file, e.g. \'{"sbatch_args": "-p short -t 1:00:00"}\'',
+    )
+    perf.add_argument(
+        "--stop-on-first-crash", action="store_true", help="stop the whole run at the first step that fails (default: the other T1w go on)"
+    )
     perf.add_argument("--random-seed", type=int, metavar="N", help=seed_help)
     messages = parser.add_mutually_exclusive_group()
-    messages.add_argument("-v", "--verbose", action="count", default=0,
-                          help="more messages: each step's folder, the workflow's settings, scoring details (-vv: nipype's too)")
+    messages.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more messages: each step's folder, the workflow's settings, scoring details (-vv: nipype's too)",
+    )
     messages.add_argument("-q", "--quiet", action="store_true", help="only warnings, the summary and errors")
     return perf
 

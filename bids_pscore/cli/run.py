@@ -45,57 +45,87 @@ def build_parser():
     parser.add_argument("bids_dir", type=Path, help="root of the BIDS dataset (read only; never written to)")
     parser.add_argument("output_dir", type=Path, help="output folder (e.g. bids_dir/derivatives/bids_pscore)")
     # not argparse choices: an unknown level has its own exit code (17); the usage still shows them
-    parser.add_argument("analysis_level", metavar="{participant,group}",
-                        help="participant: one result per T1w; group: over all participant outputs")
+    parser.add_argument("analysis_level", metavar="{participant,group}", help="participant: one result per T1w; group: over all participant outputs")
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
 
     select = parser.add_argument_group("selecting data")
-    select.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
-                        help="subjects to process, with or without 'sub-' (default: all)")
-    select.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
-                        help="sessions to process, with or without 'ses-' (default: all)")
-    select.add_argument("--bids-filter-file", type=Path, metavar="FILE",
-                        help='JSON selecting T1w by entity, e.g. {"t1w": {"acquisition": "mprage"}}')
-    select.add_argument("--bids-database-dir", type=Path, metavar="DIR",
-                        help="keep pybids' index of the dataset here and reuse it: index once, then let one-subject "
-                        "jobs on a cluster share it (run once on one subject first, so that the jobs do not all build it at once)")
-    select.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
-                        help="do not run the BIDS validator (bids-validator-deno, when installed) on the selected "
-                        "subjects, nor refuse a dataset it finds errors in; pybids still reads every valid name")
+    select.add_argument(
+        "--participant-label", "--participant_label", nargs="+", metavar="LABEL", help="subjects to process, with or without 'sub-' (default: all)"
+    )
+    select.add_argument(
+        "--session-label", "--session_label", nargs="+", metavar="LABEL", help="sessions to process, with or without 'ses-' (default: all)"
+    )
+    select.add_argument("--bids-filter-file", type=Path, metavar="FILE", help='JSON selecting T1w by entity, e.g. {"t1w": {"acquisition": "mprage"}}')
+    select.add_argument(
+        "--bids-database-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep pybids' index of the dataset here and reuse it: index once, then let one-subject "
+        "jobs on a cluster share it (run once on one subject first, so that the jobs do not all build it at once)",
+    )
+    select.add_argument(
+        "--skip-bids-validation",
+        "--skip_bids_validation",
+        action="store_true",
+        help="do not run the BIDS validator (bids-validator-deno, when installed) on the selected "
+        "subjects, nor refuse a dataset it finds errors in; pybids still reads every valid name",
+    )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", type=Path, metavar="FOLDER",
-                       help="a model bundle written by bids_pscore-train (default: the demo model that ships with "
-                       "bids_pscore, trained on synthetic data and not for research or clinical use)")
+    model.add_argument(
+        "--model",
+        type=Path,
+        metavar="FOLDER",
+        help="a model bundle written by bids_pscore-train (default: the demo model that ships with "
+        "bids_pscore, trained on synthetic data and not for research or clinical use)",
+    )
 
     gate = parser.add_argument_group("quality gate")
-    gate.add_argument("--qc-thresholds", metavar="JSON",
-                      help="loosen or tighten the image quality gate: JSON (inline or a file) of measure -> [low, high], "
-                      "null for no bound, over the defaults, e.g. '{\"template_correlation\": [0.6, null]}'; 'off' scores "
-                      "every image. A T1w outside a range is not scored (exit 1); its measures are in sub-*/**/*_qc.json")
+    gate.add_argument(
+        "--qc-thresholds",
+        metavar="JSON",
+        help="loosen or tighten the image quality gate: JSON (inline or a file) of measure -> [low, high], "
+        "null for no bound, over the defaults, e.g. '{\"template_correlation\": [0.6, null]}'; 'off' scores "
+        "every image. A T1w outside a range is not scored (exit 1); its measures are in sub-*/**/*_qc.json",
+    )
 
     group = parser.add_argument_group("group level")
-    group.add_argument("--label-column", metavar="COLUMN",
-                       help="column of participants.tsv (or sessions.tsv) with diagnoses: adds frequencies among "
-                       "sessions labelled AD and a comparison of the groups (needs --positive and --negative)")
+    group.add_argument(
+        "--label-column",
+        metavar="COLUMN",
+        help="column of participants.tsv (or sessions.tsv) with diagnoses: adds frequencies among "
+        "sessions labelled AD and a comparison of the groups (needs --positive and --negative)",
+    )
     group.add_argument("--positive", metavar="VALUE", help="value of --label-column meaning AD (e.g. AD)")
     group.add_argument("--negative", metavar="VALUE", help="value of --label-column meaning control (e.g. CN)")
-    group.add_argument("--normalisation", choices=("reference", "cohort"), default="reference",
-                       help="region scores normalised by the model's reference cohort (default; as at participant "
-                       "level) or by the minimum and maximum over the analysed sessions")
-    group.add_argument("--min-support", type=float, default=0.3, metavar="FRACTION",
-                       help="smallest share of sessions predicted AD in which a set of regions must be degenerative "
-                       "together to be listed (default 0.3)")
-    group.add_argument("--max-set-size", type=int, default=3, metavar="N",
-                       help="largest set of co-degenerating regions to look for (default 3)")
+    group.add_argument(
+        "--normalisation",
+        choices=("reference", "cohort"),
+        default="reference",
+        help="region scores normalised by the model's reference cohort (default; as at participant "
+        "level) or by the minimum and maximum over the analysed sessions",
+    )
+    group.add_argument(
+        "--min-support",
+        type=float,
+        default=0.3,
+        metavar="FRACTION",
+        help="smallest share of sessions predicted AD in which a set of regions must be degenerative together to be listed (default 0.3)",
+    )
+    group.add_argument("--max-set-size", type=int, default=3, metavar="N", help="largest set of co-degenerating regions to look for (default 3)")
 
-    add_execution_options(parser, "seed of the registration's random sampling: same seed, same result (default: the model's, "
-                          "with which its training images were registered)")
+    add_execution_options(
+        parser,
+        "seed of the registration's random sampling: same seed, same result (default: the model's, with which its training images were registered)",
+    )
 
     other = parser.add_argument_group("other")
-    other.add_argument("--reports-only", action="store_true",
-                       help="only draw the reports and the methods text again from the outputs already in output_dir "
-                       "(nothing is preprocessed or scored; the derivatives are not touched)")
+    other.add_argument(
+        "--reports-only",
+        action="store_true",
+        help="only draw the reports and the methods text again from the outputs already in output_dir "
+        "(nothing is preprocessed or scored; the derivatives are not touched)",
+    )
     return parser
 
 

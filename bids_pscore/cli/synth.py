@@ -15,6 +15,7 @@ from . import configure_logging, run_command
 PROG = "bids_pscore-synth"
 log = logging.getLogger("bids_pscore")
 
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="bids_pscore-synth",
@@ -23,19 +24,27 @@ def build_parser():
         "with --base, real healthy heads of another BIDS dataset with simulated atrophy and ageing.",
     )
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--base", type=Path, metavar="BIDS_DIR",
-                        help="a BIDS dataset of healthy T1w heads with age (and sex) in participants.tsv: each of its "
-                        "subjects becomes a cohort subject with its own anatomy, age and sex (see docs/disease_model.md)")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        metavar="BIDS_DIR",
+        help="a BIDS dataset of healthy T1w heads with age (and sex) in participants.tsv: each of its "
+        "subjects becomes a cohort subject with its own anatomy, age and sex (see docs/disease_model.md)",
+    )
     parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="with --base: only these base subjects")
     parser.add_argument("--n-subjects", type=int, default=2, help="without --base: how many synthetic heads (default 2)")
     parser.add_argument("--n-sessions", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="anatomy, groups and disease course")
-    parser.add_argument("--acquisition-seed", type=int,
-                        help="pose, voxel grid, bias field and noise (default: --seed); another value re-scans the same brains")
+    parser.add_argument(
+        "--acquisition-seed", type=int, help="pose, voxel grid, bias field and noise (default: --seed); another value re-scans the same brains"
+    )
     parser.add_argument("--ad-fraction", type=float, default=0.5, help="share of AD subjects (default 0.5)")
-    parser.add_argument("-w", "--work-dir", type=Path,
-                        help="with --base: keeps each base head's registration and atlas, so that a re-scan or a "
-                        "second cohort reuses them")
+    parser.add_argument(
+        "-w",
+        "--work-dir",
+        type=Path,
+        help="with --base: keeps each base head's registration and atlas, so that a re-scan or a second cohort reuses them",
+    )
     parser.add_argument("--n-procs", type=int, default=1, help="with --base: subjects made side by side (default 1)")
     return parser
 
@@ -60,8 +69,7 @@ def run(argv=None):
         write_cohort(opts.out_dir, opts.base, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction,
                      labels, opts.work_dir, opts.n_procs)  # fmt: skip
         n_subjects = len(pd.read_csv(opts.out_dir / "participants.tsv", sep="\t"))
-    log.info("wrote %d subject(s) x %d session(s) to %s (truth in %s)", n_subjects, opts.n_sessions, opts.out_dir,
-             opts.out_dir / GROUNDTRUTH)
+    log.info("wrote %d subject(s) x %d session(s) to %s (truth in %s)", n_subjects, opts.n_sessions, opts.out_dir, opts.out_dir / GROUNDTRUTH)
     return 0
 
 

@@ -41,22 +41,36 @@ def build_parser():
     parser.add_argument("--max-shift", type=int, default=2, help="augmentation: move each training image by up to this many voxels (0: off)")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="do not mirror training images left-right at random")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay of the base classifiers")
-    parser.add_argument("--meta-weight-prior", type=float, default=100.0,
-                        help="L2 pull of each cube weight w_c towards 1/N (0: free weights, which can turn negative)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the networks' initialisation (the registration's is the preprocessing's)")
+    parser.add_argument(
+        "--meta-weight-prior",
+        type=float,
+        default=100.0,
+        help="L2 pull of each cube weight w_c towards 1/N (0: free weights, which can turn negative)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the split and of the networks' initialisation (the registration's is the preprocessing's)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     parser.add_argument("--name", help="model name (default: the model folder's name)")
     parser.add_argument("--description", help="one line on what the model is, stored in its card")
-    parser.add_argument("--warning", help="shown on the command line and in every report of every run with this model "
-                        "(e.g. that it was trained on synthetic data)")
-    parser.add_argument("--preprocessed", type=Path,
-                        help="reuse grid images from this folder: bids_pscore participant outputs, or CAT12's with --cat12-prefix")
-    parser.add_argument("--cat12-prefix", metavar="PREFIX",
-                        help="CAT12 output prefix to read under --preprocessed (e.g. smwp1 or wm): <PREFIX><T1w name>.nii; "
-                        "CAT12 must have written it on the 1.5 mm grid (vox=1.5, bb=16)")
+    parser.add_argument(
+        "--warning", help="shown on the command line and in every report of every run with this model (e.g. that it was trained on synthetic data)"
+    )
+    parser.add_argument(
+        "--preprocessed", type=Path, help="reuse grid images from this folder: bids_pscore participant outputs, or CAT12's with --cat12-prefix"
+    )
+    parser.add_argument(
+        "--cat12-prefix",
+        metavar="PREFIX",
+        help="CAT12 output prefix to read under --preprocessed (e.g. smwp1 or wm): <PREFIX><T1w name>.nii; "
+        "CAT12 must have written it on the 1.5 mm grid (vox=1.5, bb=16)",
+    )
     parser.add_argument("--skip-bids-validation", action="store_true")
-    add_execution_options(parser, "seed of the registration's random sampling, stored in the bundle so that inference registers "
-                          "alike (default: the preprocessing's standard seed)")
+    add_execution_options(
+        parser,
+        "seed of the registration's random sampling, stored in the bundle so that inference registers "
+        "alike (default: the preprocessing's standard seed)",
+    )
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
     return parser
 
@@ -95,8 +109,9 @@ def run(config):
 
 
 def main(argv=None):
-    return run_command(PROG, lambda: run(parse_args(argv)),
-                       interrupted="finished preprocessing steps are kept in the work folder, no model was written")
+    return run_command(
+        PROG, lambda: run(parse_args(argv)), interrupted="finished preprocessing steps are kept in the work folder, no model was written"
+    )
 
 
 if __name__ == "__main__":

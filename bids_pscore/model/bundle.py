@@ -16,8 +16,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atlas import N_REGIONS
 from ..fileio import atomic_path, write_json
-from ..grid import CUBE_PAD, CUBE_SIZE, GRID_AFFINE, GRID_SHAPE, N_CUBES
+from ..grid import CUBE_PAD, CUBE_SIZE, CUBES_TEXT, GRID_AFFINE, GRID_SHAPE, GRID_TEXT, N_CUBES
 from .networks import CHANNELS, N_FEATURES, Ensemble
 
 FORMAT = "bids_pscore-model"
@@ -68,10 +69,13 @@ def metadata_sha256(meta):
 
 def check_reference(reference, where):
     """The reference statistics SPEC 5 needs: 246 minima and maxima and a finite lambda."""
-    for key, length in (("region_min", 246), ("region_max", 246), ("lambda", None)):
+    for key, length in (("region_min", N_REGIONS), ("region_max", N_REGIONS), ("lambda", None)):
         value = reference.get(key)
-        ok = isinstance(value, (int, float)) and math.isfinite(value) if length is None else (
-            isinstance(value, list) and len(value) == length and all(isinstance(v, (int, float)) for v in value))
+        ok = (
+            isinstance(value, (int, float)) and math.isfinite(value)
+            if length is None
+            else (isinstance(value, list) and len(value) == length and all(isinstance(v, (int, float)) for v in value))
+        )
         if not ok:
             raise BundleError(f"{where}: {key} is missing or malformed (needs {'a number' if length is None else f'{length} numbers'}); "
                               "the bundle is damaged: train again or restore it")  # fmt: skip
@@ -85,8 +89,10 @@ def threshold_warning(threshold):
     """
     if threshold < 1.0:
         return None
-    return (f"this model's lambda ({threshold:.2f}) is not below 1, the largest normalised region score, so it "
-            "marks no region as degenerative; read the region scores as a ranking")
+    return (
+        f"this model's lambda ({threshold:.2f}) is not below 1, the largest normalised region score, so it "
+        "marks no region as degenerative; read the region scores as a ranking"
+    )
 
 
 def preprocessing_warning(metadata):
@@ -95,8 +101,10 @@ def preprocessing_warning(metadata):
     made_by = metadata.get("training", {}).get("preprocessed_by", "bids_pscore")
     if made_by == "bids_pscore":
         return None
-    return (f"this model was trained on images preprocessed by {made_by}, not by bids_pscore, which preprocesses the "
-            "images of this run: their scores are not comparable with the model's training and test results")
+    return (
+        f"this model was trained on images preprocessed by {made_by}, not by bids_pscore, which preprocesses the "
+        "images of this run: their scores are not comparable with the model's training and test results"
+    )
 
 
 def model_warnings(metadata):
@@ -131,7 +139,6 @@ class Bundle:
     folder: Path
     metadata: dict
     ensemble: Ensemble
-
 
 
 def _looks_like_pickle(path):
@@ -177,9 +184,9 @@ def load_bundle(folder):
     if "relevance" in meta:
         check_reference(meta["relevance"].get("reference", {}), f"{meta_path}: relevance.reference")
     if meta["grid"] != grid_record():
-        raise BundleError(f"{meta_path}: the model's grid {meta['grid'].get('shape')} is not the 121 x 145 x 121, 1.5 mm grid of this bids_pscore")
+        raise BundleError(f"{meta_path}: the model's grid {meta['grid'].get('shape')} is not the {GRID_TEXT} grid of this bids_pscore")
     if meta["cubes"] != cube_record():
-        raise BundleError(f"{meta_path}: the model's cube layout differs from this bids_pscore's (150 cubes of 25^3)")
+        raise BundleError(f"{meta_path}: the model's cube layout differs from this bids_pscore's ({CUBES_TEXT})")
     if not weights_path.is_file():
         raise BundleError(f"{weights_path}: missing; the bundle is incomplete")
     if sha256(weights_path) != meta["weights"].get("sha256"):

@@ -88,13 +88,10 @@ class BaseClassifiers(nn.Module):
     def forward(self, cubes):
         batch = cubes.shape[0]
         if tuple(cubes.shape[1:]) != (self.n_cubes, CUBE_SIZE, CUBE_SIZE, CUBE_SIZE):
-            raise ValueError(f"expected cubes of shape (batch, {self.n_cubes}, 25, 25, 25), got {tuple(cubes.shape)}")
+            raise ValueError(f"expected cubes of shape (batch, {self.n_cubes}, {CUBE_SIZE}, {CUBE_SIZE}, {CUBE_SIZE}), got {tuple(cubes.shape)}")
         cubes = (cubes - self.input_mean.view(1, -1, 1, 1, 1)) / self.input_scale.view(1, -1, 1, 1, 1)
         step = self._chunk_size(cubes.device)
-        parts = [
-            self._run(chunk, layers, chunk.shape[1])
-            for chunk, layers in zip(cubes.split(step, dim=1), self._layers_by_chunk(step))
-        ]
+        parts = [self._run(chunk, layers, chunk.shape[1]) for chunk, layers in zip(cubes.split(step, dim=1), self._layers_by_chunk(step))]
         features = torch.cat([p[0] for p in parts], dim=1).view(batch, self.n_cubes, N_FEATURES)
         logits = torch.cat([p[1] for p in parts], dim=1).view(batch, self.n_cubes, N_CLASSES)
         return features, logits

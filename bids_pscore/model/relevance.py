@@ -82,11 +82,11 @@ def occlusion(base, cubes, baseline=None, block=5):
     drops = torch.empty(per_axis**3, cubes.shape[1])
     offsets = [(i, j, k) for i in range(per_axis) for j in range(per_axis) for k in range(per_axis)]
     for first in range(0, len(offsets), 25):
-        batch = cubes.repeat(len(offsets[first:first + 25]), 1, 1, 1, 1)
-        for row, (i, j, k) in enumerate(offsets[first:first + 25]):
+        batch = cubes.repeat(len(offsets[first : first + 25]), 1, 1, 1, 1)
+        for row, (i, j, k) in enumerate(offsets[first : first + 25]):
             box = (row, slice(None), slice(i * block, (i + 1) * block), slice(j * block, (j + 1) * block), slice(k * block, (k + 1) * block))
             batch[box] = start[(0, *box[1:])]
-        drops[first:first + len(batch)] = reference - ad_margin(base, batch)
+        drops[first : first + len(batch)] = reference - ad_margin(base, batch)
     per_block = drops.T.reshape(1, -1, per_axis, per_axis, per_axis) / block**3
     return per_block.repeat_interleave(block, 2).repeat_interleave(block, 3).repeat_interleave(block, 4)
 
@@ -103,7 +103,7 @@ def cube_relevance(base, cubes, method="gradient_x_input", baseline=None, **opti
     function = {"gradient_x_input": gradient_x_input, "integrated_gradients": integrated_gradients, "occlusion": occlusion}[method]
     cubes = torch.as_tensor(np.asarray(cubes, np.float32))
     if method == "occlusion":
-        attribution = torch.cat([function(base, cubes[i:i + 1], baseline, **options) for i in range(len(cubes))])
+        attribution = torch.cat([function(base, cubes[i : i + 1], baseline, **options) for i in range(len(cubes))])
     else:
         attribution = function(base, cubes, baseline, **options)
     return attribution.clamp(min=0).numpy()

@@ -39,7 +39,7 @@ def split_subjects(subject_labels, val_fraction=0.15, test_fraction=0.15, seed=0
         for split, fraction in wanted:
             count = max(1, int(round(fraction * len(subjects)))) if fraction > 0 else 0
             count = min(count, len(subjects) - start - 1)  # keep one for training
-            for subject in order[start:start + count]:
+            for subject in order[start : start + count]:
                 assignment[subject] = split
             start += count
         for subject in order[start:]:

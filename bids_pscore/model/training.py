@@ -106,7 +106,7 @@ class Rows:
 def _batches(n, batch_size, rng=None):
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, batch_size):
-        yield np.sort(order[start:start + batch_size])
+        yield np.sort(order[start : start + batch_size])
 
 
 def _tensor(cubes, rows, device):
@@ -150,7 +150,7 @@ def augment(batch, max_shift, flip, rng):
     moved = []
     for image, offset, mirror in zip(padded, rng.integers(0, 2 * max_shift + 1, (len(batch), 3)), rng.random(len(batch)) < 0.5):
         x, y, z = offset
-        image = image[:, x:x + size, y:y + size, z:z + size]
+        image = image[:, x : x + size, y : y + size, z : z + size]
         moved.append(image.flip(1) if flip and mirror else image)
     return torch.stack(moved)
 
@@ -223,8 +223,10 @@ def train_base(train_cubes, train_labels, val_cubes, val_labels, config):
         }  # fmt: skip
         history.append(row)
         eta = elapsed / epoch * (config.epochs - epoch)
-        log.info(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-            f"val balanced accuracy {row['val_balanced_accuracy']:.3f}  cubes still improving {active}/150  ETA {eta:.0f} s")
+        log.info(
+            f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"val balanced accuracy {row['val_balanced_accuracy']:.3f}  cubes still improving {active}/{N_CUBES}  ETA {eta:.0f} s"
+        )
         if active == 0:
             break
     base.load_state_dict(best_state)
@@ -302,6 +304,7 @@ def fit_ensemble(train, val, test, config):
         },
         "test": binary_metrics(p_test, test[1]),
     }
-    log.info(f"selected cubes: {selected.tolist()}; test AUC {metrics['test']['auc']:.3f}, "
-        f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}")
+    log.info(
+        f"selected cubes: {selected.tolist()}; test AUC {metrics['test']['auc']:.3f}, balanced accuracy {metrics['test']['balanced_accuracy']:.3f}"
+    )
     return ensemble, history, metrics

@@ -10,10 +10,9 @@ os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
 import logging  # noqa: E402
 
+from ..config import read_worker_verbosity  # noqa: E402
 from .params import PreprocParams  # noqa: E402
 from .workflow import init_participant_wf, init_preproc_wf  # noqa: E402
-
-from ..config import read_worker_verbosity  # noqa: E402
 
 
 def nipype_log_level(verbosity):

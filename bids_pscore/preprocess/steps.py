@@ -50,9 +50,7 @@ def load_t1w(path):
             "split it and keep one volume (or average the repetitions) before running"
         )
     if data.ndim != 3 or min(data.shape) < 2:
-        raise InputImageError(
-            f"{path}: has shape {data.shape}, not a 3-D volume; pass the full 3-D T1w, not a single slice"
-        )
+        raise InputImageError(f"{path}: has shape {data.shape}, not a 3-D volume; pass the full 3-D T1w, not a single slice")
     header = img.header
     if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
         raise InputImageError(
@@ -62,10 +60,7 @@ def load_t1w(path):
     affine = img.affine
     linear = affine[:3, :3]
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-6:
-        raise InputImageError(
-            f"{path}: has a singular or non-finite affine; fix the header's qform/sform "
-            "(convert it again from DICOM)"
-        )
+        raise InputImageError(f"{path}: has a singular or non-finite affine; fix the header's qform/sform (convert it again from DICOM)")
     voxel_mm = np.sqrt((linear**2).sum(axis=0))
     if voxel_mm.min() < MIN_VOXEL_MM or voxel_mm.max() > MAX_VOXEL_MM:
         raise InputImageError(
@@ -88,9 +83,7 @@ def load_t1w(path):
     values = np.asarray(data, dtype=np.float32)
     n_bad = int(values.size - np.count_nonzero(np.isfinite(values)))
     if n_bad:
-        raise InputImageError(
-            f"{path}: has {n_bad} NaN or Inf voxels; replace them (e.g. with 0) before running"
-        )
+        raise InputImageError(f"{path}: has {n_bad} NaN or Inf voxels; replace them (e.g. with 0) before running")
     if not np.any(values):
         raise InputImageError(f"{path}: every voxel is 0; this is not a T1w image, check the file")
     if values.min() == values.max():
@@ -107,9 +100,7 @@ def on_source_grid(ras_img, source_path, dtype=np.uint8):
     says scanner space (qform and sform code 1), as niworkflows writes native-space outputs.
     """
     source = nib.load(str(source_path))
-    to_source = nib.orientations.ornt_transform(
-        nib.orientations.io_orientation(ras_img.affine), nib.orientations.io_orientation(source.affine)
-    )
+    to_source = nib.orientations.ornt_transform(nib.orientations.io_orientation(ras_img.affine), nib.orientations.io_orientation(source.affine))
     data = nib.orientations.apply_orientation(np.asarray(ras_img.dataobj), to_source)
     if data.shape != source.shape[:3]:
         raise ValueError(f"{source_path}: the image on its grid has shape {data.shape}, the source {source.shape[:3]}")
@@ -123,13 +114,6 @@ def _to_ants(img):
     import ants
 
     return ants.from_nibabel_nifti(as_image(img.dataobj, img.affine))
-
-
-def _to_nib(ants_img):
-    import ants
-
-    out = ants.to_nibabel_nifti(ants_img)
-    return as_image(out.dataobj, out.affine)
 
 
 def voxel_sizes(img):
@@ -271,15 +255,28 @@ def register(brain, coarse_template, template, iterations, seed, out_prefix):
     rigid_its, affine_its, syn_its = (tuple(int(i) for i in its) for its in iterations)
     levels = len(rigid_its)
     rigid = ants.registration(
-        coarse, moving, "Rigid", aff_iterations=rigid_its, aff_shrink_factors=tuple(2**k for k in reversed(range(levels))),
-        aff_smoothing_sigmas=tuple(reversed(range(levels))), outprefix=f"{out_prefix}rigid_",
+        coarse,
+        moving,
+        "Rigid",
+        aff_iterations=rigid_its,
+        aff_shrink_factors=tuple(2**k for k in reversed(range(levels))),
+        aff_smoothing_sigmas=tuple(reversed(range(levels))),
+        outprefix=f"{out_prefix}rigid_",
     )
     affine = ants.registration(
-        coarse, moving, "Affine", initial_transform=rigid["fwdtransforms"][0], aff_iterations=affine_its,
+        coarse,
+        moving,
+        "Affine",
+        initial_transform=rigid["fwdtransforms"][0],
+        aff_iterations=affine_its,
         outprefix=f"{out_prefix}affine_",
     )
     syn = ants.registration(
-        fixed, moving, "SyNOnly", initial_transform=affine["fwdtransforms"][0], reg_iterations=syn_its,
+        fixed,
+        moving,
+        "SyNOnly",
+        initial_transform=affine["fwdtransforms"][0],
+        reg_iterations=syn_its,
         outprefix=f"{out_prefix}syn_",
     )
     warp, linear = syn["fwdtransforms"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from ..grid import GRID_TEXT
 from .interfaces import (
     DerivativesSink,
     LoadT1w,
@@ -23,8 +24,16 @@ from .interfaces import (
 # peak memory of the heavy steps (GB, whole worker process), measured on a 1 mm head of
 # 190 x 242 x 269 voxels: what each node asks of MultiProc's --mem budget
 STEP_MEM_GB = {"n4": 1.2, "skullstrip": 1.3, "register": 1.1}
-PREPROC_OUTPUTS = ("t1w_grid", "mask_grid", "mask_native", "xfm_affine", "xfm_warp", "input_skull_stripped",
-                   "figure_brainmask", "figure_registration")
+PREPROC_OUTPUTS = (
+    "t1w_grid",
+    "mask_grid",
+    "mask_native",
+    "xfm_affine",
+    "xfm_warp",
+    "input_skull_stripped",
+    "figure_brainmask",
+    "figure_registration",
+)
 
 
 # what the steps' results depend on beside their inputs: this package's code that they run, and
@@ -64,7 +73,8 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
         f"non-uniformity with N4 (ANTs), and skull-stripped with deepbet (inputs that were "
         f"already skull-stripped kept their own brain). The brain was registered to the "
         f"{params.template} template (nilearn) with rigid and affine stages on a "
-        f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, single-threaded, seed {params.registration_seed}), resampled onto the 121 x 145 x 121, 1.5 mm SPM12/CAT12 grid with "
+        f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, single-threaded, seed {params.registration_seed}), "
+        f"resampled onto the {GRID_TEXT} SPM12/CAT12 grid with "
         f"{params.interpolation} interpolation, smoothed inside the brain mask with a "
         f"{params.fwhm_mm:g} mm FWHM Gaussian and divided by the {params.norm_percentile:g}th "
         f"percentile of brain intensities, clipped to [0, 1]."

@@ -57,7 +57,8 @@ def reference_text(fields):
     authors = ", ".join("et al." if n == "others" else f"{n.split(',')[0]} {''.join(p[0] for p in n.split(',')[1].split())}" for n in names)
     title = fields["title"].replace("{", "").replace("}", "")
     where = fields.get("howpublished") or f"{fields['journal']} {fields.get('volume', '')}" + (
-        f"({fields['number']})" if "number" in fields else "") + (f":{fields['pages'].replace('--', '-')}" if "pages" in fields else "")
+        f"({fields['number']})" if "number" in fields else ""
+    ) + (f":{fields['pages'].replace('--', '-')}" if "pages" in fields else "")
     doi = f" doi:{fields['doi']}" if "doi" in fields else ""
     return f"{authors.removesuffix('.')}. {title}. {where}, {fields['year']}.{doi}"
 

@@ -13,7 +13,7 @@ from .html import figure, page, table, warning
 TOP = 20
 
 
-def _frametable(frame, columns, top=TOP):
+def frame_table(frame, columns, top=TOP):
     shown = frame[columns].head(top)
     rows = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in shown.itertuples(index=False)]
     return table(rows, columns)
@@ -68,7 +68,13 @@ def write_group_report(output_dir, tables, norm, threshold, model, options):
         drawn.append((name, "Normalised score of the earliest-involved regions over each subject's sessions; dashed: lambda."))
         involved = onset[onset["order"] > 0]
         name = fig_dir / "onset_order_plot.png"
-        figures.onset_dots(out / name, involved["label"], involved["median_onset"], involved["subjects_involved"], involved["unit"].iloc[0] if len(involved) else unit)
+        figures.onset_dots(
+            out / name,
+            involved["label"],
+            involved["median_onset"],
+            involved["subjects_involved"],
+            involved["unit"].iloc[0] if len(involved) else unit,
+        )
         drawn.append((name, "Regions in their order of involvement across subjects, with the number of subjects behind each."))
 
     ordered_by = sessions.groupby("participant_id")["order_by"].first().value_counts().to_dict()
@@ -83,16 +89,18 @@ def write_group_report(output_dir, tables, norm, threshold, model, options):
             ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
         ], ("", "")),  # fmt: skip
         *(figure(Path(bids.GROUP_FILES["figures"]) / Path(p).name, c) for p, c in drawn),
-        "<h2>Degeneration frequency</h2>", _frametable(frequency, [c for c in frequency.columns if c != "name"]),
+        "<h2>Degeneration frequency</h2>", frame_table(frequency, [c for c in frequency.columns if c != "name"]),
         f"<h2>Regions degenerating together (support >= {options.min_support:g}, sets of up to {options.max_set_size})</h2>",
-        _frametable(tables["sets"], list(tables["sets"].columns)) if len(tables["sets"]) else "<p>No set reaches the minimum support.</p>",
+        frame_table(tables["sets"], list(tables["sets"].columns)) if len(tables["sets"]) else "<p>No set reaches the minimum support.</p>",
         "<h2>Order of involvement</h2>",
-        _frametable(onset[onset["order"] > 0], ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"])
+        frame_table(onset[onset["order"] > 0], ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"])
         if len(traj) else "<p>No subject has two or more sessions.</p>",
     ]  # fmt: skip
     if "comparison" in tables:
-        sections += [f"<h2>{html.escape(options.positive)} against {html.escape(options.negative)} (first session of each subject)</h2>",
-                     _frametable(tables["comparison"], ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"])]  # fmt: skip
+        sections += [
+            f"<h2>{html.escape(options.positive)} against {html.escape(options.negative)} (first session of each subject)</h2>",
+            frame_table(tables["comparison"], ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"]),
+        ]
     sections += ["<p>Every table is in this folder as TSV with a JSON sidecar that describes its columns.</p>"]
     path = out / bids.GROUP_DIR / bids.GROUP_FILES["report"]
     write_text(path, page("bids_pscore group report", sections))

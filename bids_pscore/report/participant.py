@@ -17,8 +17,8 @@ from .. import bids, derivatives
 from ..fileio import write_text
 from ..model.bundle import model_warnings
 from . import figures
-from .html import figure, page, table, warning
 from .citation import CITATION_BIB, CITATION_MD
+from .html import figure, page, table, warning
 
 # below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
 SMALL_BRAIN_VOXELS = 270_000
@@ -49,8 +49,17 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
     drawn.append((name, f"Voxel-level {what}P-score: each selected cube's score {spread} (signed; the weights can be negative; "
                         "the colour scale stops at the 99th percentile of the brain's absolute values)."))  # fmt: skip
     name = figure_dir / f"{stem}_desc-{kind}regions_pscore.png"
-    figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, cmap="hot", vmin=0, vmax=1,
-                   title=f"{what}region-level P-score (normalised), degenerative regions outlined in red", colorbar_label="normalised P_region")  # fmt: skip
+    figures.mosaic(
+        out / name,
+        image,
+        overlay=regions,
+        contour=regions > threshold,
+        cmap="hot",
+        vmin=0,
+        vmax=1,
+        title=f"{what}region-level P-score (normalised), degenerative regions outlined in red",
+        colorbar_label="normalised P_region",
+    )
     drawn.append((name, f"Normalised {what}region-level P-score over the anatomy; regions above lambda = {threshold:.2f} are outlined in red."))
     name = figure_dir / f"{stem}_desc-{kind}regions_bars.png"
     figures.ranked_bars(out / name, table["label"].to_numpy(), table["p_region_norm"].to_numpy(), f"normalised {what}region P-score",
@@ -102,8 +111,12 @@ def model_section(metadata, figure_relpath):
         ("weights SHA256", metadata["weights"]["sha256"]),
     ]  # fmt: skip
     return (
-        "<h2>Model</h2>" + table(rows, ("", "")) + figure(figure_relpath, "Per-cube weights w_c of the meta-classifier "
-        "over the template (blue negative, red positive; cubes the model does not use are blank).")
+        "<h2>Model</h2>"
+        + table(rows, ("", ""))
+        + figure(
+            figure_relpath,
+            "Per-cube weights w_c of the meta-classifier over the template (blue negative, red positive; cubes the model does not use are blank).",
+        )
     )
 
 
@@ -124,8 +137,15 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
             row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
         summary.append(row)
         files = table([(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())], ("output", "file"))
-        gate = ("<p>Image quality gate passed: " + ", ".join(f"{k} {v:g}" for k, v in result.qc.items())
-                + f" (<code>{html.escape(bids.qc_path(result.t1w.entities).as_posix())}</code>).</p>") if result.qc else ""
+        gate = (
+            (
+                "<p>Image quality gate passed: "
+                + ", ".join(f"{k} {v:g}" for k, v in result.qc.items())
+                + f" (<code>{html.escape(bids.qc_path(result.t1w.entities).as_posix())}</code>).</p>"
+            )
+            if result.qc
+            else ""
+        )
         parts.append(f"<h2>{html.escape(result.t1w.label)}</h2>" + gate + "".join(figure(p, c) for p, c in drawn)
                      + f"<details><summary>files of this session</summary>{files}</details>")  # fmt: skip
     errors = [
@@ -136,10 +156,24 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     sections = [
         *(warning(w) for w in warnings),
         "<h2>Summary</h2>",
-        table(summary, ("session", "whole-brain P-score (0-246)", "AD probability", "predicted", "degenerative regions", "which",
-                         *(("relevance-weighted whole-brain P-score", "relevance-weighted degenerative regions", "which")
-                           if any(r.relevance for r in results) else ())))  # fmt: skip
-        if summary else "<p>No session of this subject was scored.</p>",
+        table(
+            summary,
+            (
+                "session",
+                "whole-brain P-score (0-246)",
+                "AD probability",
+                "predicted",
+                "degenerative regions",
+                "which",
+                *(
+                    ("relevance-weighted whole-brain P-score", "relevance-weighted degenerative regions", "which")
+                    if any(r.relevance for r in results)
+                    else ()
+                ),
+            ),
+        )  # fmt: skip
+        if summary
+        else "<p>No session of this subject was scored.</p>",
         *errors,
         *parts,
         model_section(metadata, weights_fig),
@@ -171,9 +205,14 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
     subjects = sorted({t.entities["sub"] for t in t1w_inputs})
     return [
         write_subject_report(
-            output_dir, sub, [t for t in t1w_inputs if t.entities["sub"] == sub],
-            [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, weights_fig, run_info,
+            output_dir,
+            sub,
+            [t for t in t1w_inputs if t.entities["sub"] == sub],
+            [r for r in results if r.t1w.entities["sub"] == sub],
+            failed,
+            metadata,
+            weights_fig,
+            run_info,
         )  # fmt: skip
         for sub in subjects
     ]
-

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ..bids import BIDS_VERSION
 from ..fileio import write_json, write_nifti, write_text, write_tsv
 
 # tissue layers outside the brain: (outer distance from the brain in mm, intensity)
@@ -310,7 +311,7 @@ def write_dataset(out_dir, n_subjects=1, n_sessions=1, seed=0, acquisition_seed=
     order = region_order()
     truth_root = out_dir / GROUNDTRUTH
     write_json(out_dir / "dataset_description.json", {
-        "Name": DATASET_NAME, "BIDSVersion": "1.10.0", "DatasetType": "raw", "License": "CC0",
+        "Name": DATASET_NAME, "BIDSVersion": BIDS_VERSION, "DatasetType": "raw", "License": "CC0",
         "GeneratedBy": [{"Name": "bids_pscore-synth", "Description": f"seed {seed}, acquisition seed {acquisition_seed}"}],
     })  # fmt: skip
     write_text(out_dir / "README", "Synthetic T1w heads made by bids_pscore-synth; AD subjects have regional "
@@ -358,7 +359,7 @@ def write_dataset(out_dir, n_subjects=1, n_sessions=1, seed=0, acquisition_seed=
         "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
     })  # fmt: skip
     write_json(truth_root / "dataset_description.json", {
-        "Name": "ground truth of the synthetic heads", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+        "Name": "ground truth of the synthetic heads", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "bids_pscore-synth"}],
     })  # fmt: skip
     write_tsv(truth_root / "sessions.tsv", pd.DataFrame(truth_sessions), "%.6g")

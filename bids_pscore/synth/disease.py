@@ -5,7 +5,7 @@ lose how much volume at a stage, how a subject's stage moves with time, and how 
 subject loses to ageing. The images are made in ``realheads``.
 """
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ VENTRICLE_GROWTH_PER_YEAR = 0.01
 AD_ODDS_PER_DECADE = 1.15
 
 
-@lru_cache(maxsize=None)
+@cache
 def subtype_order(subtype):
     """One row per involved region of a subtype: stage (0-based), onset, index, label, largest loss."""
     from ..atlas import region_table

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ..bids import BIDS_VERSION
 from ..errors import UsageError
 from ..fileio import atomic_path, write_json, write_nifti, write_text, write_tsv
 from . import DATASET_NAME, GROUNDTRUTH, N_LABELS, Anatomy, acquire, atrophy
@@ -258,7 +259,7 @@ def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None,
     base_description = _read_json(base_dir / "dataset_description.json")
     write_json(out_dir / "dataset_description.json", {
         "Name": f"{DATASET_NAME}: simulated atrophy on {base_description.get('Name', base_dir.name)}",
-        "BIDSVersion": "1.10.0", "DatasetType": "raw",
+        "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
         "License": base_description.get("License", "see the base dataset"),
         "HowToAcknowledge": base_description.get("HowToAcknowledge", ""),
         "GeneratedBy": [{"Name": "bids_pscore-synth",
@@ -286,7 +287,7 @@ def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None,
     })  # fmt: skip
     truth_root = out_dir / GROUNDTRUTH
     write_json(truth_root / "dataset_description.json", {
-        "Name": "ground truth of the simulated atrophy", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+        "Name": "ground truth of the simulated atrophy", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "bids_pscore-synth"}],
     })  # fmt: skip
     write_tsv(truth_root / "sessions.tsv", pd.DataFrame([row for rows, _ in results for row in rows]), "%.6g")
