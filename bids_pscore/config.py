@@ -110,13 +110,13 @@ def _plain(value):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, Path):  # absolute: the record is read without knowing where the run started
+        return str(value.absolute())
     return value
 
 
 def to_dict(config):
-    """The configuration as JSON values (paths as strings, tuples as lists)."""
+    """The configuration as JSON values (absolute paths as strings, tuples as lists)."""
     return _plain(config)
 
 

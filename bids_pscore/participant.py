@@ -227,7 +227,7 @@ def run_participant(config):
     bundle = load_model(config.model)
     output_dir, work_dir = make_run_folders(config.output_dir, config.execution.work_dir, config.bids_dir)
     log_dir = output_dir / "logs" / f"run-{config.run_id}"
-    log.debug("configuration of this run: %s", write_config(config, log_dir))
+    log.info("this run's configuration and logs: %s", write_config(config, log_dir).parent)
     card = model_card(bundle)
     log.info("model %s version %s from %s", card["name"], card["version"], bundle.folder)
     for warning in model_warnings(bundle.metadata):

@@ -208,7 +208,7 @@ def run(config):
         params = recorded_params(t1w_inputs, Path(config.preprocessed), params.template)
     model_dir, work_dir = make_run_folders(config.model_dir, config.execution.work_dir, config.bids_dir)
     log_dir = work_dir / "logs" / f"run-{config.run_id}"
-    log.debug("configuration of this run: %s", write_config(config, log_dir))
+    log.info("this run's configuration and logs: %s", write_config(config, log_dir).parent)
     source_dir = config.preprocessed or work_dir / "preprocessed"
     if config.preprocessed is None:
         progress = preprocess(t1w_inputs, config.bids_dir, source_dir, work_dir, params, config.execution, log_dir)

@@ -26,7 +26,7 @@ def test_the_configuration_is_frozen_and_written_with_every_option_and_version(t
     assert (execution["n_cpus"], execution["omp_nthreads"], execution["mem_gb"], execution["verbosity"], execution["random_seed"]) == (3, 3, 5, 2, 4)
     assert written["config"]["selection"]["participant_label"] == ["01", "02"]
     assert written["config"]["selection"]["bids_filters"] == {"acquisition": "mprage"}  # read once, recorded as used
-    assert written["config"]["output_dir"] == str(tmp_path / "out") and written["config"]["command_line"].startswith("bids_pscore ")
+    assert written["config"]["output_dir"] == str((tmp_path / "out").absolute()) and written["config"]["command_line"].startswith("bids_pscore ")
     assert {"bids_pscore", "nipype", "antspyx", "torch"} <= set(written["software"])
     # the workers of this run find it, and read its verbosity
     assert read_worker_verbosity({CONFIG_VARIABLE: str(path)}) == 2
