@@ -1,6 +1,7 @@
 """The synthetic anatomy: healthy variation, atrophy in the order of involvement, and losses that
 the scanned label maps confirm (apart from test_synth.py, so that the two run side by side)."""
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -52,3 +53,13 @@ def test_losses_follow_the_order_of_involvement_and_stay_between_5_and_30_percen
     # regions of an earlier group never lose less than those of a later group at the same stage (without jitter)
     by_rank = pd.Series(late).groupby(order["rank"]).min()
     assert by_rank[1] >= by_rank[2] and by_rank[4] >= by_rank[5]
+
+
+def test_another_acquisition_seed_rescans_the_same_brains(tmp_path):
+    test = synth.write_dataset(tmp_path / "test", n_subjects=1, seed=11, ad_fraction=1.0)
+    retest = synth.write_dataset(tmp_path / "retest", n_subjects=1, seed=11, acquisition_seed=99, ad_fraction=1.0)
+    for name in ("participants.tsv", "derivatives/groundtruth/regions.tsv"):
+        assert (test / name).read_text() == (retest / name).read_text()
+    first = nib.load(test / "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz")
+    second = nib.load(retest / "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz")
+    assert first.shape != second.shape or not np.allclose(first.affine, second.affine)
