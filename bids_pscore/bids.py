@@ -4,6 +4,7 @@ This is the one place that knows BIDS naming; the rest of the package asks it fo
 """
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import NoT1wError, NotBIDSError, NothingSelectedError, UsageError
+
+log = logging.getLogger("bids_pscore")
 
 # 1.11 brought back the atlas- entity with atlas-<label>_description.json
 BIDS_VERSION = "1.11.1"
@@ -462,7 +465,7 @@ def acquisition_times(bids_dir):
         try:
             return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            print(f"bids_pscore: WARNING: {path}: cannot be read as a TSV table ({str(exc).splitlines()[0]}); its acq_time is ignored", flush=True)
+            log.warning("%s: cannot be read as a TSV table (%s); its acq_time is ignored", path, str(exc).splitlines()[0])
             return pd.DataFrame()
 
     root, times = Path(bids_dir), {}
@@ -484,8 +487,7 @@ def acquisition_times(bids_dir):
         try:
             parsed[key] = (pd.Timestamp(when), "sessions.tsv" if path.name.endswith("_sessions.tsv") else "scans.tsv")
         except ValueError:
-            print(f"bids_pscore: WARNING: {path}: acq_time {when!r} is not a date and time (BIDS: YYYY-MM-DDThh:mm:ss); "
-                  "that session is ordered by its label", flush=True)  # fmt: skip
+            log.warning("%s: acq_time %r is not a date and time (BIDS: YYYY-MM-DDThh:mm:ss); that session is ordered by its label", path, when)
     return parsed
 
 
