@@ -1,6 +1,5 @@
 """The group HTML report (``group/report.html``), drawn from the group tables."""
 
-import html
 from pathlib import Path
 
 import numpy as np
@@ -8,15 +7,10 @@ import numpy as np
 from .. import bids
 from ..fileio import write_text
 from . import figures
-from .html import figure, page, table, warning
+from .html import frame_rows, render
 
+# rows shown of each table (the TSV files hold them all)
 TOP = 20
-
-
-def frame_table(frame, columns, top=TOP):
-    shown = frame[columns].head(top)
-    rows = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in shown.itertuples(index=False)]
-    return table(rows, columns)
 
 
 def write_group_report(output_dir, tables, norm, threshold, model, options):
@@ -78,30 +72,26 @@ def write_group_report(output_dir, tables, norm, threshold, model, options):
         drawn.append((name, "Regions in their order of involvement across subjects, with the number of subjects behind each."))
 
     ordered_by = sessions.groupby("participant_id")["order_by"].first().value_counts().to_dict()
-    sections = [
-        warning(model["Warning"]) if model.get("Warning") else "",
-        "<h2>Cohort</h2>",
-        table([
-            ("sessions", len(sessions)), ("subjects", sessions["participant_id"].nunique()),
-            ("predicted AD", int((sessions["predicted_class"] == "AD").sum())),
-            ("normalisation", options.normalisation), ("lambda", f"{threshold:.3f}"),
-            ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
-            ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
-        ], ("", "")),  # fmt: skip
-        *(figure(Path(bids.GROUP_FILES["figures"]) / Path(p).name, c) for p, c in drawn),
-        "<h2>Degeneration frequency</h2>", frame_table(frequency, [c for c in frequency.columns if c != "name"]),
-        f"<h2>Regions degenerating together (support >= {options.min_support:g}, sets of up to {options.max_set_size})</h2>",
-        frame_table(tables["sets"], list(tables["sets"].columns)) if len(tables["sets"]) else "<p>No set reaches the minimum support.</p>",
-        "<h2>Order of involvement</h2>",
-        frame_table(onset[onset["order"] > 0], ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"])
-        if len(traj) else "<p>No subject has two or more sessions.</p>",
+    cohort = [
+        ("sessions", len(sessions)), ("subjects", sessions["participant_id"].nunique()),
+        ("predicted AD", int((sessions["predicted_class"] == "AD").sum())),
+        ("normalisation", options.normalisation), ("lambda", f"{threshold:.3f}"),
+        ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
+        ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
     ]  # fmt: skip
+    comparison = None
     if "comparison" in tables:
-        sections += [
-            f"<h2>{html.escape(options.positive)} against {html.escape(options.negative)} (first session of each subject)</h2>",
-            frame_table(tables["comparison"], ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"]),
-        ]
-    sections += ["<p>Every table is in this folder as TSV with a JSON sidecar that describes its columns.</p>"]
+        columns = ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"]
+        comparison = {"title": f"{options.positive} against {options.negative}", **frame_rows(tables["comparison"], columns, TOP)}
+    onset_columns = ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"]
+    page = render(
+        "group.html", title="bids_pscore group report", warnings=[model["Warning"]] if model.get("Warning") else [], cohort=cohort,
+        figures=[((Path(bids.GROUP_FILES["figures"]) / Path(p).name).as_posix(), c) for p, c in drawn],
+        frequency=frame_rows(frequency, [c for c in frequency.columns if c != "name"], TOP),
+        min_support=f"{options.min_support:g}", max_set_size=options.max_set_size,
+        sets=frame_rows(tables["sets"], list(tables["sets"].columns), TOP),
+        onset=frame_rows(onset[onset["order"] > 0], onset_columns, TOP) if len(traj) else None, comparison=comparison,
+    )  # fmt: skip
     path = out / bids.GROUP_DIR / bids.GROUP_FILES["report"]
-    write_text(path, page("bids_pscore group report", sections))
+    write_text(path, page)
     return path

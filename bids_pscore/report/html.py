@@ -1,32 +1,25 @@
-"""The HTML pieces both reports are made of; the page itself is ``templates/page.html``."""
+"""The reports' pages: Jinja2 templates in ``templates/`` (``base.html`` and one per report),
+filled with plain values; every value is escaped."""
 
-import html
 from functools import lru_cache
-from importlib.resources import files
-from pathlib import Path
-from string import Template
+
+import jinja2
 
 
 @lru_cache(maxsize=1)
-def _page_template():
-    return Template((files("bids_pscore.report") / "templates" / "page.html").read_text())
+def _environment():
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("bids_pscore.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
 
 
-def page(title, sections):
-    """A whole page: ``title`` (plain text) over the ``sections`` (HTML)."""
-    return _page_template().substitute(title=html.escape(title), body="\n".join(sections))
+def render(template, **values):
+    """The page ``template`` (e.g. "subject.html") filled with ``values``."""
+    return _environment().get_template(template).render(**values)
 
 
-def table(rows, header):
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def figure(relpath, caption):
-    return (f'<figure><img src="{html.escape(Path(relpath).as_posix())}" alt="{html.escape(caption)}">'
-            f'<figcaption class="caption">{html.escape(caption)}</figcaption></figure>')  # fmt: skip
-
-
-def warning(text):
-    return f'<div class="warning">{html.escape(text)}</div>'
+def frame_rows(frame, columns, top=None):
+    """{"header", "rows"} of a data frame's ``columns`` (its first ``top`` rows), floats to 3 digits."""
+    shown = frame[list(columns)] if top is None else frame[list(columns)].head(top)
+    rows = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in shown.itertuples(index=False)]
+    return {"header": list(columns), "rows": rows}

@@ -6,7 +6,6 @@ any warning or error. The report reads back the derivatives the run wrote, so it
 disk and nothing else.
 """
 
-import html
 from pathlib import Path
 
 import nibabel as nib
@@ -14,11 +13,13 @@ import numpy as np
 import pandas as pd
 
 from .. import bids, derivatives
+from ..atlas import N_REGIONS
 from ..fileio import write_text
 from ..model.bundle import model_warnings
+from ..model.splits import SPLITS
 from . import figures
 from .citation import CITATION_BIB, CITATION_MD
-from .html import figure, page, table, warning
+from .html import render
 
 # below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
 SMALL_BRAIN_VOXELS = 270_000
@@ -96,94 +97,65 @@ def session_figures(output_dir, result, threshold, figure_dir):
     return drawn, warnings
 
 
-def model_section(metadata, figure_relpath):
+def model_rows(metadata):
+    """What the report says of the model: its card, training and reference statistics."""
     training = metadata.get("training", {})
     metrics = training.get("metrics", {}).get("test", {})
-    rows = [
+    return [
         ("name", metadata.get("name")), ("version", metadata.get("version")),
         ("description", metadata.get("description", "")),
         ("trained on", training.get("dataset", "n/a")),
-        ("images (train / validation / test)", " / ".join(str(training.get("images", {}).get(k, "n/a")) for k in ("train", "validation", "test"))),
+        ("images (train / validation / test)", " / ".join(str(training.get("images", {}).get(k, "n/a")) for k in SPLITS)),
         ("labels", f"{metadata['labels'].get('positive')} vs {metadata['labels'].get('negative')} from column {metadata['labels'].get('column')}"),
         ("test AUC / balanced accuracy", f"{metrics.get('auc', float('nan')):.3f} / {metrics.get('balanced_accuracy', float('nan')):.3f}"),
         ("selected cubes", len(metadata.get("selected_cubes", []))),
         ("lambda", f"{metadata['reference']['lambda']:.3f}"),
         ("weights SHA256", metadata["weights"]["sha256"]),
     ]  # fmt: skip
-    return (
-        "<h2>Model</h2>"
-        + table(rows, ("", ""))
-        + figure(
-            figure_relpath,
-            "Per-cube weights w_c of the meta-classifier over the template (blue negative, red positive; cubes the model does not use are blank).",
-        )
-    )
+
+
+def summary_row(result):
+    row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
+           len(result.degenerative), ", ".join(result.degenerative) or "none")  # fmt: skip
+    if result.relevance is not None:
+        row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
+    return row
 
 
 def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, weights_fig, run_info):
-    """Write sub-<subject>.html and its figures; return the report's path relative to the output folder."""
+    """Write sub-<subject>.html (``templates/subject.html``) and its figures; return the report's
+    path relative to the output folder."""
     out = Path(output_dir)
     figure_dir = Path(f"sub-{subject}") / "figures"
     threshold = metadata["reference"]["lambda"]
     warnings = model_warnings(metadata)
-    parts = []
-    summary = []
+    sessions = []
     for result in results:
         drawn, extra = session_figures(out, result, threshold, figure_dir)
         warnings += extra
-        row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
-               len(result.degenerative), ", ".join(result.degenerative) or "none")  # fmt: skip
-        if result.relevance is not None:
-            row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
-        summary.append(row)
-        files = table([(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())], ("output", "file"))
-        gate = (
-            (
-                "<p>Image quality gate passed: "
-                + ", ".join(f"{k} {v:g}" for k, v in result.qc.items())
-                + f" (<code>{html.escape(bids.qc_path(result.t1w.entities).as_posix())}</code>).</p>"
-            )
-            if result.qc
-            else ""
-        )
-        parts.append(f"<h2>{html.escape(result.t1w.label)}</h2>" + gate + "".join(figure(p, c) for p, c in drawn)
-                     + f"<details><summary>files of this session</summary>{files}</details>")  # fmt: skip
-    errors = [
-        f'<div class="error"><b>{html.escape(t.label)}</b> failed at step {html.escape(failed[t.label].failed_step or "?")}: '
-        f"{html.escape(failed[t.label].message)}" + (f" (log: {html.escape(failed[t.label].log)})" if failed[t.label].log else "") + "</div>"
-        for t in t1w_inputs if t.label in failed
-    ]  # fmt: skip
-    sections = [
-        *(warning(w) for w in warnings),
-        "<h2>Summary</h2>",
-        table(
-            summary,
-            (
-                "session",
-                "whole-brain P-score (0-246)",
-                "AD probability",
-                "predicted",
-                "degenerative regions",
-                "which",
-                *(
-                    ("relevance-weighted whole-brain P-score", "relevance-weighted degenerative regions", "which")
-                    if any(r.relevance for r in results)
-                    else ()
-                ),
-            ),
-        )  # fmt: skip
-        if summary
-        else "<p>No session of this subject was scored.</p>",
-        *errors,
-        *parts,
-        model_section(metadata, weights_fig),
-        f"<h2>Methods</h2><p>See <a href='{CITATION_MD}'>{CITATION_MD}</a> for a methods paragraph with the versions of every "
-        f"tool and the references to cite, and <a href='{CITATION_BIB}'>{CITATION_BIB}</a> for the references in BibTeX.</p>",
-        f"<h2>About</h2>{table(list(run_info.items()), ('run', ''))}",
-        table(sorted(derivatives.software_versions().items()), ("software", "version")),
-    ]
+        sessions.append({
+            "label": result.t1w.label,
+            "qc": ", ".join(f"{k} {v:g}" for k, v in result.qc.items()) if result.qc else None,
+            "qc_path": bids.qc_path(result.t1w.entities).as_posix(),
+            "figures": [(Path(p).as_posix(), c) for p, c in drawn],
+            "files": [(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())],
+        })  # fmt: skip
+    relevance_columns = ("relevance-weighted whole-brain P-score", "relevance-weighted degenerative regions", "which")
+    header = ("session", f"whole-brain P-score (0-{N_REGIONS})", "AD probability", "predicted", "degenerative regions", "which",
+              *(relevance_columns if any(r.relevance for r in results) else ()))  # fmt: skip
+    errors = [{"label": t.label, "step": failed[t.label].failed_step or "?", "message": failed[t.label].message, "log": failed[t.label].log}
+              for t in t1w_inputs if t.label in failed]  # fmt: skip
+    page = render(
+        "subject.html", title=f"bids_pscore report: sub-{subject}", warnings=warnings,
+        summary={"header": header, "rows": [summary_row(r) for r in results]}, errors=errors, sessions=sessions,
+        model={"rows": model_rows(metadata), "figure": weights_fig.as_posix(),
+               "caption": "Per-cube weights w_c of the meta-classifier over the template (blue negative, red positive; "
+               "cubes the model does not use are blank)."},
+        citation_md=CITATION_MD, citation_bib=CITATION_BIB, run_info=list(run_info.items()),
+        software=sorted(derivatives.software_versions().items()),
+    )  # fmt: skip
     path = Path(f"sub-{subject}.html")
-    write_text(out / path, page(f"bids_pscore report: sub-{subject}", sections))
+    write_text(out / path, page)
     return path
 
 
