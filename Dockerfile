@@ -7,6 +7,7 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# the release being built: the build context holds no git history to read it from
 ARG VERSION=0.1.0
 
 LABEL org.opencontainers.image.title="bids_pscore" \
@@ -33,7 +34,7 @@ COPY bids_pscore ./bids_pscore
 # CPU build), the BIDS validator among them; then the project itself, which adds none.
 RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         --no-deps --requirement requirements.lock \
-    && pip install --no-cache-dir --no-deps . \
+    && SETUPTOOLS_SCM_PRETEND_VERSION="${VERSION}" pip install --no-cache-dir --no-deps . \
     && pip check \
     && bids_pscore --version \
     && useradd --system --uid 1000 --home-dir /tmp --shell /usr/sbin/nologin bids

@@ -65,8 +65,11 @@ def test_dockerfile_copies_what_the_install_needs_and_its_entrypoint_is_the_app(
     copied = {src for line in dockerfile.splitlines() if line.startswith("COPY ") for src in line.split()[1:-1]}
     # pip install . reads these: without one the build fails, or the package lacks its data
     assert {"requirements.lock", "pyproject.toml", project["readme"], "LICENSE", "bids_pscore"} <= copied
-    assert re.search(r"--no-deps --requirement requirements\.lock\s+\\\s+&& pip install [^\n]*--no-deps \.", dockerfile)
-    assert re.search(r"^ARG VERSION=(.+)$", dockerfile, re.M).group(1) == project["version"]
+    assert re.search(
+        r"--no-deps --requirement requirements\.lock\s+\\\s+&& SETUPTOOLS_SCM_PRETEND_VERSION=\"\$\{VERSION\}\" pip install [^\n]*--no-deps \.",
+        dockerfile,
+    )
+    assert re.search(r"^ARG VERSION=(.+)$", dockerfile, re.M).group(1) == released_version()
     # the entry point is a console script of the project, and that script answers
     (entrypoint,) = json.loads(re.search(r"^ENTRYPOINT (.+)$", dockerfile, re.M).group(1))
     module, function = project["scripts"][entrypoint].split(":")
@@ -125,11 +128,21 @@ def test_boutiques_lists_every_option_of_the_app():
     assert tuple(plugin["value-choices"]) == PLUGINS
 
 
+def released_version():
+    """The release users are told to pull: boutiques.json's, which every other mention must equal."""
+    return json.loads((REPO / "boutiques.json").read_text())["tool-version"]
+
+
+def test_every_mention_of_the_released_image_names_one_version():
+    image = f"bids/bids_pscore:{released_version()}"
+    assert json.loads((REPO / "boutiques.json").read_text())["container-image"]["image"] == image
+    assert f"docker://{image}" in (REPO / "brainlife" / "main").read_text()
+    assert f"docker pull {image}" in (REPO / "README.md").read_text()
+
+
 def test_circleci_pushes_on_tags_the_image_boutiques_names():
     config = yaml.safe_load((REPO / ".circleci/config.yml").read_text())
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    image = json.loads((REPO / "boutiques.json").read_text())["container-image"]["image"]
-    assert image == f"bids/bids_pscore:{version}"
+    version = released_version()
     steps = config["jobs"]["deploy"]["steps"]
     push = next(s["run"]["command"] for s in steps if isinstance(s, dict) and "run" in s)
     assert 'docker push "bids/bids_pscore:$tag"' in push and "--password-stdin" in push

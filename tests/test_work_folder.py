@@ -2,6 +2,7 @@
 nipype (which caches by inputs) never hands it the results of the old code; --clean-workdir
 removes every cached run and nothing else."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from .test_batch import participant_wf
 
 def test_a_change_to_a_steps_code_or_a_tool_renames_the_workflow_and_its_folder(tmp_path, monkeypatch):
     name = workflow.workflow_name()
-    assert name.startswith(f"bids_pscore_{__version__.replace('.', '_')}_") and name.endswith("_wf")
+    assert name.startswith(f"bids_pscore_{re.sub(r'[^A-Za-z0-9]', '_', __version__)}_") and name.endswith("_wf")
+    assert re.fullmatch(r"\w+", name)  # nipype takes no other character in a workflow's name
     assert workflow.workflow_name() == name and participant_wf().name == name
     code = [shutil.copy(path, tmp_path / path.name) for path in workflow.STEP_CODE]
     monkeypatch.setattr(workflow, "STEP_CODE", [Path(p) for p in code])

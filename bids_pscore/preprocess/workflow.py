@@ -1,6 +1,7 @@
 """Workflow factories: one preprocessing workflow per T1w, all of them in one run."""
 
 import hashlib
+import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def workflow_name():
             digest.update(f"{name}={version(name)}".encode())
         except PackageNotFoundError:
             digest.update(f"{name}=none".encode())
-    return f"bids_pscore_{__version__.replace('.', '_')}_{digest.hexdigest()[:12]}_wf"
+    return f"bids_pscore_{re.sub(r'[^A-Za-z0-9]', '_', __version__)}_{digest.hexdigest()[:12]}_wf"
 
 
 def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
