@@ -44,21 +44,26 @@ STEP_CODE = (*sorted(Path(__file__).resolve().parent.glob("*.py")), PACKAGE / "g
 STEP_TOOLS = ("antspyx", "deepbet", "nilearn", "nibabel", "nipype", "numpy", "scipy", "torch")
 
 
+def code_fingerprint(extra_code=()):
+    """SHA-256 (hex) of the steps' code and tools' versions, and of ``extra_code`` (paths)."""
+    digest = hashlib.sha256()
+    for path in (*STEP_CODE, *extra_code):
+        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+    for name in STEP_TOOLS:
+        try:
+            digest.update(f"{name}={version(name)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{name}=none".encode())
+    return digest.hexdigest()
+
+
 def workflow_name():
     """The top workflow's name, which names its folder in the work folder: the package version and
     a fingerprint of the steps' code and tools. nipype reuses a step's cached result when its
     inputs are the same, whatever its code, so a changed step must find a folder of its own."""
     from .. import __version__
 
-    digest = hashlib.sha256()
-    for path in STEP_CODE:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    for name in STEP_TOOLS:
-        try:
-            digest.update(f"{name}={version(name)}".encode())
-        except PackageNotFoundError:
-            digest.update(f"{name}=none".encode())
-    return f"bids_pscore_{re.sub(r'[^A-Za-z0-9]', '_', __version__)}_{digest.hexdigest()[:12]}_wf"
+    return f"bids_pscore_{re.sub(r'[^A-Za-z0-9]', '_', __version__)}_{code_fingerprint()[:12]}_wf"
 
 
 def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):

@@ -127,10 +127,12 @@ def prepare_base(t1w_path, seed=0):
 
 
 def cached_base(t1w_path, cache_dir, seed=0):
-    """``prepare_base``, kept in ``cache_dir`` under a hash of the image and the seed (a re-scan reuses it)."""
-    from .. import __version__
+    """``prepare_base``, kept in ``cache_dir`` under a hash of the image, the seed and the code that
+    prepares it (a re-scan or a second cohort reuses it; a new commit that leaves that code alone too)."""
+    from ..preprocess.workflow import code_fingerprint
 
-    digest = hashlib.sha256(Path(t1w_path).read_bytes() + f"{seed} {__version__}".encode()).hexdigest()[:16]
+    code = code_fingerprint((__file__, Path(__file__).with_name("__init__.py"))).encode()
+    digest = hashlib.sha256(Path(t1w_path).read_bytes() + f"{seed} ".encode() + code).hexdigest()[:16]
     path = Path(cache_dir) / f"base-{digest}.npz" if cache_dir else None
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as saved:
