@@ -255,10 +255,18 @@ def test_registration_seed_is_the_models_unless_given_and_then_said(capsys):
     from bids_pscore.participant import load_model, preprocessing_params
 
     metadata = load_model().metadata
-    assert metadata["preprocessing"]["registration_seed"] == metadata["training"]["seeds"]["registration"]
     params = preprocessing_params(metadata)
-    assert params.registration_seed == metadata["training"]["seeds"]["registration"] and capsys.readouterr().out == ""
+    assert params.registration_seed == metadata["preprocessing"]["registration_seed"] >= 1 and capsys.readouterr().out == ""
     assert preprocessing_params(metadata, params.registration_seed) == params and capsys.readouterr().out == ""
     other = preprocessing_params(metadata, params.registration_seed + 1)
     assert other.registration_seed == params.registration_seed + 1 and other.fwhm_mm == params.fwhm_mm
     assert "WARNING: --random-seed" in capsys.readouterr().out
+
+
+def test_a_registration_seed_of_0_is_refused_as_ants_would_seed_it_from_the_clock(tmp_path, capsys):
+    from bids_pscore.preprocess import PreprocParams
+
+    code, out = run(capsys, tmp_path, tmp_path / "o", "participant", "--random-seed", "0")
+    assert code == errors.EXIT_USAGE and "--random-seed must be at least 1" in out.err and "clock" in out.err
+    with pytest.raises(errors.UsageError, match="clock"):
+        PreprocParams(registration_seed=0)

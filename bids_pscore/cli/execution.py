@@ -103,6 +103,8 @@ def execution_config(opts):
         raise UsageError(f"--n-cpus must be at least 1, got {opts.n_cpus}")
     if opts.mem_gb is not None and opts.mem_gb <= 0:
         raise UsageError(f"--mem must be a positive number of GB, got {opts.mem_gb}")
+    if opts.random_seed is not None and opts.random_seed < 1:
+        raise UsageError(f"--random-seed must be at least 1, got {opts.random_seed}: ANTs takes 0 for a seed from the clock")
     omp_nthreads = min(opts.n_cpus, MAX_DEFAULT_THREADS) if opts.omp_nthreads is None else opts.omp_nthreads
     if omp_nthreads < 1:
         raise UsageError(f"--omp-nthreads must be at least 1, got {omp_nthreads}")

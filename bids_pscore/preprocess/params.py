@@ -33,7 +33,8 @@ class PreprocParams:
     fwhm_mm: float = 8.0
     norm_percentile: float = 99.0
     # ANTs samples its similarity metric at random: on one thread the same seed gives the same
-    # registration, so training and inference share this one through the bundle
+    # registration, so training and inference share this one through the bundle. ANTs takes 0 for
+    # "seed from the clock" (two runs with seed 0 differed by up to 0.9 mm), so 0 is refused
     registration_seed: int = 20250812
 
     def __post_init__(self):
@@ -43,6 +44,8 @@ class PreprocParams:
             raise UsageError(f"smoothing FWHM must be >= 0 mm, got {self.fwhm_mm}")
         if not 50.0 <= self.norm_percentile <= 100.0:
             raise UsageError(f"normalisation percentile must be in [50, 100], got {self.norm_percentile}")
+        if self.registration_seed < 1:
+            raise UsageError(f"registration seed must be at least 1 (ANTs seeds 0 from the clock), got {self.registration_seed}")
         if self.interpolation not in ("linear", "bSpline", "lanczosWindowedSinc"):
             raise UsageError(f"unknown interpolation {self.interpolation!r}")
 

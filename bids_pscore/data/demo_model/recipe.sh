@@ -18,7 +18,7 @@ bids_pscore-synth "$build/cohort" --base "$base" --participant-label $train_labe
   -w "$build/bases" --n-procs 2
 bids_pscore-train "$build/cohort" "$build/model" \
   --label-column group --positive AD --negative CN \
-  --n-selected 35 --val-fraction 0.2 --test-fraction 0.2 --epochs 60 --patience 10 --learning-rate 1e-3 --seed 0 --random-seed 0 \
+  --n-selected 35 --val-fraction 0.2 --test-fraction 0.2 --epochs 60 --patience 10 --learning-rate 1e-3 --seed 0 \
   -w "$build/work" --name demo-ixi \
   --description "Demo P-score ensemble trained on simulated AD-like atrophy (docs/disease_model.md) applied to real healthy IXI heads (bids_pscore-synth --base, seed 1000)" \
   --warning "DEMO MODEL trained on simulated atrophy applied to real healthy IXI heads (IXI dataset, brain-development.org, CC BY-SA 3.0; the weights carry that licence): not for research or clinical use. Train your own with bids_pscore-train (see README)."
