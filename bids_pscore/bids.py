@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import NoT1wError, NotBIDSError, NothingSelectedError, UsageError
 
-log = logging.getLogger("bids_pscore")
+log = logging.getLogger(__name__)
 
 # 1.11 brought back the atlas- entity with atlas-<label>_description.json
 BIDS_VERSION = "1.11.1"

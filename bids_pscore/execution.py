@@ -17,7 +17,7 @@ from pathlib import Path
 from . import bids
 from .errors import OutputNotWritableError, UsageError
 
-log = logging.getLogger("bids_pscore")
+log = logging.getLogger(__name__)
 
 
 def make_run_folders(output_dir, work_dir, bids_dir):

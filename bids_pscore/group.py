@@ -17,7 +17,7 @@ from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError
 from .pscore import normalise_regions
 
-log = logging.getLogger("bids_pscore")
+log = logging.getLogger(__name__)
 
 
 def read_participant_outputs(output_dir, participant_labels=None, session_labels=None):

@@ -14,7 +14,7 @@ from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError
 from .execution import make_run_folders, preprocess
 from .fileio import write_json
 
-log = logging.getLogger("bids_pscore")
+log = logging.getLogger(__name__)
 DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
 
 

@@ -16,7 +16,7 @@ from .config import write_config
 from .errors import TrainingError, UsageError
 from .execution import make_run_folders, preprocess
 
-log = logging.getLogger("bids_pscore")
+log = logging.getLogger(__name__)
 
 
 def label_of(t1w, labels):

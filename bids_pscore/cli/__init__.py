@@ -6,6 +6,7 @@ import sys
 
 from ..errors import EXIT_INTERRUPTED, PscoreError
 
+# every module logs to a child of the package's logger (logging.getLogger(__name__)), configured here
 LOGGER = "bids_pscore"
 
 

@@ -32,7 +32,7 @@ exit codes:
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="bids_pscore",
+        prog=PROG,
         description="P-score neurodegeneration biomarker from T1w MRI, as a BIDS-App. "
         "The participant level preprocesses each T1w (N4, skull stripping, registration to MNI, "
         "smoothing) onto the SPM12/CAT12 1.5 mm grid, runs the ensemble 3DCNN model, writes the "

@@ -13,12 +13,12 @@ from ..synth import DATASET_NAME, GROUNDTRUTH, write_dataset
 from . import configure_logging, run_command
 
 PROG = "bids_pscore-synth"
-log = logging.getLogger("bids_pscore")
+log = logging.getLogger(__name__)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="bids_pscore-synth",
+        prog=PROG,
         description="Write a BIDS dataset of T1w heads, AD subjects with regional atrophy that grows over sessions, "
         "and its ground truth under derivatives/groundtruth: synthetic heads made from the MNI152 template, or, "
         "with --base, real healthy heads of another BIDS dataset with simulated atrophy and ageing.",

@@ -20,7 +20,7 @@ exit codes: 0 done; 1 training gave no usable model; 2 usage or labels that cann
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="bids_pscore-train",
+        prog=PROG,
         description="Train the P-score ensemble (150 cube classifiers and a meta-classifier) on a labelled BIDS dataset.",
         epilog=EPILOG,
     )

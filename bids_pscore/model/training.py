@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..grid import CUBE_SIZE, N_CUBES
 from .networks import BaseClassifiers, Ensemble
 
-log = logging.getLogger("bids_pscore.training")
+log = logging.getLogger(__name__)
 
 CUBE_VOXELS = CUBE_SIZE**3
 

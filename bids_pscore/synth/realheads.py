@@ -29,7 +29,7 @@ from ..fileio import atomic_path, write_json, write_nifti, write_text, write_tsv
 from . import DATASET_NAME, GROUNDTRUTH, N_LABELS, Anatomy, acquire, atrophy
 from .disease import SUBTYPES, ageing, choose_ad, disease_losses, draw_course, subtype_order
 
-log = logging.getLogger("bids_pscore")
+log = logging.getLogger(__name__)
 
 WORK_MM = 1.0  # the grid on which regions shrink: finer than the base's voxels, so small regions keep their shape
 # scanner grids no finer than the base images they come from (2 mm for IXI)
