@@ -16,6 +16,11 @@ prints:
   every cube scores the share of its atlas voxels that lie in atrophied regions, spread over its
   voxels as SPEC 5 spreads P_cube. That is the ceiling of any 150-cube model, a property of the
   cube size (25 voxels, 37.5 mm) and the atlas, not of training;
+- the same ranking measures for two baselines with no network, normative z-scores against the
+  cohort's CN sessions: of each region's mean grey level ("normative regions": what the
+  preprocessed intensities say region by region), and of SPEC 5's region score of a cube score
+  that is the share of the cube's brain voxels 2 SD darker than the controls ("normative
+  cubes": what a cube-level score can say when it sees only intensity);
 - test-retest: ICC(3,1) of the whole-brain P-score and the median over regions of the
   correlation of the normalised region score between scan and re-scan (first sessions);
 - with --base and 3 sessions or more: per subtype, Kendall's tau between the group level's order
@@ -129,6 +134,56 @@ def region_measures(regions, sessions, is_ad, losses, atrophied_from):
             "ranking": ranking_quality(np.concatenate(scores), truth.ravel())}  # fmt: skip
 
 
+def normative_baselines(out_dir, sessions, is_ad, truth):
+    """Region rankings with no network: how much of the atrophy the preprocessed images show against
+    the cohort's controls. Each region's feature is z-scored against the CN sessions (which are never
+    ranked), and the AD sessions' regions ranked by it:
+    - "normative regions": the region's mean grey level, lower = more atrophied;
+    - "normative cubes": per cube, the share of its brain voxels more than 2 SD darker than the
+      controls' mean at that voxel, spread evenly over the cube's voxels as SPEC 5 spreads P_cube.
+    The first bounds what intensity can say region by region, the second what a cube-level score can."""
+    import nibabel as nib
+
+    from bids_pscore import bids, pscore
+    from bids_pscore.atlas import atlas_on_grid
+    from bids_pscore.grid import N_CUBES, cube_index_map
+    from bids_pscore.preprocess import PreprocParams
+
+    atlas = atlas_on_grid()
+    sizes = pscore.region_sizes(atlas)
+    template = PreprocParams().template
+
+    def image(key):
+        path = Path(out_dir) / bids.preproc_paths({"sub": key[0].removeprefix("sub-"), "ses": key[1].removeprefix("ses-")}, template)["t1w_grid"]
+        return np.asarray(nib.load(path).dataobj, np.float64)
+
+    controls = [key for key, ad in zip(sessions, is_ad) if not ad]
+    total = np.zeros(atlas.shape)
+    squares = np.zeros(atlas.shape)
+    for key in controls:
+        x = image(key)
+        total, squares = total + x, squares + x**2
+    mean = total / len(controls)
+    sd = np.sqrt(np.maximum(squares / len(controls) - mean**2, 0)) + 1e-3
+
+    def features(x):
+        brain = x > 0
+        darker = (x < mean - 2 * sd) & brain
+        brain_voxels = pscore.brain_voxels_per_cube(brain)
+        share = np.divide(np.bincount(cube_index_map()[darker], minlength=N_CUBES), brain_voxels, out=np.zeros(N_CUBES), where=brain_voxels > 0)
+        return -pscore.region_means(x[None], atlas, sizes)[0], pscore.region_means(pscore.voxel_scores(share[None], brain[None]), atlas, sizes)[0]
+
+    reference = np.array([features(image(key)) for key in controls])  # (n_controls, 2, 246)
+    centre, spread = reference.mean(axis=0), reference.std(axis=0, ddof=1) + 1e-12
+    scores, atrophied = [], []
+    for key, ad in zip(sessions, is_ad):
+        if ad and truth.get(key) is not None and truth[key].any():
+            scores.append((features(image(key)) - centre) / spread)
+            atrophied.append(truth[key])
+    scores, atrophied = np.array(scores), np.array(atrophied).ravel()
+    return {name: ranking_quality(scores[:, k].ravel(), atrophied) for k, name in enumerate(("normative regions", "normative cubes"))}
+
+
 def retest_correlation(regions, retest_regions, common):
     """Median over regions that vary of the correlation of the normalised score between scan and re-scan."""
     scan = np.stack([regions[k]["p_region_norm"].to_numpy() for k in common])
@@ -228,6 +283,9 @@ def main():
     common = sessions.index.intersection(retest_sessions.index)
     measured = {name: region_measures(maps, sessions.index, is_ad, losses, opts.atrophied) for name, maps in regions.items()}
     ideal = ranking_quality(ideal_cube_scores(measured["even spread (SPEC)"]["truth"]).ravel(), measured["even spread (SPEC)"]["truth"].ravel())
+    atrophied = {key: loss.reindex(range(1, 247), fill_value=0.0).to_numpy() >= opts.atrophied for key, loss in losses.items()}
+    baselines = normative_baselines(opts.work / "test_out", sessions.index, is_ad, atrophied)
+    rankings = {**{name: m["ranking"] for name, m in measured.items()}, **baselines, "ideal cubes": ideal}
 
     rows = [
         ("sessions (AD / CN)", f"{is_ad.sum()} / {(~is_ad).sum()}", ""),
@@ -270,18 +328,9 @@ def main():
             {name: f"{m['tp'] / max(m['tp'] + m['fp'], 1):.3f} / {m['tp'] / max(m['tp'] + m['fn'], 1):.3f}" for name, m in measured.items()},
             "",
         ),
-        "AUC, atrophied vs not (AD sessions)": (
-            {**{name: f"{m['ranking'][0]:.3f}" for name, m in measured.items()}, "ideal cubes": f"{ideal[0]:.3f}"},
-            ">= 0.85",
-        ),
-        "precision at recall 0.8": ({**{name: f"{m['ranking'][1]:.3f}" for name, m in measured.items()}, "ideal cubes": f"{ideal[1]:.3f}"}, ""),
-        "best F1 (precision, recall)": (
-            {
-                **{name: f"{m['ranking'][2][0]:.3f} ({m['ranking'][2][1]:.2f}, {m['ranking'][2][2]:.2f})" for name, m in measured.items()},
-                "ideal cubes": f"{ideal[2][0]:.3f} ({ideal[2][1]:.2f}, {ideal[2][2]:.2f})",
-            },
-            "",
-        ),
+        "AUC, atrophied vs not (AD sessions)": ({name: f"{r[0]:.3f}" for name, r in rankings.items()}, ">= 0.85"),
+        "precision at recall 0.8": ({name: f"{r[1]:.3f}" for name, r in rankings.items()}, ""),
+        "best F1 (precision, recall)": ({name: f"{r[2][0]:.3f} ({r[2][1]:.2f}, {r[2][2]:.2f})" for name, r in rankings.items()}, ""),
         "test-retest median region correlation": (
             {name: "{:.3f} ({} vary)".format(*retest_correlation(maps, retest_regions[name], common)) for name, maps in regions.items()},
             ">= 0.9",
@@ -296,8 +345,11 @@ def main():
     print(f"\n{'measure':<{width}}{'value':<34}target")
     for name, value, target in rows:
         print(f"{name:<{width}}{value:<34}{target}")
-    columns = [*measured, "ideal cubes"]
-    print(f"\nregion level (truth: volume loss >= {opts.atrophied:.0%}; ideal cubes: each cube scores its atrophied share, evenly spread)")
+    columns = list(rankings)
+    print(
+        f"\nregion level (truth: volume loss >= {opts.atrophied:.0%}; normative: no network, z against the cohort's CN sessions; "
+        "ideal cubes: each cube scores its atrophied share, evenly spread)"
+    )
     print(f"{'measure':<{width}}" + "".join(f"{c:<26}" for c in columns) + "target")
     for name, (values, target) in region_rows.items():
         print(f"{name:<{width}}" + "".join(f"{values.get(c, ''):<26}" for c in columns) + target)
