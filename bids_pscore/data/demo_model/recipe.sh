@@ -5,7 +5,7 @@
 # project's workspace). Three of every four subjects (in label order) get simulated AD-like
 # atrophy or none (docs/disease_model.md) and train the model; the fourth are kept out for
 # benchmarks/validate_synthetic.py --base. The trained weights derive from IXI and carry its
-# licence, CC BY-SA 3.0. About 90-120 minutes on 2 CPUs: 32 generating the cohort (105 subjects with an
+# licence, CC BY-SA 3.0. About 100-135 minutes on 2 CPUs: 32-46 generating the cohort (105 subjects with an
 # age, 2 sessions each; 4 when the prepared base heads are already in $build/bases), 61-73
 # preprocessing its 210 T1w, 13 training.
 set -euo pipefail
