@@ -158,6 +158,8 @@ def normative_baselines(out_dir, sessions, is_ad, truth):
         return np.asarray(nib.load(path).dataobj, np.float64)
 
     controls = [key for key, ad in zip(sessions, is_ad) if not ad]
+    # the voxel-wise mean and SD are summed image by image and the controls read again below,
+    # rather than holding every control image (17 MB each) in memory
     total = np.zeros(atlas.shape)
     squares = np.zeros(atlas.shape)
     for key in controls:
@@ -261,6 +263,7 @@ def main():
     opts.atrophied = opts.atrophied or (0.05 if opts.base else 0.10)
 
     from bids_pscore.model.training import auc
+    from bids_pscore.pscore import N_REGIONS
     from bids_pscore.synth import GROUNDTRUTH
 
     folders, runs = make_cohorts(opts), {}
@@ -283,7 +286,7 @@ def main():
     common = sessions.index.intersection(retest_sessions.index)
     measured = {name: region_measures(maps, sessions.index, is_ad, losses, opts.atrophied) for name, maps in regions.items()}
     ideal = ranking_quality(ideal_cube_scores(measured["even spread (SPEC)"]["truth"]).ravel(), measured["even spread (SPEC)"]["truth"].ravel())
-    atrophied = {key: loss.reindex(range(1, 247), fill_value=0.0).to_numpy() >= opts.atrophied for key, loss in losses.items()}
+    atrophied = {key: loss.reindex(range(1, N_REGIONS + 1), fill_value=0.0).to_numpy() >= opts.atrophied for key, loss in losses.items()}
     baselines = normative_baselines(opts.work / "test_out", sessions.index, is_ad, atrophied)
     rankings = {**{name: m["ranking"] for name, m in measured.items()}, **baselines, "ideal cubes": ideal}
 
