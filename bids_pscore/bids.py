@@ -29,7 +29,7 @@ DERIVED_ENTITIES = ("from", "to", "mode", "space", "atlas", "res", "desc")
 GRID_RES_LABEL = "1p5"
 VALIDATOR_TIMEOUT_S = 600
 # BIDS validator 3 ignores patterns that end with a slash: folders are named bare
-BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*_qc.json", "*.html", "figures", "group")
+BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*_normative.*", "*_qc.json", "*.html", "figures", "group")
 # the space of outputs on the raw T1w's own voxel grid; named so that their sidecars are not
 # inherited by the same outputs on the template grid (which carry space-<template>)
 NATIVE_SPACE = "T1w"
@@ -355,6 +355,46 @@ def read_labels(bids_dir, column, positive, negative):
     return labels, dict(left_out), source
 
 
+def ages_and_sexes(bids_dir, t1w_inputs):
+    """Age in years (NaN when unknown) and sex (as written, 'n/a' when unknown) of each T1w.
+
+    The age is the session's (``age`` of sub-*/sub-*_sessions.tsv), else the subject's
+    (participants.tsv); the sex is the subject's. A file that cannot be read gives nothing.
+    """
+    import pandas as pd
+
+    def read(path):
+        try:
+            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False) if path.is_file() else pd.DataFrame()
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            log.warning("%s: cannot be read as a TSV table; its ages and sexes are not used", path)
+            return pd.DataFrame()
+
+    def number(text):
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    root = Path(bids_dir)
+    participants = read(root / "participants.tsv")
+    by_subject = {}
+    if "participant_id" in participants:
+        for _, row in participants.iterrows():
+            by_subject[row["participant_id"].removeprefix("sub-")] = (number(row.get("age")), row.get("sex") or "n/a")
+    ages, sexes, session_ages = [], [], {}
+    for t in t1w_inputs:
+        sub, ses = t.entities["sub"], t.entities.get("ses")
+        if ses is not None and sub not in session_ages:
+            table = read(root / f"sub-{sub}" / f"sub-{sub}_sessions.tsv")
+            session_ages[sub] = dict(zip(table["session_id"], map(number, table["age"]))) if {"session_id", "age"} <= set(table) else {}
+        age, sex = by_subject.get(sub, (float("nan"), "n/a"))
+        at_session = session_ages.get(sub, {}).get(f"ses-{ses}", float("nan")) if ses is not None else float("nan")
+        ages.append(at_session if at_session == at_session else age)  # NaN != NaN: the subject's age then
+        sexes.append(sex)
+    return ages, sexes
+
+
 def derivative_path(entities, suffix, extension, **derived):
     """Relative path of an output named after its source entities plus this app's own."""
     parts = [f"{k}-{entities[k]}" for k in SOURCE_ENTITIES if k in entities]
@@ -421,6 +461,16 @@ def relevance_paths(entities, template, atlas="Brainnetome"):
     }
 
 
+def normative_paths(entities, template, atlas="Brainnetome"):
+    """Relative paths of the normative derivatives of one T1w (SPEC 10): the voxel-wise deviation map
+    and the region table."""
+    grid = dict(space=template, res=GRID_RES_LABEL)
+    return {
+        "normative_voxel_map": derivative_path(entities, "normative", ".nii.gz", desc="zmap", **grid),
+        "normative_region_table": derivative_path(entities, "normative", ".tsv", atlas=atlas, desc="regions"),
+    }
+
+
 def atlas_paths(template, atlas="Brainnetome"):
     """Root-level atlas files (BIDS 1.11): the label image on the grid, its look-up table, the
     sidecar of both, and the atlas description."""
@@ -442,6 +492,12 @@ def region_table_of(summary_path):
     """The region table written beside a summary."""
     prefix = Path(summary_path).name.split("_desc-summary")[0]
     return Path(summary_path).with_name(f"{prefix}_atlas-Brainnetome_desc-regions_pscore.tsv")
+
+
+def normative_table_of(summary_path):
+    """The normative region table written beside a summary."""
+    prefix = Path(summary_path).name.split("_desc-summary")[0]
+    return Path(summary_path).with_name(f"{prefix}_atlas-Brainnetome_desc-regions_normative.tsv")
 
 
 # the group level's outputs, under <output_dir>/group/ (listed in .bidsignore)

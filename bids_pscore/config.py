@@ -59,6 +59,7 @@ class GroupOptions:
     normalisation: str = "reference"
     min_support: float = 0.3
     max_set_size: int = 3
+    flags: str | None = None  # "normative" or "patent"; None: normative when every session has them
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,21 @@ class TrainRunConfig:
     warning: str | None
     preprocessed: Path | None
     cat12_prefix: str | None
+    skip_bids_validation: bool
+    execution: Execution
+    command_line: str
+    run_id: str
+    normative: Path | None = None  # healthy images for the normative reference (default: the training data's controls)
+
+
+@dataclass(frozen=True)
+class NormativeRunConfig:
+    """``bids_pscore-normative model_dir healthy_dir out_dir``."""
+
+    model_dir: Path
+    healthy_dir: Path
+    out_dir: Path
+    participant_label: tuple[str, ...]
     skip_bids_validation: bool
     execution: Execution
     command_line: str

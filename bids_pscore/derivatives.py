@@ -310,11 +310,21 @@ def remove_outputs(output_dir, entities, template, preprocessing=True):
     """Delete the scores of one T1w and its sidecars, with its preprocessing unless told not to:
     what failed in this run must not leave an earlier run's outputs to be taken for current.
     Returns the number of files removed."""
-    paths = {**bids.pscore_paths(entities, template), **bids.relevance_paths(entities, template)}
+    paths = {**bids.pscore_paths(entities, template), **bids.relevance_paths(entities, template), **bids.normative_paths(entities, template)}
     if preprocessing:
         paths.update(bids.preproc_paths(entities, template), qc=bids.qc_path(entities))
+    return _remove(output_dir, paths.values())
+
+
+def remove_normative(output_dir, entities, template):
+    """Delete one T1w's normative outputs: a model without a reference must not leave an earlier
+    model's deviations beside its scores."""
+    return _remove(output_dir, bids.normative_paths(entities, template).values())
+
+
+def _remove(output_dir, relpaths):
     removed = 0
-    for rel in paths.values():
+    for rel in relpaths:
         for path in {Path(output_dir) / rel, Path(output_dir) / bids.sidecar_path(rel)}:
             if path.is_file():
                 path.unlink()
@@ -336,11 +346,13 @@ def write_session(
     threshold,
     model_card,
     t1w_relpath,
+    normative=None,
 ):
     """Write the cube, voxel, region and whole-brain outputs of one session; return their paths.
 
     ``scores`` is a ``pscore.Scores`` of one image; ``voxel_map`` and ``region_map`` are its
-    P_voxel and normalised P_region painted on the grid.
+    P_voxel and normalised P_region painted on the grid; ``normative`` (``normative_summary``)
+    adds the regions flagged against the normative reference to the summary.
     """
     root = Path(output_dir)
     paths = {k: root / v for k, v in bids.pscore_paths(entities, template).items()}
@@ -360,7 +372,79 @@ def write_session(
         "region_map": "normalised P_region of each Brainnetome region painted over the region; 0 outside the atlas",
         "normalisation": "reference: the model's training images (min and max per region)",
     }, threshold, template, _model_record(model_card), sources, {},
-        {"ADProbability": float(ad_probability), "PredictedClass": predicted_class})  # fmt: skip
+        {"ADProbability": float(ad_probability), "PredictedClass": predicted_class,
+         **({"NumberOfAtrophicRegions": normative["NumberOfAtrophicRegions"], "AtrophicRegions": normative["AtrophicRegions"],
+             "Normative": normative} if normative else {})})  # fmt: skip
+    return paths
+
+
+def normative_summary(deviation, record, labels, age, sex):
+    """What the session's summary says of its comparison with the model's normative reference
+    (``record``: model.json's "normative")."""
+    import math
+
+    flagged = labels[deviation.atrophic].tolist()
+    known_age = age is not None and not (isinstance(age, float) and math.isnan(age))
+    calibration = record.get("calibration", {})
+    summary = {
+        "NumberOfAtrophicRegions": len(flagged),
+        "AtrophicRegions": flagged,
+        "Rule": record.get("rule"),
+        "Threshold": record["threshold"],
+        "FalseFlagsPerHealthyImage": calibration.get("false_flags_per_healthy_image"),
+        "Reference": record.get("reference"),
+        "Age": float(age) if known_age else None,
+        "Sex": sex if sex not in (None, "", "n/a") else None,
+        "AgeAdjusted": deviation.age_adjusted and record["covariates"]["age"],
+        "Distance": deviation.distance,
+        "DistanceThreshold": record["distance_threshold"],
+        "Reliable": deviation.reliable,
+    }
+    if not deviation.reliable:
+        summary["Caution"] = (
+            f"this scan is far from the model's normative reference (median |z| {deviation.distance:.2f} > {record['distance_threshold']:.2f}, "
+            "the most its healthy images reach), e.g. another scanner or protocol: its atrophic flags are not reliable; build a reference "
+            "from healthy scans of your own site with bids_pscore-normative"
+        )
+    elif record["covariates"]["age"] and not known_age:
+        summary["Caution"] = "the age of this session is unknown (participants.tsv or sessions.tsv 'age'): compared without age adjustment"
+    return summary
+
+
+NORMATIVE_COLUMNS = {
+    "index": REGION_COLUMNS["index"], "label": REGION_COLUMNS["label"], "name": REGION_COLUMNS["name"],
+    "hemisphere": REGION_COLUMNS["hemisphere"], "lobe": REGION_COLUMNS["lobe"], "gyrus": REGION_COLUMNS["gyrus"],
+    "grey_level": "mean preprocessed grey level of the region (what the networks see)",
+    "grey_level_expected": "the healthy mean grey level for the person's age and sex (the normative reference)",
+    "grey_level_z": "(grey_level - grey_level_expected) / the reference's robust spread; negative: less tissue than expected",
+    "pscore": "normalised region P-score (as in the region table of the P-scores)",
+    "pscore_expected": "the healthy normalised region P-score for the person's age and sex",
+    "pscore_z": "-(pscore - pscore_expected) / the reference's robust spread; negative: more degeneration than expected",
+    "atrophic": "whether grey_level_z is below the reference's calibrated threshold",
+}  # fmt: skip
+
+
+def write_normative(output_dir, entities, template, deviation, summary, model_card, t1w_relpath):
+    """Write one session's comparison with the normative reference (SPEC 10): the voxel-wise
+    deviation map and the region table; return their paths."""
+    root = Path(output_dir)
+    paths = {k: root / v for k, v in bids.normative_paths(entities, template).items()}
+    sources = [bids.raw_uri(t1w_relpath), bids.own_uri(bids.preproc_paths(entities, template)["t1w_grid"])]
+    regions = bn_atlas.region_table()[["index", "label", "name", "hemisphere", "lobe", "gyrus"]].copy()
+    for feature in deviation.region_z:
+        regions[feature] = deviation.region_value[feature]
+        regions[f"{feature}_expected"] = deviation.region_expected[feature]
+        regions[f"{feature}_z"] = deviation.region_z[feature]
+    regions["atrophic"] = deviation.atrophic
+    reference = {k: summary[k] for k in ("Rule", "Threshold", "FalseFlagsPerHealthyImage", "AgeAdjusted", "Reliable")}
+    _write_table(paths["normative_region_table"], regions, {c: NORMATIVE_COLUMNS[c] for c in regions.columns},
+                 {"Description": "each region against the model's normative reference of healthy images (SPEC 10)", **reference,
+                  "Sources": sources, "Model": _model_record(model_card)})  # fmt: skip
+    _write_map(paths["normative_voxel_map"], deviation.voxel_z, {
+        "Description": "voxel-wise deviation from the normative reference: (grey level - expected for age and sex) / robust spread; "
+                       "negative: less tissue than expected; 0 outside the template's brain mask",
+        "Units": "z (standard deviations of healthy people)", **reference, "Sources": sources, "Model": _model_record(model_card),
+    }, template)  # fmt: skip
     return paths
 
 
@@ -400,12 +484,15 @@ GROUP_COLUMNS = {
     "predicted_class": f"AD if ad_probability >= {AD_THRESHOLD:g}, else control",
     "whole_brain_pscore_reference": "sum of the region scores normalised by the model's reference cohort (0-246)",
     "whole_brain_pscore_cohort": "sum of the region scores normalised over the analysed sessions (0-246)",
-    "normalisation": "normalisation behind n_degenerative and degenerative_regions",
-    "n_degenerative": "number of regions above lambda", "degenerative_regions": "labels of the regions above lambda",
+    "normalisation": "normalisation of the P-scores (and of patent flags)",
+    "flags": "which flags n_degenerative, degenerative_regions and the other tables count: normative or patent (see Flags)",
+    "grey_level_z": "the region's grey-level z against the model's normative reference (negative: less tissue than expected)",
+    "atrophic": "grey_level_z below the normative reference's calibrated threshold",
+    "n_degenerative": "number of flagged regions (see Flags)", "degenerative_regions": "labels of the flagged regions (see Flags)",
     "index": "Brainnetome region index", "label": "region label (hemisphere first, e.g. L.mAmyg)", "name": "full region name",
     "p_region": "raw region P-score", "p_region_norm_reference": "region score normalised by the model's reference cohort",
     "p_region_norm_cohort": "region score normalised by the minimum and maximum over the analysed sessions",
-    "degenerative": "normalised score (see Normalisation) above lambda",
+    "degenerative": "the region is flagged (see Flags)",
     "rank": "rank by frequency among sessions predicted AD",
     "sessions_predicted_ad": "sessions predicted AD", "degenerative_predicted_ad": "of them, sessions in which the region is degenerative",
     "frequency_predicted_ad": "share of sessions predicted AD in which the region is degenerative",
@@ -430,7 +517,14 @@ GROUP_COLUMNS = {
 }  # fmt: skip
 
 
-def write_group_tables(output_dir, tables, normalisation, threshold, model):
+FLAG_DESCRIPTIONS = {
+    "normative": "degenerative = atrophic against the model's normative reference: grey-level z below its calibrated threshold "
+                 "(SPEC 10); trajectories follow that z",
+    "patent": "degenerative = normalised P-score above lambda (SPEC 5); trajectories follow the normalised score",
+}  # fmt: skip
+
+
+def write_group_tables(output_dir, tables, normalisation, threshold, model, flags="patent", flag_threshold=None):
     """Write each group table as TSV with a JSON sidecar under <output_dir>/group; return the folder."""
     folder = Path(output_dir) / bids.GROUP_DIR
     for key, frame in tables.items():
@@ -441,6 +535,8 @@ def write_group_tables(output_dir, tables, normalisation, threshold, model):
             "Normalisation": f"{normalisation}: " + ("the model's reference cohort (its training images)" if normalisation == "reference"
                                                       else "minimum and maximum over the analysed sessions"),
             "Lambda": threshold, "Model": {"Name": model.get("Name"), "Version": model.get("Version"), "SHA256": model.get("SHA256")},
+            "Flags": f"{flags}: {FLAG_DESCRIPTIONS[flags]}",
+            **({"NormativeThreshold": flag_threshold} if flags == "normative" else {}),
             **columns,
         })  # fmt: skip
     for key in {"sessions", "regions", "frequency", "sets", "trajectories", "onset", "comparison"} - set(tables):

@@ -68,6 +68,18 @@ def paste_cubes(cubes):
     return padded[..., x0 : padded.shape[-3] - x1, y0 : padded.shape[-2] - y1, z0 : padded.shape[-1] - z1]
 
 
+def mirror_cubes(cubes):
+    """The cubes of the left-right mirrored brain: cube ix takes the x-mirrored content of cube
+    4 - ix (SPEC 7). The padded grid is symmetric about x = 0, so this is ``cut_cubes`` of the
+    mirrored volume; works on numpy arrays and torch tensors of shape (..., 150, 25, 25, 25)."""
+    nx, ny, nz = CUBES_PER_AXIS
+    lead = tuple(cubes.shape[:-4])
+    blocks = cubes.reshape(*lead, nx, ny, nz, CUBE_SIZE, CUBE_SIZE, CUBE_SIZE)
+    k = len(lead)
+    flipped = np.flip(blocks, (k, k + 3)) if isinstance(blocks, np.ndarray) else blocks.flip((k, k + 3))
+    return flipped.reshape(*lead, N_CUBES, CUBE_SIZE, CUBE_SIZE, CUBE_SIZE)
+
+
 def cube_index_map():
     """For every grid voxel, the index of the cube that holds it (int16, on the grid)."""
     return _CUBE_MAP

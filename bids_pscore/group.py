@@ -7,6 +7,7 @@ report. One row of every array is one scored T1w ("session").
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 
 from . import bids
 from .config import write_config
-from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError
+from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, UsageError
 from .pscore import normalise_regions
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     """Summaries and region tables of every scored session.
 
     Returns (sessions frame, raw region scores (n, 246), reference-normalised scores (n, 246),
-    lambda, model record, one line per session left out because its outputs cannot be read).
+    lambda, model record, one line per session left out because its outputs cannot be read, and
+    the normative comparison (``Normative``) when every read session has one, else None).
     Refuses an empty folder and outputs of more than one model.
     """
     summaries = bids.summary_files(output_dir)
@@ -35,7 +37,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     if not summaries:
         raise NoT1wError(f"{output_dir}: holds no participant-level P-score outputs (*_desc-summary_pscore.json); "
                          "run the participant level first")  # fmt: skip
-    rows, raw, norm, models, damaged = [], [], [], {}, []
+    rows, raw, norm, models, damaged, deviations = [], [], [], {}, [], []
     for path in summaries:
         try:
             summary = json.loads(path.read_text())
@@ -45,6 +47,13 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
             table = pd.read_csv(bids.region_table_of(path), sep="\t", usecols=["p_region", "p_region_norm"])
             if len(table) != 246 or table.isna().any().any():
                 raise ValueError(f"{len(table)} rows, {int(table.isna().sum().sum())} missing values")
+            deviation = None
+            if "Normative" in summary:
+                z = pd.read_csv(bids.normative_table_of(path), sep="\t", usecols=["grey_level_z", "atrophic"])
+                if len(z) != 246 or z.isna().any().any():
+                    raise ValueError(f"normative table: {len(z)} rows, {int(z.isna().sum().sum())} missing values")
+                deviation = (z["grey_level_z"].to_numpy(float), z["atrophic"].astype(str).str.lower().eq("true").to_numpy(),
+                             float(summary["Normative"]["Threshold"]))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError) as exc:  # JSON, pandas and NumPy parse errors are ValueErrors
             damaged.append(f"{path.name}: unreadable or incomplete outputs ({str(exc).splitlines()[0][:120]}); "
                            "run the participant level again for this session")  # fmt: skip
@@ -53,6 +62,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
         models.setdefault(model["SHA256"], (model, path))
         raw.append(table["p_region"].to_numpy())
         norm.append(table["p_region_norm"].to_numpy())
+        deviations.append(deviation)
         rows.append({
             "participant_id": f"sub-{entities['sub']}", "session_id": f"ses-{entities['ses']}" if "ses" in entities else "n/a",
             "t1w": path.name.split("_desc-summary")[0], "sub": entities["sub"], "ses": entities.get("ses"),
@@ -68,7 +78,25 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
         raise NoT1wError(f"{output_dir}: none of its {len(summaries)} scored session(s) can be read: {damaged[0]}")
     thresholds = {row["lambda"] for row in rows}
     ((model, _),) = models.values()
-    return pd.DataFrame(rows), np.array(raw), np.array(norm), thresholds.pop(), model, damaged
+    normative = None
+    if all(d is not None for d in deviations):
+        normative = Normative(np.array([d[0] for d in deviations]), np.array([d[1] for d in deviations]), deviations[0][2])
+    return pd.DataFrame(rows), np.array(raw), np.array(norm), thresholds.pop(), model, damaged, normative
+
+
+@dataclass(frozen=True)
+class Normative:
+    """The sessions' comparison with the model's normative reference (SPEC 10)."""
+
+    z: np.ndarray  # (n, 246) grey-level z
+    atrophic: np.ndarray  # (n, 246) bool
+    threshold: float
+
+
+FLAG_TEXT = {
+    "normative": "regions whose grey-level z against the model's healthy reference is below its calibrated threshold (SPEC 10)",
+    "patent": "regions whose normalised P-score is above lambda (SPEC 5)",
+}
 
 
 def cohort_normalise(p_region):
@@ -252,9 +280,13 @@ def run_group(config):
 
     options, output_dir = config.group, Path(config.output_dir)
     # reading refuses an empty folder or mixed models before anything is written
-    sessions, raw, reference_norm, threshold, model, damaged = read_participant_outputs(
+    sessions, raw, reference_norm, threshold, model, damaged, normative = read_participant_outputs(
         output_dir, config.selection.participant_label, config.selection.session_label
     )
+    flag_kind = options.flags or ("normative" if normative is not None else "patent")
+    if flag_kind == "normative" and normative is None:
+        raise UsageError(f"{output_dir}: --flags normative, but not every session has normative outputs (the model that scored them has "
+                         "no normative reference, or they were scored before it had one): use --flags patent, or score them again")  # fmt: skip
     write_config(config, output_dir / "logs" / f"run-{config.run_id}")
     for line in damaged:
         log.warning("left out %s", line)
@@ -269,7 +301,12 @@ def run_group(config):
     raw, reference_norm = raw[rows], reference_norm[rows]
     cohort_norm = cohort_normalise(raw)
     norm = reference_norm if options.normalisation == "reference" else cohort_norm
-    flags = norm > threshold
+    if flag_kind == "normative":
+        # trajectories follow the grey-level z (falling with atrophy) and its calibrated threshold
+        flags, traj_scores, flag_threshold = normative.atrophic[rows], normative.z[rows], normative.threshold
+    else:
+        flags, traj_scores, flag_threshold = norm > threshold, norm, threshold
+    log.info("group: counting %s flags (%s)", flag_kind, FLAG_TEXT[flag_kind])
     regions = region_table()
     labels = np.asarray(regions["label"])
     ordered = with_participant_columns(ordered, Path(config.bids_dir) / "participants.tsv")
@@ -285,9 +322,10 @@ def run_group(config):
     ordered["whole_brain_pscore_reference"] = whole_brain(reference_norm)
     ordered["whole_brain_pscore_cohort"] = whole_brain(cohort_norm)
     ordered["normalisation"] = options.normalisation
+    ordered["flags"] = flag_kind
     ordered["n_degenerative"] = flags.sum(axis=1)
     ordered["degenerative_regions"] = [" ".join(labels[f]) for f in flags]
-    traj = trajectories(ordered, norm, flags, regions)
+    traj = trajectories(ordered, traj_scores, flags, regions)
     tables = {
         "sessions": ordered.drop(columns=["sub", "ses", "row", "lambda"]),
         "regions": pd.DataFrame(
@@ -300,6 +338,7 @@ def run_group(config):
                 "p_region": raw.ravel(),
                 "p_region_norm_reference": reference_norm.ravel(),
                 "p_region_norm_cohort": cohort_norm.ravel(),
+                **({"grey_level_z": normative.z[rows].ravel(), "atrophic": normative.atrophic[rows].ravel()} if normative else {}),
                 "degenerative": flags.ravel(),
             }
         ),  # fmt: skip
@@ -315,8 +354,8 @@ def run_group(config):
             tables["comparison"] = compare_groups(norm[use], labelled_ad[use], regions)
         else:
             log.info("no comparison: the first sessions do not hold both %s and %s", options.positive, options.negative)
-    written = write_group_tables(output_dir, tables, options.normalisation, threshold, model)
-    write_group_report(output_dir, tables, norm, threshold, model, options)
+    written = write_group_tables(output_dir, tables, options.normalisation, threshold, model, flag_kind, flag_threshold)
+    write_group_report(output_dir, tables, traj_scores, flag_threshold, model, options, flag_kind)
     log.info(
         "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s",
         len(ordered),

@@ -45,6 +45,7 @@ class SessionResult:
     relevance: dict | None = None  # whole-brain score, lambda and degenerative regions of the relevance-weighted map
     model_sha256: str | None = None
     qc: dict | None = None  # the quality gate's measures
+    normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
 
 
 def quality_gate(item, output_dir, template, thresholds):
@@ -67,16 +68,16 @@ def quality_gate(item, output_dir, template, thresholds):
     return record
 
 
-def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
-    """Quality gate, ensemble, P-scores and derivatives of every preprocessed T1w (SPEC sections
-    4, 5 and 8). Returns the scored sessions and, for each T1w the gate stopped, its Outcome."""
+def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, covariates=None):
+    """Quality gate, ensemble, P-scores, normative deviations and derivatives of every preprocessed
+    T1w (SPEC sections 4, 5, 8 and 10). ``covariates`` maps a T1w's ident to its (age, sex).
+    Returns the scored sessions and, for each T1w the gate stopped, its Outcome."""
     import nibabel as nib
     import numpy as np
-    import torch
 
-    from . import derivatives, pscore
+    from . import derivatives, normative, pscore
     from .atlas import atlas_on_grid, region_table
-    from .grid import cut_cubes
+    from .inference import score_image
     from .progress import Outcome
 
     weights, selected = bundle.ensemble.weights_per_cube()
@@ -92,6 +93,8 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
 
         relevance_base, relevance_cubes = selected_base(bundle.ensemble), bundle.ensemble.selected.cpu().numpy()
         relevance_reference = pscore.Reference.from_dict(relevance["reference"])
+    if bundle.normative is None:
+        log.info("note: this model has no normative reference, so no region is compared with healthy people; bids_pscore-normative adds one")
     card = model_card(bundle)
     grid_atlas = atlas_on_grid()
     sizes = pscore.region_sizes(grid_atlas)
@@ -112,26 +115,33 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
         paths = bids.preproc_paths(item.entities, template)
         image = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
         mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
-        cubes = cut_cubes(image)[None]
-        with torch.no_grad():
-            out = bundle.ensemble(torch.from_numpy(cubes))
-        p_ad, ad_probability = out["p_cube"].numpy(), float(out["p_image"][0])
-        brain, overlap = pscore.brain_overlap(mask, grid_atlas)
-        scores = pscore.score(p_ad, weights, selected, brain, overlap, sizes, reference)
+        scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes)
+        scores, ad_probability = scored.scores, scored.ad_probability
         predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
+        deviation, normative_summary = None, None
+        if bundle.normative is not None:
+            age, sex = (covariates or {}).get(item.ident, (float("nan"), "n/a"))
+            region_values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
+            deviation = normative.deviation(bundle.normative, image, region_values, age, normative.sex_code(sex))
+            normative_summary = derivatives.normative_summary(deviation, bundle.metadata["normative"], labels, age, sex)
         written = derivatives.write_session(
             output_dir, item.entities, template, scores,
             voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
             region_map=pscore.paint_regions(scores.region_norm[0], grid_atlas)[0],
             ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
-            threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath,
+            threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath, normative=normative_summary,
         )  # fmt: skip
+        if deviation is not None:
+            written.update(derivatives.write_normative(output_dir, item.entities, template, deviation, normative_summary,
+                                                       card, item.relpath))  # fmt: skip
+        else:
+            derivatives.remove_normative(output_dir, item.entities, template)
         relevance_summary = None
         if relevance is not None:
-            grid_relevance = relevance_on_grid(relevance_base, cubes, relevance_cubes, relevance)
+            grid_relevance = relevance_on_grid(relevance_base, scored.cubes, relevance_cubes, relevance)
             relevance_map = pscore.relevance_voxel_scores(scores.cube, grid_relevance, mask[None])[0]
             region = pscore.region_means(relevance_map, grid_atlas, sizes)
-            weighted = pscore.score_regions(p_ad, scores.cube, brain, region, relevance_reference)
+            weighted = pscore.score_regions(scores.p_ad, scores.cube, scores.brain_voxels, region, relevance_reference)
             written.update(derivatives.write_relevance(
                 output_dir, item.entities, template, weighted, voxel_map=relevance_map,
                 region_map=pscore.paint_regions(weighted.region_norm[0], grid_atlas)[0], threshold=relevance_reference.threshold,
@@ -141,16 +151,20 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds):
                                  "degenerative": labels[weighted.degenerative[0]].tolist()}  # fmt: skip
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
-                                     labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"]))  # fmt: skip
+                                     labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
+                                     normative=normative_summary))  # fmt: skip
         log.info(
-            "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)",
+            "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)%s",
             item.label,
             scores.whole[0],
             N_REGIONS,
             ad_probability,
             predicted,
             scores.degenerative[0].sum(),
+            "" if deviation is None else f"; {int(deviation.atrophic.sum())} atrophic against healthy people (normative)",
         )
+        if deviation is not None and not deviation.reliable:
+            log.warning("%s: %s", item.label, normative_summary["Caution"])
         log.debug(
             "%s: %d of %d selected cubes hold brain; region scores normalised by the model's reference, lambda %.3f",
             item.label,
@@ -244,7 +258,9 @@ def run_participant(config):
     done = [t for t in t1w_inputs if t.label not in failed]
     if done:
         log.info("P-scores of %d T1w", len(done))
-    results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds)
+    ages, sexes = bids.ages_and_sexes(config.bids_dir, done)
+    covariates = {t.ident: (age, sex) for t, age, sex in zip(done, ages, sexes)}
+    results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds, covariates)
     failed.update(stopped)
     reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template, run_info(config, started))
     citation = write_citation(output_dir, params, bundle.metadata)
@@ -268,8 +284,12 @@ def read_session_result(output_dir, t1w, template):
         relevance = {"whole": weighted["WholeBrainPScore"], "lambda": weighted["Lambda"], "degenerative": weighted["DegenerativeRegions"]}
     gate = output_dir / bids.qc_path(t1w.entities)
     measures = json.loads(gate.read_text())["Measures"] if gate.is_file() else None
+    normative_paths = bids.normative_paths(t1w.entities, template)
+    if "Normative" in summary and all((output_dir / p).is_file() for p in normative_paths.values()):
+        paths.update(normative_paths)
     return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
-                         summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"], measures)  # fmt: skip
+                         summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"], measures,
+                         summary.get("Normative"))  # fmt: skip
 
 
 def rebuild_reports(t1w_inputs, config):

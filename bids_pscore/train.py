@@ -1,7 +1,8 @@
 """Training the ensemble on a labelled BIDS dataset into a model bundle (``bids_pscore-train``).
 
 BIDS inputs -> preprocessing workflow (cached) -> cube cache -> training by subject splits ->
-reference statistics on the training split -> bundle (SPEC sections 6 and 7).
+reference statistics on the validation split (SPEC 7) -> normative reference of healthy images
+(SPEC 10) -> bundle (SPEC sections 6 and 7).
 """
 
 import json
@@ -162,16 +163,82 @@ def relevance_reference(ensemble, cubes, masks, p_cube, is_ad, predicted_ad, rec
     return pscore.reference_statistics(region, is_ad, predicted_ad)
 
 
+def fit_model(cubes, y, parts, brain, overlap, masks, sizes, training):
+    """The ensemble (SPEC 4 and 7) and the reference statistics of SPEC 5 and of the relevance map,
+    computed on the validation split: images the base classifiers did not train on, on which
+    their probabilities are not overconfident (SPEC 7). The test split is only scored, once.
+
+    ``parts``: split name -> row numbers of the cube cache ``cubes``; ``y`` 1 for AD. Returns
+    (ensemble, training history, metrics, pscore.Reference, the relevance record).
+    """
+    from . import pscore
+    from .model.relevance import RELEVANCE
+    from .model.splits import SPLITS
+    from .model.training import Rows, fit_ensemble, predict_ensemble
+
+    ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in SPLITS), training)
+    val = parts["validation"]
+    p_cube, p_image = predict_ensemble(ensemble, Rows(cubes, val), training.batch_size, training.device)
+    weights, selected = ensemble.weights_per_cube()
+    val_cube_scores = pscore.cube_scores(p_cube, weights, selected)
+    region = pscore.region_scores(val_cube_scores, brain[val], overlap[val], sizes)
+    predicted_ad = p_image >= pscore.AD_THRESHOLD
+    try:
+        reference = pscore.reference_statistics(region, y[val] == 1, predicted_ad)
+    except ValueError as exc:
+        raise TrainingError(f"{exc} (validation split); the ensemble learned too little: train longer (--epochs, --patience), on more "
+                            "images, or with a larger --val-fraction") from None  # fmt: skip
+    relevance = dict(RELEVANCE)
+    relevance["reference"] = relevance_reference(ensemble, Rows(cubes, val), masks[val], val_cube_scores, y[val] == 1, predicted_ad,
+                                                 relevance).to_dict()  # fmt: skip
+    return ensemble, history, metrics, reference, relevance
+
+
+def training_reference(config, t1w_inputs, y, parts, source_dir, params, work_dir, log_dir, ensemble, reference):
+    """The normative reference (SPEC 10) and its description: from ``config.normative``, a separate
+    healthy dataset, when given; else from the controls of the training and validation splits
+    (the test split stays untouched). Returns None when there are too few controls."""
+    from . import reference as reference_module
+
+    if config.normative is not None:
+        healthy, healthy_source, raw = reference_module.healthy_inputs(
+            config.normative, params, work_dir, config.execution, log_dir, validate=not config.skip_bids_validation
+        )
+        ages, sexes = bids.ages_and_sexes(raw, healthy)
+        images = load_grid_images(healthy, healthy_source, params)
+        return reference_module.build(images, ages, sexes, [t.entities["sub"] for t in healthy], params.template,
+                                      "a separate healthy dataset (--normative)", reference_module.dataset_name(raw),
+                                      ensemble, reference)  # fmt: skip
+    rows = np.sort(np.concatenate([parts["train"], parts["validation"]]))
+    controls = [t1w_inputs[i] for i in rows if y[i] == 0]
+    if len({t.entities["sub"] for t in controls}) < 2:
+        log.warning("fewer than 2 control subjects in the training and validation splits: the model gets no normative reference "
+                    "(bids_pscore-normative adds one later)")  # fmt: skip
+        return None
+    ages, sexes = bids.ages_and_sexes(config.bids_dir, controls)
+    images = load_grid_images(controls, source_dir, params, config.cat12_prefix)
+    # the networks trained on these images: their P-scores are in-sample, so only the grey level serves
+    built = reference_module.build(images, ages, sexes, [t.entities["sub"] for t in controls], params.template,
+                                   "the controls of the training data (train and validation splits)",
+                                   reference_module.dataset_name(config.bids_dir))  # fmt: skip
+    unseen = [t1w_inputs[i] for i in parts["test"] if y[i] == 0]
+    if unseen:
+        ages, sexes = bids.ages_and_sexes(config.bids_dir, unseen)
+        flags = reference_module.count_flags(built[0], load_grid_images(unseen, source_dir, params, config.cat12_prefix), ages, sexes)
+        built[1]["unseen_controls"] = {"images": len(unseen), "split": "test", "false_flags_per_healthy_image": float(flags.mean()),
+                                       "share_of_healthy_images_with_a_flag": float((flags > 0).mean())}  # fmt: skip
+        log.info("normative flags on the %d test-split controls, never in the reference: %.2f per image", len(unseen), flags.mean())
+    return built
+
+
 def run(config):
     """Train on the T1w ``config`` (``config.TrainRunConfig``) selects and write the bundle; returns 0."""
     import pandas as pd
 
-    from . import pscore
+    from . import reference as reference_module
     from .fileio import write_tsv
     from .model.bundle import save_bundle, threshold_warning
-    from .model.relevance import RELEVANCE
     from .model.splits import SPLITS, split_subjects
-    from .model.training import Rows, fit_ensemble, predict_ensemble
     from .preprocess import PreprocParams
 
     if any((Path(config.model_dir) / name).exists() for name in ("model.json", "weights.safetensors")):
@@ -235,22 +302,8 @@ def run(config):
             config.positive,
         )
     check_both_classes(parts, y, config.positive, config.negative)
-    training = config.training
-    ensemble, history, metrics = fit_ensemble(*((Rows(cubes, parts[k]), y[parts[k]]) for k in SPLITS), training)
-
-    # reference statistics (SPEC section 5) on the training split
-    train = parts["train"]
-    p_cube, p_image = predict_ensemble(ensemble, Rows(cubes, train), training.batch_size, training.device)
-    weights, selected = ensemble.weights_per_cube()
-    train_cube_scores = pscore.cube_scores(p_cube, weights, selected)
-    region = pscore.region_scores(train_cube_scores, brain[train], overlap[train], sizes)
-    try:
-        reference = pscore.reference_statistics(region, y[train] == 1, p_image >= pscore.AD_THRESHOLD)
-    except ValueError as exc:
-        raise TrainingError(f"{exc}; the ensemble learned too little: train longer (--epochs, --patience) or on more images") from None
-    relevance = dict(RELEVANCE)
-    relevance["reference"] = relevance_reference(ensemble, Rows(cubes, train), masks[train], train_cube_scores,
-                                                 y[train] == 1, p_image >= pscore.AD_THRESHOLD, relevance).to_dict()  # fmt: skip
+    ensemble, history, metrics, reference, relevance = fit_model(cubes, y, parts, brain, overlap, masks, sizes, config.training)
+    normative = training_reference(config, t1w_inputs, y, parts, Path(source_dir), params, work_dir, log_dir, ensemble, reference)
 
     metadata = {
         "name": config.name or model_dir.name,
@@ -263,19 +316,27 @@ def run(config):
         "atlas": {"name": ATLAS_NAME, "regions": N_REGIONS, "citation": CITATION},
         "labels": {"column": config.label_column, "source": source, "positive": config.positive, "negative": config.negative, "left_out": left_out},
         "training": {
-            "dataset": str(config.bids_dir.resolve()),
+            "dataset": reference_module.dataset_name(config.bids_dir),
             "sessions": config.sessions,
             "preprocessed_by": f"CAT12 ({config.cat12_prefix} images)" if config.cat12_prefix else "bids_pscore",
             "split": split,
             "images": {k: int(len(v)) for k, v in parts.items()},
-            "config": vars(training),
+            "config": vars(config.training),
             "epochs_run": len(history),
             "metrics": metrics,
-            "seeds": {"training": training.seed, "registration": params.registration_seed},
+            # SPEC 7: which images served each step
+            "fitted_on": {
+                "base_classifiers": "train",
+                "cube_selection": "validation",
+                "meta_classifier": "validation",
+                "reference_statistics": "validation",
+                "test_metrics": "test",
+            },
+            "seeds": {"training": config.training.seed, "registration": params.registration_seed},
         },  # fmt: skip
         "software": derivatives.software_versions(),
     }
-    save_bundle(model_dir, ensemble, metadata)
+    save_bundle(model_dir, ensemble, metadata, normative)
     write_tsv(model_dir / "training.tsv", pd.DataFrame(history))
     log.info(
         f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "

@@ -8,17 +8,25 @@ import pandas as pd
 
 from bids_pscore.atlas import N_REGIONS, region_table
 from bids_pscore.bids import BIDS_VERSION
-from bids_pscore.derivatives import write_session
+from bids_pscore.derivatives import normative_summary, write_normative, write_session
 from bids_pscore.fileio import write_json, write_tsv
 from bids_pscore.grid import GRID_SHAPE, N_CUBES
+from bids_pscore.normative import Deviation
 from bids_pscore.pscore import AD_THRESHOLD, Scores
 from bids_pscore.synth import region_order, stage_losses
 
 SCORED_LAMBDA = 0.5
+SCORED_NORMATIVE_THRESHOLD = -3.0
+NORMATIVE_RECORD = {
+    "rule": f"a region is atrophic when the z of its grey level is below {SCORED_NORMATIVE_THRESHOLD}",
+    "threshold": SCORED_NORMATIVE_THRESHOLD, "distance_threshold": 1.0, "calibration": {"false_flags_per_healthy_image": 0.33},
+    "reference": {"images": 100}, "covariates": {"age": True, "sex": False},
+}  # fmt: skip
 
 
-def write_scored_session(out_dir, key, region_norm, ad_probability, model="synthetic-scores"):
-    """Participant-level outputs of one session whose normalised region scores are ``region_norm``.
+def write_scored_session(out_dir, key, region_norm, ad_probability, model="synthetic-scores", region_z=None):
+    """Participant-level outputs of one session whose normalised region scores are ``region_norm``
+    (and, given ``region_z``, whose grey-level z against a normative reference is that).
 
     No image is scored: the files are those the participant level writes, for trying and testing
     the group level on large cohorts.
@@ -31,19 +39,30 @@ def write_scored_session(out_dir, key, region_norm, ad_probability, model="synth
         region=region_norm, region_norm=region_norm, whole=region_norm.sum(axis=1), degenerative=region_norm > SCORED_LAMBDA,
     )  # fmt: skip
     empty = np.zeros(GRID_SHAPE, np.float32)
+    card, t1w = {"name": model, "version": "1", "sha256": f"{model:0>64}"[-64:]}, f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz"
+    summary = None
+    if region_z is not None:
+        z = np.asarray(region_z, float)
+        far = float(np.median(np.abs(z)))
+        deviation = Deviation(empty, {"grey_level": z}, {"grey_level": np.zeros(N_REGIONS)}, {"grey_level": z},
+                              z < SCORED_NORMATIVE_THRESHOLD, far, far <= 1.0, True)  # fmt: skip
+        summary = normative_summary(deviation, NORMATIVE_RECORD, region_table()["label"].to_numpy(), 70.0, "F")
+        write_normative(out_dir, entities, "MNI152NLin2009aSym", deviation, summary, card, t1w)
     write_session(out_dir, entities, "MNI152NLin2009aSym", scores, empty, empty, ad_probability,
                   "AD" if ad_probability >= AD_THRESHOLD else "control", np.zeros(N_CUBES), np.zeros(N_CUBES, bool), SCORED_LAMBDA,
-                  {"name": model, "version": "1", "sha256": f"{model:0>64}"[-64:]}, f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz")  # fmt: skip
+                  card, t1w, normative=summary)  # fmt: skip
 
 
-def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0):
+def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0, normative=False):
     """A longitudinal cohort's participant-level outputs, scores following the disease course of ``region_order``.
 
     Half the subjects are AD: the normalised score of an atrophied region is its volume loss /
     0.25 plus noise (so it crosses lambda = 0.5 at 12.5% loss); every other score is uniform noise
-    below 0.35. Writes the outputs to ``out_dir`` and participants.tsv and sessions.tsv (acq_time,
-    about a year apart) to ``bids_dir``; returns (bids_dir, the regions of ``region_order`` that
-    cross lambda in some subject).
+    below 0.35. With ``normative``, each session also has a grey-level z: normal noise, minus
+    20 per unit of loss in atrophied regions (crossing z = -3 at about 15% loss). Writes the
+    outputs to ``out_dir`` and participants.tsv and sessions.tsv (acq_time, about a year apart)
+    to ``bids_dir``; returns (bids_dir, the regions of ``region_order`` that cross lambda in some
+    subject).
     """
     rng = np.random.default_rng(seed)
     order = region_order()
@@ -63,8 +82,10 @@ def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0):
             loss = stage_losses(stage0 + rate * years if is_ad else None, order, np.ones(len(order)))
             crossed |= loss / 0.25 > SCORED_LAMBDA
             norm = rng.uniform(0.0, 0.35, N_REGIONS)
+            z = rng.normal(0, 1, N_REGIONS)
             if is_ad:
                 norm[position] = np.clip(loss / 0.25 + rng.normal(0, 0.05, len(loss)), 0, 1)
-            write_scored_session(out_dir, (sub, str(k + 1)), norm, 0.9 if is_ad else 0.1)
+                z[position] -= 20 * loss
+            write_scored_session(out_dir, (sub, str(k + 1)), norm, 0.9 if is_ad else 0.1, region_z=z if normative else None)
     write_tsv(bids_dir / "participants.tsv", pd.DataFrame(participants))
     return bids_dir, order[crossed]

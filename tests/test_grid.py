@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, N_CUBES, cube_bounds, cube_index_map, cut_cubes, paint_cubes
+from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, N_CUBES, cube_bounds, cube_index_map, cut_cubes, mirror_cubes, paint_cubes
 
 
 def test_a_volume_of_cube_indices_cuts_into_constant_cubes():
@@ -76,3 +76,17 @@ def test_wrong_shapes_are_refused():
         cut_cubes(np.zeros((121, 145, 120)))
     with pytest.raises(ValueError):
         paint_cubes(np.zeros(149))
+
+
+def test_mirror_cubes_is_the_cubes_of_the_mirrored_brain():
+    """The padded grid is symmetric about x = 0 (SPEC 7): mirroring the cubes (cube ix <- mirrored
+    cube 4 - ix) equals cutting the left-right mirrored volume, for arrays and tensors alike."""
+    import torch
+
+    volume = np.random.default_rng(0).random(GRID_SHAPE).astype(np.float32)
+    expected = cut_cubes(np.ascontiguousarray(volume[::-1]))
+    assert np.array_equal(mirror_cubes(cut_cubes(volume)), expected)
+    assert np.array_equal(mirror_cubes(torch.from_numpy(cut_cubes(volume))).numpy(), expected)
+    assert np.array_equal(mirror_cubes(mirror_cubes(cut_cubes(volume))), cut_cubes(volume))
+    # voxel i and 120 - i lie at x and -x
+    assert (GRID_AFFINE @ [0, 0, 0, 1])[0] == -(GRID_AFFINE @ [GRID_SHAPE[0] - 1, 0, 0, 1])[0]

@@ -12,7 +12,7 @@ from bids_pscore.atlas import region_table
 from bids_pscore.cli import run as cli
 from bids_pscore.fileio import write_json, write_text
 
-from .scored import SCORED_LAMBDA, write_scored_cohort, write_scored_session
+from .scored import SCORED_LAMBDA, SCORED_NORMATIVE_THRESHOLD, write_scored_cohort, write_scored_session
 
 REGIONS = region_table()
 LAMBDA = SCORED_LAMBDA
@@ -224,3 +224,32 @@ def test_damaged_outputs_and_tables_are_named_and_left_out_without_a_traceback(t
         assert f"left out {path.name}: unreadable or incomplete outputs" in printed
     assert "no participant_id column" in printed and "acq_time 'yesterday' is not a date and time" in printed
     assert len(pd.read_csv(out / "group" / "sessions.tsv", sep="\t")) == 5
+
+
+def test_normative_flags_are_counted_by_default_and_say_so(tmp_path, capsys):
+    """SPEC 10 at group level: with normative outputs in every session the tables count atrophic
+    regions (grey-level z below the calibrated threshold) unless --flags patent is asked."""
+    bids_dir, order = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=12, n_sessions=4, seed=4, normative=True)
+    assert cli.main([str(bids_dir), str(tmp_path / "out"), "group"]) == 0
+    sessions = pd.read_csv(tmp_path / "out" / "group" / "sessions.tsv", sep="\t", na_values="n/a")
+    regions = pd.read_csv(tmp_path / "out" / "group" / "regions.tsv", sep="\t")
+    assert (sessions["flags"] == "normative").all()
+    assert (regions["degenerative"] == (regions["grey_level_z"] < SCORED_NORMATIVE_THRESHOLD)).all()
+    assert json.loads((tmp_path / "out" / "group" / "onset_order.json").read_text())["Flags"].startswith("normative")
+    onset = pd.read_csv(tmp_path / "out" / "group" / "onset_order.tsv", sep="\t", na_values="n/a")
+    involved = onset[onset["order"] > 0].set_index("index")
+    truth = order.set_index("index")["rank"]
+    common = truth.index.intersection(involved.index)
+    tau, _ = kendalltau(truth[common], involved.loc[common, "order"])
+    assert len(common) >= 0.8 * len(truth) and tau >= 0.5
+    assert "counting normative flags" in capsys.readouterr().out
+    assert cli.main([str(bids_dir), str(tmp_path / "out"), "group", "--flags", "patent"]) == 0
+    sessions = pd.read_csv(tmp_path / "out" / "group" / "sessions.tsv", sep="\t", na_values="n/a")
+    regions = pd.read_csv(tmp_path / "out" / "group" / "regions.tsv", sep="\t")
+    assert (sessions["flags"] == "patent").all() and (regions["degenerative"] == (regions["p_region_norm_reference"] > SCORED_LAMBDA)).all()
+
+
+def test_normative_flags_need_normative_outputs(tmp_path, capsys):
+    bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=2, n_sessions=1, seed=1)
+    assert cli.main([str(bids_dir), str(tmp_path / "out"), "group", "--flags", "normative"]) == 2
+    assert "use --flags patent" in capsys.readouterr().err and not (tmp_path / "out" / "group").exists()

@@ -96,6 +96,16 @@ def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
     assert len(history) == meta["training"]["epochs_run"] <= 3
     assert set(meta["training"]["metrics"]["test"]) >= {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"}
     assert json.loads((tmp_path / "model" / "model.json").read_text())["weights"]["sha256"]
+    # SPEC 7: what served each step; the dataset named, not a path of this machine
+    assert meta["training"]["fitted_on"]["meta_classifier"] == meta["training"]["fitted_on"]["reference_statistics"] == "validation"
+    assert meta["training"]["dataset"] == "test" and str(tmp_path) not in json.dumps(meta)
+    # SPEC 10: a normative reference of the controls of the train and validation splits
+    labels = dict(zip([f"{i:02d}" for i in range(1, 15)], ["AD", "CN"] * 6 + ["MCI", "MCI"]))
+    reference_controls = [s for s, part in split.items() if part != "test" and labels[s] == "CN"]
+    record = meta["normative"]
+    assert record["reference"]["images"] == len(reference_controls) and record["reference"]["source"].startswith("the controls")
+    assert bundle.normative is not None and bundle.normative.threshold == record["threshold"] < 0
+    assert record["unseen_controls"]["images"] == sum(labels[s] == "CN" for s, part in split.items() if part == "test")
     # a second training into the same folder is refused before anything is read or written
     before = {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()}
     assert main(train_args(root, tmp_path, pre)) == 2

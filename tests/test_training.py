@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from bids_pscore.grid import GRID_SHAPE, cut_cubes
 from bids_pscore.model.networks import Ensemble
 from bids_pscore.model.training import TrainConfig, auc, augment, binary_metrics, fit_ensemble, select_cubes, train_meta
 
@@ -51,7 +52,7 @@ def test_learns_the_informative_cubes(capsys):
     assert 1 <= len(history) <= 8 and "val balanced accuracy" in capsys.readouterr().out
 
 
-def test_augment_moves_every_cube_of_an_image_alike_and_mirrors_left_right():
+def test_augment_moves_every_cube_of_an_image_alike():
     batch = torch.zeros(40, 2, 25, 25, 25)
     batch[:, 0, 12, 12, 12] = 1.0
     batch[:, 1, 3, 10, 14] = 1.0
@@ -65,9 +66,22 @@ def test_augment_moves_every_cube_of_an_image_alike_and_mirrors_left_right():
         assert np.abs(a - 12).max() <= 2 and image.sum() == 2.0
         offsets.add(tuple(a - 12))
     assert len(offsets) > 10  # moves vary over images
-    mirrored = augment(batch, 0, True, rng)
-    where = [tuple(np.argwhere(image[1].numpy() == 1.0)[0]) for image in mirrored]
-    assert set(where) == {(3, 10, 14), (21, 10, 14)}  # x (left-right) mirrored or not, nothing else
+
+
+def test_augment_mirrors_the_whole_brain_never_a_cube_in_place():
+    """SPEC 7: a mirrored image is the mirrored brain cut into cubes, so a lateral cube sees the
+    other side's cube, mirrored; a cube mirrored in place would be anatomy that cannot occur."""
+    rng = np.random.default_rng(1)
+    volume = rng.random(GRID_SHAPE).astype(np.float32)
+    cubes = torch.from_numpy(cut_cubes(volume))
+    mirrored = torch.from_numpy(cut_cubes(np.ascontiguousarray(volume[::-1])))
+    batch = cubes[None].repeat(12, 1, 1, 1, 1)
+    out = augment(batch, 0, True, rng)
+    kinds = [bool(torch.equal(image, mirrored)) for image in out]
+    assert all(torch.equal(image, mirrored) or torch.equal(image, cubes) for image in out)
+    assert 0 < sum(kinds) < len(kinds)  # mirrored at random
+    # cube ix takes the x-mirrored content of cube 4 - ix (here ix 0 <- 4, iy 2, iz 3)
+    assert torch.equal(mirrored[0 * 30 + 2 * 5 + 3], cubes[4 * 30 + 2 * 5 + 3].flip(0))
 
 
 def informative_features(n, rng):
@@ -88,7 +102,7 @@ def test_meta_weight_prior_keeps_cube_weights_near_one_over_n():
     for prior in (0.0, 100.0):
         ensemble = Ensemble([0, 1, 2, 3])
         config = TrainConfig(epochs=50, patience=50, learning_rate=1e-2, meta_weight_prior=prior)
-        train_meta(ensemble, *train, *val, config)
+        train_meta(ensemble, *train, config)
         weights[prior] = ensemble.meta.weights.numpy()
         with torch.no_grad():
             p_val[prior] = torch.softmax(ensemble.meta(torch.from_numpy(val[0][:, :4])), -1)[:, 1].numpy()
@@ -96,3 +110,46 @@ def test_meta_weight_prior_keeps_cube_weights_near_one_over_n():
 
     assert np.abs(weights[100.0] - 0.25).max() < 0.01
     assert auc(p_val[100.0], val[1])[0] == 1.0  # and the image is still classified
+
+
+@pytest.mark.slow
+def test_permuted_test_labels_change_nothing_but_the_test_metrics():
+    """SPEC 7 at the train level: cube selection, meta weights and every reference statistic come
+    from the train and validation splits; the reference statistics from the validation split,
+    as the bundle records."""
+    from bids_pscore import pscore
+    from bids_pscore.atlas import atlas_on_grid
+    from bids_pscore.train import fit_model
+
+    rng = np.random.default_rng(5)
+    cubes, y = generated(64, rng)
+    parts = {"train": np.arange(0, 32), "validation": np.arange(32, 48), "test": np.arange(48, 64)}
+    mask = np.zeros(GRID_SHAPE, bool)
+    mask[10:110, 10:130, 10:110] = True
+    grid_atlas = atlas_on_grid()
+    brain, overlap = (np.repeat(a, 64, axis=0) for a in pscore.brain_overlap(mask, grid_atlas))
+    masks = np.repeat(np.packbits(mask)[None], 64, axis=0)
+    sizes = pscore.region_sizes(grid_atlas)
+    config = TrainConfig(epochs=6, batch_size=8, patience=3, n_selected=3, seed=0, learning_rate=3e-3)
+    first = fit_model(cubes, y, parts, brain, overlap, masks, sizes, config)
+    permuted = y.copy()
+    permuted[parts["test"]] = rng.permutation(y[parts["test"]])
+    assert (permuted != y).any()
+    second = fit_model(cubes, permuted, parts, brain, overlap, masks, sizes, config)
+    (e1, _, m1, ref1, rel1), (e2, _, m2, ref2, rel2) = first, second
+    assert e1.selected.tolist() == e2.selected.tolist()
+    assert torch.equal(e1.meta.weights, e2.meta.weights)
+    assert ref1.to_dict() == ref2.to_dict() and rel1 == rel2
+    assert m1["test"] != m2["test"]
+    # the reference is that of the validation images, not of the training images
+    from bids_pscore.model.training import Rows, predict_ensemble
+
+    weights, selected = e1.weights_per_cube()
+
+    def reference_of(rows):
+        p_cube, p_image = predict_ensemble(e1, Rows(cubes, rows))
+        region = pscore.region_scores(pscore.cube_scores(p_cube, weights, selected), brain[rows], overlap[rows], sizes)
+        return pscore.reference_statistics(region, y[rows] == 1, p_image >= 0.5).to_dict()
+
+    assert reference_of(parts["validation"]) == ref1.to_dict()
+    assert reference_of(parts["train"]) != ref1.to_dict()

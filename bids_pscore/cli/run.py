@@ -106,6 +106,14 @@ def build_parser():
         "level) or by the minimum and maximum over the analysed sessions",
     )
     group.add_argument(
+        "--flags",
+        choices=("normative", "patent"),
+        default=None,
+        help="which regional flags the frequencies, sets, trajectories and onset order count: 'normative', regions "
+        "below the model's healthy reference (SPEC 10; the default when every session has them), or 'patent', "
+        "normalised P-scores above lambda (SPEC 5)",
+    )
+    group.add_argument(
         "--min-support",
         type=float,
         default=0.3,
@@ -145,7 +153,8 @@ def parse_args(argv=None):
         bids_filters=load_filter_file(opts.bids_filter_file), bids_database_dir=opts.bids_database_dir,
         skip_bids_validation=opts.skip_bids_validation,
     )  # fmt: skip
-    group = GroupOptions(opts.label_column, opts.positive, opts.negative, opts.normalisation, opts.min_support, opts.max_set_size)
+    group = GroupOptions(opts.label_column, opts.positive, opts.negative, opts.normalisation, opts.min_support, opts.max_set_size,
+                         opts.flags)  # fmt: skip
     return AppConfig(
         bids_dir=opts.bids_dir, output_dir=opts.output_dir, analysis_level=opts.analysis_level, selection=selection,
         model=opts.model, qc_thresholds=qc.parse_thresholds(opts.qc_thresholds), group=group,

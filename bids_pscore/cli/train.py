@@ -65,6 +65,13 @@ def build_parser():
         help="CAT12 output prefix to read under --preprocessed (e.g. smwp1 or wm): <PREFIX><T1w name>.nii; "
         "CAT12 must have written it on the 1.5 mm grid (vox=1.5, bb=16)",
     )
+    parser.add_argument(
+        "--normative",
+        type=Path,
+        metavar="BIDS_OR_OUTPUT_DIR",
+        help="healthy T1w for the model's normative reference (SPEC 10): a BIDS dataset, or a bids_pscore output folder "
+        "preprocessed with the same parameters (default: the controls of the training and validation splits)",
+    )
     parser.add_argument("--skip-bids-validation", action="store_true")
     add_execution_options(
         parser,
@@ -93,7 +100,7 @@ def parse_args(argv=None):
         val_fraction=opts.val_fraction, test_fraction=opts.test_fraction, training=training, name=opts.name,
         description=opts.description, warning=opts.warning, preprocessed=opts.preprocessed, cat12_prefix=opts.cat12_prefix,
         skip_bids_validation=opts.skip_bids_validation, execution=execution_config(opts),
-        command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(),
+        command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(), normative=opts.normative,
     )  # fmt: skip
 
 

@@ -14,16 +14,20 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_arrays
+from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file, save_file
 
 from ..atlas import N_REGIONS
 from ..fileio import atomic_path, write_json
 from ..grid import CUBE_PAD, CUBE_SIZE, CUBES_TEXT, GRID_AFFINE, GRID_SHAPE, GRID_TEXT, N_CUBES
+from ..normative import NormativeReference
 from .networks import CHANNELS, N_FEATURES, Ensemble
 
 FORMAT = "bids_pscore-model"
 FORMAT_VERSION = 3  # 2: per-cube input standardisation in the weights; 3: N4 fitted on the head only
 WEIGHTS = "weights.safetensors"
+NORMATIVE = "normative.safetensors"
 METADATA = "model.json"
 REQUIRED = (
     "format", "format_version", "name", "version", "grid", "cubes", "preprocessing", "architecture",
@@ -114,8 +118,17 @@ def model_warnings(metadata):
     return [w for w in warnings if w]
 
 
-def save_bundle(folder, ensemble, metadata):
-    """Write the ensemble's weights and ``metadata`` (plus grid, cubes, architecture, checksum)."""
+def write_normative(folder, reference, description):
+    """Write a normative reference's statistics beside a bundle's weights; returns the record that
+    ``model.json`` keeps under "normative" (``description``: who the reference is, its calibration)."""
+    with atomic_path(Path(folder) / NORMATIVE) as tmp:
+        save_arrays(reference.arrays(), str(tmp), metadata={"format": FORMAT})
+    return {**description, **reference.record(), "file": NORMATIVE, "sha256": sha256(Path(folder) / NORMATIVE)}
+
+
+def save_bundle(folder, ensemble, metadata, normative=None):
+    """Write the ensemble's weights and ``metadata`` (plus grid, cubes, architecture, checksum),
+    and ``normative`` = (NormativeReference, description) when given."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in ensemble.state_dict().items()}
@@ -129,8 +142,28 @@ def save_bundle(folder, ensemble, metadata):
         "selected_cubes": selected, "cube_weights": ensemble.meta.weights.tolist(),
         "weights": {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)},
     }  # fmt: skip
+    if normative is not None:
+        record["normative"] = write_normative(folder, *normative)
     record["metadata_sha256"] = metadata_sha256(record)
     write_json(folder / METADATA, record)
+    return folder
+
+
+def add_normative(source, folder, reference, description):
+    """A copy of the bundle ``source`` in the new ``folder`` with ``reference`` as its normative
+    reference (replacing any it had); the weights are copied unchanged, model.json gets a new
+    checksum and says what was added, when, and the checksum it had before."""
+    import shutil
+
+    source, folder = Path(source), Path(folder)
+    meta = json.loads((source / METADATA).read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS, *(p.name for p in source.iterdir() if p.suffix in (".tsv", ".md", ".sh"))):
+        shutil.copy2(source / name, folder / name)
+    meta["normative"] = write_normative(folder, reference, description)
+    meta["normative"]["added_to_trained_model"] = {"metadata_sha256_before": meta["metadata_sha256"], **description.get("added", {})}
+    meta["metadata_sha256"] = metadata_sha256(meta)
+    write_json(folder / METADATA, meta)
     return folder
 
 
@@ -139,6 +172,28 @@ class Bundle:
     folder: Path
     metadata: dict
     ensemble: Ensemble
+    normative: NormativeReference | None = None  # SPEC 10; None for a model without one
+
+
+def load_normative(folder, meta):
+    """The bundle's normative reference, checked like the weights; None when it has none."""
+    record = meta.get("normative")
+    if record is None:
+        return None
+    path = Path(folder) / NORMATIVE
+    if not isinstance(record, dict) or record.get("file") != NORMATIVE:
+        raise BundleError(f"{Path(folder) / METADATA}: normative is malformed (needs file {NORMATIVE}); the bundle is damaged")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing, though {METADATA} names a normative reference; the bundle is incomplete")
+    if sha256(path) != record.get("sha256"):
+        raise BundleError(f"{path}: checksum does not match {METADATA}: the normative reference was changed or truncated; restore it")
+    try:
+        arrays = load_arrays(str(path))
+        return NormativeReference.from_arrays(arrays, record, GRID_SHAPE, N_REGIONS)
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{path}: cannot be read as safetensors ({exc})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path}: does not fit {METADATA} ({exc}); the bundle is damaged") from None
 
 
 def _looks_like_pickle(path):
@@ -161,7 +216,7 @@ def load_bundle(folder):
     if not meta_path.is_file():
         raise BundleError(f"{folder}: not a bids_pscore model bundle (no {METADATA}); pass the folder that bids_pscore-train wrote")
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (METADATA,)):
-        if path != weights_path and _looks_like_pickle(path):
+        if path not in (weights_path, folder / NORMATIVE) and _looks_like_pickle(path):
             raise BundleError(f"{path}: is a pickle file; a bundle holds safetensors only, since a pickle can run code when loaded: remove it")
     try:
         meta = json.loads(meta_path.read_text())
@@ -208,4 +263,4 @@ def load_bundle(folder):
     if not torch.allclose(ensemble.meta.weights, torch.tensor(meta["cube_weights"], dtype=torch.float32), atol=1e-6):
         raise BundleError(f"{meta_path}: cube_weights differ from the meta-classifier's weights in {WEIGHTS}")
     ensemble.eval()
-    return Bundle(folder, meta, ensemble)
+    return Bundle(folder, meta, ensemble, load_normative(folder, meta))

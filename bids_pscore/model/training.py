@@ -3,7 +3,9 @@
 Each cube's base classifier learns on its own loss (the losses are summed, and the cubes share
 no parameter, so each gradient is its cube's alone), with early stopping on its own validation
 loss and its best state kept. The N best cubes on validation balanced accuracy (ties: AUC) are
-selected; the meta-classifier learns on their features; the test split is scored once.
+selected; the meta-classifier learns on their features of the validation images, which the base
+classifiers never trained on (SPEC 7: on their own training images their features are
+overconfident); the test split is scored once.
 """
 
 import copy
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..grid import CUBE_SIZE, N_CUBES
+from ..grid import CUBE_SIZE, N_CUBES, mirror_cubes
 from .networks import BaseClassifiers, Ensemble
 
 log = logging.getLogger(__name__)
@@ -136,8 +138,10 @@ def predict_ensemble(ensemble, cubes, batch_size=8, device="cpu"):
 
 
 def augment(batch, max_shift, flip, rng):
-    """Each image of a training batch (batch, n_cubes, 25, 25, 25) moved by up to ``max_shift``
-    voxels along every axis (edges repeated) and, with ``flip``, mirrored left-right at random.
+    """Each image of a training batch (batch, 150, 25, 25, 25) moved by up to ``max_shift`` voxels
+    along every axis (edges repeated) and, with ``flip``, the whole brain mirrored left-right at
+    random (cube ix takes the mirrored cube 4 - ix, SPEC 7: a lateral cube never sees anatomy
+    that cannot occur where it is).
 
     The same move for all cubes of one image, as a registration error would make it; a cube
     classifier then cannot key on the exact voxel where a boundary falls in its few training
@@ -151,7 +155,7 @@ def augment(batch, max_shift, flip, rng):
     for image, offset, mirror in zip(padded, rng.integers(0, 2 * max_shift + 1, (len(batch), 3)), rng.random(len(batch)) < 0.5):
         x, y, z = offset
         image = image[:, x : x + size, y : y + size, z : z + size]
-        moved.append(image.flip(1) if flip and mirror else image)
+        moved.append(mirror_cubes(image) if flip and mirror else image)
     return torch.stack(moved)
 
 
@@ -242,8 +246,9 @@ def _keep_cubes(best_state, state, cubes):
         best_state[name].view(N_CUBES, -1)[index] = tensor.detach().view(N_CUBES, -1)[index]
 
 
-def train_meta(ensemble, train_features, train_labels, val_features, val_labels, config):
-    """Train the meta-classifier on the selected cubes' features, keeping its best validation state.
+def train_meta(ensemble, features, labels, config):
+    """Train the meta-classifier on the selected cubes' features of images the base classifiers did
+    not train on, until its loss stops falling for ``2 * patience`` epochs; keeps its best state.
 
     ``meta_weight_prior`` pulls each w_c towards its start, 1/N (an L2 penalty). w_c scales a
     cube's internal features, whose sign says nothing about AD, so a free w_c is negative about
@@ -254,26 +259,28 @@ def train_meta(ensemble, train_features, train_labels, val_features, val_labels,
     meta = ensemble.meta
     device = next(meta.parameters()).device
     selected = ensemble.selected.cpu().numpy()
-    x_train = torch.as_tensor(train_features[:, selected], dtype=torch.float32, device=device)
-    x_val = torch.as_tensor(val_features[:, selected], dtype=torch.float32, device=device)
-    y_train = torch.as_tensor(np.asarray(train_labels), dtype=torch.long, device=device)
-    y_val = torch.as_tensor(np.asarray(val_labels), dtype=torch.long, device=device)
+    x = torch.as_tensor(features[:, selected], dtype=torch.float32, device=device)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
     optimiser = torch.optim.Adam(meta.parameters(), lr=config.learning_rate)
     best, best_loss, waited = copy.deepcopy(meta.state_dict()), np.inf, 0
     rng = np.random.default_rng(config.seed)
+
+    def penalised_loss(rows):
+        loss = F.cross_entropy(meta(x[rows]), y[rows])
+        return loss + config.meta_weight_prior * ((meta.cube_weights.weight - 1.0 / len(selected)) ** 2).sum()
+
     for _ in range(config.epochs * 4):
         meta.train()
-        for rows in _batches(len(x_train), config.batch_size, rng):
-            loss = F.cross_entropy(meta(x_train[rows]), y_train[rows])
-            loss = loss + config.meta_weight_prior * ((meta.cube_weights.weight - 1.0 / len(selected)) ** 2).sum()
+        for rows in _batches(len(x), config.batch_size, rng):
+            loss = penalised_loss(rows)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
         meta.eval()
         with torch.no_grad():
-            val_loss = float(F.cross_entropy(meta(x_val), y_val))
-        if val_loss < best_loss:
-            best, best_loss, waited = copy.deepcopy(meta.state_dict()), val_loss, 0
+            epoch_loss = float(penalised_loss(np.arange(len(x))))
+        if epoch_loss < best_loss - 1e-6:
+            best, best_loss, waited = copy.deepcopy(meta.state_dict()), epoch_loss, 0
         else:
             waited += 1
             if waited >= config.patience * 2:
@@ -288,13 +295,12 @@ def fit_ensemble(train, val, test, config):
     the history of base training, and the metrics (validation per cube, test once)."""
     base, history = train_base(*train, *val, config)
     device = config.device
-    train_features, _ = predict_base(base, train[0], config.batch_size, device)
     val_features, val_p = predict_base(base, val[0], config.batch_size, device)
     selected = select_cubes(val_p, val[1], config.n_selected)
     ensemble = Ensemble(selected)
     ensemble.base = base
     ensemble.to(device)
-    train_meta(ensemble, train_features, train[1], val_features, val[1], config)
+    train_meta(ensemble, val_features, val[1], config)
     ensemble.eval()
     _, p_test = predict_ensemble(ensemble, test[0], config.batch_size, device)
     metrics = {

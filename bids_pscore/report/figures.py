@@ -150,8 +150,8 @@ def by_group(path, values, groups, ylabel, title=""):
     _save(fig, path)
 
 
-def trajectories(path, panels, xlabel, threshold):
-    """Small multiples: for each (title, [(x, y), ...]) one panel with a line per subject and lambda."""
+def trajectories(path, panels, xlabel, threshold, ylabel="normalised region P-score"):
+    """Small multiples: for each (title, [(x, y), ...]) one panel with a line per subject and the flags' threshold."""
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels):
         for x, y in lines:
@@ -159,7 +159,7 @@ def trajectories(path, panels, xlabel, threshold):
         ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel)
-    axes[0][0].set_ylabel("normalised region P-score")
+    axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
     _save(fig, path)
 

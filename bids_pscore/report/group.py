@@ -13,9 +13,12 @@ from .html import frame_rows, render
 TOP = 20
 
 
-def write_group_report(output_dir, tables, norm, threshold, model, options):
-    """Figures and report.html under <output_dir>/group; returns the report's path."""
+def write_group_report(output_dir, tables, norm, threshold, model, options, flags="patent"):
+    """Figures and report.html under <output_dir>/group; returns the report's path. ``norm`` and
+    ``threshold`` are what the trajectories follow: normalised scores and lambda with patent
+    flags, grey-level z and the calibrated threshold with normative ones."""
     from ..atlas import atlas_on_grid
+    from ..derivatives import FLAG_DESCRIPTIONS
     from ..preprocess.steps import template_on_grid
     from ..pscore import paint_regions
 
@@ -58,8 +61,11 @@ def write_group_report(output_dir, tables, norm, threshold, model, options):
                 lines.append((x, y))
             panels.append((label, lines))
         name = fig_dir / "trajectories_plot.png"
-        figures.trajectories(out / name, panels, f"{unit}s from the first session", threshold)
-        drawn.append((name, "Normalised score of the earliest-involved regions over each subject's sessions; dashed: lambda."))
+        followed = "grey-level z against the healthy reference" if flags == "normative" else "normalised score"
+        figures.trajectories(out / name, panels, f"{unit}s from the first session", threshold,
+                             "grey-level z" if flags == "normative" else "normalised region P-score")  # fmt: skip
+        line = "the calibrated threshold (below: atrophic)" if flags == "normative" else "lambda"
+        drawn.append((name, f"The {followed} of the earliest-involved regions over each subject's sessions; dashed: {line}."))
         involved = onset[onset["order"] > 0]
         name = fig_dir / "onset_order_plot.png"
         figures.onset_dots(
@@ -75,7 +81,8 @@ def write_group_report(output_dir, tables, norm, threshold, model, options):
     cohort = [
         ("sessions", len(sessions)), ("subjects", sessions["participant_id"].nunique()),
         ("predicted AD", int((sessions["predicted_class"] == "AD").sum())),
-        ("normalisation", options.normalisation), ("lambda", f"{threshold:.3f}"),
+        ("normalisation", options.normalisation), ("flags counted", f"{flags}: {FLAG_DESCRIPTIONS[flags]}"),
+        ("threshold of the flags", f"{threshold:.3f}"),
         ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
         ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
     ]  # fmt: skip

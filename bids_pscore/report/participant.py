@@ -69,6 +69,24 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
     return drawn
 
 
+def normative_figure(out, figure_dir, stem, image, paths, summary):
+    """The voxel-wise deviation map with the atrophic regions outlined; returns [(path, caption)]."""
+    from ..atlas import atlas_on_grid
+    from ..pscore import paint_regions
+
+    z = _load(out / paths["normative_voxel_map"])
+    table = pd.read_csv(out / paths["normative_region_table"], sep="\t")
+    flagged = paint_regions(table["atrophic"].astype(str).str.lower().eq("true").to_numpy(float), atlas_on_grid())[0] > 0
+    name = figure_dir / f"{stem}_desc-zmap_normative.png"
+    figures.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5,
+                   title="deviation from healthy people (z), atrophic regions outlined in red", colorbar_label="z")  # fmt: skip
+    rate = summary.get("FalseFlagsPerHealthyImage")
+    return [(name, f"Grey level against the model's normative reference of healthy people ({summary['Reference'].get('images')} images), "
+                   f"{'adjusted for age and sex where known' if summary.get('AgeAdjusted') else 'without age adjustment'}: blue is "
+                   f"darker than expected (less tissue). Regions whose mean is below z = {summary['Threshold']:.2f} are outlined "
+                   f"as atrophic; healthy images held out of the reference got {rate:.2f} such flags on average.")]  # fmt: skip
+
+
 def session_figures(output_dir, result, threshold, figure_dir):
     """The figures of one session: the preprocessing checks the workflow drew, then the P-score
     figures drawn here; returns [(relative path, caption)] and warnings."""
@@ -89,6 +107,10 @@ def session_figures(output_dir, result, threshold, figure_dir):
         else:
             warnings.append(f"{result.t1w.label}: {checks[key]} is missing (the preprocessing draws it): run the participant level again")
     drawn += score_figures(out, figure_dir, stem, image, mask, result.paths, threshold, "")
+    if "normative_voxel_map" in result.paths and result.normative:
+        drawn += normative_figure(out, figure_dir, stem, image, result.paths, result.normative)
+        if result.normative.get("Caution"):
+            warnings.append(f"{result.t1w.label}: {result.normative['Caution']}")
     if "relevance_voxel_map" in result.paths:
         drawn += score_figures(out, figure_dir, stem, image, mask, result.paths, result.relevance["lambda"], "relevance")
     if mask.sum() < SMALL_BRAIN_VOXELS:
@@ -111,12 +133,39 @@ def model_rows(metadata):
         ("selected cubes", len(metadata.get("selected_cubes", []))),
         ("lambda", f"{metadata['reference']['lambda']:.3f}"),
         ("weights SHA256", metadata["weights"]["sha256"]),
+    ] + normative_rows(metadata.get("normative"))  # fmt: skip
+
+
+def normative_rows(record):
+    """What the report says of the model's normative reference (SPEC 10)."""
+    if not record:
+        return [("normative reference", "none: no region is compared with healthy people (bids_pscore-normative adds one)")]
+    who = record.get("reference", {})
+    ages = who.get("age", {})
+    calibration = record.get("calibration", {})
+    rows = [
+        ("normative reference", f"{who.get('images')} healthy images of {who.get('subjects')} subjects from {who.get('dataset')} "
+                                f"({who.get('source')})"),
+        ("its ages, sexes", f"{ages.get('min', float('nan')):.0f}-{ages.get('max', float('nan')):.0f} years (median "
+                            f"{ages.get('median', float('nan')):.0f}); {who.get('sex', {}).get('F', 0)} F, {who.get('sex', {}).get('M', 0)} M"),
+        ("normative flag rule", record.get("rule")),
+        ("false flags per healthy image (held out)", f"{calibration.get('false_flags_per_healthy_image', float('nan')):.2f}"),
     ]  # fmt: skip
+    if "unseen_controls" in record:
+        unseen = record["unseen_controls"]
+        rows.append(("false flags per unseen control (test split)", f"{unseen['false_flags_per_healthy_image']:.2f} ({unseen['images']} images)"))
+    if "added_to_trained_model" in record:
+        rows.append(
+            ("reference added after training", f"by {record['added_to_trained_model'].get('by')} on {record['added_to_trained_model'].get('date')}")
+        )
+    return rows
 
 
 def summary_row(result):
     row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
            len(result.degenerative), ", ".join(result.degenerative) or "none")  # fmt: skip
+    if result.normative is not None:
+        row += (result.normative["NumberOfAtrophicRegions"], ", ".join(result.normative["AtrophicRegions"]) or "none")
     if result.relevance is not None:
         row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
     return row
@@ -141,7 +190,9 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
             "files": [(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())],
         })  # fmt: skip
     relevance_columns = ("relevance-weighted whole-brain P-score", "relevance-weighted degenerative regions", "which")
-    header = ("session", f"whole-brain P-score (0-{N_REGIONS})", "AD probability", "predicted", "degenerative regions", "which",
+    normative_columns = ("atrophic regions against healthy people (normative)", "which")
+    header = ("session", f"whole-brain P-score (0-{N_REGIONS})", "AD probability", "predicted", "degenerative regions (patent lambda)",
+              "which", *(normative_columns if any(r.normative for r in results) else ()),
               *(relevance_columns if any(r.relevance for r in results) else ()))  # fmt: skip
     errors = [{"label": t.label, "step": failed[t.label].failed_step or "?", "message": failed[t.label].message, "log": failed[t.label].log}
               for t in t1w_inputs if t.label in failed]  # fmt: skip

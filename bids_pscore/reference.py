@@ -1,0 +1,203 @@
+"""A model's normative reference (SPEC 10) from healthy images: preprocessed grid images ->
+features -> statistics and calibration (``bids_pscore.normative``) -> the bundle's record.
+
+Built by ``bids_pscore-train`` from the training data's controls or a separate healthy dataset,
+or added to a trained bundle by ``bids_pscore-normative`` (``add_to_bundle``).
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import bids, normative, pscore
+from .atlas import atlas_on_grid
+
+log = logging.getLogger(__name__)
+
+FLAGS_PER_HEALTHY_IMAGE = 1.0  # SPEC 10: a healthy image gets on average at most one flagged region
+N_FOLDS = 10
+
+
+def features(images, template, ensemble=None, reference=None):
+    """The features of each (image, brain mask) on the grid: the grey level at the template's brain
+    voxels, and per region its mean grey level and, given the ensemble and its SPEC 5 reference,
+    the normalised region P-score. Returns (voxel mask, voxel values (n, V), {feature: (n, 246)})."""
+    from .inference import score_image
+    from .preprocess.steps import template_on_grid
+
+    voxel_mask = np.asarray(template_on_grid(template)[1].dataobj) > 0
+    grid_atlas = atlas_on_grid()
+    sizes = pscore.region_sizes(grid_atlas)
+    voxels, regions = [], {"grey_level": []}
+    if ensemble is not None:
+        regions["pscore"] = []
+    for image, mask in images:
+        voxels.append(np.asarray(image, np.float32)[voxel_mask])
+        regions["grey_level"].append(pscore.region_means(image, grid_atlas, sizes)[0])
+        if ensemble is not None:
+            regions["pscore"].append(score_image(ensemble, reference, image, mask, grid_atlas, sizes).scores.region_norm[0])
+    return voxel_mask, np.stack(voxels), {name: np.stack(values) for name, values in regions.items()}
+
+
+def build(images, ages, sexes, subjects, template, source, dataset, ensemble=None, reference=None):
+    """The reference and the description the bundle keeps of it (who, how many, ages, calibration).
+
+    ``source`` says how the images were chosen (e.g. "controls of the training data"); ``dataset``
+    names their dataset without a path of the machine that built it.
+    """
+    voxel_mask, voxels, regions = features(images, template, ensemble, reference)
+    codes = np.array([normative.sex_code(s) for s in sexes])
+    built = normative.build(voxels, voxel_mask, regions, ages, codes, subjects, FLAGS_PER_HEALTHY_IMAGE, N_FOLDS)
+    ages = np.asarray(ages, np.float64)
+    known = ages[np.isfinite(ages)]
+    cal, ref = built.calibration, built.reference
+    description = {
+        "reference": {
+            "source": source, "dataset": dataset, "images": int(len(subjects)), "subjects": int(len(set(subjects))),
+            "age": {"known": int(known.size), **({"min": float(known.min()), "median": float(np.median(known)),
+                                                  "max": float(known.max())} if known.size else {})},
+            "sex": {"F": int((codes > 0).sum()), "M": int((codes < 0).sum()), "unknown": int(np.isnan(codes).sum())},
+        },
+        "feature_descriptions": {name: normative.FEATURES[name]["description"] for name in regions},
+        "statistics": "per voxel (the template's brain mask on the grid) and per region: Huber-weighted least squares "
+                      f"(k = {normative.HUBER_K}) on {covariate_text(ref.covariates)}, spread = MAD of the residuals x "
+                      f"{normative.MAD_TO_SD}; z negative = less tissue than expected",
+        "rule": f"a region is atrophic when the z of its {normative.FLAG_FEATURE.replace('_', ' ')} is below {cal.threshold:.2f}",
+        "calibration": {
+            "method": f"cross-fitting by subject ({min(N_FOLDS, len(set(subjects)))} folds): each reference image's z against "
+                      "statistics fitted without its subject; the threshold leaves the target number of flags per image",
+            "target_flags_per_image": FLAGS_PER_HEALTHY_IMAGE, "images": cal.images,
+            "false_flags_per_healthy_image": cal.flags_per_image, "share_of_healthy_images_with_a_flag": cal.share_with_any_flag,
+        },
+        "distance": {"measure": "median |z| of the regions' grey level", "threshold": ref.distance_threshold,
+                     "set_on": "the largest of the held-out reference images"},
+    }  # fmt: skip
+    log.info(
+        "normative reference: %d healthy image(s) of %d subject(s) (%s), %s; flags below z = %.2f (held out: %.2f false flags per "
+        "healthy image, %.0f%% of them with any); distance threshold %.2f",
+        len(subjects), len(set(subjects)), source, covariate_text(ref.covariates), cal.threshold, cal.flags_per_image,
+        100 * cal.share_with_any_flag, ref.distance_threshold,
+    )  # fmt: skip
+    return ref, description
+
+
+def count_flags(reference, images, ages, sexes):
+    """Regions flagged in each (image, mask) against ``reference`` (grey level only); (n,)."""
+    grid_atlas = atlas_on_grid()
+    sizes = pscore.region_sizes(grid_atlas)
+    counts = []
+    for (image, _), age, sex in zip(images, ages, sexes):
+        region = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0]}
+        counts.append(int(normative.deviation(reference, image, region, age, normative.sex_code(sex)).atrophic.sum()))
+    return np.array(counts)
+
+
+def covariate_text(covariates):
+    names = [n for n, used in (("age", covariates.age), ("sex", covariates.sex)) if used]
+    return " and ".join(names) if names else "no covariate (age or sex unknown or constant in the reference)"
+
+
+def dataset_name(bids_dir):
+    """The dataset's Name from its dataset_description.json, else its folder's name: never a path."""
+    try:
+        return str(json.loads((Path(bids_dir) / "dataset_description.json").read_text())["Name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(bids_dir).resolve().name
+
+
+def is_bids_pscore_output(folder):
+    """Whether ``folder`` is an output folder of bids_pscore's participant level."""
+    try:
+        description = json.loads((Path(folder) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return False
+    generated = description.get("GeneratedBy") or []
+    return description.get("DatasetType") == "derivative" and any(isinstance(g, dict) and g.get("Name") == "bids_pscore" for g in generated)
+
+
+def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participant_label=None, validate=True):
+    """The T1w of a healthy dataset, preprocessed as ``params`` say, that passed the quality gate.
+
+    ``healthy_dir`` is a BIDS dataset (preprocessed here, into ``work_dir/normative``) or an output
+    folder of bids_pscore's participant level (its images are used as they are, when they were
+    made with ``params``). Returns (T1w, folder of their grid images, the raw dataset).
+    """
+    from .errors import UsageError
+    from .execution import preprocess
+    from .participant import quality_gate
+    from .qc import DEFAULT_THRESHOLDS
+    from .train import recorded_params
+
+    healthy_dir = Path(healthy_dir)
+    if is_bids_pscore_output(healthy_dir):
+        raw = Path(json.loads((healthy_dir / "dataset_description.json").read_text()).get("DatasetLinks", {}).get("raw", ""))
+        if not (raw / "dataset_description.json").is_file():
+            raise UsageError(f"{healthy_dir}: its raw dataset ({raw}) is not there; the ages and the T1w list come from it: "
+                             "pass the raw BIDS dataset instead")  # fmt: skip
+        t1w = bids.find_t1w(bids.load_layout(raw, validate=validate), participant_label)
+        t1w = [t for t in t1w if (healthy_dir / bids.preproc_paths(t.entities, params.template)["t1w_grid"]).is_file()]
+        if not t1w:
+            raise UsageError(f"{healthy_dir}: holds no preprocessed T1w of {raw}; run the participant level first")
+        if recorded_params(t1w, healthy_dir, params.template) != params:
+            raise UsageError(f"{healthy_dir}: its images were preprocessed with other parameters than the model's; pass the raw dataset")
+        source_dir = healthy_dir
+    else:
+        raw = healthy_dir
+        t1w = bids.find_t1w(bids.load_layout(raw, validate=validate), participant_label)
+        source_dir = Path(work_dir) / "normative"
+        progress = preprocess(t1w, raw, source_dir, work_dir, params, execution, log_dir)
+        failed = {o.label for o in progress.failed}
+        if failed:
+            log.warning("left out of the reference %d T1w whose preprocessing failed: %s", len(failed), ", ".join(sorted(failed)))
+        t1w = [t for t in t1w if t.label not in failed]
+    passed = []
+    for item in t1w:
+        gate = quality_gate(item, source_dir, params.template, DEFAULT_THRESHOLDS)
+        if gate["Passed"]:
+            passed.append(item)
+        else:
+            log.warning("%s: left out of the reference, it failed the quality gate: %s", item.label, "; ".join(gate["Failures"]))
+    if len({t.entities["sub"] for t in passed}) < 2:
+        raise UsageError(f"{healthy_dir}: fewer than 2 healthy subjects passed preprocessing and the quality gate; a reference needs many "
+                         "(tens of subjects)")  # fmt: skip
+    return passed, source_dir, raw
+
+
+def add_to_bundle(config):
+    """``bids_pscore-normative``: a copy of a trained bundle with a normative reference built from
+    healthy images (``config.NormativeRunConfig``); returns 0."""
+    from .errors import UsageError
+    from .execution import make_run_folders
+    from .model.bundle import add_normative
+    from .participant import load_model, preprocessing_params
+    from .train import load_grid_images
+
+    out_dir = Path(config.out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UsageError(f"{out_dir}: is not empty; the new bundle needs a new folder (the model given is never changed)")
+    bundle = load_model(config.model_dir)
+    params = preprocessing_params(bundle.metadata)
+    out_dir, work_dir = make_run_folders(out_dir, config.execution.work_dir, config.healthy_dir)
+    log_dir = work_dir / "logs" / f"run-{config.run_id}"
+    from .config import write_config
+
+    write_config(config, log_dir)
+    t1w, source_dir, raw = healthy_inputs(config.healthy_dir, params, work_dir, config.execution, log_dir, config.participant_label,
+                                          not config.skip_bids_validation)  # fmt: skip
+    trained_on = set(bundle.metadata.get("training", {}).get("split", {}))
+    overlap = sorted(trained_on & {t.entities["sub"] for t in t1w})
+    if overlap:
+        log.warning("%d subject label(s) of the healthy dataset are also in the model's training data (%s): if they are the same people, "
+                    "their P-scores are in-sample and the P-score feature's spread too narrow", len(overlap), ", ".join(overlap[:5]))  # fmt: skip
+    ages, sexes = bids.ages_and_sexes(raw, t1w)
+    images = load_grid_images(t1w, source_dir, params)
+    reference, description = build(images, ages, sexes, [t.entities["sub"] for t in t1w], params.template,
+                                   "a separate healthy dataset (bids_pscore-normative)", dataset_name(raw),
+                                   bundle.ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]))  # fmt: skip
+    description["added"] = {"by": "bids_pscore-normative", "date": time.strftime("%Y-%m-%d")}
+    add_normative(bundle.folder, out_dir, reference, description)
+    log.info("bundle with the normative reference written to %s (weights unchanged, new model.json checksum)", out_dir)
+    return 0

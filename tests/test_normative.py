@@ -1,0 +1,139 @@
+"""The normative reference (SPEC 10): the z formula and age adjustment by hand, a calibration that
+holds on held-out generated controls, and a bundle whose reference was changed is refused."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bids_pscore import errors, normative
+from bids_pscore.atlas import N_REGIONS
+from bids_pscore.cli.run import main
+from bids_pscore.grid import GRID_SHAPE
+from bids_pscore.model.bundle import METADATA, NORMATIVE, load_bundle, save_bundle
+from bids_pscore.model.networks import Ensemble
+
+from .helpers import make_bids, small_image
+
+
+def test_z_and_age_adjustment_by_hand():
+    """Feature = 2 - 0.1 per decade over 50 + noise; a 70-year-old female with value 1.5 has expected
+    2 - 0.2 + sex effect, z = (1.5 - expected) / spread, the spread being the MAD of the residuals."""
+    ages = np.array([30, 40, 50, 60, 70, 30, 40, 50, 60, 70], float)
+    sexes = np.array([0.5] * 5 + [-0.5] * 5)
+    noise = np.array([0.02, -0.01, 0.0, 0.01, -0.02, -0.02, 0.01, 0.0, -0.01, 0.02])
+    values = 2.0 - 0.01 * (ages - 50) + 0.1 * sexes + noise
+    covariates = normative.Covariates.of_reference(ages, sexes)
+    assert covariates == normative.Covariates(age=True, sex=True, age_centre=50.0)
+    design = covariates.design(ages, sexes)
+    assert design[0].tolist() == [1.0, -2.0, 0.5]  # intercept, (30 - 50) / 10, female
+    stats = normative.fit(values[:, None], design)
+    assert stats.coef[:, 0] == pytest.approx([2.0, -0.1, 0.1], abs=0.01)
+    residuals = values - design @ stats.coef[:, 0]
+    mad = 1.4826 * np.median(np.abs(residuals - np.median(residuals)))
+    assert stats.spread[0] == pytest.approx(mad * np.sqrt(10 / 7))
+    person = covariates.design([70.0], [normative.sex_code("F")])
+    expected = person @ stats.coef[:, 0]
+    z = normative.zscores([[1.5]], person, stats)[0, 0]
+    assert z == pytest.approx((1.5 - expected[0]) / stats.spread[0])
+    assert normative.zscores([[1.5]], person, stats, orientation=-1.0)[0, 0] == pytest.approx(-z)
+    # unknown age and sex: compared with the reference's median age, both sexes alike
+    assert covariates.design([np.nan], [normative.sex_code("n/a")]).tolist() == [[1.0, 0.0, 0.0]]
+    # one reference head far off moves neither centre nor spread much (Huber and MAD)
+    odd = values.copy()
+    odd[4] += 1.0
+    robust = normative.fit(odd[:, None], design)
+    assert robust.coef[0, 0] == pytest.approx(stats.coef[0, 0], abs=0.02) and robust.spread[0] < 3 * stats.spread[0]
+
+
+def generated_people(n, rng, loadings, region_sd):
+    """Region grey levels of n healthy people: an age trend, a few shared factors (regions vary
+    together) and heavy-ish tails, as real regions do."""
+    ages = rng.uniform(20, 80, n)
+    factors = rng.standard_t(5, (n, loadings.shape[0]))
+    values = 0.6 - 0.002 * (ages[:, None] - 50) + region_sd * (factors @ loadings + rng.standard_t(5, (n, N_REGIONS)))
+    return values, ages
+
+
+def test_calibration_holds_on_held_out_generated_controls():
+    rng = np.random.default_rng(3)
+    loadings = rng.normal(0, 0.6, (3, N_REGIONS))
+    region_sd = rng.uniform(0.01, 0.03, N_REGIONS)
+    values, ages = generated_people(120, rng, loadings, region_sd)
+    subjects = np.repeat(np.arange(60), 2)  # two images per subject: folds keep them together
+    voxels = values[:, :10]  # stands for the voxels; not what is calibrated
+    built = normative.build(voxels, np.ones(10, bool), {"grey_level": values}, ages, np.full(120, np.nan), subjects)
+    reference = built.reference
+    assert reference.covariates.age and not reference.covariates.sex
+    assert built.calibration.flags_per_image <= 1.0 and reference.threshold < -2.5
+    unseen, unseen_ages = generated_people(400, rng, loadings, region_sd)
+    design = reference.covariates.design(unseen_ages, np.full(400, np.nan))
+    z = normative.zscores(unseen, design, reference.regions["grey_level"])
+    flags_per_person = normative.atrophic(z, reference.threshold).sum(axis=1).mean()
+    # what the calibration promised, measured on people it never saw
+    assert 0.4 <= flags_per_person <= 1.6
+    # a region that lost tissue (4 healthy spreads darker) is flagged in most people
+    z[:, 7] -= 4.0
+    assert normative.atrophic(z, reference.threshold)[:, 7].mean() > 0.5
+    # distance: a scan shifted everywhere (another scanner) is far, a few atrophied regions are not
+    healthy_distance = normative.distance(z[:, 10:])
+    assert (healthy_distance <= reference.distance_threshold).mean() > 0.95
+    assert (normative.distance(z[:, 10:] - 3.0) > reference.distance_threshold).all()
+
+
+def test_deviation_of_one_image():
+    rng = np.random.default_rng(0)
+    mask = np.zeros(GRID_SHAPE, bool)
+    mask[50:60, 60:70, 50:60] = True
+    ages = rng.uniform(20, 80, 30)
+    voxels = 0.5 + rng.normal(0, 0.05, (30, int(mask.sum())))
+    regions = 0.5 + rng.normal(0, 0.05, (30, N_REGIONS))
+    reference = normative.build(voxels, mask, {"grey_level": regions}, ages, np.full(30, np.nan), np.arange(30)).reference
+    image = np.zeros(GRID_SHAPE, np.float32)
+    image[mask] = 0.5
+    region = np.full(N_REGIONS, 0.5)
+    region[[3, 100]] = 0.1  # far darker than any healthy person
+    result = normative.deviation(reference, image, {"grey_level": region}, np.nan, np.nan)
+    assert set(np.flatnonzero(result.atrophic)) == {3, 100} and not result.age_adjusted and result.reliable
+    assert result.region_z["grey_level"][3] < -5 and np.count_nonzero(result.voxel_z) <= mask.sum()
+    assert result.voxel_z[~mask].max() == 0
+
+
+@pytest.fixture
+def normative_bundle(tmp_path):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    mask = np.zeros(GRID_SHAPE, bool)
+    mask[40:80, 50:100, 40:80] = True
+    built = normative.build(rng.random((12, int(mask.sum()))), mask, {"grey_level": rng.random((12, N_REGIONS))},
+                            np.linspace(30, 70, 12), np.full(12, np.nan), np.arange(12))  # fmt: skip
+    fields = {
+        "name": "normative-test", "version": "0", "preprocessing": {"fwhm_mm": 8.0},
+        "reference": {"region_min": [0.0] * 246, "region_max": [1.0] * 246, "lambda": 0.7},
+        "atlas": {"name": "Brainnetome"}, "labels": {}, "training": {}, "software": {},
+    }  # fmt: skip
+    folder = save_bundle(tmp_path / "model", Ensemble(np.arange(5)), fields, (built.reference, {"reference": {"images": 12}}))
+    return folder, built.reference
+
+
+def test_the_reference_travels_in_the_bundle(normative_bundle):
+    folder, reference = normative_bundle
+    loaded = load_bundle(folder).normative
+    assert loaded.threshold == reference.threshold and np.array_equal(loaded.voxel_mask, reference.voxel_mask)
+    np.testing.assert_allclose(loaded.regions["grey_level"].coef, reference.regions["grey_level"].coef)
+    np.testing.assert_allclose(loaded.voxel.spread, reference.voxel.spread, rtol=1e-6)  # float32 on disk
+    assert json.loads((folder / METADATA).read_text())["normative"]["reference"]["images"] == 12
+
+
+def test_a_tampered_reference_is_refused_with_exit_65(normative_bundle, tmp_path, capsys):
+    folder, _ = normative_bundle
+    data = bytearray((folder / NORMATIVE).read_bytes())
+    data[-100] ^= 0x01
+    (folder / NORMATIVE).write_bytes(bytes(data))
+    bids = make_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": small_image()})
+    code = main([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"), "--model", str(folder),
+                 "--skip-bids-validation"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == errors.EXIT_MODEL and f"{folder / NORMATIVE}: checksum does not match" in err
+    assert not (tmp_path / "out").exists()
