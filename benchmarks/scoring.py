@@ -1,7 +1,9 @@
-"""Scoring speed (SPEC section 5): one session with all its files, and 1,000 sessions in one call.
+"""Scoring speed (SPEC sections 5 and 10): one session with all its files, 1,000 sessions in one
+call, and one session's comparison with a normative reference.
 
 Usage: python benchmarks/scoring.py. Targets on a 2-core machine: one session, from 150
-probabilities to every level and every file, <= 0.3 s; 1,000 sessions without files <= 10 s.
+probabilities to every level and every file, <= 0.3 s; 1,000 sessions without files <= 10 s;
+the normative outputs of one session (z map, region table, summary record) <= 1 s.
 """
 
 import tempfile
@@ -9,7 +11,7 @@ import time
 
 import numpy as np
 
-from bids_pscore import atlas, derivatives, pscore
+from bids_pscore import atlas, derivatives, normative, pscore
 from bids_pscore.grid import GRID_SHAPE, N_CUBES
 from bids_pscore.preprocess import steps
 
@@ -75,12 +77,35 @@ def main():
     score_s = time.perf_counter() - start
     assert scores.region.shape == (1000, 246)
 
+    # a reference the size of the demo model's: the template's brain voxels, 60 healthy images
+    voxel_mask = masks[0]
+    images = rng.uniform(0.2, 0.8, (60, int(voxel_mask.sum()))).astype(np.float32)
+    regions = {"grey_level": rng.uniform(0.2, 0.8, (60, 246)), "pscore": rng.uniform(0, 1, (60, 246))}
+    start = time.perf_counter()
+    built = normative.build(images, voxel_mask, regions, rng.uniform(20, 80, 60), rng.choice([-0.5, 0.5], 60), np.arange(60))
+    build_s = time.perf_counter() - start
+    labels = atlas.region_table()["label"].to_numpy()
+    record = {**built.reference.record(), "calibration": {}, "reference": {}}
+    normative_times = []
+    with tempfile.TemporaryDirectory() as out:
+        for repeat in range(5):
+            image = np.where(voxel_mask, rng.uniform(0.2, 0.8, GRID_SHAPE), 0).astype(np.float32)
+            start = time.perf_counter()
+            values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
+            deviation = normative.deviation(built.reference, image, values, 60.0, 0.5)
+            summary = derivatives.normative_summary(deviation, record, labels, 60.0, "F")
+            derivatives.write_normative(out, {"sub": f"{repeat:02d}"}, "MNI152NLin2009aSym", deviation, summary, {"name": "bench"},
+                                        "sub-01/anat/sub-01_T1w.nii.gz")  # fmt: skip
+            normative_times.append(time.perf_counter() - start)
+
     print(f"{'what':<58}{'seconds':>9}{'target':>8}")
     print(f"{'atlas onto the grid (once per process)':<58}{atlas_s:9.2f}")
     print(f"{'one session: all levels and all files (median of 5)':<58}{np.median(times):9.3f}{'0.3':>8}")
     print(f"{'1,000 sessions: brain/region/cube voxel counts':<58}{overlap_s:9.2f}")
     print(f"{'1,000 sessions: every level from those counts':<58}{score_s:9.2f}")
     print(f"{'1,000 sessions in one call, total':<58}{overlap_s + score_s:9.2f}{'10':>8}")
+    print(f"{'normative reference of 60 images (fit and calibration)':<58}{build_s:9.2f}")
+    print(f"{'one session: normative z, flags and files (median of 5)':<58}{np.median(normative_times):9.3f}{'1':>8}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ prints:
 - test-retest: ICC(3,1) of the whole-brain P-score and the median over regions of the
   correlation of the normalised region score between scan and re-scan (first sessions);
 - with --base and 3 sessions or more: per subtype, Kendall's tau between the group level's order
-  of involvement (onset_order.tsv over the subtype's AD subjects) and the truth's stages.
+  of involvement (onset_order.tsv over the subtype's AD subjects) and the truth's stages (the
+  group level counts normative flags when the model has a normative reference, else lambda's);
+- with a model that has a normative reference (SPEC 10): its atrophic flags' sensitivity per
+  loss bin, false flags per CN session and the share of CN sessions with any, precision and
+  recall in AD sessions, the region AUC of each feature's z, and the test-retest Dice of flags.
 
 Without --base the cohort is made of template heads (seed 2026, --subjects of them). With --base,
 each subject of a BIDS dataset of healthy heads becomes a cohort subject (bids_pscore-synth
@@ -186,6 +190,58 @@ def normative_baselines(out_dir, sessions, is_ad, truth):
     return {name: ranking_quality(scores[:, k].ravel(), atrophied) for k, name in enumerate(("normative regions", "normative cubes"))}
 
 
+LOSS_BINS = ((0.05, 0.10), (0.10, 0.20), (0.20, 0.30), (0.30, 1.01))
+
+
+def collect_normative(out_dir):
+    """Per session, the normative region table (z per feature, atrophic), when the model has a reference."""
+    tables = {}
+    for path in sorted(Path(out_dir).glob("sub-*/ses-*/anat/*_atlas-Brainnetome_desc-regions_normative.tsv")):
+        tables[(path.parts[-4], path.parts[-3])] = pd.read_csv(path, sep="\t").set_index("index")
+    return tables
+
+
+def normative_measures(tables, sessions, is_ad, losses, atrophied_from):
+    """The normative flags and z against the truth: sensitivity per loss bin (AD sessions), false
+    flags in CN sessions, precision and recall in AD sessions, and the region AUC of each feature."""
+
+    loss, flags, ad_rows, z = [], [], [], {}
+    for key, ad in zip(sessions, is_ad):
+        table = tables[key]
+        loss.append(losses.get(key, pd.Series(dtype=float)).reindex(table.index, fill_value=0.0).to_numpy())
+        flags.append(table["atrophic"].to_numpy(bool))
+        ad_rows.append(ad)
+        for column in (c for c in table.columns if c.endswith("_z")):
+            z.setdefault(column[:-2], []).append(table[column].to_numpy())
+    loss, flags, ad_rows = np.array(loss), np.array(flags), np.array(ad_rows)
+    atrophied = loss >= atrophied_from
+    out = {
+        "sensitivity": {f"{lo:.0%}-{min(hi, 1):.0%}": (flags[ad_rows][(loss[ad_rows] >= lo) & (loss[ad_rows] < hi)].mean(),
+                                                       int(((loss[ad_rows] >= lo) & (loss[ad_rows] < hi)).sum()))
+                        for lo, hi in LOSS_BINS},
+        "cn_flags": flags[~ad_rows].sum(axis=1),
+        "ad_flags": flags[ad_rows].sum(axis=1),
+        "precision": (flags[ad_rows] & atrophied[ad_rows]).sum() / max(flags[ad_rows].sum(), 1),
+        "recall": (flags[ad_rows] & atrophied[ad_rows]).sum() / max(atrophied[ad_rows].sum(), 1),
+        "auc": {},
+    }  # fmt: skip
+    with_atrophy = ad_rows & atrophied.any(axis=1)
+    for feature, values in z.items():
+        values = np.array(values)
+        out["auc"][feature] = ranking_quality(-values[with_atrophy].ravel(), atrophied[with_atrophy].ravel())
+    return out
+
+
+def flag_dice(tables, retest_tables, common):
+    """Mean over sessions with a flag in either scan of the Dice of the flagged regions, scan vs re-scan."""
+    dice = []
+    for key in common:
+        a, b = tables[key]["atrophic"].to_numpy(bool), retest_tables[key]["atrophic"].to_numpy(bool)
+        if a.any() or b.any():
+            dice.append(2 * (a & b).sum() / (a.sum() + b.sum()))
+    return (float(np.mean(dice)) if dice else float("nan")), len(dice)
+
+
 def retest_correlation(regions, retest_regions, common):
     """Median over regions that vary of the correlation of the normalised score between scan and re-scan."""
     scan = np.stack([regions[k]["p_region_norm"].to_numpy() for k in common])
@@ -267,9 +323,11 @@ def main():
     from bids_pscore.synth import GROUNDTRUTH
 
     folders, runs = make_cohorts(opts), {}
+    normative = {}
     for name, bids_dir in folders.items():
         participant(bids_dir, opts.work / f"{name}_out", opts.work / f"{name}_work", opts.model, opts.participant_label)
         runs[name] = collect(opts.work / f"{name}_out")
+        normative[name] = collect_normative(opts.work / f"{name}_out")
 
     truth_dir = folders["test"] / GROUNDTRUTH
     participants = pd.read_csv(folders["test"] / "participants.tsv", sep="\t").set_index("participant_id")
@@ -356,6 +414,23 @@ def main():
     print(f"{'measure':<{width}}" + "".join(f"{c:<26}" for c in columns) + "target")
     for name, (values, target) in region_rows.items():
         print(f"{name:<{width}}" + "".join(f"{values.get(c, ''):<26}" for c in columns) + target)
+    if normative["test"] and set(sessions.index) <= set(normative["test"]):
+        m = normative_measures(normative["test"], sessions.index, is_ad, losses, opts.atrophied)
+        dice, n_dice = flag_dice(normative["test"], normative["retest"], [k for k in common if k in normative["retest"]])
+        print(f"\nnormative flags (SPEC 10: grey-level z below the model's calibrated threshold; truth: volume loss >= {opts.atrophied:.0%})")
+        rows = [
+            ("false flags per CN session, mean", f"{m['cn_flags'].mean():.2f} ({(~is_ad).sum()} sessions)", "<= 1"),
+            ("CN sessions with any flag", f"{np.mean(m['cn_flags'] > 0):.2f}", ""),
+            ("flags per AD session, mean", f"{m['ad_flags'].mean():.1f}", ""),
+            *((f"sensitivity, regions that lost {name}", f"{value:.2f} ({n} regions)",
+               {"20%-30%": ">= 0.5", "30%-100%": ">= 0.9"}.get(name, "")) for name, (value, n) in m["sensitivity"].items()),
+            ("precision / recall in AD sessions", f"{m['precision']:.3f} / {m['recall']:.3f}", "precision >= 0.7"),
+            *((f"region AUC of the {feature} z (P@R0.8, best F1)", f"{r[0]:.3f} ({r[1]:.3f}, {r[2][0]:.3f})", ">= 0.815")
+              for feature, r in m["auc"].items()),
+            ("test-retest Dice of the flags", f"{dice:.3f} ({n_dice} sessions)", ">= 0.8"),
+        ]  # fmt: skip
+        for name, value, target in rows:
+            print(f"{name:<{width}}{value:<34}{target}")
 
 
 if __name__ == "__main__":
