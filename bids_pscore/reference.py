@@ -42,11 +42,12 @@ def features(images, template, ensemble=None, reference=None):
     return voxel_mask, np.stack(voxels), {name: np.stack(values) for name, values in regions.items()}
 
 
-def build(images, ages, sexes, subjects, template, source, dataset, ensemble=None, reference=None):
-    """The reference and the description the bundle keeps of it (who, how many, ages, calibration).
+def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble=None, reference=None):
+    """The reference and the description the bundle keeps of it (who, how many, ages, licence,
+    calibration).
 
-    ``source`` says how the images were chosen (e.g. "controls of the training data"); ``dataset``
-    names their dataset without a path of the machine that built it.
+    ``source`` says how the images were chosen (e.g. "controls of the training data"); the
+    description names their dataset (``dataset_dir``) and its licence, never a path.
     """
     voxel_mask, voxels, regions = features(images, template, ensemble, reference)
     codes = np.array([normative.sex_code(s) for s in sexes])
@@ -56,7 +57,8 @@ def build(images, ages, sexes, subjects, template, source, dataset, ensemble=Non
     cal, ref = built.calibration, built.reference
     description = {
         "reference": {
-            "source": source, "dataset": dataset, "images": int(len(subjects)), "subjects": int(len(set(subjects))),
+            "source": source, "dataset": dataset_name(dataset_dir), **dataset_licence(dataset_dir),
+            "images": int(len(subjects)), "subjects": int(len(set(subjects))),
             "age": {"known": int(known.size), **({"min": float(known.min()), "median": float(np.median(known)),
                                                   "max": float(known.max())} if known.size else {})},
             "sex": {"F": int((codes > 0).sum()), "M": int((codes < 0).sum()), "unknown": int(np.isnan(codes).sum())},
@@ -106,6 +108,16 @@ def dataset_name(bids_dir):
         return str(json.loads((Path(bids_dir) / "dataset_description.json").read_text())["Name"])
     except (OSError, ValueError, KeyError, TypeError):
         return Path(bids_dir).resolve().name
+
+
+def dataset_licence(bids_dir):
+    """License and HowToAcknowledge of the dataset's dataset_description.json, those it has: a
+    reference derives from its images and carries their terms."""
+    try:
+        description = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {key.lower(): str(description[key]) for key in ("License", "HowToAcknowledge") if description.get(key)}
 
 
 def is_bids_pscore_output(folder):
@@ -195,7 +207,7 @@ def add_to_bundle(config):
     ages, sexes = bids.ages_and_sexes(raw, t1w)
     images = load_grid_images(t1w, source_dir, params)
     reference, description = build(images, ages, sexes, [t.entities["sub"] for t in t1w], params.template,
-                                   "a separate healthy dataset (bids_pscore-normative)", dataset_name(raw),
+                                   "a separate healthy dataset (bids_pscore-normative)", raw,
                                    bundle.ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]))  # fmt: skip
     description["added"] = {"by": "bids_pscore-normative", "date": time.strftime("%Y-%m-%d")}
     add_normative(bundle.folder, out_dir, reference, description)

@@ -207,7 +207,7 @@ def training_reference(config, t1w_inputs, y, parts, source_dir, params, work_di
         ages, sexes = bids.ages_and_sexes(raw, healthy)
         images = load_grid_images(healthy, healthy_source, params)
         return reference_module.build(images, ages, sexes, [t.entities["sub"] for t in healthy], params.template,
-                                      "a separate healthy dataset (--normative)", reference_module.dataset_name(raw),
+                                      "a separate healthy dataset (--normative)", raw,
                                       ensemble, reference)  # fmt: skip
     rows = np.sort(np.concatenate([parts["train"], parts["validation"]]))
     controls = [t1w_inputs[i] for i in rows if y[i] == 0]
@@ -220,7 +220,7 @@ def training_reference(config, t1w_inputs, y, parts, source_dir, params, work_di
     # the networks trained on these images: their P-scores are in-sample, so only the grey level serves
     built = reference_module.build(images, ages, sexes, [t.entities["sub"] for t in controls], params.template,
                                    "the controls of the training data (train and validation splits)",
-                                   reference_module.dataset_name(config.bids_dir))  # fmt: skip
+                                   config.bids_dir)  # fmt: skip
     unseen = [t1w_inputs[i] for i in parts["test"] if y[i] == 0]
     if unseen:
         ages, sexes = bids.ages_and_sexes(config.bids_dir, unseen)

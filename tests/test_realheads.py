@@ -97,3 +97,36 @@ def test_cohort_keeps_each_base_subjects_age_and_sex_and_writes_the_truth(cache,
         expected = rows["healthy_volume_mm3"].to_numpy() * (1 - rows["volume_loss"].to_numpy())
         large = expected > 3000
         assert np.median(np.abs(scanned[large] / expected[large] - 1)) < 0.05
+
+
+HELD_OUT = "IXI015"  # 24.3 years; one of the validation subjects, never in the demo model's normative reference
+
+
+def test_simulated_loss_falls_below_the_demo_reference_and_the_healthy_twin_stays_within_it(cache, tmp_path):
+    """SPEC 10 on a real head the demo model's reference never held: simulated once with AD-like
+    atrophy and once healthy (same anatomy, age and scan), against the shipped normative reference."""
+    import json
+
+    from bids_pscore.cli.run import main as app_main
+
+    outputs = {}
+    for group, fraction in (("AD", "1"), ("CN", "0")):
+        bids_dir, out = tmp_path / f"{group}_bids", tmp_path / f"{group}_out"
+        assert synth_main([str(bids_dir), "--base", str(IXI), "--participant-label", HELD_OUT, "--ad-fraction", fraction,
+                           "--seed", "7", "-w", str(cache)]) == 0  # fmt: skip
+        assert app_main([str(bids_dir), str(out), "participant", "-w", str(tmp_path / f"{group}_work"), "--skip-bids-validation"]) == 0
+        anat = out / f"sub-{HELD_OUT}" / "ses-1" / "anat"
+        table = pd.read_csv(next(anat.glob("*_desc-regions_normative.tsv")), sep="\t").set_index("index")
+        summary = json.loads(next(anat.glob("*_desc-summary_pscore.json")).read_text())
+        outputs[group] = (bids_dir, table, summary)
+    bids_dir, table, summary = outputs["AD"]
+    truth = pd.read_csv(bids_dir / GROUNDTRUTH / "regions.tsv", sep="\t").set_index("index")["volume_loss"].reindex(table.index)
+    atrophied, spared = truth >= 0.2, truth < 0.02
+    assert atrophied.sum() >= 3
+    z = table["grey_level_z"]
+    assert z[atrophied].mean() < z[spared].mean() - 1.5
+    flagged = table["atrophic"].astype(bool)
+    assert summary["NumberOfAtrophicRegions"] == flagged.sum() > 0 and summary["Normative"]["Reliable"]
+    assert (truth[flagged] >= 0.05).mean() >= 0.7  # most flags are truly atrophied regions
+    healthy = outputs["CN"][2]
+    assert healthy["NumberOfAtrophicRegions"] <= 1 and healthy["Normative"]["AgeAdjusted"]

@@ -148,6 +148,7 @@ def normative_rows(record):
                                 f"({who.get('source')})"),
         ("its ages, sexes", f"{ages.get('min', float('nan')):.0f}-{ages.get('max', float('nan')):.0f} years (median "
                             f"{ages.get('median', float('nan')):.0f}); {who.get('sex', {}).get('F', 0)} F, {who.get('sex', {}).get('M', 0)} M"),
+        ("its licence", who.get("license", "not stated by its dataset")),
         ("normative flag rule", record.get("rule")),
         ("false flags per healthy image (held out)", f"{calibration.get('false_flags_per_healthy_image', float('nan')):.2f}"),
     ]  # fmt: skip
