@@ -277,7 +277,8 @@ def make_cohorts(opts):
 
 
 def order_agreement(out_dir, bids_dir, truth_sessions, work):
-    """Per subtype: Kendall's tau between the group level's onset order and the truth's stages."""
+    """Per subtype: Kendall's tau between the group level's onset order and the truth's stages (the
+    group level's default flags: normative when every session has them, else the patent's)."""
     from scipy.stats import kendalltau
 
     from bids_pscore.synth.disease import SUBTYPES, subtype_order
@@ -401,7 +402,7 @@ def main():
     if opts.base is not None and opts.sessions >= 3:
         for subtype, n_subjects, n_involved, n_truth, tau in order_agreement(opts.work / "test_out", folders["test"], truth_sessions, opts.work):
             rows.append((f"order of involvement, {subtype} ({n_subjects} subjects): Kendall tau",
-                         f"{tau:.2f}  ({n_involved} of {n_truth} regions crossed lambda)", ""))  # fmt: skip
+                         f"{tau:.2f}  ({n_involved} of {n_truth} regions flagged in some subject)", ">= 0.5"))  # fmt: skip
     width = max(len(r[0]) for r in [*rows, *((k,) for k in region_rows)]) + 2
     print(f"\n{'measure':<{width}}{'value':<34}target")
     for name, value, target in rows:
