@@ -400,14 +400,21 @@ def normative_summary(deviation, record, labels, age, sex):
         "DistanceThreshold": record["distance_threshold"],
         "Reliable": deviation.reliable,
     }
+    cautions = []
     if not deviation.reliable:
-        summary["Caution"] = (
+        cautions.append(
             f"this scan is far from the model's normative reference (median |z| {deviation.distance:.2f} > {record['distance_threshold']:.2f}, "
             "the most its healthy images reach), e.g. another scanner or protocol: its atrophic flags are not reliable; build a reference "
             "from healthy scans of your own site with bids_pscore-normative"
         )
-    elif record["covariates"]["age"] and not known_age:
-        summary["Caution"] = "the age of this session is unknown (participants.tsv or sessions.tsv 'age'): compared without age adjustment"
+    ages = (record.get("reference") or {}).get("age") or {}
+    if record["covariates"]["age"] and not known_age:
+        cautions.append("the age of this session is unknown (participants.tsv or sessions.tsv 'age'): compared without age adjustment")
+    elif record["covariates"]["age"] and "min" in ages and not ages["min"] <= age <= ages["max"]:
+        cautions.append(f"age {age:g} is outside the normative reference's ages ({ages['min']:g}-{ages['max']:g}): its expected values "
+                        "are extrapolated")  # fmt: skip
+    if cautions:
+        summary["Caution"] = "; ".join(cautions)
     return summary
 
 

@@ -163,7 +163,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, cova
             scores.degenerative[0].sum(),
             "" if deviation is None else f"; {int(deviation.atrophic.sum())} atrophic against healthy people (normative)",
         )
-        if deviation is not None and not deviation.reliable:
+        if deviation is not None and "Caution" in normative_summary:
             log.warning("%s: %s", item.label, normative_summary["Caution"])
         log.debug(
             "%s: %d of %d selected cubes hold brain; region scores normalised by the model's reference, lambda %.3f",

@@ -137,3 +137,24 @@ def test_a_tampered_reference_is_refused_with_exit_65(normative_bundle, tmp_path
     err = capsys.readouterr().err
     assert code == errors.EXIT_MODEL and f"{folder / NORMATIVE}: checksum does not match" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_summary_says_when_flags_are_unreliable_or_the_age_is_unknown_or_outside_the_reference():
+    from bids_pscore.derivatives import normative_summary
+
+    record = {"rule": "r", "threshold": -3.0, "distance_threshold": 1.5, "calibration": {"false_flags_per_healthy_image": 1.0},
+              "reference": {"images": 60, "age": {"min": 20.0, "max": 75.0}}, "covariates": {"age": True, "sex": True}}  # fmt: skip
+    labels = np.array([f"R{k}" for k in range(N_REGIONS)])
+    flags = np.zeros(N_REGIONS, bool)
+    flags[[4, 9]] = True
+
+    def summary(distance, age):
+        deviation = normative.Deviation(np.zeros(1), {}, {}, {}, flags, distance, distance <= 1.5, age == age)
+        return normative_summary(deviation, record, labels, age, "F")
+
+    ok = summary(0.7, 50.0)
+    assert ok["AtrophicRegions"] == ["R4", "R9"] and ok["NumberOfAtrophicRegions"] == 2 and "Caution" not in ok and ok["AgeAdjusted"]
+    assert "not reliable" in summary(2.0, 50.0)["Caution"]
+    unknown = summary(0.7, float("nan"))
+    assert "unknown" in unknown["Caution"] and not unknown["AgeAdjusted"] and unknown["Age"] is None
+    assert "outside the normative reference's ages (20-75)" in summary(0.7, 84.0)["Caution"]
