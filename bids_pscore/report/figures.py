@@ -71,10 +71,10 @@ def _canvas(volume, cuts, left_first):
 
 
 def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot", vmin=None, vmax=None,
-           title="", colorbar_label="", cuts=None, left_first=False):  # fmt: skip
+           title="", colorbar_label="", cuts=None, left_first=False, contour_colour="red"):  # fmt: skip
     """Axial and coronal slices of ``background`` with an optional overlay and contours; saved as PNG.
 
-    ``overlay`` is drawn where it is non-zero; ``contour`` (bool volume) in red and ``outline``
+    ``overlay`` is drawn where it is non-zero; ``contour`` (bool volume) in ``contour_colour`` and ``outline``
     (a volume and a level) in cyan. All sixteen cuts share one axes (one image per layer): a grid
     of sixteen axes took five times as long to draw. ``cuts`` default to the grid's
     (``grid_cuts``); ``left_first`` says how the volume's first axis runs (see ``_slice``).
@@ -90,7 +90,7 @@ def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot
         layer = _canvas(overlay, cuts, left_first)[0]
         image = ax.imshow(np.ma.masked_where(layer == 0, layer), cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", alpha=0.85)
     if contour is not None and np.any(contour):
-        ax.contour(_canvas(np.asarray(contour, float), cuts, left_first)[0], levels=[0.5], colors="red", linewidths=0.8)
+        ax.contour(_canvas(np.asarray(contour, float), cuts, left_first)[0], levels=[0.5], colors=contour_colour, linewidths=0.8)
     if outline is not None:
         volume, level = outline
         ax.contour(_canvas(volume, cuts, left_first)[0], levels=[level], colors="cyan", linewidths=0.6)

@@ -78,13 +78,14 @@ def normative_figure(out, figure_dir, stem, image, paths, summary):
     table = pd.read_csv(out / paths["normative_region_table"], sep="\t")
     flagged = paint_regions(table["atrophic"].astype(str).str.lower().eq("true").to_numpy(float), atlas_on_grid())[0] > 0
     name = figure_dir / f"{stem}_desc-zmap_normative.png"
-    figures.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5,
-                   title="deviation from healthy people (z), atrophic regions outlined in red", colorbar_label="z")  # fmt: skip
+    # red is less tissue on this scale, so the flagged regions are outlined in yellow
+    figures.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5, contour_colour="yellow",
+                   title="deviation from healthy people (z), atrophic regions outlined in yellow", colorbar_label="z")  # fmt: skip
     rate = summary.get("FalseFlagsPerHealthyImage")
     return [(name, f"Grey level against the model's normative reference of healthy people ({summary['Reference'].get('images')} images), "
-                   f"{'adjusted for age and sex where known' if summary.get('AgeAdjusted') else 'without age adjustment'}: blue is "
-                   f"darker than expected (less tissue). Regions whose mean is below z = {summary['Threshold']:.2f} are outlined "
-                   f"as atrophic; healthy images held out of the reference got {rate:.2f} such flags on average.")]  # fmt: skip
+                   f"{'adjusted for age and sex where known' if summary.get('AgeAdjusted') else 'without age adjustment'}: red is "
+                   f"darker than expected (less tissue), blue brighter. Regions whose mean is below z = {summary['Threshold']:.2f} are outlined "
+                   f"in yellow as atrophic; healthy images held out of the reference got {rate:.2f} such flags on average.")]  # fmt: skip
 
 
 def session_figures(output_dir, result, threshold, figure_dir):
