@@ -22,4 +22,14 @@ bids_pscore-train "$build/cohort" "$build/model" \
   -w "$build/work" --name demo-ixi \
   --description "Demo P-score ensemble trained on simulated AD-like atrophy (docs/disease_model.md) applied to real healthy IXI heads (bids_pscore-synth --base, seed 1000)" \
   --warning "DEMO MODEL trained on simulated atrophy applied to real healthy IXI heads (IXI dataset, brain-development.org, CC BY-SA 3.0; the weights carry that licence): not for research or clinical use. Train your own with bids_pscore-train (see README)."
-cp "$build/model/weights.safetensors" "$build/model/model.json" "$build/model/training.tsv" "$here/"
+# The normative reference (SPEC 10): 60 of the training subjects (the first in label order), simulated
+# healthy (simulated ageing and scanner, as the generator's test images have, no atrophy) with another
+# seed, preprocessed with the model's parameters; none of them is among the subjects kept out for
+# benchmarks/validate_synthetic.py. About 35 minutes on 2 CPUs.
+ref_labels=$(echo "$train_labels" | head -60)
+# shellcheck disable=SC2086  # one word per label
+bids_pscore-synth "$build/reference" --base "$base" --participant-label $ref_labels --n-sessions 1 --ad-fraction 0 --seed 2001 \
+  -w "$build/bases" --n-procs 2
+bids_pscore-normative "$build/model" "$build/reference" "$build/model_normative" -w "$build/reference_work" --skip-bids-validation
+cp "$build/model_normative/weights.safetensors" "$build/model_normative/model.json" "$build/model_normative/normative.safetensors" \
+  "$build/model/training.tsv" "$here/"
