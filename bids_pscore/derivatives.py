@@ -370,7 +370,7 @@ def write_session(
         "columns": REGION_COLUMNS,
         "voxel": "P_voxel: each selected cube's P_cube spread evenly over its brain voxels; 0 outside the brain",
         "region_map": "normalised P_region of each Brainnetome region painted over the region; 0 outside the atlas",
-        "normalisation": "reference: the model's training images (min and max per region)",
+        "normalisation": "reference: the model's reference images (min and max per region; the validation split of models trained by this version)",
     }, threshold, template, _model_record(model_card), sources, {},
         {"ADProbability": float(ad_probability), "PredictedClass": predicted_class,
          **({"NumberOfAtrophicRegions": normative["NumberOfAtrophicRegions"], "AtrophicRegions": normative["AtrophicRegions"],
@@ -393,6 +393,7 @@ def normative_summary(deviation, record, labels, age, sex):
         "Threshold": record["threshold"],
         "FalseFlagsPerHealthyImage": calibration.get("false_flags_per_healthy_image"),
         "Reference": record.get("reference"),
+        "SHA256": record.get("sha256"),  # of normative.safetensors: which reference, as Model.SHA256 says which weights
         "Age": float(age) if known_age else None,
         "Sex": sex if sex not in (None, "", "n/a") else None,
         "AgeAdjusted": deviation.age_adjusted and record["covariates"]["age"],
@@ -409,7 +410,10 @@ def normative_summary(deviation, record, labels, age, sex):
         )
     ages = (record.get("reference") or {}).get("age") or {}
     if record["covariates"]["age"] and not known_age:
-        cautions.append("the age of this session is unknown (participants.tsv or sessions.tsv 'age'): compared without age adjustment")
+        cautions.append(
+            f"the age of this session is unknown (participants.tsv or sessions.tsv 'age'): compared with healthy people of the "
+            f"reference's median age ({record['covariates'].get('age_centre', float('nan')):g}), so its flags are less certain"
+        )
     elif record["covariates"]["age"] and "min" in ages and not ages["min"] <= age <= ages["max"]:
         cautions.append(f"age {age:g} is outside the normative reference's ages ({ages['min']:g}-{ages['max']:g}): its expected values "
                         "are extrapolated")  # fmt: skip
@@ -474,7 +478,7 @@ def write_relevance(output_dir, entities, template, scores, voxel_map, region_ma
         },
         "voxel": spread,
         "region_map": "normalised relevance-weighted P_region of each Brainnetome region painted over the region; 0 outside the atlas",
-        "normalisation": "reference: the model's training images (min and max per region of the relevance-weighted scores)",
+        "normalisation": "reference: the model's reference images (min and max per region of the relevance-weighted scores)",
     }, threshold, template, _model_record(model_card), sources,
         {"Description": "whole-brain P-score and degenerative regions from the relevance-weighted voxel map (not SPEC's even spread)",
          "VoxelMap": spread}, {})  # fmt: skip
@@ -539,7 +543,7 @@ def write_group_tables(output_dir, tables, normalisation, threshold, model, flag
         write_tsv(path, frame, "%.6g")
         columns = {c: {"Description": GROUP_COLUMNS.get(c, "from participants.tsv")} for c in frame.columns}
         write_json(bids.sidecar_path(path), {
-            "Normalisation": f"{normalisation}: " + ("the model's reference cohort (its training images)" if normalisation == "reference"
+            "Normalisation": f"{normalisation}: " + ("the model's reference images" if normalisation == "reference"
                                                       else "minimum and maximum over the analysed sessions"),
             "Lambda": threshold, "Model": {"Name": model.get("Name"), "Version": model.get("Version"), "SHA256": model.get("SHA256")},
             "Flags": f"{flags}: {FLAG_DESCRIPTIONS[flags]}",

@@ -53,7 +53,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
                 if len(z) != 246 or z.isna().any().any():
                     raise ValueError(f"normative table: {len(z)} rows, {int(z.isna().sum().sum())} missing values")
                 deviation = (z["grey_level_z"].to_numpy(float), z["atrophic"].astype(str).str.lower().eq("true").to_numpy(),
-                             float(summary["Normative"]["Threshold"]))  # fmt: skip
+                             float(summary["Normative"]["Threshold"]), summary["Normative"].get("SHA256"))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError) as exc:  # JSON, pandas and NumPy parse errors are ValueErrors
             damaged.append(f"{path.name}: unreadable or incomplete outputs ({str(exc).splitlines()[0][:120]}); "
                            "run the participant level again for this session")  # fmt: skip
@@ -80,7 +80,15 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     ((model, _),) = models.values()
     normative = None
     if all(d is not None for d in deviations):
+        references = {d[3] for d in deviations}
+        if len(references) > 1:
+            raise ModelError(f"{output_dir}: its sessions were compared with {len(references)} different normative references (Normative.SHA256 "
+                             "of the summaries): their flags cannot be pooled; score them again with one model")  # fmt: skip
         normative = Normative(np.array([d[0] for d in deviations]), np.array([d[1] for d in deviations]), deviations[0][2])
+    elif any(d is not None for d in deviations):
+        without = [row["t1w"] for row, d in zip(rows, deviations) if d is None]
+        log.warning("%d session(s) have no normative outputs (%s%s), so the normative flags are not counted; score them again with a model "
+                    "that has a normative reference", len(without), ", ".join(without[:3]), ", ..." if len(without) > 3 else "")  # fmt: skip
     return pd.DataFrame(rows), np.array(raw), np.array(norm), thresholds.pop(), model, damaged, normative
 
 

@@ -22,6 +22,9 @@ SEX_CODES = {"F": 0.5, "FEMALE": 0.5, "M": -0.5, "MALE": -0.5}  # centred: unkno
 HUBER_K = 1.345  # 95% efficiency under normal residuals
 MAD_TO_SD = 1.4826
 RESCALED_ITERATIONS = 3  # the outliers' pull on the ordinary fit's scale is gone by then
+# no spread below this share of the median spread: a voxel that the intensity normalisation clips to 1
+# in every reference image has a spread of 1e-15, and a z of 1e5 for a person 0.01 below it
+SPREAD_FLOOR = 0.1
 
 
 def sex_code(value):
@@ -83,10 +86,10 @@ def fit(values, design, iterations=10):
 
     Iteratively reweighted, the residuals' scale (their MAD) re-estimated in the first
     iterations only and then held (a median per iteration is most of the time: the voxel
-    reference has half a million columns), until no coefficient moves by more than 1e-4 of it. The spread is the MAD of the final
-    residuals scaled to an SD, times sqrt(n / (n - p)) for the fitted coefficients; a column whose
-    spread is 0 (a voxel constant in every image) gets the smallest positive spread, so that z
-    stays finite.
+    reference has half a million columns), until no coefficient moves by more than 1e-4 of it.
+    The spread is the MAD of the final residuals scaled to an SD, times sqrt(n / (n - p)) for the
+    fitted coefficients, and at least SPREAD_FLOOR of the median spread over the columns, so that
+    z stays finite where every reference image has the same value.
     """
     y = np.asarray(values, np.float64)
     x = np.asarray(design, np.float64)
@@ -109,9 +112,8 @@ def fit(values, design, iterations=10):
         if moved.max() < 1e-4:
             break
     spread = _mad(y - x @ coef) * np.sqrt(n / max(n - p, 1))
-    positive = spread[spread > 0]
-    spread = np.where(spread > 0, spread, positive.min() if positive.size else 1.0)
-    return Statistics(coef, spread)
+    floor = SPREAD_FLOOR * float(np.median(spread))
+    return Statistics(coef, np.maximum(spread, floor if floor > 0 else 1e-6))
 
 
 def expected(design, stats):

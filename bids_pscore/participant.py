@@ -124,6 +124,14 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, cova
             region_values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
             deviation = normative.deviation(bundle.normative, image, region_values, age, normative.sex_code(sex))
             normative_summary = derivatives.normative_summary(deviation, bundle.metadata["normative"], labels, age, sex)
+        # the normative files before the summary that names them, so that a failure in between leaves no
+        # summary pointing at an earlier run's deviations
+        if deviation is not None:
+            normative_written = derivatives.write_normative(output_dir, item.entities, template, deviation, normative_summary, card,
+                                                            item.relpath)  # fmt: skip
+        else:
+            normative_written = {}
+            derivatives.remove_normative(output_dir, item.entities, template)
         written = derivatives.write_session(
             output_dir, item.entities, template, scores,
             voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
@@ -131,11 +139,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, cova
             ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
             threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath, normative=normative_summary,
         )  # fmt: skip
-        if deviation is not None:
-            written.update(derivatives.write_normative(output_dir, item.entities, template, deviation, normative_summary,
-                                                       card, item.relpath))  # fmt: skip
-        else:
-            derivatives.remove_normative(output_dir, item.entities, template)
+        written.update(normative_written)
         relevance_summary = None
         if relevance is not None:
             grid_relevance = relevance_on_grid(relevance_base, scored.cubes, relevance_cubes, relevance)
@@ -308,9 +312,11 @@ def rebuild_reports(t1w_inputs, config):
             failed[t1w.label] = Outcome(
                 t1w.label, status="failed", failed_step="participant level", message="not scored yet: no outputs in the output folder"
             )
-        elif result.model_sha256 != bundle.metadata["weights"]["sha256"]:
-            raise ModelError(f"{output_dir / result.paths['summary']}: was scored by another model than {bundle.folder}; "
-                             "pass the model that made the outputs with --model")  # fmt: skip
+        elif result.model_sha256 != bundle.metadata["weights"]["sha256"] or (
+            result.normative and result.normative.get("SHA256") != (bundle.metadata.get("normative") or {}).get("sha256")
+        ):
+            raise ModelError(f"{output_dir / result.paths['summary']}: was scored by another model (or normative reference) than "
+                             f"{bundle.folder}; pass the model that made the outputs with --model")  # fmt: skip
         else:
             results.append(result)
     if not results:

@@ -146,7 +146,7 @@ def degenerative(p_region_norm, threshold):
 
 @dataclass(frozen=True)
 class Reference:
-    """Statistics of the model's reference cohort (its training images), kept in the bundle."""
+    """Statistics of the model's reference images (its validation split, SPEC 7), kept in the bundle."""
 
     region_min: np.ndarray
     region_max: np.ndarray

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 FLAGS_PER_HEALTHY_IMAGE = 1.0  # SPEC 10: a healthy image gets on average at most one flagged region
 N_FOLDS = 10
+# fewer subjects give no usable spread (a fold of 2-5 heads fits age and sex exactly) and a threshold
+# out of any range; even 20 put it at z -4.7 to -5.7 on the demo cohort (docs/normative.md)
+MIN_REFERENCE_SUBJECTS = 20
 
 
 def features(images, template, ensemble=None, reference=None):
@@ -49,9 +52,18 @@ def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble
     ``source`` says how the images were chosen (e.g. "controls of the training data"); the
     description names their dataset (``dataset_dir``) and its licence, never a path.
     """
+    from .errors import UsageError
+
+    if len(set(subjects)) < MIN_REFERENCE_SUBJECTS:
+        raise UsageError(f"{dataset_dir}: {len(set(subjects))} healthy subject(s) passed preprocessing and the quality gate; a normative "
+                         f"reference needs at least {MIN_REFERENCE_SUBJECTS} (tens: the more, the closer its threshold to what a healthy "
+                         "head shows)")  # fmt: skip
     voxel_mask, voxels, regions = features(images, template, ensemble, reference)
     codes = np.array([normative.sex_code(s) for s in sexes])
     built = normative.build(voxels, voxel_mask, regions, ages, codes, subjects, FLAGS_PER_HEALTHY_IMAGE, N_FOLDS)
+    if not -np.inf < built.calibration.threshold < 0:
+        raise UsageError(f"{dataset_dir}: the calibrated threshold came out at z = {built.calibration.threshold:.3g}, which no healthy "
+                         "reference gives; check the images (their quality reports) and their ages")  # fmt: skip
     ages = np.asarray(ages, np.float64)
     known = ages[np.isfinite(ages)]
     cal, ref = built.calibration, built.reference
@@ -172,10 +184,19 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
             passed.append(item)
         else:
             log.warning("%s: left out of the reference, it failed the quality gate: %s", item.label, "; ".join(gate["Failures"]))
-    if len({t.entities["sub"] for t in passed}) < 2:
-        raise UsageError(f"{healthy_dir}: fewer than 2 healthy subjects passed preprocessing and the quality gate; a reference needs many "
-                         "(tens of subjects)")  # fmt: skip
     return passed, source_dir, raw
+
+
+def in_sample_pscores(subjects, metadata):
+    """Whether images of these subjects may have trained the model's networks (their labels are in
+    its training split): then their P-scores are in-sample and the P-score feature is left out."""
+    trained_on = {s for s, part in metadata.get("training", {}).get("split", {}).items() if part == "train"}
+    overlap = sorted(trained_on & set(subjects))
+    if overlap:
+        log.info("%d healthy subject label(s) are in the model's training split (%s%s): if they are the same people their P-scores "
+                 "are in-sample, so the reference holds the grey level only", len(overlap), ", ".join(overlap[:5]),
+                 ", ..." if len(overlap) > 5 else "")  # fmt: skip
+    return bool(overlap)
 
 
 def add_to_bundle(config):
@@ -199,16 +220,12 @@ def add_to_bundle(config):
     write_config(config, log_dir)
     t1w, source_dir, raw = healthy_inputs(config.healthy_dir, params, work_dir, config.execution, log_dir, config.participant_label,
                                           not config.skip_bids_validation)  # fmt: skip
-    trained_on = set(bundle.metadata.get("training", {}).get("split", {}))
-    overlap = sorted(trained_on & {t.entities["sub"] for t in t1w})
-    if overlap:
-        log.warning("%d subject label(s) of the healthy dataset are also in the model's training data (%s): if they are the same people, "
-                    "their P-scores are in-sample and the P-score feature's spread too narrow", len(overlap), ", ".join(overlap[:5]))  # fmt: skip
+    subjects = [t.entities["sub"] for t in t1w]
+    ensemble = None if in_sample_pscores(subjects, bundle.metadata) else bundle.ensemble
     ages, sexes = bids.ages_and_sexes(raw, t1w)
     images = load_grid_images(t1w, source_dir, params)
-    reference, description = build(images, ages, sexes, [t.entities["sub"] for t in t1w], params.template,
-                                   "a separate healthy dataset (bids_pscore-normative)", raw,
-                                   bundle.ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]))  # fmt: skip
+    reference, description = build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (bids_pscore-normative)",
+                                   raw, ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]))  # fmt: skip
     description["added"] = {"by": "bids_pscore-normative", "date": time.strftime("%Y-%m-%d")}
     add_normative(bundle.folder, out_dir, reference, description)
     log.info("bundle with the normative reference written to %s (weights unchanged, new model.json checksum)", out_dir)

@@ -144,7 +144,7 @@ def build_cube_cache(images, n_images, cache_path):
 
 def relevance_reference(ensemble, cubes, masks, p_cube, is_ad, predicted_ad, record):
     """The reference statistics of the relevance-weighted region scores (docs/relevance.md) over
-    the training images, whose cubes, packed masks and cube scores are given."""
+    the given images (the validation split), whose cubes, packed masks and cube scores are given."""
     from . import pscore
     from .atlas import atlas_on_grid
     from .grid import GRID_SHAPE
@@ -159,7 +159,7 @@ def relevance_reference(ensemble, cubes, masks, p_cube, is_ad, predicted_ad, rec
         relevance = relevance_on_grid(base, np.asarray(cubes[i : i + 1], np.float32), chosen, record)
         region[i] = pscore.region_means(pscore.relevance_voxel_scores(p_cube[i : i + 1], relevance, mask[None]), grid_atlas, sizes)[0]
         if (i + 1) % 25 == 0:
-            log.info("relevance of the training images: %d of %d", i + 1, len(masks))
+            log.info("relevance of the reference images: %d of %d", i + 1, len(masks))
     return pscore.reference_statistics(region, is_ad, predicted_ad)
 
 
@@ -194,7 +194,7 @@ def fit_model(cubes, y, parts, brain, overlap, masks, sizes, training):
     return ensemble, history, metrics, reference, relevance
 
 
-def training_reference(config, t1w_inputs, y, parts, source_dir, params, work_dir, log_dir, ensemble, reference):
+def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, work_dir, log_dir, ensemble, reference):
     """The normative reference (SPEC 10) and its description: from ``config.normative``, a separate
     healthy dataset, when given; else from the controls of the training and validation splits
     (the test split stays untouched). Returns None when there are too few controls."""
@@ -206,14 +206,17 @@ def training_reference(config, t1w_inputs, y, parts, source_dir, params, work_di
         )
         ages, sexes = bids.ages_and_sexes(raw, healthy)
         images = load_grid_images(healthy, healthy_source, params)
-        return reference_module.build(images, ages, sexes, [t.entities["sub"] for t in healthy], params.template,
-                                      "a separate healthy dataset (--normative)", raw,
-                                      ensemble, reference)  # fmt: skip
+        subjects = [t.entities["sub"] for t in healthy]
+        in_sample = reference_module.in_sample_pscores(subjects, {"training": {"split": split}})
+        return reference_module.build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (--normative)", raw,
+                                      None if in_sample else ensemble, reference)  # fmt: skip
     rows = np.sort(np.concatenate([parts["train"], parts["validation"]]))
     controls = [t1w_inputs[i] for i in rows if y[i] == 0]
-    if len({t.entities["sub"] for t in controls}) < 2:
-        log.warning("fewer than 2 control subjects in the training and validation splits: the model gets no normative reference "
-                    "(bids_pscore-normative adds one later)")  # fmt: skip
+    n_subjects = len({t.entities["sub"] for t in controls})
+    if n_subjects < reference_module.MIN_REFERENCE_SUBJECTS:
+        log.warning("%d control subject(s) in the training and validation splits, fewer than the %d a normative reference needs: the model "
+                    "gets none (bids_pscore-normative adds one later, from healthy scans of your site)",
+                    n_subjects, reference_module.MIN_REFERENCE_SUBJECTS)  # fmt: skip
         return None
     ages, sexes = bids.ages_and_sexes(config.bids_dir, controls)
     images = load_grid_images(controls, source_dir, params, config.cat12_prefix)
@@ -303,7 +306,7 @@ def run(config):
         )
     check_both_classes(parts, y, config.positive, config.negative)
     ensemble, history, metrics, reference, relevance = fit_model(cubes, y, parts, brain, overlap, masks, sizes, config.training)
-    normative = training_reference(config, t1w_inputs, y, parts, Path(source_dir), params, work_dir, log_dir, ensemble, reference)
+    normative = training_reference(config, t1w_inputs, y, parts, split, Path(source_dir), params, work_dir, log_dir, ensemble, reference)
 
     metadata = {
         "name": config.name or model_dir.name,

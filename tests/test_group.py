@@ -247,6 +247,13 @@ def test_normative_flags_are_counted_by_default_and_say_so(tmp_path, capsys):
     sessions = pd.read_csv(tmp_path / "out" / "group" / "sessions.tsv", sep="\t", na_values="n/a")
     regions = pd.read_csv(tmp_path / "out" / "group" / "regions.tsv", sep="\t")
     assert (sessions["flags"] == "patent").all() and (regions["degenerative"] == (regions["p_region_norm_reference"] > SCORED_LAMBDA)).all()
+    # sessions compared with two different references are not pooled
+    summary_path = next((tmp_path / "out").glob("sub-*/ses-1/anat/*_desc-summary_pscore.json"))
+    summary = json.loads(summary_path.read_text())
+    summary["Normative"]["SHA256"] = "another"
+    summary_path.write_text(json.dumps(summary))
+    assert cli.main([str(bids_dir), str(tmp_path / "out"), "group"]) == 65
+    assert "different normative references" in capsys.readouterr().err
 
 
 def test_normative_flags_need_normative_outputs(tmp_path, capsys):

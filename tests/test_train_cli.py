@@ -99,18 +99,32 @@ def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
     # SPEC 7: what served each step; the dataset named, not a path of this machine
     assert meta["training"]["fitted_on"]["meta_classifier"] == meta["training"]["fitted_on"]["reference_statistics"] == "validation"
     assert meta["training"]["dataset"] == "test" and str(tmp_path) not in json.dumps(meta)
-    # SPEC 10: a normative reference of the controls of the train and validation splits
-    labels = dict(zip([f"{i:02d}" for i in range(1, 15)], ["AD", "CN"] * 6 + ["MCI", "MCI"]))
-    reference_controls = [s for s, part in split.items() if part != "test" and labels[s] == "CN"]
-    record = meta["normative"]
-    assert record["reference"]["images"] == len(reference_controls) and record["reference"]["source"].startswith("the controls")
-    assert bundle.normative is not None and bundle.normative.threshold == record["threshold"] < 0
-    assert record["unseen_controls"]["images"] == sum(labels[s] == "CN" for s, part in split.items() if part == "test")
+    # SPEC 10: 5 control subjects are too few for a normative reference, and the run says so
+    assert "normative" not in meta and bundle.normative is None
+    assert "fewer than the 20 a normative reference needs: the model gets none" in out
     # a second training into the same folder is refused before anything is read or written
     before = {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()}
     assert main(train_args(root, tmp_path, pre)) == 2
     assert "already holds a model bundle, and training never overwrites one" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()} == before
+
+
+@pytest.mark.slow
+def test_the_controls_of_the_train_and_validation_splits_make_the_normative_reference(tmp_path, capsys):
+    groups = ["AD", "CN"] * 16 + ["CN"] * 8
+    root, pre = labelled_dataset(tmp_path, groups)
+    ages = "\n".join(["participant_id\tgroup\tage\tsex"] + [f"sub-{i:02d}\t{g}\t{30 + i}\t{'FM'[i % 2]}" for i, g in enumerate(groups, 1)])
+    (root / "participants.tsv").write_text(ages + "\n")
+    assert main(train_args(root, tmp_path, pre, "--val-fraction", "0.3", "--test-fraction", "0.15", "--epochs", "8", "--patience", "8")) == 0
+    bundle = load_bundle(tmp_path / "model")
+    split, record = bundle.metadata["training"]["split"], bundle.metadata["normative"]
+    labels = {f"{i:02d}": g for i, g in enumerate(groups, 1)}
+    assert record["reference"]["images"] == sum(part != "test" and labels[s] == "CN" for s, part in split.items()) >= 20
+    assert record["reference"]["source"].startswith("the controls") and record["features"] == ["grey_level"]  # P-scores in-sample
+    assert record["covariates"]["age"] and record["covariates"]["sex"] and record["reference"]["age"]["min"] >= 31
+    assert record["unseen_controls"]["images"] == sum(part == "test" and labels[s] == "CN" for s, part in split.items())
+    assert bundle.normative.threshold == record["threshold"] < 0 and record["calibration"]["false_flags_per_healthy_image"] <= 1
+    assert "normative reference: " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("groups,words", [

@@ -87,7 +87,7 @@ def methods_text(params, metadata):
         f"a meta-classifier combined the {len(metadata['selected_cubes'])} selected cubes with one weight per cube "
         f"(interpretable ensemble 3DCNN, US patent 12383189; Pan et al. 2020). Cube, voxel, region (Brainnetome atlas, "
         f"246 regions) and whole-brain P-scores followed the patent, regions being normalised by the reference statistics "
-        f"of the model's training images and marked degenerative above lambda = {metadata['reference']['lambda']:.3f}. "
+        f"of the model's reference images and marked degenerative above lambda = {metadata['reference']['lambda']:.3f}. "
         f"The model was {metadata['name']} version {metadata['version']} (weights SHA256 {metadata['weights']['sha256']}).{demo}"
     )
 

@@ -163,11 +163,13 @@ def normative_rows(record):
     return rows
 
 
-def summary_row(result):
+def summary_row(result, with_normative):
     row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
            len(result.degenerative), ", ".join(result.degenerative) or "none")  # fmt: skip
     if result.normative is not None:
         row += (result.normative["NumberOfAtrophicRegions"], ", ".join(result.normative["AtrophicRegions"]) or "none")
+    elif with_normative:  # another session of the subject has them: keep the columns in line
+        row += ("n/a", "no normative reference")
     if result.relevance is not None:
         row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
     return row
@@ -200,7 +202,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
               for t in t1w_inputs if t.label in failed]  # fmt: skip
     page = render(
         "subject.html", title=f"bids_pscore report: sub-{subject}", warnings=warnings,
-        summary={"header": header, "rows": [summary_row(r) for r in results]}, errors=errors, sessions=sessions,
+        summary={"header": header, "rows": [summary_row(r, any(s.normative for s in results)) for r in results]}, errors=errors, sessions=sessions,
         model={"rows": model_rows(metadata), "figure": weights_fig.as_posix(),
                "caption": "Per-cube weights w_c of the meta-classifier over the template (blue negative, red positive; "
                "cubes the model does not use are blank)."},
