@@ -118,19 +118,17 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, cova
         scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes)
         scores, ad_probability = scored.scores, scored.ad_probability
         predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
-        deviation, normative_summary = None, None
+        # the normative files before the summary that names them, so that a failure in between leaves no
+        # summary pointing at an earlier run's deviations
         if bundle.normative is not None:
             age, sex = (covariates or {}).get(item.ident, (float("nan"), "n/a"))
             region_values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
             deviation = normative.deviation(bundle.normative, image, region_values, age, normative.sex_code(sex))
             normative_summary = derivatives.normative_summary(deviation, bundle.metadata["normative"], labels, age, sex)
-        # the normative files before the summary that names them, so that a failure in between leaves no
-        # summary pointing at an earlier run's deviations
-        if deviation is not None:
             normative_written = derivatives.write_normative(output_dir, item.entities, template, deviation, normative_summary, card,
                                                             item.relpath)  # fmt: skip
         else:
-            normative_written = {}
+            deviation, normative_summary, normative_written = None, None, {}
             derivatives.remove_normative(output_dir, item.entities, template)
         written = derivatives.write_session(
             output_dir, item.entities, template, scores,

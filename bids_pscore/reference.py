@@ -114,30 +114,30 @@ def covariate_text(covariates):
     return " and ".join(names) if names else "no covariate (age or sex unknown or constant in the reference)"
 
 
+def dataset_description(folder):
+    """The folder's dataset_description.json as a dict; empty when it is missing or not a JSON object."""
+    try:
+        description = json.loads((Path(folder) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return description if isinstance(description, dict) else {}
+
+
 def dataset_name(bids_dir):
     """The dataset's Name from its dataset_description.json, else its folder's name: never a path."""
-    try:
-        return str(json.loads((Path(bids_dir) / "dataset_description.json").read_text())["Name"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return Path(bids_dir).resolve().name
+    return str(dataset_description(bids_dir).get("Name") or Path(bids_dir).resolve().name)
 
 
 def dataset_licence(bids_dir):
     """License and HowToAcknowledge of the dataset's dataset_description.json, those it has: a
     reference derives from its images and carries their terms."""
-    try:
-        description = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    description = dataset_description(bids_dir)
     return {key.lower(): str(description[key]) for key in ("License", "HowToAcknowledge") if description.get(key)}
 
 
 def is_bids_pscore_output(folder):
     """Whether ``folder`` is an output folder of bids_pscore's participant level."""
-    try:
-        description = json.loads((Path(folder) / "dataset_description.json").read_text())
-    except (OSError, ValueError):
-        return False
+    description = dataset_description(folder)
     generated = description.get("GeneratedBy") or []
     return description.get("DatasetType") == "derivative" and any(isinstance(g, dict) and g.get("Name") == "bids_pscore" for g in generated)
 
@@ -157,7 +157,7 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
 
     healthy_dir = Path(healthy_dir)
     if is_bids_pscore_output(healthy_dir):
-        raw = Path(json.loads((healthy_dir / "dataset_description.json").read_text()).get("DatasetLinks", {}).get("raw", ""))
+        raw = Path((dataset_description(healthy_dir).get("DatasetLinks") or {}).get("raw", ""))
         if not (raw / "dataset_description.json").is_file():
             raise UsageError(f"{healthy_dir}: its raw dataset ({raw}) is not there; the ages and the T1w list come from it: "
                              "pass the raw BIDS dataset instead")  # fmt: skip
@@ -187,10 +187,11 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
     return passed, source_dir, raw
 
 
-def in_sample_pscores(subjects, metadata):
+def in_sample_pscores(subjects, split):
     """Whether images of these subjects may have trained the model's networks (their labels are in
-    its training split): then their P-scores are in-sample and the P-score feature is left out."""
-    trained_on = {s for s, part in metadata.get("training", {}).get("split", {}).items() if part == "train"}
+    the train part of ``split``, subject -> split name): then their P-scores are in-sample and the
+    P-score feature is left out."""
+    trained_on = {s for s, part in split.items() if part == "train"}
     overlap = sorted(trained_on & set(subjects))
     if overlap:
         log.info("%d healthy subject label(s) are in the model's training split (%s%s): if they are the same people their P-scores "
@@ -202,6 +203,7 @@ def in_sample_pscores(subjects, metadata):
 def add_to_bundle(config):
     """``bids_pscore-normative``: a copy of a trained bundle with a normative reference built from
     healthy images (``config.NormativeRunConfig``); returns 0."""
+    from .config import write_config
     from .errors import UsageError
     from .execution import make_run_folders
     from .model.bundle import add_normative
@@ -215,13 +217,11 @@ def add_to_bundle(config):
     params = preprocessing_params(bundle.metadata)
     out_dir, work_dir = make_run_folders(out_dir, config.execution.work_dir, config.healthy_dir)
     log_dir = work_dir / "logs" / f"run-{config.run_id}"
-    from .config import write_config
-
     write_config(config, log_dir)
     t1w, source_dir, raw = healthy_inputs(config.healthy_dir, params, work_dir, config.execution, log_dir, config.participant_label,
                                           not config.skip_bids_validation)  # fmt: skip
     subjects = [t.entities["sub"] for t in t1w]
-    ensemble = None if in_sample_pscores(subjects, bundle.metadata) else bundle.ensemble
+    ensemble = None if in_sample_pscores(subjects, bundle.metadata.get("training", {}).get("split", {})) else bundle.ensemble
     ages, sexes = bids.ages_and_sexes(raw, t1w)
     images = load_grid_images(t1w, source_dir, params)
     reference, description = build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (bids_pscore-normative)",

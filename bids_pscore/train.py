@@ -207,7 +207,7 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
         ages, sexes = bids.ages_and_sexes(raw, healthy)
         images = load_grid_images(healthy, healthy_source, params)
         subjects = [t.entities["sub"] for t in healthy]
-        in_sample = reference_module.in_sample_pscores(subjects, {"training": {"split": split}})
+        in_sample = reference_module.in_sample_pscores(subjects, split)
         return reference_module.build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (--normative)", raw,
                                       None if in_sample else ensemble, reference)  # fmt: skip
     rows = np.sort(np.concatenate([parts["train"], parts["validation"]]))
