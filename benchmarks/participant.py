@@ -3,7 +3,7 @@
 Usage: python benchmarks/participant.py [--sessions 10] [--model FOLDER]
 Prints wall time and peak memory (summed over the whole process tree, sampled every 0.2 s) of one
 session with each plugin, then the throughput of ``--sessions`` sessions with MultiProc.
-Targets on a 2-core machine: <= 45 s and <= 3 GB for one session.
+Targets on a 2-core machine: one session <= 20 s (Linear), >= 300 sessions an hour (MultiProc), peak <= 3 GB.
 """
 
 import argparse

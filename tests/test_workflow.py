@@ -107,10 +107,22 @@ def test_skull_stripping_of_a_moved_colin27_against_its_bet_mask(tmp_path):
 
     img = steps.load_t1w(path)
     mask, stripped = steps.brain_mask(
-        steps.n4_correct(img, PARAMS.n4_shrink_mm, PARAMS.n4_iterations, PARAMS.n4_mask_fraction), PARAMS.stripped_max_volume_ml, 2
+        steps.n4_correct(img, PARAMS.n4_shrink_mm, PARAMS.n4_iterations, PARAMS.n4_mask_fraction),
+        PARAMS.stripped_max_volume_ml,
+        PARAMS.skullstrip_network_size,
+        2,
     )
     assert not stripped
     assert dice(np.asarray(mask.dataobj) > 0, moved_truth) >= 0.92
+
+
+def test_registration_levels_halve_the_spacing_and_skip_trailing_levels_of_no_iterations():
+    # ANTs options (iterations, shrink factors, smoothing sigmas in voxels), coarsest level first
+    assert steps._levels((200, 100, 0)) == ("200x100", "4x2", "2x1")
+    assert steps._levels((500, 250, 100, 0)) == ("500x250x100", "8x4x2", "3x2x1")
+    assert steps._levels((40, 10, 5)) == ("40x10x5", "4x2x1", "2x1x0")
+    assert steps._levels((40, 0, 0)) == ("40", "4", "2")
+    assert steps._levels((0,)) == ("0", "1", "0")
 
 
 def test_registration_is_reproducible_with_a_seed(tmp_path):

@@ -68,6 +68,7 @@ class N4BiasCorrect(SimpleInterface):
 
 class _SkullStripInputSpec(_InFileSpec):
     stripped_max_volume_ml = traits.Float(mandatory=True)
+    network_size = traits.Int(mandatory=True, desc="deepbet's input size (voxels a side)")
     num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 
@@ -85,7 +86,7 @@ class SkullStrip(SimpleInterface):
 
     def _run_interface(self, runtime):
         img, data = _load(self.inputs.in_file)
-        mask, stripped = steps.brain_mask(img, self.inputs.stripped_max_volume_ml, self.inputs.num_threads)
+        mask, stripped = steps.brain_mask(img, self.inputs.stripped_max_volume_ml, self.inputs.network_size, self.inputs.num_threads)
         inside = np.asarray(mask.dataobj) > 0
         mask_img = steps.as_image(inside, img.affine, np.uint8)
         self._results["out_mask"] = _save(mask_img, runtime, "brain_mask.nii.gz")
@@ -223,7 +224,7 @@ class ResampleToGrid(SimpleInterface):
         mask = steps.apply_to_grid(nib.load(self.inputs.in_mask), template, transforms, "linear")
         inside = np.asarray(mask.dataobj) >= 0.5
         brain = steps.as_image(np.where(inside, np.clip(brain.dataobj, 0, None), 0), brain.affine)
-        self._results["out_file"] = _save(brain, runtime, "brain_grid.nii.gz")
+        self._results["out_file"] = _save(brain, runtime, "brain_grid.nii")
         self._results["out_mask"] = _save(steps.as_image(inside, mask.affine, np.uint8), runtime, "mask_grid.nii.gz")
         return runtime
 
@@ -246,7 +247,7 @@ class SmoothInMask(SimpleInterface):
         img, data = _load(self.inputs.in_file)
         mask = np.asarray(nib.load(self.inputs.mask).dataobj) > 0
         out = steps.smooth_in_mask(data, mask, self.inputs.fwhm_mm, float(steps.voxel_sizes(img)[0]))
-        self._results["out_file"] = _save(steps.as_image(out, img.affine), runtime, "smoothed_grid.nii.gz")
+        self._results["out_file"] = _save(steps.as_image(out, img.affine), runtime, "smoothed_grid.nii")
         return runtime
 
 

@@ -15,8 +15,9 @@ class PreprocParams:
     # nilearn's MNI152 2009a nonlinear symmetric brain template, the registration target
     template: str = "MNI152NLin2009aSym"
     # N4 works on a grid coarsened to about this spacing: 6 mm gave the same field as 4 mm
-    # (r = 0.999) in a third of the time on a 1 mm head
-    n4_shrink_mm: float = 6.0
+    # (r = 0.999) in a third of the time on a 1 mm head, 8 mm the same as 6 mm (r = 0.994-0.996
+    # on a 1 mm and a 2 mm head with a bias) in half the time (benchmarks/preprocess.py)
+    n4_shrink_mm: float = 8.0
     n4_iterations: tuple = (50, 50, 30)
     # N4 fits its field on the head: voxels above this fraction of the way from the 1st to the 99th
     # intensity percentile; a scan's noisy background can fill most of the volume, and fitting it
@@ -24,11 +25,19 @@ class PreprocParams:
     n4_mask_fraction: float = 0.1
     # an input whose non-zero voxels fill less than this is taken as already skull-stripped
     stripped_max_volume_ml: float = 2500.0
-    # ANTs rigid and affine stages run on a copy of the grid at this spacing, SyN on the grid
+    # deepbet's network sees the head's bounding box resampled to this many voxels a side (its own
+    # run() uses 256): 192 halves its time at the same mask (steps.brain_mask)
+    skullstrip_network_size: int = 192
+    # ANTs rigid and affine stages run on a copy of the grid at this spacing, SyN on the grid.
+    # Iterations per level, coarsest first, each level at half the spacing of the one before and
+    # ending at the stage's grid; levels of 0 iterations at the end are not run (steps.register).
+    # The linear stages converged in 20-70 iterations per level; SyN's finer level costs 0.5 s an
+    # iteration on the 1.5 mm grid's 3 mm level, and 15 rather than 10 there gave the same
+    # region signal (benchmark normative AUC 0.807 either way, 0.814 with the earlier (40, 20, 0))
     registration_mm: float = 2.0
-    rigid_iterations: tuple = (500, 250, 0)
-    affine_iterations: tuple = (500, 250, 100, 0)
-    syn_iterations: tuple = (40, 20, 0)
+    rigid_iterations: tuple = (200, 100, 0)
+    affine_iterations: tuple = (200, 100, 0)
+    syn_iterations: tuple = (40, 10, 0)
     interpolation: str = "linear"
     fwhm_mm: float = 8.0
     norm_percentile: float = 99.0
@@ -46,6 +55,8 @@ class PreprocParams:
             raise UsageError(f"normalisation percentile must be in [50, 100], got {self.norm_percentile}")
         if self.registration_seed < 1:
             raise UsageError(f"registration seed must be at least 1 (ANTs seeds 0 from the clock), got {self.registration_seed}")
+        if self.skullstrip_network_size % 32 or not 128 <= self.skullstrip_network_size <= 256:
+            raise UsageError(f"skull-strip network size must be a multiple of 32 from 128 to 256, got {self.skullstrip_network_size}")
         if self.interpolation not in ("linear", "bSpline", "lanczosWindowedSinc"):
             raise UsageError(f"unknown interpolation {self.interpolation!r}")
 

@@ -153,8 +153,12 @@ def nonzero_region(data):
     return ndimage.binary_fill_holes(labels == largest)
 
 
-def brain_mask(img, stripped_max_volume_ml, n_threads=1):
+def brain_mask(img, stripped_max_volume_ml, network_size, n_threads=1):
     """Brain mask in the image's space: deepbet, or the input itself if already skull-stripped.
+
+    deepbet resamples the head's bounding box to ``network_size`` voxels a side for its network
+    (256 in deepbet's own ``run``): 192 took half the time at a Dice of 0.986-0.993 with 256's
+    mask on six real and generated heads, and 0.937 (256: 0.935) with Colin27's reference brain.
 
     Returns (mask image, input_was_skull_stripped). A skull-stripped input is recognised by
     its non-zero region being brain-sized; its mask is that region, so deepbet cannot cut
@@ -169,10 +173,12 @@ def brain_mask(img, stripped_max_volume_ml, n_threads=1):
     from deepbet import BrainExtraction
 
     torch.set_num_threads(n_threads)
-    # deepbet's weights ship inside its wheel: nothing is downloaded
-    _, mask, _ = BrainExtraction(no_gpu=True).run(as_image(data, img.affine))
-    mask = nib.as_closest_canonical(mask)
-    return as_image(np.asarray(mask.dataobj) > 0, mask.affine), False
+    # deepbet's weights ship inside its wheel: nothing is downloaded. Its run() without the file
+    # handling, to choose the network's input size; the image is already in RAS+, as run() wants it
+    extractor = BrainExtraction(no_gpu=True)
+    probability = extractor.run_model(data.copy(), shape=(int(network_size),) * 3)
+    mask = extractor.postprocess(probability > 0.5)
+    return as_image(mask, img.affine), False
 
 
 @functools.lru_cache(maxsize=4)
@@ -232,55 +238,55 @@ def tissue_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
     return maps
 
 
+def _levels(iterations):
+    """ANTs' per-level options for a stage: iterations, shrink factors 2^(n-1)..1 and smoothing
+    sigmas (voxels) n-1..0 over the n listed levels, without the trailing levels of 0 iterations,
+    which would only evaluate the metric once more on a finer grid (about 0.3 s per linear stage
+    and 2 s for SyN on the 1.5 mm grid) and leave the transform as it is."""
+    n = len(iterations)
+    kept = n
+    while kept > 1 and int(iterations[kept - 1]) == 0:
+        kept -= 1
+    join = "x".join
+    return (join(str(int(i)) for i in iterations[:kept]), join(str(2 ** (n - 1 - k)) for k in range(kept)),
+            join(str(n - 1 - k) for k in range(kept)))  # fmt: skip
+
+
 def register(brain, coarse_template, template, iterations, seed, out_prefix):
-    """Rigid, affine, then SyN registration of a skull-stripped brain to the template.
+    """Rigid, affine, then SyN registration of a skull-stripped brain to the template, in one
+    antsRegistration call.
 
     The linear stages run against ``coarse_template`` (the grid at 2 mm), SyN against
     ``template`` on the grid, and the brain is first resampled to the grid's 1.5 mm: on a
     1 mm head this halved the time at the same template correlation (0.881 either way).
-    ``iterations`` holds the (rigid, affine, syn) iterations per level. Returns the forward
-    transforms in the order antsApplyTransforms takes them: (warp field, affine), ANTs folding
-    the linear stages into the affine. ITK must run single-threaded for the result to depend
-    on the seed alone (ANTs sums its metric over threads in a varying order: two runs on two
-    threads differed by up to 0.7 mm).
+    ``iterations`` holds the (rigid, affine, syn) iterations per level, coarsest first (shrink
+    factors 2^(n-1)..1). One call rather than one per stage spares two image conversions and the
+    warped images ANTsPy makes after each (1-2 s). Mattes mutual information throughout (32
+    bins; the linear stages on a regular 20% sample). Returns the forward transforms in the
+    order antsApplyTransforms takes them: (warp field, affine), ANTs folding the linear stages
+    into the affine. ITK must run single-threaded for the result to depend on the seed alone
+    (ANTs sums its metric over threads in a varying order: two runs on two threads differed by
+    up to 0.7 mm).
     """
     import ants
-    import ants.config
+    from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
-    # ANTsPy reads the seed of its random metric sampling from this module-level setting
-    ants.config._random_seed = int(seed)
     moving = ants.resample_image(_to_ants(brain), (GRID_VOXEL_MM,) * 3, use_voxels=False, interp_type=0)
     coarse, fixed = _to_ants(coarse_template), _to_ants(template)
-    # ANTsPy wants tuples here: it formats them as ANTs' '4x2x1' level lists
-    rigid_its, affine_its, syn_its = (tuple(int(i) for i in its) for its in iterations)
-    levels = len(rigid_its)
-    rigid = ants.registration(
-        coarse,
-        moving,
-        "Rigid",
-        aff_iterations=rigid_its,
-        aff_shrink_factors=tuple(2**k for k in reversed(range(levels))),
-        aff_smoothing_sigmas=tuple(reversed(range(levels))),
-        outprefix=f"{out_prefix}rigid_",
-    )
-    affine = ants.registration(
-        coarse,
-        moving,
-        "Affine",
-        initial_transform=rigid["fwdtransforms"][0],
-        aff_iterations=affine_its,
-        outprefix=f"{out_prefix}affine_",
-    )
-    syn = ants.registration(
-        fixed,
-        moving,
-        "SyNOnly",
-        initial_transform=affine["fwdtransforms"][0],
-        reg_iterations=syn_its,
-        outprefix=f"{out_prefix}syn_",
-    )
-    warp, linear = syn["fwdtransforms"]
-    return Path(warp), Path(linear)
+    # ANTs reads the images from these pointers: the Python objects must live until the call returns
+    moving_ref, coarse_ref, fixed_ref = (get_pointer_string(image) for image in (moving, coarse, fixed))
+    args = ["--dimensionality", "3", "--float", "1", "--collapse-output-transforms", "1", "--random-seed", str(int(seed)),
+            "--output", f"[{out_prefix}]", "--write-composite-transform", "0", "--use-histogram-matching", "0",
+            "--initial-moving-transform", f"[{coarse_ref},{moving_ref},1]"]  # fmt: skip
+    stages = (("Rigid[0.25]", coarse_ref, ",Regular,0.2"), ("Affine[0.25]", coarse_ref, ",Regular,0.2"), ("SyN[0.2,3,0]", fixed_ref, ""))
+    for (transform, fixed_image, sampling), stage_iterations in zip(stages, iterations):
+        its, shrink, sigmas = _levels(stage_iterations)
+        threshold = "1e-6,10" if transform[0] != "S" else "1e-7,8"
+        args += ["--transform", transform, "--metric", f"MI[{fixed_image},{moving_ref},1,32{sampling}]",
+                 "--convergence", f"[{its},{threshold}]", "--shrink-factors", shrink, "--smoothing-sigmas", sigmas]  # fmt: skip
+    if get_lib_fn("antsRegistration")(process_arguments(args)) != 0:
+        raise RuntimeError(f"antsRegistration failed for {out_prefix}")
+    return Path(f"{out_prefix}1Warp.nii.gz"), Path(f"{out_prefix}0GenericAffine.mat")
 
 
 def apply_to_grid(img, template, transforms, interpolation):

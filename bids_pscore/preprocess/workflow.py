@@ -76,10 +76,10 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
     wf = pe.Workflow(name=name)
     wf.__desc__ = (
         f"The T1w image was checked and reoriented to RAS+, corrected for intensity "
-        f"non-uniformity with N4 (ANTs), and skull-stripped with deepbet (inputs that were "
-        f"already skull-stripped kept their own brain). The brain was registered to the "
-        f"{params.template} template (nilearn) with rigid and affine stages on a "
-        f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, single-threaded, seed {params.registration_seed}), "
+        f"non-uniformity with N4 (ANTs, fitted at about {params.n4_shrink_mm:g} mm), and skull-stripped with deepbet "
+        f"(its network at {params.skullstrip_network_size} voxels a side; inputs that were already skull-stripped kept their own brain). "
+        f"The brain was registered to the {params.template} template (nilearn) with rigid and affine stages on a "
+        f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, one call, single-threaded, seed {params.registration_seed}), "
         f"resampled onto the {GRID_TEXT} SPM12/CAT12 grid with "
         f"{params.interpolation} interpolation, smoothed inside the brain mask with a "
         f"{params.fwhm_mm:g} mm FWHM Gaussian and divided by the {params.norm_percentile:g}th "
@@ -95,7 +95,7 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
         mem_gb=STEP_MEM_GB["n4"],
     )
     skullstrip = pe.Node(
-        SkullStrip(stripped_max_volume_ml=params.stripped_max_volume_ml, num_threads=omp_nthreads),
+        SkullStrip(stripped_max_volume_ml=params.stripped_max_volume_ml, network_size=params.skullstrip_network_size, num_threads=omp_nthreads),
         name="skullstrip",
         n_procs=omp_nthreads,
         mem_gb=STEP_MEM_GB["skullstrip"],
