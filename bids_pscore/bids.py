@@ -509,6 +509,19 @@ GROUP_FILES = {
 }  # fmt: skip
 
 
+def utc_timestamp(when):
+    """An acq_time as a time-zone-free timestamp in UTC, so that times with and without a zone compare.
+
+    BIDS allows both ``...T10:00:00Z`` and ``...T10:00:00`` (the scanner's local time, zone unknown).
+    A time without a zone is taken as UTC: the error is at most a day, under 0.003 years, and
+    trajectories are over years.
+    """
+    import pandas as pd
+
+    stamp = pd.Timestamp(when)
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
+
+
 def acquisition_times(bids_dir):
     """When each session was acquired: {(sub, ses or None): (timestamp, source file name)}.
 
@@ -541,7 +554,7 @@ def acquisition_times(bids_dir):
     parsed = {}
     for key, (when, path) in times.items():
         try:
-            parsed[key] = (pd.Timestamp(when), "sessions.tsv" if path.name.endswith("_sessions.tsv") else "scans.tsv")
+            parsed[key] = (utc_timestamp(when), "sessions.tsv" if path.name.endswith("_sessions.tsv") else "scans.tsv")
         except ValueError:
             log.warning("%s: acq_time %r is not a date and time (BIDS: YYYY-MM-DDThh:mm:ss); that session is ordered by its label", path, when)
     return parsed

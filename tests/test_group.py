@@ -80,6 +80,13 @@ def test_acquisition_times_from_sessions_and_scans_tables(tmp_path):
     assert times[("02", "1")] == (pd.Timestamp("2021-03-04T08:00:00"), "scans.tsv")
 
 
+def test_acquisition_times_with_and_without_time_zone_give_the_interval_in_years(tmp_path):
+    table = pd.DataFrame({"session_id": ["ses-1", "ses-2"], "acq_time": ["2020-01-01T10:00:00Z", "2021-01-01T10:00:00"]})
+    times = bids.acquisition_times(make_bids(tmp_path, ["01"], {"01": table}))
+    ordered = group.order_sessions(_sessions([("01", "2"), ("01", "1")]), times)
+    assert list(ordered["ses"]) == ["1", "2"] and list(ordered["years_from_first"]) == pytest.approx([0.0, 366 / 365.25])
+
+
 def test_slope_per_year_and_onset_on_constructed_trajectories():
     sessions = _sessions([("01", "1"), ("01", "2"), ("01", "3")])
     years = np.array([0.0, 1.5, 3.0])
