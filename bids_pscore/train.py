@@ -91,8 +91,13 @@ def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
 
 
 def check_both_classes(parts, y, positive, negative):
-    """The split was checked before preprocessing; failures since may have emptied a part of it of
-    one class (``parts``: split name -> row numbers; ``y``: 1 for ``positive``)."""
+    """The split was checked before preprocessing; failures since may have emptied a part of it, or
+    of one class (``parts``: split name -> row numbers; ``y``: 1 for ``positive``)."""
+    # an empty part is a float array, which cannot index ``y``
+    empty = [name for name, rows in parts.items() if len(rows) == 0]
+    if empty:
+        raise TrainingError(f"after the failures above, the {' and '.join(empty)} split(s) hold no image: fix those T1w (see the summary) "
+                            "or add subjects, and train again")  # fmt: skip
     short = [name for name, rows in parts.items() if len(set(y[rows].tolist())) < 2]
     if short:
         raise TrainingError(f"after the failures above, the {' and '.join(short)} split(s) no longer hold both {positive} and "

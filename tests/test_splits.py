@@ -41,4 +41,15 @@ def test_refusals_name_the_problem():
         split_subjects(cohort(2, 10))
     with pytest.raises(SplitError, match="fractions"):
         split_subjects(cohort(10, 10), 0.6, 0.5)
-    assert set(split_subjects(cohort(2, 2), 0.3, 0.0).values()) == {"train", "validation"}
+    # training needs every split: an empty one is refused before any image is read
+    with pytest.raises(SplitError, match="--val-fraction 0 leaves the validation split empty.*give --val-fraction above 0"):
+        split_subjects(cohort(10, 10), 0.0, 0.15)
+    with pytest.raises(SplitError, match="--test-fraction 0 leaves the test split empty.*give --test-fraction above 0"):
+        split_subjects(cohort(10, 10), 0.15, 0.0)
+
+
+def test_a_large_validation_fraction_leaves_each_class_in_the_test_split():
+    subjects = cohort(3, 3)
+    split = split_subjects(subjects, 0.9, 0.05)
+    for label in ("AD", "CN"):
+        assert {part for s, part in split.items() if subjects[s] == label} == {"train", "validation", "test"}

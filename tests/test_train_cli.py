@@ -225,8 +225,20 @@ def test_a_split_emptied_of_a_class_by_failures_is_named():
 
     y = np.array([1, 0, 1, 0, 1, 0])
     check_both_classes({"train": np.array([0, 1]), "validation": np.array([2, 3]), "test": np.array([4, 5])}, y, "AD", "CN")
-    # the test split's CN image failed to preprocess; validation lost everything
-    parts = {"train": np.array([0, 1]), "validation": np.array([], int), "test": np.array([4])}
+    # the CN images of the validation and test splits failed to preprocess
+    parts = {"train": np.array([0, 1]), "validation": np.array([2]), "test": np.array([4])}
     with pytest.raises(TrainingError, match="the validation and test split.s. no longer hold both AD and CN images") as caught:
+        check_both_classes(parts, y, "AD", "CN")
+    assert caught.value.exit_code == 1
+
+
+def test_a_split_emptied_by_failures_is_named():
+    from bids_pscore.errors import TrainingError
+    from bids_pscore.train import check_both_classes
+
+    y = np.array([1, 0, 1, 0])
+    # as the run makes them: a split whose images all failed is an empty float array
+    parts = {"train": np.array([0, 1]), "validation": np.array([]), "test": np.array([2, 3])}
+    with pytest.raises(TrainingError, match="the validation split.s. hold no image: fix those T1w .see the summary. or add subjects") as caught:
         check_both_classes(parts, y, "AD", "CN")
     assert caught.value.exit_code == 1
