@@ -1,7 +1,7 @@
 """Atomic writes: a killed run never leaves a half-written output file.
 
-Every output is written to a temporary name in the destination folder, then renamed,
-which is atomic on POSIX file systems.
+Every output is written to a temporary name in the destination folder, synced to disk, then
+renamed, which is atomic on POSIX file systems.
 """
 
 import errno
@@ -18,6 +18,23 @@ from .errors import OutputNotWritableError
 NOT_WRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
+def current_umask():
+    """The process's umask; reading it means setting it, so it is put back at once (0o077 meanwhile:
+    a file another thread creates in that instant is private rather than world-writable)."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def sync_data(path):
+    """Flush a file's data to disk, so that a crash after its rename cannot leave it empty."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
@@ -28,7 +45,9 @@ def atomic_path(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
         os.close(fd)
         yield Path(tmp)
-        os.chmod(tmp, 0o644)
+        # mkstemp made it 0600: give it what a plain create would, so the user's umask decides who reads it
+        os.chmod(tmp, 0o666 & ~current_umask())
+        sync_data(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         if exc.errno not in NOT_WRITABLE:

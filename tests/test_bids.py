@@ -94,6 +94,22 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["table.json"]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o077, 0o600), (0o022, 0o644)])
+def test_an_output_gets_the_mode_the_umask_gives_and_its_content_is_synced(tmp_path, monkeypatch, umask, mode):
+    import os
+
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append((os.fstat(fd).st_size, target.exists())))
+    target = tmp_path / "sub-01_summary.json"
+    previous = os.umask(umask)
+    try:
+        write_json(target, {"a": 1})
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == mode
+    assert synced == [(target.stat().st_size, False)]  # its data, before the rename
+
+
 def test_a_full_disk_while_drawing_a_figure_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
     import errno
 
