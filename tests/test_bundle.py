@@ -3,6 +3,7 @@
 import hashlib
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -98,6 +99,22 @@ def test_reference_statistics_without_lambda_or_246_regions_are_refused(bundle_d
     edit_metadata(folder, change)
     with pytest.raises(BundleError, match=says):
         load_bundle(folder)
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: m.update(selected_cubes=[3, 3, 42, 99, 140]), "selected_cubes must list distinct cube numbers"),
+    (lambda m: m.update(reference=[0.7]), "reference is not a JSON object"),
+    (lambda m: m.update(preprocessing=[]), "preprocessing is not a JSON object"),
+    (lambda m: m.update(weights=["weights.safetensors"]), "weights is not a JSON object"),
+    (lambda m: m.update(grid=[121, 145, 121]), "grid is not a JSON object"),
+    (lambda m: m.update(relevance={"reference": []}), "relevance.reference: is not a JSON object"),
+])  # fmt: skip
+def test_duplicate_cubes_or_a_list_where_an_object_belongs_are_refused(bundle_dir, change, says):
+    folder, _ = bundle_dir
+    edit_metadata(folder, change)
+    with pytest.raises(BundleError, match=f"^{re.escape(str(folder / METADATA))}: {says}") as caught:
+        load_bundle(folder)
+    assert "\n" not in str(caught.value)
 
 
 def test_missing_key(bundle_dir):

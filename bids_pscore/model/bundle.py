@@ -34,6 +34,8 @@ REQUIRED = (
     "selected_cubes", "cube_weights", "reference", "atlas", "labels", "training", "software", "weights",
     "metadata_sha256",
 )  # fmt: skip
+# the keys of REQUIRED (and the optional "relevance") whose values are JSON objects
+OBJECT_KEYS = ("grid", "cubes", "preprocessing", "architecture", "reference", "atlas", "labels", "training", "software", "weights", "relevance")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 
@@ -73,6 +75,8 @@ def metadata_sha256(meta):
 
 def check_reference(reference, where):
     """The reference statistics SPEC 5 needs: 246 minima and maxima and a finite lambda."""
+    if not isinstance(reference, dict):
+        raise BundleError(f"{where}: is not a JSON object; the bundle is damaged: train again or restore it")
     for key, length in (("region_min", N_REGIONS), ("region_max", N_REGIONS), ("lambda", None)):
         value = reference.get(key)
         ok = (
@@ -235,6 +239,9 @@ def load_bundle(folder):
     if meta["metadata_sha256"] != metadata_sha256(meta):
         raise BundleError(f"{meta_path}: was changed after training (its checksum, metadata_sha256, no longer matches): "
                           "restore the file as bids_pscore-train wrote it, or train again")  # fmt: skip
+    not_object = next((key for key in OBJECT_KEYS if key in meta and not isinstance(meta[key], dict)), None)
+    if not_object:
+        raise BundleError(f"{meta_path}: {not_object} is not a JSON object; the bundle is damaged: train again or restore it")
     check_reference(meta["reference"], f"{meta_path}: reference")
     if "relevance" in meta:
         check_reference(meta["relevance"].get("reference", {}), f"{meta_path}: relevance.reference")
@@ -249,7 +256,11 @@ def load_bundle(folder):
     if _looks_like_pickle(weights_path):
         raise BundleError(f"{weights_path}: is a pickle, not safetensors; refusing to load it")
     selected = meta["selected_cubes"]
-    if len(selected) != len(meta["cube_weights"]) or not all(0 <= c < N_CUBES for c in selected):
+    # a cube twice would count its classifier twice in the meta-classifier
+    if not isinstance(selected, list) or not all(type(c) is int and 0 <= c < N_CUBES for c in selected) or len(set(selected)) < len(selected):
+        raise BundleError(f"{meta_path}: selected_cubes must list distinct cube numbers 0-{N_CUBES - 1}; the bundle is damaged: "
+                          "train again or restore it")  # fmt: skip
+    if not isinstance(meta["cube_weights"], list) or len(selected) != len(meta["cube_weights"]):
         raise BundleError(f"{meta_path}: selected_cubes and cube_weights do not match")
     try:
         state = load_file(str(weights_path))
