@@ -5,9 +5,11 @@ reference statistics on the validation split (SPEC 7) -> normative reference of 
 (SPEC 10) -> bundle (SPEC sections 6 and 7).
 """
 
+import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,6 +20,28 @@ from .errors import TrainingError, UsageError
 from .execution import make_run_folders, preprocess
 
 log = logging.getLogger(__name__)
+
+
+class Scratch(NamedTuple):
+    """A training run's folders in the work folder."""
+
+    dataset: Path  # nipype's preprocessing cache and the preprocessed images of one dataset, reused by its reruns
+    run: Path  # this run's alone
+    cube_cache: Path  # a memory map that another run writing the same file would truncate under this one
+
+
+def dataset_work_dir(work_dir, bids_dir):
+    """The work folder of one dataset: two datasets that both have sub-01 would otherwise share
+    nipype nodes and preprocessed files; keyed by its absolute path, so a rerun finds its cache."""
+    key = hashlib.sha256(str(Path(bids_dir).resolve()).encode()).hexdigest()[:12]
+    return Path(work_dir) / f"train-{key}"
+
+
+def training_scratch(work_dir, bids_dir, run_id):
+    """The folders of the training run ``run_id`` (``config.run_id``) on ``bids_dir``."""
+    dataset = dataset_work_dir(work_dir, bids_dir)
+    run = dataset / f"run-{run_id}"
+    return Scratch(dataset, run, run / "cube_cache.npy")
 
 
 def label_of(t1w, labels):
@@ -207,7 +231,12 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
 
     if config.normative is not None:
         healthy, healthy_source, raw = reference_module.healthy_inputs(
-            config.normative, params, work_dir, config.execution, log_dir, validate=not config.skip_bids_validation
+            config.normative,
+            params,
+            dataset_work_dir(work_dir, config.normative),
+            config.execution,
+            log_dir,
+            validate=not config.skip_bids_validation,
         )
         ages, sexes = bids.ages_and_sexes(raw, healthy)
         images = load_grid_images(healthy, healthy_source, params)
@@ -284,9 +313,12 @@ def run(config):
     model_dir, work_dir = make_run_folders(config.model_dir, config.execution.work_dir, config.bids_dir)
     log_dir = work_dir / "logs" / f"run-{config.run_id}"
     log.info("this run's configuration and logs: %s", write_config(config, log_dir).parent)
-    source_dir = config.preprocessed or work_dir / "preprocessed"
+    scratch = training_scratch(work_dir, config.bids_dir, config.run_id)
+    scratch.run.mkdir(parents=True, exist_ok=True)
+    source_dir = config.preprocessed or scratch.dataset / "preprocessed"
+    failed = set()
     if config.preprocessed is None:
-        progress = preprocess(t1w_inputs, config.bids_dir, source_dir, work_dir, params, config.execution, log_dir)
+        progress = preprocess(t1w_inputs, config.bids_dir, source_dir, scratch.dataset, params, config.execution, log_dir)
         failed = {o.label for o in progress.failed}
         if failed and config.execution.stop_on_first_crash:
             raise TrainingError(
@@ -297,7 +329,7 @@ def run(config):
         if failed:
             log.warning("left out %d T1w whose preprocessing failed: %s", len(failed), ", ".join(sorted(failed)))
     images = load_grid_images(t1w_inputs, Path(source_dir), params, config.cat12_prefix)
-    cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), work_dir / "cube_cache.npy")
+    cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), scratch.cube_cache)
     y = np.array([label_of(t, labels) for t in t1w_inputs])
     parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in SPLITS}
     for name, rows in parts.items():
@@ -346,10 +378,12 @@ def run(config):
     }
     save_bundle(model_dir, ensemble, metadata, normative)
     write_tsv(model_dir / "training.tsv", pd.DataFrame(history))
+    scratch.cube_cache.unlink()  # gigabytes, and no later run reads another run's cache
     log.info(
         f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
         f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
         f"(relevance-weighted: {relevance['reference']['lambda']:.3f})"
+        + (f"; {len(failed)} T1w skipped (unreadable or preprocessing failed, see above)" if failed else "")
     )
     warning = threshold_warning(reference.threshold)
     if warning:

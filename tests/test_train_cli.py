@@ -135,7 +135,7 @@ def test_unsplittable_labels_fail_before_training(tmp_path, capsys, groups, word
     root, pre = labelled_dataset(tmp_path, groups)
     assert main(train_args(root, tmp_path, pre)) == 2
     assert words in capsys.readouterr().err
-    assert not (tmp_path / "work" / "cube_cache.npy").exists() and not (tmp_path / "model").exists()
+    assert not list((tmp_path / "work").glob("**/cube_cache.npy")) and not (tmp_path / "model").exists()
 
 
 def test_missing_label_column(tmp_path, capsys):
@@ -242,3 +242,14 @@ def test_a_split_emptied_by_failures_is_named():
     with pytest.raises(TrainingError, match="the validation split.s. hold no image: fix those T1w .see the summary. or add subjects") as caught:
         check_both_classes(parts, y, "AD", "CN")
     assert caught.value.exit_code == 1
+
+
+def test_runs_sharing_a_work_folder_get_their_own_scratch(tmp_path):
+    from bids_pscore.train import training_scratch
+
+    first, second, other = (training_scratch(tmp_path / "work", bids_dir, run_id)
+                            for bids_dir, run_id in ((tmp_path / "a", "1"), (tmp_path / "a", "2"), (tmp_path / "b", "3")))  # fmt: skip
+    # the preprocessing cache is kept across runs of one dataset, apart from another dataset's sub-01
+    assert first.dataset == second.dataset != other.dataset
+    assert len({first.run, second.run, other.run}) == 3
+    assert all(s.cube_cache.parent == s.run and (tmp_path / "work") in s.run.parents for s in (first, second, other))
