@@ -306,26 +306,34 @@ def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, 
     })  # fmt: skip
 
 
+def _score_paths(entities, template):
+    """Every output the scoring of one T1w may write, relative to the output folder."""
+    return {**bids.pscore_paths(entities, template), **bids.relevance_paths(entities, template), **bids.normative_paths(entities, template)}
+
+
 def remove_outputs(output_dir, entities, template, preprocessing=True):
     """Delete the scores of one T1w and its sidecars, with its preprocessing unless told not to:
     what failed in this run must not leave an earlier run's outputs to be taken for current.
     Returns the number of files removed."""
-    paths = {**bids.pscore_paths(entities, template), **bids.relevance_paths(entities, template), **bids.normative_paths(entities, template)}
+    paths = _score_paths(entities, template)
     if preprocessing:
         paths.update(bids.preproc_paths(entities, template), qc=bids.qc_path(entities))
     return _remove(output_dir, paths.values())
 
 
-def remove_normative(output_dir, entities, template):
-    """Delete one T1w's normative outputs: a model without a reference must not leave an earlier
-    model's deviations beside its scores."""
-    return _remove(output_dir, bids.normative_paths(entities, template).values())
+def remove_unwritten(output_dir, entities, template, written):
+    """Delete the scores of one T1w, and their sidecars, that this run did not write (``written``:
+    the paths the writers returned): an earlier model's relevance or normative files would
+    otherwise be taken for this model's, in the reports too. Returns the number of files removed."""
+    root = Path(output_dir)
+    kept = {Path(p) for p in written} | {bids.sidecar_path(p) for p in written}
+    return _remove(output_dir, [rel for rel in _score_paths(entities, template).values() if root / rel not in kept], kept)
 
 
-def _remove(output_dir, relpaths):
+def _remove(output_dir, relpaths, kept=frozenset()):
     removed = 0
     for rel in relpaths:
-        for path in {Path(output_dir) / rel, Path(output_dir) / bids.sidecar_path(rel)}:
+        for path in {Path(output_dir) / rel, Path(output_dir) / bids.sidecar_path(rel)} - kept:
             if path.is_file():
                 path.unlink()
                 removed += 1

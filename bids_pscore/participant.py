@@ -129,7 +129,6 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, cova
                                                             item.relpath)  # fmt: skip
         else:
             deviation, normative_summary, normative_written = None, None, {}
-            derivatives.remove_normative(output_dir, item.entities, template)
         written = derivatives.write_session(
             output_dir, item.entities, template, scores,
             voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
@@ -151,6 +150,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, cova
             ))  # fmt: skip
             relevance_summary = {"whole": float(weighted.whole[0]), "lambda": relevance_reference.threshold,
                                  "degenerative": labels[weighted.degenerative[0]].tolist()}  # fmt: skip
+        derivatives.remove_unwritten(output_dir, item.entities, template, written.values())
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],

@@ -111,3 +111,33 @@ def test_relevance_finds_the_block_the_classifier_looks_at(method):
     voxel_map = pscore.relevance_voxel_scores(p_cube, relevance, mask[None])[0]
     assert voxel_map[block].sum() >= 0.8 * 0.7
     assert voxel_map[mask].sum() == pytest.approx(0.7)
+
+
+def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path, monkeypatch):
+    """Relevance and normative files of an earlier model would be shown as current (--reports-only too)."""
+    import dataclasses
+
+    import nibabel as nib
+
+    from bids_pscore import bids, participant
+    from bids_pscore.bids import T1wInput
+    from bids_pscore.grid import GRID_AFFINE
+
+    template = "MNI152NLin2009aSym"
+    item = T1wInput(tmp_path / "raw.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz", {"sub": "01"})
+    paths = bids.preproc_paths(item.entities, template)
+    mask = np.zeros(GRID_SHAPE, np.uint8)
+    mask[20:100, 20:120, 15:100] = 1
+    for key, data in (("t1w_grid", mask * np.float32(0.5)), ("mask_grid", mask)):
+        (tmp_path / paths[key]).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, GRID_AFFINE), tmp_path / paths[key])
+    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
+    bundle = participant.load_model()
+    participant.score_sessions([item], tmp_path, bundle, template, None)
+    earlier = [*bids.relevance_paths(item.entities, template).values(), *bids.normative_paths(item.entities, template).values()]
+    assert all((tmp_path / rel).is_file() for rel in earlier)
+
+    plain = {k: v for k, v in bundle.metadata.items() if k not in ("relevance", "normative")}
+    participant.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=plain, normative=None), template, None)
+    left = [rel for rel in earlier for path in (rel, bids.sidecar_path(rel)) if (tmp_path / path).exists()]
+    assert not left and all((tmp_path / rel).is_file() for rel in bids.pscore_paths(item.entities, template).values())
