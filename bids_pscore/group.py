@@ -42,6 +42,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
         try:
             summary = json.loads(path.read_text())
             model = {**summary["Model"], "Space": summary["Space"]}
+            model_sha256 = model["SHA256"]  # read here, so that a summary without it is left out like any other damaged one
             scored = {"ad_probability": float(summary["ADProbability"]), "predicted_class": str(summary["PredictedClass"]),
                       "lambda": float(summary["Lambda"])}  # fmt: skip
             table = pd.read_csv(bids.region_table_of(path), sep="\t", usecols=["p_region", "p_region_norm"])
@@ -59,7 +60,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
                            "run the participant level again for this session")  # fmt: skip
             continue
         entities = bids.source_entities(path)
-        models.setdefault(model["SHA256"], (model, path))
+        models.setdefault(model_sha256, (model, path))
         raw.append(table["p_region"].to_numpy())
         norm.append(table["p_region_norm"].to_numpy())
         deviations.append(deviation)
