@@ -232,7 +232,7 @@ def run_participant(config):
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     from . import derivatives
     from .model.bundle import model_warnings
-    from .report import write_citation, write_subject_reports
+    from .report import write_citation
 
     selection = config.selection
     layout = bids.load_layout(config.bids_dir, validate=not selection.skip_bids_validation, database_dir=selection.bids_database_dir)
@@ -264,7 +264,9 @@ def run_participant(config):
     covariates = {t.ident: (age, sex) for t, age, sex in zip(done, ages, sexes)}
     results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds, covariates)
     failed.update(stopped)
-    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template, run_info(config, started))
+    # every T1w of the run's subjects, whatever --session-label or --bids-filter-file selected
+    subject_t1w = bids.find_t1w(layout, sorted({t.entities["sub"] for t in t1w_inputs}))
+    reports = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template, run_info(config, started))
     citation = write_citation(output_dir, params, bundle.metadata)
     log.info("reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
     return EXIT_SESSION_FAILED if failed else EXIT_OK
@@ -294,6 +296,35 @@ def read_session_result(output_dir, t1w, template):
                          summary.get("Normative"))  # fmt: skip
 
 
+def scored_by(result, metadata):
+    """Whether a session read back from disk was scored by this model and its normative reference."""
+    return result.model_sha256 == metadata["weights"]["sha256"] and (
+        not result.normative or result.normative.get("SHA256") == (metadata.get("normative") or {}).get("sha256")
+    )
+
+
+def earlier_results(output_dir, t1w_inputs, template, metadata):
+    """The sessions of ``t1w_inputs`` that earlier runs scored with this model, read back from the output
+    folder; those scored by another model are left out, with a line naming them."""
+    results = [r for r in (read_session_result(output_dir, t1w, template) for t1w in t1w_inputs) if r is not None]
+    other = [r for r in results if not scored_by(r, metadata)]
+    if other:
+        log.warning("%d earlier session(s) scored by another model (or normative reference) are left out of the reports: %s; "
+                    "score them again with this model", len(other), ", ".join(str(r.paths["summary"]) for r in other))  # fmt: skip
+    return [r for r in results if scored_by(r, metadata)]
+
+
+def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info):
+    """The reports of a run's subjects, each with every session scored in the output folder: this run's
+    ``results`` and those of ``subject_t1w`` that earlier runs scored with this model (a run of one
+    session must not drop the others from the subject's report)."""
+    from .report import write_subject_reports
+
+    earlier = earlier_results(output_dir, [t for t in subject_t1w if t not in t1w_inputs], template, metadata)
+    every = sorted(results + earlier, key=lambda r: r.t1w.relpath)
+    return write_subject_reports(output_dir, t1w_inputs + [r.t1w for r in earlier], every, failed, metadata, template, info)
+
+
 def rebuild_reports(t1w_inputs, config):
     """--reports-only: the reports and the methods text drawn again from the outputs on disk; the
     derivatives are read, never written. Sessions without outputs are named as not scored."""
@@ -310,9 +341,7 @@ def rebuild_reports(t1w_inputs, config):
             failed[t1w.label] = Outcome(
                 t1w.label, status="failed", failed_step="participant level", message="not scored yet: no outputs in the output folder"
             )
-        elif result.model_sha256 != bundle.metadata["weights"]["sha256"] or (
-            result.normative and result.normative.get("SHA256") != (bundle.metadata.get("normative") or {}).get("sha256")
-        ):
+        elif not scored_by(result, bundle.metadata):
             raise ModelError(f"{output_dir / result.paths['summary']}: was scored by another model (or normative reference) than "
                              f"{bundle.folder}; pass the model that made the outputs with --model")  # fmt: skip
         else:

@@ -1,0 +1,48 @@
+"""The subject report of a run that scored only some of the subject's sessions."""
+
+import json
+import logging
+
+import numpy as np
+
+from bids_pscore import bids, participant
+from bids_pscore.bids import T1wInput
+from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
+
+TEMPLATE = "MNI152NLin2009aSym"
+
+
+def preprocessed_session(out, ses):
+    """A T1w of sub-01 with the preprocessing outputs scoring reads (no preprocessing is run)."""
+    import nibabel as nib
+
+    item = T1wInput(out / "raw.nii.gz", f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_T1w.nii.gz", {"sub": "01", "ses": ses})
+    mask = np.zeros(GRID_SHAPE, np.uint8)
+    mask[20:100, 20:120, 15:100] = 1
+    paths = bids.preproc_paths(item.entities, TEMPLATE)
+    for key, rel in paths.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        if key in ("t1w_grid", "mask_grid", "mask_native"):
+            nib.save(nib.Nifti1Image(mask * np.float32(0.5) if key == "t1w_grid" else mask, GRID_AFFINE), out / rel)
+        else:
+            (out / rel).write_bytes(b"")
+    return item
+
+
+def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_report(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
+    bundle = participant.load_model()
+    first, second, other_model = (preprocessed_session(tmp_path, ses) for ses in ("1", "2", "3"))
+    participant.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, None)
+    summary_path = tmp_path / bids.pscore_paths(other_model.entities, TEMPLATE)["summary"]
+    summary = json.loads(summary_path.read_text())
+    summary["Model"]["SHA256"] = "another model"
+    summary_path.write_text(json.dumps(summary))
+
+    results, _ = participant.score_sessions([second], tmp_path, bundle, TEMPLATE, None)  # a later run with --session-label 2
+    with caplog.at_level(logging.WARNING):
+        (report,) = participant.write_run_reports(tmp_path, [second], [first, second, other_model], results, {}, bundle.metadata, TEMPLATE,
+                                                  {"run": "test"})  # fmt: skip
+    page = (tmp_path / report).read_text()
+    assert report.name == "sub-01.html" and "sub-01 ses-1" in page and "sub-01 ses-2" in page
+    assert "sub-01 ses-3" not in page and f"left out of the reports: {summary_path.relative_to(tmp_path)}" in caplog.text
