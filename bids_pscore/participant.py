@@ -306,7 +306,17 @@ def scored_by(result, metadata):
 def earlier_results(output_dir, t1w_inputs, template, metadata):
     """The sessions of ``t1w_inputs`` that earlier runs scored with this model, read back from the output
     folder; those scored by another model are left out, with a line naming them."""
-    results = [r for r in (read_session_result(output_dir, t1w, template) for t1w in t1w_inputs) if r is not None]
+    results = []
+    for t1w in t1w_inputs:
+        try:
+            result = read_session_result(output_dir, t1w, template)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # damaged by hand or by a killed older version
+            log.warning(
+                "%s: its outputs cannot be read back (%s: %s) and are left out of the report; score it again", t1w.label, type(exc).__name__, exc
+            )
+            continue
+        if result is not None:
+            results.append(result)
     other = [r for r in results if not scored_by(r, metadata)]
     if other:
         log.warning("%d earlier session(s) scored by another model (or normative reference) are left out of the reports: %s; "
