@@ -11,9 +11,10 @@ import torch
 
 from bids_pscore.model.bundle import METADATA, WEIGHTS, BundleError, load_bundle, metadata_sha256, model_warnings, save_bundle
 from bids_pscore.model.networks import Ensemble
+from bids_pscore.preprocess import PreprocParams
 
 METADATA_FIELDS = {
-    "name": "test", "version": "0", "preprocessing": {"fwhm_mm": 8.0},
+    "name": "test", "version": "0", "preprocessing": PreprocParams().to_dict(),
     "reference": {"region_min": [0.0] * 246, "region_max": [1.0] * 246, "lambda": 0.7},
     "atlas": {"name": "Brainnetome"}, "labels": {"positive": "AD", "negative": "CN"},
     "training": {"subjects": 10}, "software": {"torch": torch.__version__},
@@ -115,6 +116,35 @@ def test_duplicate_cubes_or_a_list_where_an_object_belongs_are_refused(bundle_di
     with pytest.raises(BundleError, match=f"^{re.escape(str(folder / METADATA))}: {says}") as caught:
         load_bundle(folder)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("content", ["[]", '"a model"'])
+def test_a_model_json_that_is_not_an_object_is_refused(bundle_dir, content):
+    folder, _ = bundle_dir
+    (folder / METADATA).write_text(content)
+    with pytest.raises(BundleError, match=f"^{re.escape(str(folder / METADATA))}: is not a JSON object"):
+        load_bundle(folder)
+
+
+def test_preprocessing_that_leaves_parameters_out_is_refused(bundle_dir):
+    # the defaults change between releases, so a parameter left out is not known
+    folder, _ = bundle_dir
+    edit_metadata(folder, lambda m: [m["preprocessing"].pop(key) for key in ("n4_shrink_mm", "skullstrip_network_size")])
+    with pytest.raises(BundleError, match=f"^{re.escape(str(folder / METADATA))}: preprocessing lacks n4_shrink_mm, skullstrip_network_size"):
+        load_bundle(folder)
+
+
+def test_selected_cubes_that_differ_from_the_weights_are_refused(bundle_dir):
+    folder, _ = bundle_dir
+    edit_metadata(folder, lambda m: m.update(selected_cubes=[4, 17, 42, 99, 140]))
+    with pytest.raises(BundleError, match=f"{METADATA}: selected_cubes .* differ from those in {WEIGHTS}"):
+        load_bundle(folder)
+
+
+def test_the_demo_model_states_every_preprocessing_parameter():
+    from bids_pscore.participant import DEMO_MODEL
+
+    assert set(load_bundle(DEMO_MODEL).metadata["preprocessing"]) == set(PreprocParams().to_dict())
 
 
 def test_missing_key(bundle_dir):

@@ -13,6 +13,7 @@ from bids_pscore.cli.run import main
 from bids_pscore.grid import GRID_SHAPE
 from bids_pscore.model.bundle import METADATA, NORMATIVE, load_bundle, save_bundle
 from bids_pscore.model.networks import Ensemble
+from bids_pscore.preprocess import PreprocParams
 
 from .helpers import make_bids, small_image
 
@@ -109,7 +110,7 @@ def normative_bundle(tmp_path):
     built = normative.build(rng.random((12, int(mask.sum()))), mask, {"grey_level": rng.random((12, N_REGIONS))},
                             np.linspace(30, 70, 12), np.full(12, np.nan), np.arange(12))  # fmt: skip
     fields = {
-        "name": "normative-test", "version": "0", "preprocessing": {"fwhm_mm": 8.0},
+        "name": "normative-test", "version": "0", "preprocessing": PreprocParams().to_dict(),
         "reference": {"region_min": [0.0] * 246, "region_max": [1.0] * 246, "lambda": 0.7},
         "atlas": {"name": "Brainnetome"}, "labels": {}, "training": {}, "software": {},
     }  # fmt: skip

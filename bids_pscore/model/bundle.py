@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -87,6 +87,16 @@ def check_reference(reference, where):
         if not ok:
             raise BundleError(f"{where}: {key} is missing or malformed (needs {'a number' if length is None else f'{length} numbers'}); "
                               "the bundle is damaged: train again or restore it")  # fmt: skip
+
+
+def check_preprocessing(record, meta_path):
+    """Every preprocessing parameter must be stated: the code's defaults change between releases,
+    so one left out says nothing about how the model's training images were made."""
+    from ..preprocess.params import PreprocParams
+
+    missing = [f.name for f in fields(PreprocParams) if f.name not in record]
+    if missing:
+        raise BundleError(f"{meta_path}: preprocessing lacks {', '.join(missing)}; the bundle is incomplete: train again or restore it")
 
 
 def threshold_warning(threshold):
@@ -226,6 +236,8 @@ def load_bundle(folder):
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"{meta_path}: is not valid JSON ({exc}); the bundle is damaged") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{meta_path}: is not a JSON object; the bundle is damaged: train again or restore it")
     if meta.get("format") != FORMAT:
         raise BundleError(f"{meta_path}: is not a {FORMAT} file (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -242,6 +254,7 @@ def load_bundle(folder):
     not_object = next((key for key in OBJECT_KEYS if key in meta and not isinstance(meta[key], dict)), None)
     if not_object:
         raise BundleError(f"{meta_path}: {not_object} is not a JSON object; the bundle is damaged: train again or restore it")
+    check_preprocessing(meta["preprocessing"], meta_path)
     check_reference(meta["reference"], f"{meta_path}: reference")
     if "relevance" in meta:
         check_reference(meta["relevance"].get("reference", {}), f"{meta_path}: relevance.reference")
@@ -271,6 +284,9 @@ def load_bundle(folder):
         ensemble.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise BundleError(f"{weights_path}: tensors do not fit the architecture in {METADATA} ({str(exc).splitlines()[0]})") from None
+    if ensemble.selected.tolist() != selected:
+        raise BundleError(f"{meta_path}: selected_cubes {selected} differ from those in {WEIGHTS} {ensemble.selected.tolist()}; "
+                          "the bundle is damaged: train again or restore it")  # fmt: skip
     if not torch.allclose(ensemble.meta.weights, torch.tensor(meta["cube_weights"], dtype=torch.float32), atol=1e-6):
         raise BundleError(f"{meta_path}: cube_weights differ from the meta-classifier's weights in {WEIGHTS}")
     ensemble.eval()
