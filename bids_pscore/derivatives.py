@@ -520,7 +520,7 @@ GROUP_COLUMNS = {
     "regions": "the set of regions, joined by ' + '", "size": "number of regions in the set",
     "support": "share of sessions predicted AD in which all regions of the set are degenerative",
     "sessions": "number of sessions (of the set's support, or of the subject)",
-    "unit": "unit of slope and onset: year (acquisition times known) or session",
+    "unit": "unit of slope and onset, one for the whole group: year (acquisition times of every followed subject known) or session",
     "first": "the subject's first session", "last": "the subject's last session",
     "slope": "least-squares slope of the normalised region score per unit", "start": "score at the first session",
     "end": "score at the last session", "onset_session": "first session with the region above lambda (n/a: never)",

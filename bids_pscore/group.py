@@ -187,16 +187,21 @@ def trajectories(ordered, scores, flags, regions):
     """Per subject with two or more sessions and per region: slope of the score and first crossing of lambda.
 
     ``ordered`` comes from ``order_sessions``; ``scores`` and ``flags`` are (n, 246) in the row
-    order of ``ordered``. The slope is per year when the subject's acquisition times are known,
-    else per session; the onset is when the region is first above lambda (0 when it already is at
-    the first session), in the same unit; n/a if it never is.
+    order of ``ordered``. The slope is per year when the acquisition times of every followed
+    subject are known, else per session for the whole group, so that no table or median mixes the
+    two; the onset is when the region is first above lambda (0 when it already is at the first
+    session), in the same unit; n/a if it never is.
     """
+    counted = ordered[~ordered["repeat"]]
+    followed = counted[counted.groupby("participant_id")["participant_id"].transform("size") >= 2]
+    without_times = sorted(followed.loc[followed["order_by"] != "acq_time", "participant_id"].unique())
+    by_time = not without_times
+    if without_times and (followed["order_by"] == "acq_time").any():
+        log.info("trajectories are per session for every subject: %s lack acquisition times (acq_time in sessions.tsv or scans.tsv)",
+                 ", ".join(without_times))  # fmt: skip
     rows = []
-    for participant, part in ordered[~ordered["repeat"]].groupby("participant_id", sort=True):
-        if len(part) < 2:
-            continue
+    for participant, part in followed.groupby("participant_id", sort=True):
         idx = part.index.to_numpy()
-        by_time = part["order_by"].iloc[0] == "acq_time"
         x = part["years_from_first"].to_numpy(float) if by_time else part["session_index"].to_numpy(float)
         y, above = scores[idx], flags[idx]
         centred = x - x.mean()
@@ -229,8 +234,7 @@ def onset_order(traj, regions):
     table["subjects_involved"] = table["subjects_involved"].fillna(0).astype(int)
     table["subjects_followed"] = followed
     table["share_involved"] = table["subjects_involved"] / followed if followed else np.nan
-    units = traj["unit"].unique()
-    table["unit"] = units[0] if len(units) == 1 else "mixed (year or session)"
+    table["unit"] = traj["unit"].iloc[0] if len(traj) else "n/a"  # one unit for the whole group (trajectories)
     table = table.sort_values(["median_onset", "share_involved", "index"], ascending=[True, False, True], na_position="last")
     table.insert(0, "order", np.where(table["subjects_involved"] > 0, np.arange(1, len(table) + 1), 0))
     table["order"] = table["order"].astype(int)

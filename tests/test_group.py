@@ -102,6 +102,22 @@ def test_slope_per_year_and_onset_on_constructed_trajectories():
     assert traj.loc[2, "onset"] == 0 and np.isnan(traj.loc[3, "onset"])
 
 
+def test_a_subject_without_acquisition_times_puts_the_whole_group_per_session(caplog):
+    # slopes per year and per session in one table would be pooled into one median onset
+    sessions = _sessions([("01", "1"), ("01", "2"), ("01", "3"), ("02", "1"), ("02", "2")])
+    times = {("01", str(k + 1)): (pd.Timestamp("2020-01-01") + pd.Timedelta(days=365.25 * 2 * k), "sessions.tsv") for k in range(3)}
+    ordered = group.order_sessions(sessions, times)
+    scores = np.full((5, 246), 0.1)
+    scores[:3, 0] = [0.1, 0.3, 0.7]  # sub-01: 0.3 a session, 0.15 a year
+    scores[3:, 0] = [0.2, 0.6]
+    with caplog.at_level("INFO", logger="bids_pscore.group"):
+        traj = group.trajectories(ordered, scores, scores > LAMBDA, REGIONS)
+    first = traj[traj["index"] == 1].set_index("participant_id")
+    assert set(traj["unit"]) == {"session"} and first.loc["sub-01", "slope"] == pytest.approx(0.3) and first.loc["sub-01", "onset"] == 2
+    assert "sub-02" in caplog.text and "per session" in caplog.text
+    assert set(group.onset_order(traj, REGIONS)["unit"]) == {"session"}
+
+
 def test_group_comparison_finds_the_region_that_differs():
     rng = np.random.default_rng(0)
     scores = rng.uniform(0, 0.3, (40, 246))
