@@ -317,11 +317,13 @@ def earlier_results(output_dir, t1w_inputs, template, metadata):
             continue
         if result is not None:
             results.append(result)
-    other = [r for r in results if not scored_by(r, metadata)]
+    ours, other = [], []
+    for result in results:
+        (ours if scored_by(result, metadata) else other).append(result)
     if other:
         log.warning("%d earlier session(s) scored by another model (or normative reference) are left out of the reports: %s; "
                     "score them again with this model", len(other), ", ".join(str(r.paths["summary"]) for r in other))  # fmt: skip
-    return [r for r in results if scored_by(r, metadata)]
+    return ours
 
 
 def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info):

@@ -278,10 +278,11 @@ def register(brain, coarse_template, template, iterations, seed, out_prefix):
     args = ["--dimensionality", "3", "--float", "1", "--collapse-output-transforms", "1", "--random-seed", str(int(seed)),
             "--output", f"[{out_prefix}]", "--write-composite-transform", "0", "--use-histogram-matching", "0",
             "--initial-moving-transform", f"[{coarse_ref},{moving_ref},1]"]  # fmt: skip
-    stages = (("Rigid[0.25]", coarse_ref, ",Regular,0.2"), ("Affine[0.25]", coarse_ref, ",Regular,0.2"), ("SyN[0.2,3,0]", fixed_ref, ""))
-    for (transform, fixed_image, sampling), stage_iterations in zip(stages, iterations):
+    # (transform, fixed image, metric sampling, convergence threshold and window): ANTsPy's values for each stage
+    stages = (("Rigid[0.25]", coarse_ref, ",Regular,0.2", "1e-6,10"), ("Affine[0.25]", coarse_ref, ",Regular,0.2", "1e-6,10"),
+              ("SyN[0.2,3,0]", fixed_ref, "", "1e-7,8"))  # fmt: skip
+    for (transform, fixed_image, sampling, threshold), stage_iterations in zip(stages, iterations):
         its, shrink, sigmas = _levels(stage_iterations)
-        threshold = "1e-6,10" if transform[0] != "S" else "1e-7,8"
         args += ["--transform", transform, "--metric", f"MI[{fixed_image},{moving_ref},1,32{sampling}]",
                  "--convergence", f"[{its},{threshold}]", "--shrink-factors", shrink, "--smoothing-sigmas", sigmas]  # fmt: skip
     if get_lib_fn("antsRegistration")(process_arguments(args)) != 0:
