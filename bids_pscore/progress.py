@@ -31,6 +31,7 @@ class Progress:
 
     def __init__(self, labels, stream=None, quiet=False):
         self.start = time.monotonic()
+        self.started_at = time.time()
         self.stream = stream or sys.stdout
         # -q: failures only
         self.quiet = quiet
@@ -60,9 +61,14 @@ class Progress:
         took = now - self._began.pop(node.fullname, now)
         label = self.outcomes[ident].label if ident else "all T1w"
         step = "derivatives" if node.name.endswith("_sink") else node.name
-        word = "done" if status == "end" else "FAILED"
+        if status != "end":
+            word = f"FAILED ({took:.1f} s)"
+        elif self._reused(node):
+            word = "reused from the work folder"
+        else:
+            word = f"done ({took:.1f} s)"
         if status != "end" or not self.quiet:
-            print(f"[{_fmt_seconds(now - self.start)}] {label:<28} {step:<12} {word} ({took:.1f} s)", file=self.stream, flush=True)
+            print(f"[{_fmt_seconds(now - self.start)}] {label:<28} {step:<12} {word}", file=self.stream, flush=True)
         if ident:
             outcome = self.outcomes[ident]
             outcome.steps[step] = took
@@ -72,6 +78,14 @@ class Progress:
                 outcome.failed_step = step
             elif step == "derivatives" and outcome.status != "failed":
                 outcome.status = "ok"
+
+    def _reused(self, node):
+        """Whether nipype took the step's result from an earlier run: its result file is older than this run
+        (nipype rewrites it only when the step runs; a second's margin, as file times lag the clock by a tick)."""
+        try:
+            return (Path(node.output_dir()) / f"result_{node.name}.pklz").stat().st_mtime < self.started_at - 1
+        except OSError:
+            return False
 
     def refuse(self, ident, step, message):
         """A T1w that fails before the workflow starts (e.g. its file cannot be read)."""

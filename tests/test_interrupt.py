@@ -74,8 +74,8 @@ def test_ctrl_c_stops_kill_leaves_nothing_half_written_and_the_next_run_goes_on(
     # under Linear the step runs in the app's own process, where nipype would swallow the interrupt
     # (Python takes a signal once a long call into C returns: skull stripping may still finish)
     job = start(bids_dir, out, work, "--nipype-plugin", "Linear")
-    before = read_until(job, "n4           done")
-    assert "load         done (0.0 s)" in before  # the first run's finished steps were kept
+    before = read_until(job, "n4           reused")
+    assert "load         reused from the work folder" in before  # the first run's finished steps were kept
     os.kill(job.pid, signal.SIGINT)
     rest = stopped_within(job, 60)
     assert job.returncode == EXIT_INTERRUPTED, rest
@@ -91,5 +91,5 @@ def test_ctrl_c_stops_kill_leaves_nothing_half_written_and_the_next_run_goes_on(
     rest = stopped_within(job, 900)
     assert job.returncode == 0, rest[-3000:]
     for step in ("load", "n4", "skullstrip"):  # taken from the work folder, not computed again
-        assert f"{step:<12} done (0.0 s)" in rest
+        assert f"{step:<12} reused from the work folder" in rest
     assert "1 of 1 T1w done" in rest and len(list(bids.summary_files(out))) == 1 and not half_written(out)
