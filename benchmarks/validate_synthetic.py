@@ -32,8 +32,9 @@ prints:
 
 Without --base the cohort is made of template heads (seed 2026, --subjects of them). With --base,
 each subject of a BIDS dataset of healthy heads becomes a cohort subject (bids_pscore-synth
---base; docs/disease_model.md), by default those the demo model's recipe kept out (every fourth
-subject in label order), with 3 sessions; the re-scan is of the first session.
+--base; docs/disease_model.md), by default the first half of those the demo model's recipe kept
+out (every fourth subject in label order: bids_pscore.synth.demo.validation_labels; the quick
+start's demo heads come from the other half), with 3 sessions; the re-scan is of the first session.
 Targets: AUC >= 0.95 (template) or reported (base), region AUC >= 0.85, lambda < 1, at most 5% of
 an AD session's regions tied at its maximum, ICC >= 0.95, median correlation >= 0.9.
 """
@@ -250,15 +251,10 @@ def retest_correlation(regions, retest_regions, common):
     return np.median([np.corrcoef(scan[:, r], rescan[:, r])[0, 1] for r in np.flatnonzero(varying)]), int(varying.sum())
 
 
-def held_out_labels(base_dir):
-    """The base subjects the demo model's recipe kept out of training: every fourth in label order."""
-    labels = sorted(pd.read_csv(Path(base_dir) / "participants.tsv", sep="\t")["participant_id"])
-    return [label.removeprefix("sub-") for k, label in enumerate(labels, start=1) if k % 4 == 0]
-
-
 def make_cohorts(opts):
     """Write the test and re-test cohorts (once) and return their folders."""
     from bids_pscore.synth import write_dataset
+    from bids_pscore.synth.demo import validation_labels
     from bids_pscore.synth.realheads import write_cohort
 
     folders = {}
@@ -271,7 +267,7 @@ def make_cohorts(opts):
         else:
             # the re-scan is of the first session: test-retest needs no more, and each session costs a preprocessing
             write_cohort(bids_dir, opts.base, opts.sessions if name == "test" else 1, opts.seed, acquisition_seed,
-                         participant_labels=opts.base_labels or held_out_labels(opts.base),
+                         participant_labels=opts.base_labels or validation_labels(opts.base),
                          cache_dir=opts.work / "bases", n_procs=2)  # fmt: skip
     return folders
 
@@ -306,7 +302,12 @@ def order_agreement(out_dir, bids_dir, truth_sessions, work):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", type=Path, help="a BIDS dataset of healthy heads to simulate atrophy on (bids_pscore-synth --base)")
-    parser.add_argument("--base-labels", nargs="+", help="with --base: these base subjects (default: those the demo recipe kept out)")
+    parser.add_argument(
+        "--base-labels",
+        nargs="+",
+        help="with --base: these base subjects (default: the first half of those the demo "
+        "model's recipe kept out; the other half holds the quick start's demo heads)",
+    )
     parser.add_argument("--subjects", type=int, default=20, help="without --base: how many template heads")
     parser.add_argument("--sessions", type=int, help="sessions per subject (default 1, or 3 with --base)")
     parser.add_argument("--seed", type=int, default=2026)

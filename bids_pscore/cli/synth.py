@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..synth import DATASET_NAME, GROUNDTRUTH, write_dataset
+from ..synth.demo import DEMO_SESSIONS, write_demo
 from . import configure_logging, run_command
 
 PROG = "bids_pscore-synth"
@@ -20,8 +21,12 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Write a BIDS dataset of T1w heads, AD subjects with regional atrophy that grows over sessions, "
-        "and its ground truth under derivatives/groundtruth: synthetic heads made from the MNI152 template, or, "
-        "with --base, real healthy heads of another BIDS dataset with simulated atrophy and ageing.",
+        "and its ground truth under derivatives/groundtruth. Three kinds: with no option, the quick start's demo: two real "
+        "IXI heads that ship with the package (CC BY-SA 3.0), sub-01 with simulated AD (typical subtype, stage 3 at the "
+        "first session), sub-02 healthy, two sessions each; with --n-subjects, heads made from the MNI152 template (for "
+        "tests); with --base, the real healthy heads of another BIDS dataset with simulated atrophy and ageing.",
+        epilog="examples: %(prog)s demo/bids (the demo); %(prog)s out --n-subjects 4 --n-sessions 2 (template heads); "
+        "%(prog)s out --base ixi_bids -w cache --n-procs 2 (a cohort on real heads)",
     )
     parser.add_argument("out_dir", type=Path)
     parser.add_argument(
@@ -32,13 +37,13 @@ def build_parser():
         "subjects becomes a cohort subject with its own anatomy, age and sex (see docs/disease_model.md)",
     )
     parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="with --base: only these base subjects")
-    parser.add_argument("--n-subjects", type=int, default=2, help="without --base: how many synthetic heads (default 2)")
-    parser.add_argument("--n-sessions", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0, help="anatomy, groups and disease course")
+    parser.add_argument("--n-subjects", type=int, help="heads made from the MNI152 template, this many (not with --base)")
+    parser.add_argument("--n-sessions", type=int, help="sessions per subject (default: 2 for the demo, else 1)")
+    parser.add_argument("--seed", type=int, default=0, help="anatomy, groups and disease course (the demo: region jitter and visit dates)")
     parser.add_argument(
         "--acquisition-seed", type=int, help="pose, voxel grid, bias field and noise (default: --seed); another value re-scans the same brains"
     )
-    parser.add_argument("--ad-fraction", type=float, default=0.5, help="share of AD subjects (default 0.5)")
+    parser.add_argument("--ad-fraction", type=float, help="with --n-subjects or --base: share of AD subjects (default 0.5)")
     parser.add_argument(
         "-w",
         "--work-dir",
@@ -52,14 +57,26 @@ def build_parser():
 def run(argv=None):
     parser = build_parser()
     opts = parser.parse_args(argv)
-    if opts.n_subjects < 1 or opts.n_sessions < 1 or opts.n_procs < 1 or not 0 <= opts.ad_fraction <= 1:
+    demo = opts.base is None and opts.n_subjects is None
+    if opts.base is not None and opts.n_subjects is not None:
+        parser.error("--n-subjects makes template heads and --base takes real ones: give one of them")
+    if demo and (opts.ad_fraction is not None or opts.participant_label or opts.work_dir or opts.n_procs != 1):
+        parser.error("the demo's subjects are fixed: --ad-fraction, --participant-label, -w and --n-procs need --n-subjects or --base")
+    if opts.base is None and (opts.participant_label or opts.work_dir or opts.n_procs != 1):
+        parser.error("--participant-label, -w and --n-procs need --base")
+    opts.n_sessions = opts.n_sessions or (DEMO_SESSIONS if demo else 1)
+    opts.ad_fraction = 0.5 if opts.ad_fraction is None else opts.ad_fraction
+    if (opts.n_subjects or 1) < 1 or opts.n_sessions < 1 or opts.n_procs < 1 or not 0 <= opts.ad_fraction <= 1:
         parser.error("--n-subjects, --n-sessions and --n-procs must be at least 1 and --ad-fraction between 0 and 1")
     description = opts.out_dir / "dataset_description.json"
     ours = description.is_file() and json.loads(description.read_text()).get("Name", "").startswith(DATASET_NAME)
     if opts.out_dir.exists() and any(opts.out_dir.iterdir()) and not ours:
         raise UsageError(f"{opts.out_dir} holds other files; give a new or empty folder")
     configure_logging(PROG, 0)
-    if opts.base is None:
+    if demo:
+        write_demo(opts.out_dir, opts.n_sessions, opts.seed, opts.acquisition_seed)
+        n_subjects = len(pd.read_csv(opts.out_dir / "participants.tsv", sep="\t"))
+    elif opts.base is None:
         write_dataset(opts.out_dir, opts.n_subjects, opts.n_sessions, opts.seed, opts.acquisition_seed, opts.ad_fraction)
         n_subjects = opts.n_subjects
     else:

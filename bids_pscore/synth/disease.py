@@ -104,12 +104,19 @@ def choose_ad(ages, n_ad, rng):
     return np.sort(rng.choice(len(ages), size=n_ad, replace=False, p=weights / weights.sum()))
 
 
-def draw_course(rng):
-    """An AD subject's subtype, stage at the first session, rate (stages a year) and region jitter."""
+def draw_course(rng, subtype=None, stage0=None, rate=None):
+    """An AD subject's subtype, stage at the first session, rate (stages a year) and region jitter.
+
+    A given ``subtype``, ``stage0`` or ``rate`` replaces the drawn one (the demo states its course);
+    the draws are made all the same, so the rest of the course comes from the same numbers.
+    """
     names = list(SUBTYPE_WEIGHTS)
-    subtype = names[rng.choice(len(names), p=np.array([SUBTYPE_WEIGHTS[n] for n in names]))]
+    drawn = names[rng.choice(len(names), p=np.array([SUBTYPE_WEIGHTS[n] for n in names]))]
+    subtype = subtype or drawn
     order = subtype_order(subtype)
-    stage0, rate = rng.uniform(*FIRST_STAGE), rng.uniform(*RATE)
+    drawn_stage0, drawn_rate = rng.uniform(*FIRST_STAGE), rng.uniform(*RATE)
+    stage0 = drawn_stage0 if stage0 is None else stage0
+    rate = drawn_rate if rate is None else rate
     jitter = rng.uniform(*REGION_JITTER, len(order))
     biased = rng.choice(["L", "R"])
     jitter = jitter * np.where(order["hemisphere"].to_numpy() == biased, 1.0 + rng.uniform(0, HEMISPHERE_BIAS), 1.0)

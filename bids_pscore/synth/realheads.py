@@ -99,8 +99,7 @@ def prepare_base(t1w_path, seed=0):
     from ..preprocess.params import PreprocParams
 
     params = PreprocParams()
-    img = steps.load_t1w(t1w_path)
-    n4 = steps.n4_correct(img, params.n4_shrink_mm, params.n4_iterations, params.n4_mask_fraction)
+    n4 = _n4(t1w_path)
     mask, _ = steps.brain_mask(n4, params.stripped_max_volume_ml, params.skullstrip_network_size)
     inside = np.asarray(mask.dataobj) > 0
     brain = steps.as_image(np.where(inside, n4.dataobj, 0.0), n4.affine)
@@ -118,12 +117,46 @@ def prepare_base(t1w_path, seed=0):
             [str(linear), str(warp.with_name(warp.name.replace("Warp", "InverseWarp")))], interpolator="nearestNeighbor",
             whichtoinvert=[True, False],
         ).numpy()  # fmt: skip
-    image = _onto(n4.dataobj, n4.affine, shape, affine, order=3)
     brain_mask = _onto(inside, n4.affine, shape, affine, order=1) >= 0.5
-    image = np.clip(image / np.percentile(image[brain_mask], 99), 0.0, None).astype(np.float32)
+    image = _head_image(n4, brain_mask, affine)
     labels = np.where(brain_mask, np.rint(labels), 0).astype(np.int16)
     ventricles = find_ventricles(image, brain_mask, labels)
     return BaseHead(Anatomy(image, brain_mask, labels, affine), ventricles, csf_intensity(image, ventricles))
+
+
+def _n4(t1w_path):
+    """The T1w, bias-corrected with the app's default N4."""
+    from ..preprocess import steps
+    from ..preprocess.params import PreprocParams
+
+    params = PreprocParams()
+    return steps.n4_correct(steps.load_t1w(t1w_path), params.n4_shrink_mm, params.n4_iterations, params.n4_mask_fraction)
+
+
+def _head_image(n4, brain_mask, affine):
+    """The bias-corrected head on the 1 mm grid of ``brain_mask``, its brain's 99th percentile at 1."""
+    image = _onto(n4.dataobj, n4.affine, brain_mask.shape, affine, order=3)
+    return np.clip(image / np.percentile(image[brain_mask], 99), 0.0, None).astype(np.float32)
+
+
+PREPARED_ARRAYS = ("labels", "mask", "ventricles", "affine")
+
+
+def save_prepared(path, base):
+    """What ``prepare_base`` found on a head, without the image (which N4 remakes in seconds): atlas
+    labels, brain mask and ventricles on the 1 mm grid, and its affine; about 0.3 MB compressed."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, labels=base.anatomy.labels, mask=base.anatomy.mask, ventricles=base.ventricles, affine=base.anatomy.affine)
+
+
+def load_prepared(t1w_path, path):
+    """A base head from its T1w and the preparation ``save_prepared`` kept (the demo heads ship theirs):
+    N4 alone runs again, about 6 s rather than the 36 s of ``prepare_base``."""
+    with np.load(path, allow_pickle=False) as saved:
+        labels, mask, ventricles, affine = (saved[k] for k in PREPARED_ARRAYS)
+    image = _head_image(_n4(t1w_path), mask, affine)
+    return BaseHead(Anatomy(image, mask, labels, affine), ventricles, csf_intensity(image, ventricles))
 
 
 def cached_base(t1w_path, cache_dir, seed=0):
@@ -178,15 +211,33 @@ def session_anatomy(base, age, disease):
     return image, labels, target
 
 
+@dataclass(frozen=True)
+class SubjectJob:
+    """One cohort subject to make: its base head, who it is, and what its course may not draw."""
+
+    out_dir: str
+    label: str  # the cohort's subject label; with the seed, it seeds the subject's course and scans
+    t1w_path: str
+    age: float
+    sex: str
+    is_ad: bool
+    n_sessions: int
+    seed: int
+    acquisition_seed: int
+    cache_dir: str | None = None  # where prepare_base's result is kept
+    prepared: str | None = None  # a preparation save_prepared wrote (the demo heads ship theirs)
+    course: dict | None = None  # subtype, stage0 and rate that replace the drawn ones (draw_course)
+
+
 def _subject(job):
     """Prepare one base head and write its sessions; returns its rows for the cohort's tables."""
     from ..atlas import region_table
 
-    (out_dir, cache_dir, label, t1w_path, age, is_ad, n_sessions, seed, acquisition_seed) = job
-    subject = np.random.default_rng([seed, zlib.crc32(label.encode())])
-    base = cached_base(t1w_path, cache_dir)
+    out_dir, label, age, is_ad, n_sessions, acquisition_seed = job.out_dir, job.label, job.age, job.is_ad, job.n_sessions, job.acquisition_seed
+    subject = np.random.default_rng([job.seed, zlib.crc32(label.encode())])
+    base = load_prepared(job.t1w_path, job.prepared) if job.prepared else cached_base(job.t1w_path, job.cache_dir)
     healthy = np.bincount(base.anatomy.labels.ravel(), minlength=N_LABELS)
-    subtype, stage0, rate, jitter = draw_course(subject) if is_ad else ("none", None, 0.0, None)
+    subtype, stage0, rate, jitter = draw_course(subject, **(job.course or {})) if is_ad else ("none", None, 0.0, None)
     order = subtype_order(subtype) if is_ad else None
     visit = datetime(2015, 1, 1, 8, 0) + timedelta(days=int(subject.integers(0, 5 * 365)), minutes=int(subject.integers(0, 600)))
     names = region_table().set_index("index")["label"]
@@ -259,28 +310,36 @@ def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None,
     ages = np.array([age for _, _, age, _ in subjects])
     ad = set(choose_ad(ages, int(round(len(subjects) * ad_fraction)), np.random.default_rng([seed, 0])).tolist())
     base_description = _read_json(base_dir / "dataset_description.json")
-    write_json(out_dir / "dataset_description.json", {
-        "Name": f"{DATASET_NAME}: simulated atrophy on {base_description.get('Name', base_dir.name)}",
+    base_name = base_description.get("Name", base_dir.name)
+    description = {
+        "Name": f"{DATASET_NAME}: simulated atrophy on {base_name}",
         "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
         "License": base_description.get("License", "see the base dataset"),
         "HowToAcknowledge": base_description.get("HowToAcknowledge", ""),
         "GeneratedBy": [{"Name": "bids_pscore-synth",
                          "Description": f"simulated atrophy on real heads; seed {seed}, acquisition seed {acquisition_seed}"}],
-        "SourceDatasets": [{"URL": base_dir.resolve().as_uri(), "Name": base_description.get("Name", base_dir.name)}],
-    })  # fmt: skip
-    write_text(out_dir / "README", f"Real healthy T1w heads from {base_description.get('Name', base_dir.name)} with simulated "
-               "AD-like atrophy and ageing made by bids_pscore-synth; the truth is in derivatives/groundtruth. "
-               "The atrophy is not real.\n")  # fmt: skip
-    jobs = [(str(out_dir), str(cache_dir) if cache_dir else None, label, str(path), age, i in ad, n_sessions, seed, acquisition_seed)
-            for i, (label, path, age, _) in enumerate(subjects)]  # fmt: skip
+        "SourceDatasets": [{"URL": base_dir.resolve().as_uri(), "Name": base_name}],
+    }  # fmt: skip
+    readme = (f"Real healthy T1w heads from {base_name} with simulated AD-like atrophy and ageing made by bids_pscore-synth; "
+              "the truth is in derivatives/groundtruth. The atrophy is not real.\n")  # fmt: skip
+    jobs = [SubjectJob(str(out_dir), label, str(path), age, sex, i in ad, n_sessions, seed, acquisition_seed, str(cache_dir) if cache_dir else None)
+            for i, (label, path, age, sex) in enumerate(subjects)]  # fmt: skip
+    return write_subjects(out_dir, description, readme, jobs, n_procs)
+
+
+def write_subjects(out_dir, description, readme, jobs, n_procs=1):
+    """A BIDS dataset of the ``jobs``' subjects (``SubjectJob``) with its ground truth in derivatives/groundtruth."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / "dataset_description.json", description)
+    write_text(out_dir / "README", readme)
     if n_procs > 1:
         # spawn: deepbet's torch and ANTs' threads do not survive a fork
         with ProcessPoolExecutor(n_procs, mp_context=get_context("spawn")) as pool:
             results = list(pool.map(_subject, jobs))
     else:
         results = [_subject(job) for job in jobs]
-    participants = [{"participant_id": f"sub-{label}", "group": "AD" if i in ad else "CN", "age": age, "sex": sex}
-                    for i, (label, _, age, sex) in enumerate(subjects)]  # fmt: skip
+    participants = [{"participant_id": f"sub-{job.label}", "group": "AD" if job.is_ad else "CN", "age": job.age, "sex": job.sex}
+                    for job in jobs]  # fmt: skip
     write_tsv(out_dir / "participants.tsv", pd.DataFrame(participants), "%.6g")
     write_json(out_dir / "participants.json", {
         "group": {"Description": "diagnosis", "Levels": {"AD": "simulated atrophy", "CN": "no simulated atrophy"}},

@@ -3,8 +3,10 @@
 #   bash bids_pscore/data/demo_model/recipe.sh [build folder] [base dataset]
 # The base is the 145 real healthy IXI heads (2 mm, CC BY-SA 3.0; ../shared/data/ixi_hh in the
 # project's workspace). Three of every four subjects (in label order) get simulated AD-like
-# atrophy or none (docs/disease_model.md) and train the model; the fourth are kept out for
-# benchmarks/validate_synthetic.py --base. The trained weights derive from IXI and carry its
+# atrophy or none (docs/disease_model.md) and train the model; the fourth are kept out: the first
+# half of them (18, IXI015 to IXI282) for benchmarks/validate_synthetic.py --base, and of the other
+# half the first two aged 60 or more (IXI313, IXI438) are the quick start's demo heads
+# (bids_pscore/data/demo_heads/recipe.py, bids_pscore.synth.demo). The trained weights derive from IXI and carry its
 # licence, CC BY-SA 3.0. About 100-135 minutes on 2 CPUs: 32-46 generating the cohort (105 subjects with an
 # age, 2 sessions each; 4 when the prepared base heads are already in $build/bases), 61-73
 # preprocessing its 210 T1w, 13 training.

@@ -1,0 +1,91 @@
+"""The quick start's demo: two shipped IXI heads, their licence, the rule that picked them, and the
+dataset bids_pscore-synth makes from them."""
+
+import filecmp
+
+import pandas as pd
+import pytest
+
+from bids_pscore import bids
+from bids_pscore.cli import synth as synth_cli
+from bids_pscore.groundtruth import ATROPHIED_FROM, read_truth
+from bids_pscore.synth import GROUNDTRUTH
+from bids_pscore.synth.demo import DEMO_COURSE, DEMO_HEADS, demo_labels, held_out_labels, validation_labels
+
+from .helpers import SHARED_DATA
+
+IXI = SHARED_DATA / "ixi_hh"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "bids"
+    assert synth_cli.main([str(out)]) == 0
+    return out
+
+
+def test_demo_heads_carry_their_licence_and_credit_ixi():
+    licence = (DEMO_HEADS / "LICENSE.md").read_text()
+    assert "IXI" in licence and "CC BY-SA 3.0" in licence and "brain-development.org" in licence and "What was changed" in licence
+    heads = pd.read_csv(DEMO_HEADS / "heads.tsv", sep="\t")
+    for name in (*heads["t1w"], *heads["prepared"]):
+        assert (DEMO_HEADS / name).is_file() and name.split("_")[0] in licence
+    # what ships is small: two 2 mm heads and what prepare_base found on them
+    assert sum(p.stat().st_size for p in DEMO_HEADS.iterdir()) <= 3 * 1024**2
+
+
+def test_demo_heads_are_those_the_rule_picks():
+    heads = pd.read_csv(DEMO_HEADS / "heads.tsv", sep="\t").set_index("participant_id")
+    assert heads["source"].tolist() == ["sub-IXI313", "sub-IXI438"] and heads["group"].tolist() == ["AD", "CN"]
+    if not (IXI / "participants.tsv").is_file():
+        pytest.skip("../shared/data/ixi_hh is not beside the repository: the rule is not recomputed")
+    # recomputed from the base: held out of the demo model's training, not used by the validation benchmark, aged 60 or more
+    labels = sorted(pd.read_csv(IXI / "participants.tsv", sep="\t")["participant_id"].str.removeprefix("sub-"))
+    picked = demo_labels(IXI)
+    assert [f"sub-{label}" for label in picked] == heads["source"].tolist()
+    held_out = held_out_labels(IXI)
+    assert held_out == labels[3::4] and set(picked) <= set(held_out) and not set(picked) & set(validation_labels(IXI))
+    ages = pd.read_csv(IXI / "participants.tsv", sep="\t").set_index("participant_id")["age"]
+    skipped = held_out[len(held_out) // 2 : held_out.index(picked[1])]
+    assert all(ages[f"sub-{label}"] < 60 for label in skipped if label not in picked) and (ages[heads["source"]] >= 60).all()
+    for head in heads.itertuples():
+        assert filecmp.cmp(DEMO_HEADS / head.t1w, IXI / head.source / "anat" / f"{head.source}_T1w.nii.gz", shallow=False)
+
+
+def test_demo_dataset_has_an_atrophied_and_a_healthy_subject_with_two_visits_and_their_truth(demo):
+    t1w = bids.find_t1w(bids.load_layout(demo, validate=True))
+    sessions = sorted((f"sub-{t.entities['sub']}", f"ses-{t.entities['ses']}") for t in t1w)
+    assert sessions == [("sub-01", "ses-1"), ("sub-01", "ses-2"), ("sub-02", "ses-1"), ("sub-02", "ses-2")]
+    participants = pd.read_csv(demo / "participants.tsv", sep="\t").set_index("participant_id")
+    assert participants["group"].to_dict() == {"sub-01": "AD", "sub-02": "CN"}
+    for sub in ("sub-01", "sub-02"):
+        times = pd.to_datetime(pd.read_csv(demo / sub / f"{sub}_sessions.tsv", sep="\t")["acq_time"])
+        assert 0.8 <= (times.iloc[1] - times.iloc[0]).days / 365.25 <= 1.3
+    truth = read_truth(demo)
+    assert sorted(truth) == sessions
+    first, second = truth[("sub-01", "ses-1")], truth[("sub-01", "ses-2")]
+    assert first.group == "AD" and first.subtype == DEMO_COURSE["subtype"] and first.stage == DEMO_COURSE["stage0"] and second.stage > first.stage
+    # the stated stage: several regions have lost 20-40%, none more; the healthy subject lost no region's 10%
+    assert ((first.loss >= 0.2) & (first.loss <= 0.4)).sum() >= 5 and first.loss.max() <= 0.4
+    assert (second.loss >= first.loss - 0.01).all() and second.atrophied.sum() > first.atrophied.sum()
+    for ses in ("ses-1", "ses-2"):
+        healthy = truth[("sub-02", ses)]
+        assert healthy.group == "CN" and not healthy.atrophied.any() and healthy.loss.max() < ATROPHIED_FROM
+    for sub, ses in sessions:
+        assert (demo / GROUNDTRUTH / sub / ses / "anat" / f"{sub}_{ses}_atlas-Brainnetome_dseg.nii.gz").is_file()
+
+
+def test_demo_is_the_same_bytes_twice(demo, tmp_path):
+    again = tmp_path / "bids"
+    assert synth_cli.main([str(again)]) == 0
+    files = sorted(p.relative_to(demo) for p in demo.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert [f for f in files if not filecmp.cmp(demo / f, again / f, shallow=False)] == []
+
+
+def test_demo_command_line_refuses_options_it_does_not_take(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        synth_cli.main([str(tmp_path / "bids"), "--ad-fraction", "1"])
+    assert exit_code.value.code == 2 and "the demo's subjects are fixed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        synth_cli.main([str(tmp_path / "bids"), "--n-subjects", "2", "--base", str(tmp_path)])
