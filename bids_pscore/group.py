@@ -283,11 +283,28 @@ def with_participant_columns(ordered, participants_tsv):
     return ordered.merge(extra.drop_duplicates("participant_id"), on="participant_id", how="left")
 
 
+def truth_rows(ordered, flags, flag_kind, truth, labels):
+    """(header, rows) of the sessions' truth beside their results when bids_pscore-synth made the
+    dataset (``truth``: groundtruth.read_truth), else None."""
+    from .groundtruth import check_flags
+    from .report.html import TRUTH_COLUMNS, truth_cells
+
+    rows = []
+    for k, session in enumerate(ordered.itertuples()):
+        session_truth = (truth or {}).get((session.participant_id, session.session_id))
+        if session_truth is not None:
+            check = check_flags(flags[k], session_truth, labels)
+            rows.append((session.participant_id, session.session_id,
+                         *truth_cells(session_truth, session.predicted_class, session.ad_probability, check, flag_kind)))  # fmt: skip
+    return (("subject", "session", *TRUTH_COLUMNS), rows) if rows else None
+
+
 def run_group(config):
     """Group level (SPEC section 9) over the participant outputs in the output folder; returns the
     exit code (1 when damaged outputs were left out)."""
     from .atlas import region_table
     from .derivatives import write_group_tables
+    from .groundtruth import read_truth
     from .pscore import whole_brain
     from .report import write_group_report
 
@@ -368,7 +385,10 @@ def run_group(config):
         else:
             log.info("no comparison: the first sessions do not hold both %s and %s", options.positive, options.negative)
     written = write_group_tables(output_dir, tables, options.normalisation, threshold, model, flag_kind, flag_threshold)
-    write_group_report(output_dir, tables, traj_scores, flag_threshold, model, options, flag_kind)
+    truth = read_truth(config.bids_dir)
+    write_group_report(
+        output_dir, tables, traj_scores, flag_threshold, model, options, flag_kind, truth_rows(ordered, flags, flag_kind, truth, labels)
+    )
     log.info(
         "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s",
         len(ordered),

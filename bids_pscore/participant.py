@@ -231,6 +231,7 @@ def run_participant(config):
     """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     from . import derivatives
+    from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
     from .report import write_citation
 
@@ -266,9 +267,16 @@ def run_participant(config):
     failed.update(stopped)
     # every T1w of the run's subjects, whatever --session-label or --bids-filter-file selected
     subject_t1w = bids.find_t1w(layout, sorted({t.entities["sub"] for t in t1w_inputs}))
-    reports = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template, run_info(config, started))
+    truth = read_truth(config.bids_dir)
+    reports = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template,
+                                run_info(config, started), truth)  # fmt: skip
     citation = write_citation(output_dir, params, bundle.metadata)
     log.info("reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
+    if truth:
+        from .atlas import region_table
+
+        for sentence in subject_sentences(checked_sessions(results, truth, region_table()["label"].to_numpy())):
+            log.info("%s", sentence)
     return EXIT_SESSION_FAILED if failed else EXIT_OK
 
 
@@ -326,7 +334,7 @@ def earlier_results(output_dir, t1w_inputs, template, metadata):
     return ours
 
 
-def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info):
+def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info, truth=None):
     """The reports of a run's subjects, each with every session scored in the output folder: this run's
     ``results`` and those of ``subject_t1w`` that earlier runs scored with this model (a run of one
     session must not drop the others from the subject's report)."""
@@ -334,12 +342,13 @@ def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, meta
 
     earlier = earlier_results(output_dir, [t for t in subject_t1w if t not in t1w_inputs], template, metadata)
     every = sorted(results + earlier, key=lambda r: r.t1w.relpath)
-    return write_subject_reports(output_dir, t1w_inputs + [r.t1w for r in earlier], every, failed, metadata, template, info)
+    return write_subject_reports(output_dir, t1w_inputs + [r.t1w for r in earlier], every, failed, metadata, template, info, truth)
 
 
 def rebuild_reports(t1w_inputs, config):
     """--reports-only: the reports and the methods text drawn again from the outputs on disk; the
     derivatives are read, never written. Sessions without outputs are named as not scored."""
+    from .groundtruth import read_truth
     from .progress import Outcome
     from .report import write_citation, write_subject_reports
 
@@ -360,9 +369,8 @@ def rebuild_reports(t1w_inputs, config):
             results.append(result)
     if not results:
         raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
-    reports = write_subject_reports(
-        output_dir, t1w_inputs, results, failed, bundle.metadata, params.template, run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z"))
-    )
+    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
+                                    run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), read_truth(config.bids_dir))  # fmt: skip
     citation = write_citation(output_dir, params, bundle.metadata)
     log.info(
         "reports drawn again from %d scored T1w: %s; methods and citations: %s",

@@ -1,12 +1,16 @@
-"""The quick start's demo: two shipped IXI heads, their licence, the rule that picked them, and the
-dataset bids_pscore-synth makes from them."""
+"""The quick start's demo: two shipped IXI heads, their licence, the rule that picked them, the
+dataset bids_pscore-synth makes from them, and (slow) the quick start run on it checked against its truth."""
 
 import filecmp
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from bids_pscore import bids
+from bids_pscore.atlas import region_table
+from bids_pscore.cli import run as cli
 from bids_pscore.cli import synth as synth_cli
 from bids_pscore.groundtruth import ATROPHIED_FROM, read_truth
 from bids_pscore.synth import GROUNDTRUTH
@@ -89,3 +93,52 @@ def test_demo_command_line_refuses_options_it_does_not_take(tmp_path, capsys):
     assert exit_code.value.code == 2 and "the demo's subjects are fixed" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         synth_cli.main([str(tmp_path / "bids"), "--n-subjects", "2", "--base", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_quick_start_calls_the_healthy_head_control_and_the_atrophied_one_ad_and_flags_its_atrophy(demo, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main([str(demo), str(out), "participant", "-w", str(tmp_path / "work")]) == 0
+    last_lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert [line.split(":")[1].strip() for line in last_lines] == ["truth check, sub-01", "truth check, sub-02"]
+    assert cli.main([str(demo), str(out), "group"]) == 0
+    truth = read_truth(demo)
+    labels = region_table()["label"].to_numpy()
+    flags = {}
+    for path in bids.summary_files(out):
+        entities = bids.source_entities(path)
+        key = (f"sub-{entities['sub']}", f"ses-{entities['ses']}")
+        summary = pd.read_json(path, typ="series")
+        flags[key] = (summary["PredictedClass"], np.isin(labels, summary["Normative"]["AtrophicRegions"]))
+    assert {key: called for key, (called, _) in flags.items()} == {
+        ("sub-01", "ses-1"): "AD", ("sub-01", "ses-2"): "AD", ("sub-02", "ses-1"): "control", ("sub-02", "ses-2"): "control"}  # fmt: skip
+    atrophied_flags = np.concatenate([flags[("sub-01", ses)][1] for ses in ("ses-1", "ses-2")])
+    truly = np.concatenate([truth[("sub-01", ses)].atrophied for ses in ("ses-1", "ses-2")])
+    assert atrophied_flags.sum() >= 2 and (atrophied_flags & truly).sum() > atrophied_flags.sum() / 2
+    assert all(flags[("sub-02", ses)][1].sum() <= 1 for ses in ("ses-1", "ses-2"))
+    # the reports show the truth beside the result
+    subject_report = (out / "sub-01.html").read_text()
+    assert "<h2>Truth</h2>" in subject_report and "truth check, sub-01: truly AD, typical subtype" in subject_report
+    group_report = (out / "group" / "report.html").read_text()
+    assert "<h2>Truth</h2>" in group_report and re.search(r"<td>sub-02</td><td>ses-2</td><td>healthy \(CN\)</td>", group_report)
+
+
+def test_truth_is_read_only_from_what_bids_pscore_synth_made_and_flags_are_split_into_hits_misses_and_false(demo, tmp_path):
+    import shutil
+
+    from bids_pscore.groundtruth import check_flags
+
+    truth = read_truth(demo)[("sub-01", "ses-1")]
+    labels = region_table()["label"].to_numpy()
+    flagged = truth.atrophied.copy()
+    missed, false = np.flatnonzero(truth.atrophied)[0], np.flatnonzero(~truth.atrophied)[0]
+    flagged[missed], flagged[false] = False, True
+    check = check_flags(flagged, truth, labels)
+    assert [label for label, _ in check.misses] == [labels[missed]] and [label for label, _ in check.false_flags] == [labels[false]]
+    assert len(check.hits) == truth.atrophied.sum() - 1 and [loss for _, loss in check.hits] == sorted((loss for _, loss in check.hits), reverse=True)
+    # a dataset whose derivatives/groundtruth another tool made has no truth for the app
+    other = tmp_path / "bids"
+    shutil.copytree(demo, other)
+    description = other / GROUNDTRUTH / "dataset_description.json"
+    description.write_text(description.read_text().replace("bids_pscore-synth", "fmriprep"))
+    assert read_truth(other) is None and read_truth(tmp_path) is None

@@ -7,16 +7,17 @@ import numpy as np
 from .. import bids
 from ..fileio import write_text
 from . import figures
-from .html import frame_rows, render
+from .html import frame_rows, render, truth_note
 
 # rows shown of each table (the TSV files hold them all)
 TOP = 20
 
 
-def write_group_report(output_dir, tables, norm, threshold, model, options, flags="patent"):
+def write_group_report(output_dir, tables, norm, threshold, model, options, flags="patent", truth=None):
     """Figures and report.html under <output_dir>/group; returns the report's path. ``norm`` and
     ``threshold`` are what the trajectories follow: normalised scores and lambda with patent
-    flags, grey-level z and the calibrated threshold with normative ones."""
+    flags, grey-level z and the calibrated threshold with normative ones. ``truth``: (header, rows)
+    of the sessions' truth beside their results (group.truth_rows), or None."""
     from ..atlas import atlas_on_grid
     from ..derivatives import FLAG_DESCRIPTIONS
     from ..preprocess.steps import template_on_grid
@@ -98,6 +99,7 @@ def write_group_report(output_dir, tables, norm, threshold, model, options, flag
         min_support=f"{options.min_support:g}", max_set_size=options.max_set_size,
         sets=frame_rows(tables["sets"], list(tables["sets"].columns), TOP),
         onset=frame_rows(onset[onset["order"] > 0], onset_columns, TOP) if len(traj) else None, comparison=comparison,
+        truth={"note": truth_note(), "header": truth[0], "rows": truth[1]} if truth else None,
     )  # fmt: skip
     path = out / bids.GROUP_DIR / bids.GROUP_FILES["report"]
     write_text(path, page)

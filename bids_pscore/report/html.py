@@ -23,3 +23,26 @@ def frame_rows(frame, columns, top=None):
     shown = frame[list(columns)] if top is None else frame[list(columns)].head(top)
     rows = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in shown.itertuples(index=False)]
     return {"header": list(columns), "rows": rows}
+
+
+TRUTH_COLUMNS = ("truth", "called (AD probability)", "right", "flags checked", "flagged and truly atrophied (true loss)",
+                 "truly atrophied, not flagged (missed)", "flagged, not truly atrophied (false flags)")  # fmt: skip
+
+
+def truth_cells(session_truth, predicted_class, ad_probability, check, kind):
+    """A session's truth beside its result, as TRUTH_COLUMNS (groundtruth.check_flags made ``check``)."""
+    from ..groundtruth import called_right
+
+    def listed(regions):
+        return ", ".join(f"{label} ({loss:.0%})" for label, loss in regions) or "none"
+
+    return (session_truth.describe(), f"{predicted_class} ({ad_probability:.2f})", "yes" if called_right(predicted_class, session_truth) else "NO",
+            kind, listed(check.hits), listed(check.misses), listed(check.false_flags))  # fmt: skip
+
+
+def truth_note():
+    from ..groundtruth import ATROPHIED_FROM
+
+    return (f"This dataset was made by bids_pscore-synth: its ground truth (derivatives/groundtruth) says what each session truly is. "
+            f"A region counts as truly atrophied when it lost {ATROPHIED_FROM:.0%} or more of its volume (disease, ageing and the "
+            "widening of the ventricles together); the flags checked are the normative ones when the model has a normative reference.")  # fmt: skip

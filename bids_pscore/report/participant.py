@@ -19,7 +19,7 @@ from ..model.bundle import model_warnings
 from ..model.splits import SPLITS
 from . import figures
 from .citation import CITATION_BIB, CITATION_MD
-from .html import render
+from .html import TRUTH_COLUMNS, render, truth_cells, truth_note
 
 # below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
 SMALL_BRAIN_VOXELS = 270_000
@@ -175,9 +175,22 @@ def summary_row(result, with_normative):
     return row
 
 
-def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, weights_fig, run_info):
+def truth_section(results, truth):
+    """The truth of a dataset bids_pscore-synth made beside the subject's results, or None."""
+    from ..atlas import region_table
+    from ..groundtruth import checked_sessions, subject_sentences
+
+    checked = checked_sessions(results, truth or {}, region_table()["label"].to_numpy())
+    if not checked:
+        return None
+    return {"note": truth_note(), "sentences": subject_sentences(checked), "header": ("session", *TRUTH_COLUMNS),
+            "rows": [(r.t1w.label, *truth_cells(t, r.predicted_class, r.ad_probability, c, kind)) for r, t, c, kind in checked]}  # fmt: skip
+
+
+def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, weights_fig, run_info, truth=None):
     """Write sub-<subject>.html (``templates/subject.html``) and its figures; return the report's
-    path relative to the output folder."""
+    path relative to the output folder. ``truth`` (groundtruth.read_truth), when given, is shown
+    beside the results."""
     out = Path(output_dir)
     figure_dir = Path(f"sub-{subject}") / "figures"
     threshold = metadata["reference"]["lambda"]
@@ -202,7 +215,8 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
               for t in t1w_inputs if t.label in failed]  # fmt: skip
     page = render(
         "subject.html", title=f"bids_pscore report: sub-{subject}", warnings=warnings,
-        summary={"header": header, "rows": [summary_row(r, any(s.normative for s in results)) for r in results]}, errors=errors, sessions=sessions,
+        summary={"header": header, "rows": [summary_row(r, any(s.normative for s in results)) for r in results]},
+        truth=truth_section(results, truth), errors=errors, sessions=sessions,
         model={"rows": model_rows(metadata), "figure": weights_fig.as_posix(),
                "caption": "Per-cube weights w_c of the meta-classifier over the template (blue negative, red positive; "
                "cubes the model does not use are blank)."},
@@ -214,7 +228,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     return path
 
 
-def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template, run_info):
+def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template, run_info, truth=None):
     """One report per subject of ``t1w_inputs``; returns their paths relative to the output folder.
 
     ``run_info`` ({name: value}: command line, date, version) is shown in every report."""
@@ -240,6 +254,7 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
             metadata,
             weights_fig,
             run_info,
+            truth,
         )  # fmt: skip
         for sub in subjects
     ]
