@@ -90,8 +90,10 @@ def csf_intensity(image, ventricles):
     return float(np.percentile(image[ventricles], 10))
 
 
-def prepare_base(t1w_path, seed=0):
-    """A base head on its 1 mm grid with its atlas labels, brain mask and ventricles."""
+def prepare_base(t1w_path, seed=None):
+    """A base head on its 1 mm grid with its atlas labels, brain mask and ventricles. ``seed``: the
+    registration's (default: the preprocessing's, PreprocParams.registration_seed; ANTs takes 0
+    for a seed from the clock, which made every cohort's atlas placement differ run to run)."""
     import ants
 
     from ..atlas import source_image
@@ -107,6 +109,7 @@ def prepare_base(t1w_path, seed=0):
     coarse = steps.template_on_grid(params.template, params.registration_mm)[0]
     with tempfile.TemporaryDirectory() as tmp:
         iterations = (params.rigid_iterations, params.affine_iterations, params.syn_iterations)
+        seed = params.registration_seed if seed is None else seed
         warp, linear = steps.register(brain, coarse, template, iterations, seed, f"{tmp}/base_")
         shape, affine = _work_grid(n4)
         fixed = ants.from_nibabel_nifti(steps.as_image(np.zeros(shape), affine))
@@ -159,7 +162,7 @@ def load_prepared(t1w_path, path):
     return BaseHead(Anatomy(image, mask, labels, affine), ventricles, csf_intensity(image, ventricles))
 
 
-def cached_base(t1w_path, cache_dir, seed=0):
+def cached_base(t1w_path, cache_dir, seed=None):
     """``prepare_base``, kept in ``cache_dir`` under a hash of the image, the seed and the code that
     prepares it (a re-scan or a second cohort reuses it; a new commit that leaves that code alone too)."""
     from ..preprocess.workflow import code_fingerprint
