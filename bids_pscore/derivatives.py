@@ -552,7 +552,8 @@ def write_group_tables(output_dir, tables, normalisation, threshold, model, flag
         columns = {c: {"Description": GROUP_COLUMNS.get(c, "from participants.tsv")} for c in frame.columns}
         write_json(bids.sidecar_path(path), {
             "Normalisation": f"{normalisation}: " + ("the model's reference images" if normalisation == "reference"
-                                                      else "minimum and maximum over the analysed sessions"),
+                                                      else "minimum and maximum over the analysed sessions, and lambda over those "
+                                                           "of them AD and predicted AD (SPEC 5's lambda, with the cohort as reference)"),
             "Lambda": threshold, "Model": {"Name": model.get("Name"), "Version": model.get("Version"), "SHA256": model.get("SHA256")},
             "Flags": f"{flags}: {FLAG_DESCRIPTIONS[flags]}",
             **({"NormativeThreshold": flag_threshold} if flags == "normative" else {}),

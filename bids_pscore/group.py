@@ -16,7 +16,7 @@ import pandas as pd
 from . import bids
 from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, UsageError
-from .pscore import normalise_regions
+from .pscore import normalise_regions, reference_statistics
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,28 @@ def cohort_normalise(p_region):
     """Min-max normalisation of each region over the analysed sessions (instead of the model's reference)."""
     p_region = np.asarray(p_region, np.float64)
     return normalise_regions(p_region, p_region.min(axis=0), p_region.max(axis=0))
+
+
+def cohort_lambda(p_region, is_ad, predicted_ad, flag_kind):
+    """lambda of --normalisation cohort: SPEC 5's lambda (mean + 2 SD of the normalised scores over all
+    regions of the AD images classified as AD) taken over the analysed sessions, the cohort that
+    normalises them. The model's lambda was taken over its reference cohort's normalisation; applied
+    to the cohort's, it flags every region in the session where the region reaches 1.
+
+    ``is_ad``: the sessions labelled AD, or without labels those predicted AD. None when no session
+    is both, unless patent flags need it (then a UsageError)."""
+    try:
+        threshold = reference_statistics(p_region, is_ad, predicted_ad).threshold
+    except ValueError:
+        if flag_kind == "patent":
+            raise UsageError(
+                "--normalisation cohort: no analysed session is AD and predicted AD, so lambda (SPEC 5) cannot be computed over the cohort; "
+                "use --normalisation reference (or --flags normative)"
+            ) from None
+        return None
+    log.info("--normalisation cohort: lambda %.3f, computed over the %d session(s) AD and predicted AD, as SPEC 5 computes the model's "
+             "over its reference cohort", threshold, int((np.asarray(is_ad) & np.asarray(predicted_ad)).sum()))  # fmt: skip
+    return threshold
 
 
 def order_sessions(sessions, times):
@@ -329,16 +351,6 @@ def run_group(config):
         )
     rows = ordered["row"].to_numpy()
     raw, reference_norm = raw[rows], reference_norm[rows]
-    cohort_norm = cohort_normalise(raw)
-    norm = reference_norm if options.normalisation == "reference" else cohort_norm
-    if flag_kind == "normative":
-        # trajectories follow the grey-level z (falling with atrophy) and its calibrated threshold
-        flags, traj_scores, flag_threshold = normative.atrophic[rows], normative.z[rows], normative.threshold
-    else:
-        flags, traj_scores, flag_threshold = norm > threshold, norm, threshold
-    log.info("group: counting %s flags (%s)", flag_kind, FLAG_TEXT[flag_kind])
-    regions = region_table()
-    labels = np.asarray(regions["label"])
     ordered = with_participant_columns(ordered, Path(config.bids_dir) / "participants.tsv")
     labelled_ad = is_labelled = None
     if options.label_column:
@@ -348,6 +360,19 @@ def run_group(config):
         labelled_ad = np.array([v == 1 for v in values])
         ordered["diagnosis"] = [{1: options.positive, 0: options.negative}.get(v, "n/a") for v in values]
     predicted_ad = ordered["predicted_class"].to_numpy() == "AD"
+    cohort_norm = cohort_normalise(raw)
+    if options.normalisation == "reference":
+        norm = reference_norm
+    else:
+        norm, threshold = cohort_norm, cohort_lambda(raw, predicted_ad if labelled_ad is None else labelled_ad, predicted_ad, flag_kind)
+    if flag_kind == "normative":
+        # trajectories follow the grey-level z (falling with atrophy) and its calibrated threshold
+        flags, traj_scores, flag_threshold = normative.atrophic[rows], normative.z[rows], normative.threshold
+    else:
+        flags, traj_scores, flag_threshold = norm > threshold, norm, threshold
+    log.info("group: counting %s flags (%s)", flag_kind, FLAG_TEXT[flag_kind])
+    regions = region_table()
+    labels = np.asarray(regions["label"])
 
     ordered["whole_brain_pscore_reference"] = whole_brain(reference_norm)
     ordered["whole_brain_pscore_cohort"] = whole_brain(cohort_norm)

@@ -296,3 +296,43 @@ def test_a_summary_without_the_model_sha256_is_named_and_left_out_without_a_trac
     printed = capsys.readouterr().out
     assert code == errors.EXIT_SESSION_FAILED and "Traceback" not in printed
     assert f"left out {damaged.name}: unreadable or incomplete outputs ('SHA256'); run the participant level again for this session" in printed
+
+
+def _cohort_without_a_special_region(out, n_sessions=12, seed=6):
+    """Sessions whose raw scores hold, in every region, the same evenly spaced values in another order:
+    no region and no session stands out; half the sessions are predicted AD."""
+    rng = np.random.default_rng(seed)
+    values = np.array([rng.permutation(np.linspace(0.0, 0.3, n_sessions)) for _ in range(246)]).T
+    for i, row in enumerate(values):
+        write_scored_session(out, (f"{i + 1:02d}", None), row, 0.9 if i % 2 else 0.1)
+    return make_bids(out.parent / "bids", [f"{i + 1:02d}" for i in range(n_sessions)])
+
+
+def test_cohort_normalisation_flags_by_a_lambda_of_the_cohort_and_flags_nothing_when_no_region_stands_out(tmp_path, capsys):
+    """Each region reaches 1 in its top session under cohort normalisation; the model's lambda (0.5 here)
+    flagged it there, in every region. lambda of the cohort (SPEC 5 over its sessions predicted AD) does not."""
+    out = tmp_path / "out"
+    bids_dir = _cohort_without_a_special_region(out)
+    assert cli.main([str(bids_dir), str(out), "group", "--normalisation", "cohort", "--flags", "patent"]) == 0
+    sessions = pd.read_csv(out / "group" / "sessions.tsv", sep="\t", na_values="n/a")
+    regions = pd.read_csv(out / "group" / "regions.tsv", sep="\t")
+    assert (sessions["n_degenerative"] == 0).all() and not regions["degenerative"].any()
+    sidecar = json.loads((out / "group" / "regions.json").read_text())
+    ad = regions[regions["t1w"].isin(sessions.loc[sessions["predicted_class"] == "AD", "t1w"])]["p_region_norm_cohort"]
+    assert sidecar["Lambda"] == pytest.approx(ad.mean() + 2 * ad.std(ddof=0)) and sidecar["Lambda"] > 1
+    assert "lambda over those of them AD and predicted AD" in sidecar["Normalisation"]
+    assert "--normalisation cohort: lambda" in capsys.readouterr().out
+    # with reference normalisation the model's lambda stays
+    assert cli.main([str(bids_dir), str(out), "group", "--flags", "patent"]) == 0
+    assert json.loads((out / "group" / "regions.json").read_text())["Lambda"] == LAMBDA
+
+
+def test_cohort_normalisation_without_a_session_predicted_ad_is_refused_with_the_fix(tmp_path, capsys):
+    out = tmp_path / "out"
+    for i in range(3):
+        write_scored_session(out, (f"0{i + 1}", None), np.full(246, 0.1 * i), 0.1)
+    bids_dir = make_bids(tmp_path / "bids", ["01", "02", "03"])
+    assert cli.main([str(bids_dir), str(out), "group", "--normalisation", "cohort"]) == errors.EXIT_USAGE
+    printed = capsys.readouterr()
+    assert "use --normalisation reference" in printed.err and "Traceback" not in printed.err + printed.out
+    assert not (out / "group").exists()
