@@ -313,27 +313,16 @@ def _score_paths(entities, template):
 
 def remove_outputs(output_dir, entities, template, preprocessing=True):
     """Delete the scores of one T1w and its sidecars, with its preprocessing unless told not to:
-    what failed in this run must not leave an earlier run's outputs to be taken for current.
-    Returns the number of files removed."""
+    what failed in this run must not leave an earlier run's outputs to be taken for current, and a
+    rescore replaces the whole set (a file an earlier model wrote and this one does not would be
+    taken for this model's). The summary goes first: without it neither the group level nor the
+    reports take the other files for a scored session. Returns the number of files removed."""
     paths = _score_paths(entities, template)
     if preprocessing:
         paths.update(bids.preproc_paths(entities, template), qc=bids.qc_path(entities))
-    return _remove(output_dir, paths.values())
-
-
-def remove_unwritten(output_dir, entities, template, written):
-    """Delete the scores of one T1w, and their sidecars, that this run did not write (``written``:
-    the paths the writers returned): an earlier model's relevance or normative files would
-    otherwise be taken for this model's, in the reports too. Returns the number of files removed."""
-    root = Path(output_dir)
-    kept = {Path(p) for p in written} | {bids.sidecar_path(p) for p in written}
-    return _remove(output_dir, [rel for rel in _score_paths(entities, template).values() if root / rel not in kept], kept)
-
-
-def _remove(output_dir, relpaths, kept=frozenset()):
     removed = 0
-    for rel in relpaths:
-        for path in {Path(output_dir) / rel, Path(output_dir) / bids.sidecar_path(rel)} - kept:
+    for key in sorted(paths, key=lambda k: k != "summary"):
+        for path in {Path(output_dir) / paths[key], Path(output_dir) / bids.sidecar_path(paths[key])}:
             if path.is_file():
                 path.unlink()
                 removed += 1

@@ -1,6 +1,7 @@
 """The participant level: BIDS inputs -> preprocessing workflow -> quality gate -> model -> P-scores
 -> derivatives -> reports."""
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -10,9 +11,9 @@ from pathlib import Path
 from . import bids
 from .atlas import N_REGIONS
 from .config import write_config
-from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError
+from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, OutputNotWritableError, PscoreError
 from .execution import make_run_folders, preprocess
-from .fileio import write_json
+from .fileio import write_json, write_text
 
 log = logging.getLogger(__name__)
 DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
@@ -68,10 +69,31 @@ def quality_gate(item, output_dir, template, thresholds):
     return record
 
 
-def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, covariates=None):
+def scoring_failure(item, exc, log_dir):
+    """The Outcome of a T1w whose scoring or writing failed: the error in one line with what to do,
+    its traceback in a crash file of the run's log folder."""
+    import traceback
+
+    from .progress import Outcome
+
+    if isinstance(exc, PscoreError):  # its message says the fix (e.g. a full disk)
+        message = str(exc)
+    else:
+        message = (f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}; run the participant level again for this T1w "
+                   "(its preprocessed images are copied anew from the work folder; --clean-workdir makes them anew)")  # fmt: skip
+    crash = Path(log_dir) / f"crash-scoring-{item.ident}.txt"
+    try:
+        write_text(crash, "".join(traceback.format_exception(exc)))
+    except (OSError, OutputNotWritableError):  # the disk that refused the outputs may refuse the log too
+        crash = ""
+    return Outcome(item.label, "failed", failed_step="scoring", message=message, log=str(crash))
+
+
+def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_dir, covariates=None):
     """Quality gate, ensemble, P-scores, normative deviations and derivatives of every preprocessed
     T1w (SPEC sections 4, 5, 8 and 10). ``covariates`` maps a T1w's ident to its (age, sex).
-    Returns the scored sessions and, for each T1w the gate stopped, its Outcome."""
+    Returns the scored sessions and, for each T1w the gate stopped or whose scoring failed (only
+    that T1w fails; its crash file goes to ``log_dir``), its Outcome."""
     import nibabel as nib
     import numpy as np
 
@@ -102,55 +124,61 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, cova
     derivatives.write_atlas(output_dir, template, grid_atlas)
     results, stopped = [], {}
     for item in t1w_inputs:
-        gate = quality_gate(item, output_dir, template, qc_thresholds)
-        if not gate["Passed"]:
-            # garbage in must not come out as a score: the session's scores are not made, and
-            # those of an earlier run go (the image itself, the mask and the QC record stay)
+        try:
+            # a session's scores are replaced as a set: an earlier run's go first and the summary, which
+            # the group level and the reports take for a whole set, is written last, so that a run killed
+            # in between leaves no new tables beside an old summary
             derivatives.remove_outputs(output_dir, item.entities, template, preprocessing=False)
-            message = "; ".join(gate["Failures"]) + " (--qc-thresholds loosens the gate)"
-            stopped[item.label] = Outcome(item.label, "failed", failed_step="quality gate", message=message,
-                                          log=str(bids.qc_path(item.entities)))  # fmt: skip
-            log.warning("%s: NOT SCORED, failed the quality gate: %s", item.label, message)
-            continue
-        paths = bids.preproc_paths(item.entities, template)
-        image = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
-        mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
-        scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes)
-        scores, ad_probability = scored.scores, scored.ad_probability
-        predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
-        # the normative files before the summary that names them, so that a failure in between leaves no
-        # summary pointing at an earlier run's deviations
-        if bundle.normative is not None:
-            age, sex = (covariates or {}).get(item.ident, (float("nan"), "n/a"))
-            region_values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
-            deviation = normative.deviation(bundle.normative, image, region_values, age, normative.sex_code(sex))
-            normative_summary = derivatives.normative_summary(deviation, bundle.metadata["normative"], labels, age, sex)
-            normative_written = derivatives.write_normative(output_dir, item.entities, template, deviation, normative_summary, card,
-                                                            item.relpath)  # fmt: skip
-        else:
-            deviation, normative_summary, normative_written = None, None, {}
-        written = derivatives.write_session(
-            output_dir, item.entities, template, scores,
-            voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
-            region_map=pscore.paint_regions(scores.region_norm[0], grid_atlas)[0],
-            ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
-            threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath, normative=normative_summary,
-        )  # fmt: skip
-        written.update(normative_written)
-        relevance_summary = None
-        if relevance is not None:
-            grid_relevance = relevance_on_grid(relevance_base, scored.cubes, relevance_cubes, relevance)
-            relevance_map = pscore.relevance_voxel_scores(scores.cube, grid_relevance, mask[None])[0]
-            region = pscore.region_means(relevance_map, grid_atlas, sizes)
-            weighted = pscore.score_regions(scores.p_ad, scores.cube, scores.brain_voxels, region, relevance_reference)
-            written.update(derivatives.write_relevance(
-                output_dir, item.entities, template, weighted, voxel_map=relevance_map,
-                region_map=pscore.paint_regions(weighted.region_norm[0], grid_atlas)[0], threshold=relevance_reference.threshold,
-                method=relevance["description"], model_card=card, t1w_relpath=item.relpath,
+            gate = quality_gate(item, output_dir, template, qc_thresholds)
+            if not gate["Passed"]:
+                # garbage in must not come out as a score (the image itself, the mask and the QC record stay)
+                message = "; ".join(gate["Failures"]) + " (--qc-thresholds loosens the gate)"
+                stopped[item.label] = Outcome(item.label, "failed", failed_step="quality gate", message=message,
+                                              log=str(bids.qc_path(item.entities)))  # fmt: skip
+                log.warning("%s: NOT SCORED, failed the quality gate: %s", item.label, message)
+                continue
+            paths = bids.preproc_paths(item.entities, template)
+            image = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
+            mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
+            scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes)
+            scores, ad_probability = scored.scores, scored.ad_probability
+            predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
+            written = {}
+            if bundle.normative is not None:
+                age, sex = (covariates or {}).get(item.ident, (float("nan"), "n/a"))
+                region_values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
+                deviation = normative.deviation(bundle.normative, image, region_values, age, normative.sex_code(sex))
+                normative_summary = derivatives.normative_summary(deviation, bundle.metadata["normative"], labels, age, sex)
+                written.update(derivatives.write_normative(output_dir, item.entities, template, deviation, normative_summary, card,
+                                                           item.relpath))  # fmt: skip
+            else:
+                deviation, normative_summary = None, None
+            relevance_summary = None
+            if relevance is not None:
+                grid_relevance = relevance_on_grid(relevance_base, scored.cubes, relevance_cubes, relevance)
+                relevance_map = pscore.relevance_voxel_scores(scores.cube, grid_relevance, mask[None])[0]
+                region = pscore.region_means(relevance_map, grid_atlas, sizes)
+                weighted = pscore.score_regions(scores.p_ad, scores.cube, scores.brain_voxels, region, relevance_reference)
+                written.update(derivatives.write_relevance(
+                    output_dir, item.entities, template, weighted, voxel_map=relevance_map,
+                    region_map=pscore.paint_regions(weighted.region_norm[0], grid_atlas)[0], threshold=relevance_reference.threshold,
+                    method=relevance["description"], model_card=card, t1w_relpath=item.relpath,
+                ))  # fmt: skip
+                relevance_summary = {"whole": float(weighted.whole[0]), "lambda": relevance_reference.threshold,
+                                     "degenerative": labels[weighted.degenerative[0]].tolist()}  # fmt: skip
+            written.update(derivatives.write_session(
+                output_dir, item.entities, template, scores,
+                voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
+                region_map=pscore.paint_regions(scores.region_norm[0], grid_atlas)[0],
+                ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
+                threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath, normative=normative_summary,
             ))  # fmt: skip
-            relevance_summary = {"whole": float(weighted.whole[0]), "lambda": relevance_reference.threshold,
-                                 "degenerative": labels[weighted.degenerative[0]].tolist()}  # fmt: skip
-        derivatives.remove_unwritten(output_dir, item.entities, template, written.values())
+        except Exception as exc:  # noqa: BLE001 - whatever fails in one session (an unreadable image, a full disk) fails that T1w only
+            stopped[item.label] = scoring_failure(item, exc, log_dir)
+            with contextlib.suppress(OSError):  # what this run wrote of the set; a failing disk may refuse even that
+                derivatives.remove_outputs(output_dir, item.entities, template, preprocessing=False)
+            log.warning("%s: NOT SCORED, scoring failed: %s", item.label, stopped[item.label].message)
+            continue
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
@@ -263,7 +291,7 @@ def run_participant(config):
         log.info("P-scores of %d T1w", len(done))
     ages, sexes = bids.ages_and_sexes(config.bids_dir, done)
     covariates = {t.ident: (age, sex) for t, age, sex in zip(done, ages, sexes)}
-    results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds, covariates)
+    results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds, log_dir, covariates)
     failed.update(stopped)
     # every T1w of the run's subjects, whatever --session-label or --bids-filter-file selected
     subject_t1w = bids.find_t1w(layout, sorted({t.entities["sub"] for t in t1w_inputs}))
@@ -277,6 +305,9 @@ def run_participant(config):
 
         for sentence in subject_sentences(checked_sessions(results, truth, region_table()["label"].to_numpy())):
             log.info("%s", sentence)
+    if failed:
+        log.warning("%d of %d T1w not scored:\n%s", len(failed), len(t1w_inputs), "\n".join(
+            f"  {o.label}: {o.failed_step or o.status}: {o.message}" + (f" [log: {o.log}]" if o.log else "") for o in failed.values()))  # fmt: skip
     return EXIT_SESSION_FAILED if failed else EXIT_OK
 
 

@@ -133,11 +133,11 @@ def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path, monkey
         nib.save(nib.Nifti1Image(data, GRID_AFFINE), tmp_path / paths[key])
     monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
     bundle = participant.load_model()
-    participant.score_sessions([item], tmp_path, bundle, template, None)
+    participant.score_sessions([item], tmp_path, bundle, template, None, tmp_path / "logs")
     earlier = [*bids.relevance_paths(item.entities, template).values(), *bids.normative_paths(item.entities, template).values()]
     assert all((tmp_path / rel).is_file() for rel in earlier)
 
     plain = {k: v for k, v in bundle.metadata.items() if k not in ("relevance", "normative")}
-    participant.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=plain, normative=None), template, None)
+    participant.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=plain, normative=None), template, None, tmp_path / "logs")
     left = [rel for rel in earlier for path in (rel, bids.sidecar_path(rel)) if (tmp_path / path).exists()]
     assert not left and all((tmp_path / rel).is_file() for rel in bids.pscore_paths(item.entities, template).values())

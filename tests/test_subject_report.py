@@ -33,13 +33,13 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
     monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
     bundle = participant.load_model()
     first, second, other_model = (preprocessed_session(tmp_path, ses) for ses in ("1", "2", "3"))
-    participant.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, None)
+    participant.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
     summary_path = tmp_path / bids.pscore_paths(other_model.entities, TEMPLATE)["summary"]
     summary = json.loads(summary_path.read_text())
     summary["Model"]["SHA256"] = "another model"
     summary_path.write_text(json.dumps(summary))
 
-    results, _ = participant.score_sessions([second], tmp_path, bundle, TEMPLATE, None)  # a later run with --session-label 2
+    results, _ = participant.score_sessions([second], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")  # a later run with --session-label 2
     with caplog.at_level(logging.WARNING):
         (report,) = participant.write_run_reports(tmp_path, [second], [first, second, other_model], results, {}, bundle.metadata, TEMPLATE,
                                                   {"run": "test"})  # fmt: skip

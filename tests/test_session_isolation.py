@@ -1,0 +1,89 @@
+"""Scoring isolated per session: a session that fails at scoring or writing fails that T1w only,
+and a session's scores are replaced as a set (never new tables beside an old summary)."""
+
+import json
+import logging
+
+import pytest
+
+from bids_pscore import bids, derivatives, participant
+from bids_pscore.cli import run as cli
+from bids_pscore.errors import OutputNotWritableError
+from bids_pscore.progress import Progress
+
+from .helpers import make_bids, small_image
+from .test_subject_report import TEMPLATE, preprocessed_session
+
+
+def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_reported(tmp_path, monkeypatch, capsys):
+    """ses-2's preprocessed image is unreadable, ses-3's disk is full when its normative files are
+    written; ses-1 and ses-4, before and after them, are scored and in the report; the run exits 1."""
+    sessions = ("1", "2", "3", "4")
+    bids_dir = make_bids(tmp_path / "bids", {f"sub-01/ses-{s}/anat/sub-01_ses-{s}_T1w.nii.gz": small_image() for s in sessions})
+    out = tmp_path / "out"
+
+    def preprocessed(t1w_inputs, bids_dir, output_dir, *args):
+        for ses in sessions:
+            preprocessed_session(output_dir, ses)
+        grid_image = output_dir / bids.preproc_paths({"sub": "01", "ses": "2"}, TEMPLATE)["t1w_grid"]
+        grid_image.write_bytes(grid_image.read_bytes()[:400])  # cut short, as by a full disk or a killed copy
+        progress = Progress({t.ident: t.label for t in t1w_inputs})
+        for outcome in progress.outcomes.values():
+            outcome.status = "ok"  # nothing failed there
+        return progress
+
+    write_normative = derivatives.write_normative
+
+    def full_disk_for_ses_3(output_dir, entities, *args):
+        if entities.get("ses") == "3":
+            raise OutputNotWritableError(f"{output_dir}/sub-01/ses-3/...: cannot be written (No space left on device); free space there")
+        return write_normative(output_dir, entities, *args)
+
+    monkeypatch.setattr(participant, "preprocess", preprocessed)
+    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
+    monkeypatch.setattr(derivatives, "write_normative", full_disk_for_ses_3)
+    code = cli.main([str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work")])
+    printed = capsys.readouterr()
+    assert code == 1 and "Traceback" not in printed.out + printed.err
+    summaries = {ses: out / bids.pscore_paths({"sub": "01", "ses": ses}, TEMPLATE)["summary"] for ses in sessions}
+    assert summaries["1"].is_file() and summaries["4"].is_file()
+    assert not summaries["2"].exists() and not summaries["3"].exists()
+    # what was written of ses-3's set before the disk filled is gone with it
+    assert not any((out / p).exists() for p in bids.pscore_paths({"sub": "01", "ses": "3"}, TEMPLATE).values())
+    # the run's final lines name each failed T1w, what failed and the fix
+    final = printed.out[printed.out.index("2 of 4 T1w not scored") :]
+    assert "sub-01 ses-2: scoring: " in final and "run the participant level again for this T1w" in final
+    crash = next((out / "logs").glob("run-*/crash-scoring-sub_01_ses_2*.txt"))
+    assert f"[log: {crash}]" in final and "Traceback" in crash.read_text()
+    assert "sub-01 ses-3: scoring: " in final and "No space left on device); free space there" in final
+    page = (out / "sub-01.html").read_text()
+    assert "sub-01 ses-1" in page and "sub-01 ses-4" in page and "No space left on device" in page
+    assert [json.loads(summaries[s].read_text())["Model"]["Name"] for s in ("1", "4")] == ["demo-ixi"] * 2
+
+
+def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_path, monkeypatch, caplog):
+    """The summary is what the group level and the reports take for a whole set: a rescore killed
+    after its first tables must not leave the earlier run's summary beside them."""
+    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
+    bundle = participant.load_model()
+    item = preprocessed_session(tmp_path, "1")
+    participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+    paths = bids.pscore_paths(item.entities, TEMPLATE)
+    assert (tmp_path / paths["summary"]).is_file()
+    earlier_table = (tmp_path / paths["region_table"]).stat().st_mtime_ns
+
+    write_map = derivatives._write_map
+
+    def killed_at_the_voxel_map(path, *args):
+        if "_desc-voxel_" in path.name:
+            raise KeyboardInterrupt  # as Ctrl-C, or any kill, there
+        return write_map(path, *args)
+
+    monkeypatch.setattr(derivatives, "_write_map", killed_at_the_voxel_map)
+    with pytest.raises(KeyboardInterrupt):
+        participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+    assert (tmp_path / paths["region_table"]).stat().st_mtime_ns != earlier_table  # the new tables were written
+    assert not (tmp_path / paths["summary"]).exists() and bids.summary_files(tmp_path) == []
+    assert participant.read_session_result(tmp_path, item, TEMPLATE) is None
+    with caplog.at_level(logging.WARNING):
+        assert participant.earlier_results(tmp_path, [item], TEMPLATE, bundle.metadata) == []
