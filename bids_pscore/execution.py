@@ -188,11 +188,16 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, lo
         else:
             readable.append(t1w)
     if readable and not (execution.stop_on_first_crash and len(readable) < len(t1w_inputs)):
-        name = workflow_name()
+        name = workflow_name(work_dir)
         if execution.clean_workdir:
             clean_work_dir(work_dir)
+        same_code = sorted(p.name for p in Path(work_dir).glob(name.rsplit("_", 2)[0] + "_*_wf") if p.name != name)
+        if same_code:
+            log.info("note: %s holds this version's cache made while the work folder was reached by another path (moved, or mounted "
+                     "elsewhere): %s; nipype's cached results name their files by that path, so the steps run again in %s "
+                     "(--clean-workdir removes the old cache)", work_dir, ", ".join(same_code), name)  # fmt: skip
         template_files = write_template_files(work_dir / name / "templates", params.template, params.registration_mm)
-        wf = init_participant_wf(readable, output_dir, params, template_files, execution.omp_nthreads, name)
+        wf = init_participant_wf(readable, output_dir, params, template_files, name, execution.omp_nthreads)
         wf.base_dir = str(work_dir)
         batch_environment(os.environ)
         job_resources(wf, execution.plugin, execution.plugin_args)

@@ -10,12 +10,13 @@ import pytest
 from bids_pscore import bids, execution
 from bids_pscore.cli.run import parse_args
 from bids_pscore.preprocess import PreprocParams, init_participant_wf
+from bids_pscore.preprocess.workflow import workflow_name
 
 
 def participant_wf(omp_nthreads=2):
     t1w = bids.T1wInput(Path("/data/sub-01/anat/sub-01_T1w.nii.gz"), "sub-01/anat/sub-01_T1w.nii.gz", {"sub": "01"})
     templates = {"template": "/work/templates/grid.nii.gz", "coarse_template": "/work/templates/coarse.nii.gz"}
-    return init_participant_wf([t1w], "/out", PreprocParams(), templates, omp_nthreads=omp_nthreads)
+    return init_participant_wf([t1w], "/out", PreprocParams(), templates, workflow_name(Path("/work")), omp_nthreads=omp_nthreads)
 
 
 def test_logname_is_set_when_missing_and_kept_when_given(monkeypatch):

@@ -2,32 +2,65 @@
 nipype (which caches by inputs) never hands it the results of the old code; --clean-workdir
 removes every cached run and nothing else."""
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 import networkx as nx
+import pytest
 
-from bids_pscore import __version__, execution
+from bids_pscore import __version__, bids, execution
+from bids_pscore.cli import run as cli
 from bids_pscore.preprocess import workflow
+from bids_pscore.synth import write_dataset
 
 from .test_batch import participant_wf
 
 
 def test_a_change_to_a_steps_code_or_a_tool_renames_the_workflow_and_its_folder(tmp_path, monkeypatch):
-    name = workflow.workflow_name()
+    work = Path("/work")
+    name = workflow.workflow_name(work)
     assert name.startswith(f"bids_pscore_{re.sub(r'[^A-Za-z0-9]', '_', __version__)}_") and name.endswith("_wf")
     assert re.fullmatch(r"\w+", name)  # nipype takes no other character in a workflow's name
-    assert workflow.workflow_name() == name and participant_wf().name == name
+    assert workflow.workflow_name(work) == name and participant_wf().name == name
     code = [shutil.copy(path, tmp_path / path.name) for path in workflow.STEP_CODE]
     monkeypatch.setattr(workflow, "STEP_CODE", [Path(p) for p in code])
-    assert workflow.workflow_name() == name  # the same code, read from elsewhere
+    assert workflow.workflow_name(work) == name  # the same code, read from elsewhere
     steps = next(p for p in workflow.STEP_CODE if p.name == "steps.py")
     steps.write_text(steps.read_text().replace("def ", "def  ", 1))  # one character more
-    changed = workflow.workflow_name()
+    changed = workflow.workflow_name(work)
     assert changed != name
     monkeypatch.setattr(workflow, "version", lambda package: "9.9" if package == "antspyx" else "1.0")
-    assert workflow.workflow_name() not in (name, changed)
+    assert workflow.workflow_name(work) not in (name, changed)
+
+
+def test_a_work_folder_reached_by_another_path_gets_a_workflow_folder_of_its_own(tmp_path):
+    """nipype's cached results name their files by absolute path: a moved work folder must not reuse them."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "work")
+    name = workflow.workflow_name(tmp_path / "work")
+    assert workflow.workflow_name(tmp_path / "link") == name  # the same folder
+    moved = workflow.workflow_name(tmp_path / "moved")
+    assert moved != name and moved.rsplit("_", 2)[0] == name.rsplit("_", 2)[0]  # the same code
+
+
+@pytest.mark.slow
+def test_a_rerun_in_a_moved_work_folder_runs_again_without_a_traceback(tmp_path, capsys):
+    """A participant run with -w W, then W moved to W2 and the same run with -w W2 (nipype's cached
+    results there point into W: a TraitError traceback before)."""
+    bids_dir = write_dataset(tmp_path / "bids", n_subjects=1, n_sessions=1, seed=3)
+    args = [str(bids_dir), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--n-cpus", "1"]
+    assert cli.main([*args, "-w", str(tmp_path / "W")]) == 0
+    (summary,) = bids.summary_files(tmp_path / "out")
+    first = json.loads(summary.read_text())["WholeBrainPScore"]
+    capsys.readouterr()
+    (tmp_path / "W").rename(tmp_path / "W2")
+    code = cli.main([*args, "-w", str(tmp_path / "W2")])
+    printed = capsys.readouterr()
+    assert code == 0 and "Traceback" not in printed.out + printed.err, printed.out[-3000:] + printed.err[-3000:]
+    assert "reached by another path" in printed.out
+    assert json.loads(summary.read_text())["WholeBrainPScore"] == pytest.approx(first)
 
 
 def test_the_participant_graph_holds_every_step_in_order():

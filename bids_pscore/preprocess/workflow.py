@@ -57,13 +57,17 @@ def code_fingerprint(extra_code=()):
     return digest.hexdigest()
 
 
-def workflow_name():
-    """The top workflow's name, which names its folder in the work folder: the package version and
-    a fingerprint of the steps' code and tools. nipype reuses a step's cached result when its
-    inputs are the same, whatever its code, so a changed step must find a folder of its own."""
+def workflow_name(work_dir):
+    """The top workflow's name, which names its folder in the work folder: the package version, a
+    fingerprint of the steps' code and tools, and one of the work folder's absolute path. nipype
+    reuses a step's cached result when its inputs are the same, whatever its code, so a changed
+    step must find a folder of its own; and its cached results name their files by absolute path,
+    so a work folder moved, or reached by another path (a scratch mounted elsewhere on another
+    node), must too: the old results point where it no longer is."""
     from .. import __version__
 
-    return f"bids_pscore_{re.sub(r'[^A-Za-z0-9]', '_', __version__)}_{code_fingerprint()[:12]}_wf"
+    where = hashlib.sha256(str(Path(work_dir).resolve()).encode()).hexdigest()[:8]
+    return f"bids_pscore_{re.sub(r'[^A-Za-z0-9]', '_', __version__)}_{code_fingerprint()[:12]}_{where}_wf"
 
 
 def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
@@ -144,10 +148,11 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
     return wf
 
 
-def init_participant_wf(t1w_inputs, output_dir, params, template_files, omp_nthreads=1, name=None):
+def init_participant_wf(t1w_inputs, output_dir, params, template_files, name, omp_nthreads=1):
     """One preprocessing workflow and one derivatives sink per T1w; ``template_files`` are the
-    template on the grid and its coarse copy (``steps.write_template_files``), shared by all."""
-    wf = pe.Workflow(name=name or workflow_name())
+    template on the grid and its coarse copy (``steps.write_template_files``), shared by all;
+    ``name`` is ``workflow_name``'s."""
+    wf = pe.Workflow(name=name)
     for t1w in t1w_inputs:
         preproc = init_preproc_wf(params, omp_nthreads, name=f"{t1w.ident}_wf")
         preproc.inputs.inputnode.t1w = str(t1w.path)
