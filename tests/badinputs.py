@@ -1,5 +1,6 @@
-"""Meaningless "T1w" images made from a real head, for the image quality gate: each keeps the
-head's header (voxel size, orientation) so that only its content is wrong."""
+"""Bad inputs for the tests: meaningless "T1w" images made from a real head, for the image quality
+gate (each keeps the head's header, voxel size and orientation, so that only its content is wrong),
+and files damaged as a full disk or a killed copy leaves them."""
 
 import nibabel as nib
 import numpy as np
@@ -37,3 +38,9 @@ def meaningless_images(img, seed=0):
         "block": _like(img, block),
         "rotated": _like(img, data[::-1, :, ::-1]),  # 180 degrees about the anterior axis, header unchanged
     }
+
+
+def cut_short(path, keep_bytes=400):
+    """Cut the file at ``path`` to its first bytes, as a full disk or a killed copy leaves it (a .nii.gz
+    then ends before its end-of-stream marker)."""
+    path.write_bytes(path.read_bytes()[:keep_bytes])
