@@ -22,10 +22,29 @@ log = logging.getLogger(__name__)
 # 1.11 brought back the atlas- entity with atlas-<label>_description.json
 BIDS_VERSION = "1.11.1"
 LABEL = re.compile(r"^[A-Za-z0-9]+$")
-# entities of the source T1w carried into every output name, in BIDS order
-SOURCE_ENTITIES = ("sub", "ses", "acq", "ce", "rec", "run")
-# the entities this app adds, in the order they follow the source ones
+
+
+def _schema_entities():
+    """From the BIDS schema that bidsschematools ships: the short names of the entities allowed on
+    a raw anat T1w, and of every entity, each in BIDS order."""
+    from bidsschematools.schema import load_schema
+
+    schema = load_schema()
+    short = {name: schema.objects.entities[name].name for name in schema.rules.entities}
+    t1w_rule = next(rule for rule in schema.rules.files.raw.anat.values() if "T1w" in rule.suffixes)
+    return tuple(short[name] for name in schema.rules.entities if name in t1w_rule.entities), tuple(short.values())
+
+
+# entities of the source T1w carried into every output name and node name: all that BIDS allows on
+# a T1w (sub ses task acq ce rec run echo part chunk), so that two T1w told apart by any of them
+# never share outputs
+SOURCE_ENTITIES, BIDS_ENTITY_ORDER = _schema_entities()
+# the entities this app adds
 DERIVED_ENTITIES = ("from", "to", "mode", "space", "atlas", "res", "desc")
+# the order of entities in output names: BIDS order, with fMRIPrep's transform entities from, to
+# and mode (not in the schema) before space, where fMRIPrep puts them
+_SPACE = BIDS_ENTITY_ORDER.index("space")
+OUTPUT_ENTITY_ORDER = BIDS_ENTITY_ORDER[:_SPACE] + ("from", "to", "mode") + BIDS_ENTITY_ORDER[_SPACE:]
 GRID_RES_LABEL = "1p5"
 VALIDATOR_TIMEOUT_S = 600
 # BIDS validator 3 ignores patterns that end with a slash: folders are named bare
@@ -397,8 +416,9 @@ def ages_and_sexes(bids_dir, t1w_inputs):
 
 def derivative_path(entities, suffix, extension, **derived):
     """Relative path of an output named after its source entities plus this app's own."""
-    parts = [f"{k}-{entities[k]}" for k in SOURCE_ENTITIES if k in entities]
-    parts += [f"{k}-{derived[k]}" for k in DERIVED_ENTITIES if derived.get(k) is not None]
+    named = {k: entities[k] for k in SOURCE_ENTITIES if k in entities} | {k: v for k, v in derived.items() if v is not None}
+    # BIDS order across both: chunk, a source entity, comes after space
+    parts = [f"{k}-{named[k]}" for k in OUTPUT_ENTITY_ORDER if k in named]
     folder = Path(f"sub-{entities['sub']}")
     if "ses" in entities:
         folder /= f"ses-{entities['ses']}"

@@ -221,3 +221,37 @@ def test_a_label_with_a_space_is_left_out_and_named_not_a_crash(tmp_path):
         )
     ]
     assert bids.invalid_label("sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_run-2_T1w.nii.gz") is None
+
+
+def test_t1w_told_apart_by_any_entity_bids_allows_get_apart_outputs_node_names_and_filters(tmp_path):
+    from bidsschematools.schema import load_schema
+
+    from bids_pscore.preprocess import PreprocParams
+    from bids_pscore.preprocess.workflow import init_participant_wf
+
+    # two echoes of a MEMPRAGE, two tasks, the magnitude and phase parts, two chunks
+    pairs = {"echo": ("1", "2"), "task": ("rest", "motor"), "part": ("mag", "phase"), "chunk": ("1", "2")}
+    root = make_bids(tmp_path / "bids", {f"sub-0{i}/anat/sub-0{i}_{key}-{value}_T1w.nii.gz": small_image()
+                                         for i, (key, values) in enumerate(pairs.items(), 1) for value in values})  # fmt: skip
+    found = bids.find_t1w(bids.load_layout(root))
+    assert len(found) == 8
+    assert len({t.ident for t in found}) == len({t.label for t in found}) == 8
+    for paths in (lambda t: bids.preproc_paths(t.entities, "X"), lambda t: bids.pscore_paths(t.entities, "X"), lambda t: bids.qc_path(t.entities),
+                  lambda t: bids.preproc_figure_paths(t.entities)):  # fmt: skip
+        assert len({str(paths(t)) for t in found}) == 8
+    # one workflow holds them all: nipype refused a second node of the same name
+    wf = init_participant_wf(found, tmp_path / "out", PreprocParams(), {"template": "t.nii.gz", "coarse_template": "c.nii.gz"})
+    assert len([n for n in wf._graph.nodes() if n.name.endswith("_sink")]) == 8
+    layout = bids.load_layout(root)
+    assert relpaths(bids.find_t1w(layout, filters={"echo": 2})) == ["sub-01/anat/sub-01_echo-2_T1w.nii.gz"]
+    assert relpaths(bids.find_t1w(layout, filters={"part": "phase"})) == ["sub-03/anat/sub-03_part-phase_T1w.nii.gz"]
+    # every entity that BIDS allows on a T1w, in BIDS order, and the output names keep BIDS order: chunk follows space
+    schema = load_schema()
+    rule = schema.rules.files.raw.anat.nonparametric
+    assert "T1w" in rule.suffixes
+    assert bids.SOURCE_ENTITIES == tuple(schema.objects.entities[e].name for e in schema.rules.entities if e in rule.entities)
+    entities = bids.source_entities("sub-01_ses-1_task-a_acq-b_ce-c_rec-d_run-1_echo-2_part-mag_chunk-3_T1w.nii.gz")
+    assert list(entities) == ["sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "part", "chunk"]
+    assert bids.preproc_paths(entities, "X")["t1w_grid"].name == (
+        "sub-01_ses-1_task-a_acq-b_ce-c_rec-d_run-1_echo-2_part-mag_space-X_chunk-3_res-1p5_desc-preproc_T1w.nii.gz"
+    )
