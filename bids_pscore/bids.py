@@ -117,6 +117,15 @@ def _stored_index(bids_dir, validate, database_dir):
     return folder
 
 
+def dataset_description(folder):
+    """The folder's dataset_description.json as a dict; empty when it is missing or not a JSON object."""
+    try:
+        description = json.loads((Path(folder) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return description if isinstance(description, dict) else {}
+
+
 def load_layout(bids_dir, validate=True, database_dir=None):
     """Index a BIDS dataset read-only; raise NotBIDSError if it is not one.
 
@@ -134,6 +143,12 @@ def load_layout(bids_dir, validate=True, database_dir=None):
             f"{bids_dir}: has no dataset_description.json, so it is not a BIDS dataset; "
             "give the dataset's root folder (or add the file, see the BIDS specification)"
         )
+    dataset_type = dataset_description(bids_dir).get("DatasetType", "raw")
+    if dataset_type != "raw":
+        # a derivative's T1w (fMRIPrep's desc-preproc, space-...) were processed already: preprocessed again
+        # and scored as raw, they would give wrong P-scores
+        raise NotBIDSError(f"{bids_dir / 'dataset_description.json'}: says DatasetType {dataset_type!r}, so its T1w are not raw images; "
+                           "give the raw BIDS dataset (DatasetType 'raw', e.g. the one a derivative's DatasetLinks name)")  # fmt: skip
     try:
         if database_dir is None:
             layout = BIDSLayout(str(bids_dir), validate=validate)
@@ -209,15 +224,35 @@ def invalid_label(relpath):
     return None
 
 
+def why_not_raw(relpath):
+    """Why a T1w of the dataset is not a raw T1w, or None when it is one.
+
+    A template's image (tpl-<label>/, BIDS 1.11 atlas datasets) or a derivative's (desc-, space-,
+    res-: fMRIPrep's outputs) has entities that BIDS does not allow on a raw T1w; pybids indexes
+    them all when it does not validate names."""
+    parts = Path(relpath).parts
+    if parts[0].startswith("tpl-") or parts[-1].startswith("tpl-"):
+        return "it is a template's image (tpl-<label>), not a participant's: it is not an input"
+    if not parts[0].startswith("sub-") or len(parts) == 1:
+        return "it is outside any sub-<label> folder; move it to sub-<label>/[ses-<label>/]anat/"
+    keys = [part.split("-", 1)[0] for part in parts[-1].split("_") if "-" in part]
+    derived = [f"{key}-" for key in keys if key not in SOURCE_ENTITIES]
+    if derived:
+        return (f"its {' '.join(derived)} are not allowed on a raw T1w (a derivative's entities), so it is a processed image, "
+                "not an input; give the raw T1w it was made from")  # fmt: skip
+    return None
+
+
 def why_not_indexed(relpath):
-    """Why pybids does not take a T1w-like file as a T1w: the first broken BIDS naming rule."""
+    """Why a T1w-like file is not taken as a raw T1w: the first broken BIDS naming rule."""
     parts = Path(relpath).parts
     name = parts[-1]
     bad = invalid_label(relpath)
     if bad:
         return f"its label {bad!r} holds characters other than letters and digits; rename the folder and the file"
-    if not parts[0].startswith("sub-") or len(parts) == 1:
-        return "it is outside any sub-<label> folder; move it to sub-<label>/[ses-<label>/]anat/"
+    not_raw = why_not_raw(relpath)
+    if not_raw:
+        return not_raw
     if parts[-2] != "anat":
         return f"it is in {'/'.join(parts[:-1])}/, not in an anat/ folder; move it into sub-<label>/[ses-<label>/]anat/"
     entities = source_entities(name)
@@ -230,13 +265,15 @@ def why_not_indexed(relpath):
 
 
 def unused_t1w(bids_dir, selected, indexed):
-    """T1w-like files under the dataset's sub-* folders that will not be processed, with why.
+    """T1w-like files at the dataset's root and under its sub-* and tpl-* folders that will not be
+    processed, with why.
 
     ``selected`` and ``indexed`` are relative paths: the T1w to process and every T1w pybids
     found. Returns [(relative path, reason)] sorted by path.
     """
     root = Path(bids_dir)
-    candidates = [p for p in root.glob("*") if p.is_file() or p.is_symlink()] + [p for d in root.glob("sub-*") for p in d.rglob("*")]
+    candidates = [p for p in root.glob("*") if p.is_file() or p.is_symlink()]
+    candidates += [p for d in (*root.glob("sub-*"), *root.glob("tpl-*")) for p in d.rglob("*")]
     unused = []
     for path in candidates:
         relpath = path.relative_to(root).as_posix()
@@ -274,18 +311,28 @@ def load_filter_file(path):
 T1W_QUERY = dict(suffix="T1w", datatype="anat", extension=[".nii", ".nii.gz"], return_type="filename")
 
 
+def is_raw_t1w(relpath):
+    """Whether a T1w that pybids found is a raw T1w that the app can take (see why_not_indexed)."""
+    return not invalid_label(relpath) and not why_not_raw(relpath)
+
+
 def indexed_t1w(layout):
-    """Relative paths of every T1w pybids found in the dataset."""
+    """Relative paths of every raw T1w pybids found in the dataset."""
     found = (Path(p).relative_to(layout.root).as_posix() for p in layout.get(**T1W_QUERY))
-    return {relpath for relpath in found if not invalid_label(relpath)}
+    return {relpath for relpath in found if is_raw_t1w(relpath)}
 
 
 def find_t1w(layout, participant_labels=None, session_labels=None, filters=None):
     """Every T1w of the selected subjects and sessions, sorted by path."""
     query = dict(T1W_QUERY)
+    root = Path(layout.root)
     all_t1w = layout.get(**query)
     if not all_t1w:
         raise NoT1wError(f"{layout.root}: contains no T1w image (sub-*/[ses-*/]anat/*_T1w.nii[.gz]); check the dataset or point to another one")
+    if not any(is_raw_t1w(Path(p).relative_to(root).as_posix()) for p in all_t1w):
+        first = min(Path(p).relative_to(root).as_posix() for p in all_t1w)
+        raise NoT1wError(f"{layout.root}: contains no raw T1w that can be taken ({len(all_t1w)} T1w, e.g. {first}: {why_not_indexed(first)}); "
+                         "give the raw BIDS dataset")  # fmt: skip
     for entity, prefix, wanted, present in (
         ("subject", "sub", participant_labels, layout.get_subjects()),
         ("session", "ses", session_labels, layout.get_sessions()),
@@ -308,11 +355,10 @@ def find_t1w(layout, participant_labels=None, session_labels=None, filters=None)
         raise NothingSelectedError(
             f"{layout.root}: the participant/session labels and filters select no T1w ({len(all_t1w)} T1w in the dataset); loosen the selection"
         )
-    root = Path(layout.root)
-    usable = [p for p in sorted(selected) if not invalid_label(Path(p).relative_to(root).as_posix())]
+    usable = [p for p in sorted(selected) if is_raw_t1w(Path(p).relative_to(root).as_posix())]
     if not usable:  # check_inputs names each file left out and why
-        raise NothingSelectedError(f"{layout.root}: every selected T1w has a label that is not letters and digits "
-                                   f"(e.g. {invalid_label(Path(selected[0]).relative_to(root).as_posix())!r}); rename them")  # fmt: skip
+        first = min(Path(p).relative_to(root).as_posix() for p in selected)
+        raise NothingSelectedError(f"{layout.root}: no selected T1w can be taken (e.g. {first}: {why_not_indexed(first)})")
     return [T1wInput(path=Path(p), relpath=Path(p).relative_to(root).as_posix(), entities=source_entities(p)) for p in usable]
 
 

@@ -5,7 +5,6 @@ Built by ``bids_pscore-train`` from the training data's controls or a separate h
 or added to a trained bundle by ``bids_pscore-normative`` (``add_to_bundle``).
 """
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -114,30 +113,21 @@ def covariate_text(covariates):
     return " and ".join(names) if names else "no covariate (age or sex unknown or constant in the reference)"
 
 
-def dataset_description(folder):
-    """The folder's dataset_description.json as a dict; empty when it is missing or not a JSON object."""
-    try:
-        description = json.loads((Path(folder) / "dataset_description.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return description if isinstance(description, dict) else {}
-
-
 def dataset_name(bids_dir):
     """The dataset's Name from its dataset_description.json, else its folder's name: never a path."""
-    return str(dataset_description(bids_dir).get("Name") or Path(bids_dir).resolve().name)
+    return str(bids.dataset_description(bids_dir).get("Name") or Path(bids_dir).resolve().name)
 
 
 def dataset_licence(bids_dir):
     """License and HowToAcknowledge of the dataset's dataset_description.json, those it has: a
     reference derives from its images and carries their terms."""
-    description = dataset_description(bids_dir)
+    description = bids.dataset_description(bids_dir)
     return {key.lower(): str(description[key]) for key in ("License", "HowToAcknowledge") if description.get(key)}
 
 
 def is_bids_pscore_output(folder):
     """Whether ``folder`` is an output folder of bids_pscore's participant level."""
-    description = dataset_description(folder)
+    description = bids.dataset_description(folder)
     generated = description.get("GeneratedBy") or []
     return description.get("DatasetType") == "derivative" and any(isinstance(g, dict) and g.get("Name") == "bids_pscore" for g in generated)
 
@@ -157,7 +147,7 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
 
     healthy_dir = Path(healthy_dir)
     if is_bids_pscore_output(healthy_dir):
-        raw = Path((dataset_description(healthy_dir).get("DatasetLinks") or {}).get("raw", ""))
+        raw = Path((bids.dataset_description(healthy_dir).get("DatasetLinks") or {}).get("raw", ""))
         if not (raw / "dataset_description.json").is_file():
             raise UsageError(f"{healthy_dir}: its raw dataset ({raw}) is not there; the ages and the T1w list come from it: "
                              "pass the raw BIDS dataset instead")  # fmt: skip

@@ -255,3 +255,35 @@ def test_t1w_told_apart_by_any_entity_bids_allows_get_apart_outputs_node_names_a
     assert bids.preproc_paths(entities, "X")["t1w_grid"].name == (
         "sub-01_ses-1_task-a_acq-b_ce-c_rec-d_run-1_echo-2_part-mag_space-X_chunk-3_res-1p5_desc-preproc_T1w.nii.gz"
     )
+
+
+def test_templates_and_derivatives_are_never_taken_for_raw_t1w_and_each_is_named(tmp_path, capsys):
+    from bids_pscore.errors import NoT1wError, NothingSelectedError
+    from bids_pscore.participant import check_inputs
+
+    not_raw = {
+        # a BIDS 1.11 atlas dataset's template images at the root (they ended a run in KeyError: 'sub')
+        "tpl-MNI152NLin2009cAsym/anat/tpl-MNI152NLin2009cAsym_T1w.nii.gz": "template's image",
+        "tpl-MNI152NLin2009cAsym/anat/tpl-MNI152NLin2009cAsym_res-1_T1w.nii.gz": "template's image",
+        # fMRIPrep's outputs copied beside the raw images (they ended a run in 'Duplicate node name')
+        "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz": "its desc- are not allowed on a raw T1w",
+        "sub-01/anat/sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz": "its space- desc- are not allowed on a raw T1w",
+        "sub-02/anat/sub-02_desc-preproc_T1w.nii.gz": "its desc- are not allowed",
+    }
+    root = make_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": small_image(), **dict.fromkeys(not_raw, small_image())})
+    layout = bids.load_layout(root, validate=False)  # --skip-bids-validation: pybids indexes them all
+    found = bids.find_t1w(layout)
+    assert relpaths(found) == ["sub-01/anat/sub-01_T1w.nii.gz"]
+    check_inputs(layout, found, skip_validation=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert "5 T1w-like file(s) will not be processed:" in lines[0]
+    for path, why in not_raw.items():
+        assert sum(f"  {path}: " in line and why in line for line in lines) == 1, path
+    with pytest.raises(NothingSelectedError, match=r"no selected T1w can be taken \(e.g. sub-02/anat/sub-02_desc-preproc_T1w.nii.gz: its desc-"):
+        bids.find_t1w(layout, ["02"])
+    # a dataset of templates only, or of derivatives that do not say so: no raw T1w, one line with the fix
+    for files in (list(not_raw)[:2], list(not_raw)[2:]):
+        other = make_bids(tmp_path / files[0].split("/")[0] / "bids", dict.fromkeys(files, small_image()))
+        with pytest.raises(NoT1wError, match=r"contains no raw T1w .*; give the raw BIDS dataset$") as error:
+            bids.find_t1w(bids.load_layout(other, validate=False))
+        assert "\n" not in str(error.value)

@@ -270,3 +270,20 @@ def test_a_registration_seed_of_0_is_refused_as_ants_would_seed_it_from_the_cloc
     assert code == errors.EXIT_USAGE and "--random-seed must be at least 1" in out.err and "clock" in out.err
     with pytest.raises(errors.UsageError, match="clock"):
         PreprocParams(registration_seed=0)
+
+
+@pytest.mark.parametrize("dataset_type", ["derivative", "study"])
+def test_a_derivatives_dataset_given_as_input_is_refused_naming_the_raw_one_as_the_fix(tmp_path, capsys, dataset_type):
+    # fMRIPrep's outputs: two preprocessed T1w of one subject, once a 'Duplicate node name' traceback
+    root = make_bids(tmp_path / "fmriprep", {
+        "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz": small_image(),
+        "sub-01/anat/sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz": small_image(),
+    })  # fmt: skip
+    description = {"Name": "fMRIPrep outputs", "BIDSVersion": "1.10.0", "DatasetType": dataset_type, "GeneratedBy": [{"Name": "fMRIPrep"}]}
+    (root / "dataset_description.json").write_text(json.dumps(description))
+    for skip in ([], ["--skip-bids-validation"]):
+        code, out = run(capsys, root, tmp_path / "out", "participant", "-w", tmp_path / "work", *skip)
+        assert code == errors.EXIT_NOT_BIDS
+        assert out.err.count("\n") == 1 and "Traceback" not in out.err
+        assert f"{root / 'dataset_description.json'}: says DatasetType '{dataset_type}'" in out.err and "give the raw BIDS dataset" in out.err
+        assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()

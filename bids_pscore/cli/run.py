@@ -20,11 +20,11 @@ exit codes:
   0   every selected T1w was processed
   1   some T1w failed (the others finished; the summary names each failure and its log)
   2   usage error (bad option or label, bad filter file, output inside the BIDS folder)
-  16  bids_dir is not a BIDS dataset, or the BIDS validator found errors in it
+  16  bids_dir is not a raw BIDS dataset (none, or a derivative one), or the BIDS validator found errors in it
   17  unknown analysis level
   18  the participant/session labels or filters select nothing
   65  the model bundle (--model) cannot be used, or the group level found outputs of several models
-  66  no T1w image found (group level: no participant-level outputs)
+  66  no raw T1w image found (group level: no participant-level outputs)
   73  the output or work folder cannot be written
   130 interrupted (Ctrl-C): run the same command again to go on from the finished steps
 """
