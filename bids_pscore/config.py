@@ -98,6 +98,7 @@ class TrainRunConfig:
     warning: str | None
     preprocessed: Path | None
     cat12_prefix: str | None
+    qc_thresholds: dict  # the quality gate's bounds, as the participant level's --qc-thresholds
     skip_bids_validation: bool
     execution: Execution
     command_line: str

@@ -49,8 +49,8 @@ class SessionResult:
     normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
 
 
-def quality_gate(item, output_dir, template, thresholds):
-    """The quality gate's record of one preprocessed T1w (bids_pscore.qc), written beside its outputs."""
+def gate_record(item, source_dir, template, thresholds):
+    """The quality gate's record of one T1w (bids_pscore.qc), measured on its preprocessed images in ``source_dir``."""
     import nibabel as nib
     import numpy as np
 
@@ -58,15 +58,34 @@ def quality_gate(item, output_dir, template, thresholds):
     from .preprocess.steps import template_on_grid, tissue_on_grid
 
     paths = bids.preproc_paths(item.entities, template)
-    brain = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
-    mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
-    native = nib.load(output_dir / paths["mask_native"])
+    brain = np.asarray(nib.load(source_dir / paths["t1w_grid"]).dataobj, np.float32)
+    mask = np.asarray(nib.load(source_dir / paths["mask_grid"]).dataobj) > 0
+    native = nib.load(source_dir / paths["mask_native"])
     volume_ml = np.count_nonzero(np.asarray(native.dataobj)) * float(np.prod(native.header.get_zooms()[:3])) / 1000
     reference, reference_mask = (np.asarray(i.dataobj) for i in template_on_grid(template))
     values = qc.measures(brain, mask, reference, reference_mask > 0, *tissue_on_grid(template), volume_ml)
-    record = qc.record(values, thresholds)
+    return qc.record(values, thresholds)
+
+
+def quality_gate(item, output_dir, template, thresholds):
+    """The quality gate's record of one preprocessed T1w, written beside its outputs."""
+    record = gate_record(item, output_dir, template, thresholds)
     write_json(output_dir / bids.qc_path(item.entities), {**record, "Sources": [bids.raw_uri(item.relpath)]})
     return record
+
+
+def passing_quality_gate(t1w_inputs, source_dir, template, thresholds, left_out_of):
+    """The T1w whose preprocessed images in ``source_dir`` pass the quality gate, as the participant
+    level would score them; each other is left out of ``left_out_of`` (training, a reference) with a
+    line saying why. Nothing is written: ``source_dir`` may be the user's."""
+    passed = []
+    for item in t1w_inputs:
+        gate = gate_record(item, Path(source_dir), template, thresholds)
+        if gate["Passed"]:
+            passed.append(item)
+        else:
+            log.warning("%s: left out of %s, it failed the quality gate: %s", item.label, left_out_of, "; ".join(gate["Failures"]))
+    return passed
 
 
 def scoring_failure(item, exc, log_dir):

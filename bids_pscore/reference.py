@@ -141,7 +141,7 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
     """
     from .errors import UsageError
     from .execution import preprocess
-    from .participant import quality_gate
+    from .participant import passing_quality_gate
     from .qc import DEFAULT_THRESHOLDS
     from .train import recorded_params
 
@@ -167,14 +167,7 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
         if failed:
             log.warning("left out of the reference %d T1w whose preprocessing failed: %s", len(failed), ", ".join(sorted(failed)))
         t1w = [t for t in t1w if t.label not in failed]
-    passed = []
-    for item in t1w:
-        gate = quality_gate(item, source_dir, params.template, DEFAULT_THRESHOLDS)
-        if gate["Passed"]:
-            passed.append(item)
-        else:
-            log.warning("%s: left out of the reference, it failed the quality gate: %s", item.label, "; ".join(gate["Failures"]))
-    return passed, source_dir, raw
+    return passing_quality_gate(t1w, source_dir, params.template, DEFAULT_THRESHOLDS, "the reference"), source_dir, raw
 
 
 def in_sample_pscores(subjects, split):

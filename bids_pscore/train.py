@@ -18,6 +18,7 @@ from .atlas import ATLAS_NAME, CITATION, N_REGIONS
 from .config import write_config
 from .errors import TrainingError, UsageError
 from .execution import make_run_folders, preprocess
+from .participant import passing_quality_gate
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,6 @@ def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
 def check_both_classes(parts, y, positive, negative):
     """The split was checked before preprocessing; failures since may have emptied a part of it, or
     of one class (``parts``: split name -> row numbers; ``y``: 1 for ``positive``)."""
-    # an empty part is a float array, which cannot index ``y``
     empty = [name for name, rows in parts.items() if len(rows) == 0]
     if empty:
         raise TrainingError(f"after the failures above, the {' and '.join(empty)} split(s) hold no image: fix those T1w (see the summary) "
@@ -304,7 +304,7 @@ def run(config):
     if config.preprocessed is not None and not config.cat12_prefix:
         # every image is checked before any folder is made, so a missing one leaves nothing behind
         missing = [str(Path(config.preprocessed) / paths[key]) for t in t1w_inputs
-                   for paths in [bids.preproc_paths(t.entities, params.template)] for key in ("t1w_grid", "mask_grid")
+                   for paths in [bids.preproc_paths(t.entities, params.template)] for key in ("t1w_grid", "mask_grid", "mask_native")
                    if not (Path(config.preprocessed) / paths[key]).is_file()]  # fmt: skip
         if missing:
             raise UsageError(f"{config.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
@@ -328,10 +328,16 @@ def run(config):
         t1w_inputs = [t for t in t1w_inputs if t.label not in failed]
         if failed:
             log.warning("left out %d T1w whose preprocessing failed: %s", len(failed), ", ".join(sorted(failed)))
-    images = load_grid_images(t1w_inputs, Path(source_dir), params, config.cat12_prefix)
-    cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), scratch.cube_cache)
+    if config.cat12_prefix:
+        log.info("CAT12's images are not checked by the quality gate: its measures need bids_pscore's brain masks")
+        gated_out = 0
+    else:
+        # as at the participant level: what the gate refuses is never scored, so it must not train a model nor set its references
+        passed = passing_quality_gate(t1w_inputs, Path(source_dir), params.template, config.qc_thresholds, "training")
+        gated_out = len(t1w_inputs) - len(passed)
+        t1w_inputs = passed
     y = np.array([label_of(t, labels) for t in t1w_inputs])
-    parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name]) for name in SPLITS}
+    parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name], dtype=int) for name in SPLITS}
     for name, rows in parts.items():
         log.info(
             "%s: %d images of %d subjects (%d %s)",
@@ -342,6 +348,8 @@ def run(config):
             config.positive,
         )
     check_both_classes(parts, y, config.positive, config.negative)
+    images = load_grid_images(t1w_inputs, Path(source_dir), params, config.cat12_prefix)
+    cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), scratch.cube_cache)
     ensemble, history, metrics, reference, relevance = fit_model(cubes, y, parts, brain, overlap, masks, sizes, config.training)
     normative = training_reference(config, t1w_inputs, y, parts, split, Path(source_dir), params, work_dir, log_dir, ensemble, reference)
 
@@ -384,6 +392,7 @@ def run(config):
         f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
         f"(relevance-weighted: {relevance['reference']['lambda']:.3f})"
         + (f"; {len(failed)} T1w skipped (unreadable or preprocessing failed, see above)" if failed else "")
+        + (f"; {gated_out} T1w skipped (failed the quality gate, see above)" if gated_out else "")
     )
     warning = threshold_warning(reference.threshold)
     if warning:

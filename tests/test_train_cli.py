@@ -1,6 +1,7 @@
 """bids_pscore-train on a labelled dataset with generated grid images (--preprocessed)."""
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -22,23 +23,29 @@ from .helpers import make_bids, small_image
 RECORDED = PreprocParams(fwhm_mm=6.0, registration_seed=7)
 
 
-def labelled_dataset(tmp_path, groups):
-    """A BIDS dataset (tiny raw T1w) and grid images of it as bids_pscore would write them."""
+def labelled_dataset(tmp_path, groups, noise=()):
+    """A BIDS dataset (tiny raw T1w) and grid images of it as bids_pscore would write them: the
+    template's brain with noise, which passes the quality gate, or noise alone for the subjects
+    numbered in ``noise``, which fails it."""
+    from bids_pscore.preprocess.steps import template_on_grid
+
     rows = ["participant_id\tgroup"] + [f"sub-{i:02d}\t{g}" for i, g in enumerate(groups, 1)]
     root = make_bids(tmp_path / "bids", {
         "participants.tsv": "\n".join(rows) + "\n",
         **{f"sub-{i:02d}/anat/sub-{i:02d}_T1w.nii.gz": small_image() for i in range(1, len(groups) + 1)},
     })  # fmt: skip
     rng = np.random.default_rng(0)
-    mask = np.zeros(GRID_SHAPE, bool)
-    mask[15:105, 15:130, 10:110] = True
+    template, template_mask = (np.asarray(img.dataobj) for img in template_on_grid("MNI152NLin2009aSym"))
+    mask = template_mask > 0
     pre = tmp_path / "pre"
     for i, group in enumerate(groups, 1):
-        image = np.where(mask, rng.uniform(0.3, 0.7, GRID_SHAPE), 0).astype(np.float32)
-        if group == "AD":
-            image[40:60, 60:80, 40:60] += 0.3
+        brain = rng.uniform(0.3, 0.7, GRID_SHAPE) if i in noise else template / template.max() + rng.uniform(-0.1, 0.1, GRID_SHAPE)
+        image = np.where(mask, brain, 0).astype(np.float32)
+        if group == "AD":  # as strong as the template's own contrast, so that 3 epochs on 8 images learn it
+            image[40:60, 60:80, 40:60] += 1.0
         paths = bids.preproc_paths({"sub": f"{i:02d}"}, "MNI152NLin2009aSym")
-        for key, data in (("t1w_grid", image), ("mask_grid", mask.astype(np.uint8))):
+        # the brain mask in the T1w's own space is the grid's here: the gate measures the brain's volume in it
+        for key, data in (("t1w_grid", image), ("mask_grid", mask.astype(np.uint8)), ("mask_native", mask.astype(np.uint8))):
             (pre / paths[key]).parent.mkdir(parents=True, exist_ok=True)
             nib.Nifti1Image(data, GRID_AFFINE).to_filename(pre / paths[key])
         write_json(pre / bids.sidecar_path(paths["t1w_grid"]), {"PreprocessingParameters": RECORDED.to_dict()})
@@ -253,3 +260,47 @@ def test_runs_sharing_a_work_folder_get_their_own_scratch(tmp_path):
     assert first.dataset == second.dataset != other.dataset
     assert len({first.run, second.run, other.run}) == 3
     assert all(s.cube_cache.parent == s.run and (tmp_path / "work") in s.run.parents for s in (first, second, other))
+
+
+@pytest.mark.parametrize("path", ["--preprocessed", "raw"])
+def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(tmp_path, capsys, monkeypatch, path):
+    from types import SimpleNamespace
+
+    from bids_pscore import train
+    from bids_pscore.cli.train import parse_args
+    from bids_pscore.qc import DEFAULT_THRESHOLDS
+
+    groups = ["AD", "CN"] * 6
+    root, pre = labelled_dataset(tmp_path, groups, noise=(3, 8))
+    args = train_args(root, tmp_path, pre)
+    if path == "raw":
+        # the preprocessing writes the images that labelled_dataset made (the real one takes minutes an image)
+        def preprocess(t1w_inputs, bids_dir, output_dir, *rest):
+            shutil.copytree(pre, output_dir, dirs_exist_ok=True)
+            return SimpleNamespace(failed=[])
+
+        monkeypatch.setattr(train, "preprocess", preprocess)
+        args.remove("--preprocessed")
+        args.remove(str(pre))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for sub in ("03", "08"):
+        assert f"sub-{sub}: left out of training, it failed the quality gate: template_correlation" in out
+    assert out.count("failed the quality gate") == 3  # a line each, and the count in the closing line
+    closing = next(line for line in out.splitlines() if "model bundle written to" in line)
+    assert closing.endswith("; 2 T1w skipped (failed the quality gate, see above)")
+    assert sum(load_bundle(tmp_path / "model").metadata["training"]["images"].values()) == 10
+    # the gate's bounds are the participant level's option
+    assert parse_args([*args, "--qc-thresholds", "off"]).qc_thresholds == {name: (None, None) for name in DEFAULT_THRESHOLDS}
+    assert parse_args(args).qc_thresholds == DEFAULT_THRESHOLDS
+
+
+def test_a_split_that_the_quality_gate_empties_ends_training_before_any_cube_is_cut(tmp_path, capsys):
+    groups = ["AD", "CN"] * 6
+    root, pre = labelled_dataset(tmp_path, groups, noise=range(1, 13))
+    assert main(train_args(root, tmp_path, pre)) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("left out of training, it failed the quality gate") == 12
+    assert "the train and validation and test split(s) hold no image" in captured.err and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err and not list((tmp_path / "work").glob("**/cube_cache.npy"))
+    assert not (tmp_path / "model" / "model.json").exists()

@@ -5,7 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, qc
 from ..config import TrainRunConfig, new_run_id
 from ..errors import UsageError
 from . import configure_logging, run_command
@@ -72,6 +72,12 @@ def build_parser():
         help="healthy T1w for the model's normative reference (SPEC 10): a BIDS dataset, or a bids_pscore output folder "
         "preprocessed with the same parameters (default: the controls of the training and validation splits)",
     )
+    parser.add_argument(
+        "--qc-thresholds",
+        metavar="JSON",
+        help="the image quality gate's bounds, as for bids_pscore participant: JSON (inline or a file) of measure -> [low, high] "
+        "over the defaults, or 'off'. A T1w outside a range is left out of training and of the references, with a line saying why",
+    )
     parser.add_argument("--skip-bids-validation", action="store_true")
     add_execution_options(
         parser,
@@ -99,8 +105,8 @@ def parse_args(argv=None):
         negative=opts.negative, sessions=opts.sessions, participant_label=tuple(opts.participant_label or ()),
         val_fraction=opts.val_fraction, test_fraction=opts.test_fraction, training=training, name=opts.name,
         description=opts.description, warning=opts.warning, preprocessed=opts.preprocessed, cat12_prefix=opts.cat12_prefix,
-        skip_bids_validation=opts.skip_bids_validation, execution=execution_config(opts),
-        command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(), normative=opts.normative,
+        qc_thresholds=qc.parse_thresholds(opts.qc_thresholds), skip_bids_validation=opts.skip_bids_validation,
+        execution=execution_config(opts), command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(), normative=opts.normative,
     )  # fmt: skip
 
 
