@@ -240,7 +240,7 @@ def test_t1w_told_apart_by_any_entity_bids_allows_get_apart_outputs_node_names_a
                   lambda t: bids.preproc_figure_paths(t.entities)):  # fmt: skip
         assert len({str(paths(t)) for t in found}) == 8
     # one workflow holds them all: nipype refused a second node of the same name
-    wf = init_participant_wf(found, tmp_path / "out", PreprocParams(), {"template": "t.nii.gz", "coarse_template": "c.nii.gz"})
+    wf = init_participant_wf(found, tmp_path / "out", PreprocParams(), {"template": "t.nii.gz", "coarse_template": "c.nii.gz"}, "wf")
     assert len([n for n in wf._graph.nodes() if n.name.endswith("_sink")]) == 8
     layout = bids.load_layout(root)
     assert relpaths(bids.find_t1w(layout, filters={"echo": 2})) == ["sub-01/anat/sub-01_echo-2_T1w.nii.gz"]
