@@ -16,6 +16,7 @@ import pandas as pd
 from . import bids
 from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, UsageError
+from .progress import RESULT
 from .pscore import normalise_regions, reference_statistics
 
 log = logging.getLogger(__name__)
@@ -414,7 +415,8 @@ def run_group(config):
     write_group_report(
         output_dir, tables, traj_scores, flag_threshold, model, options, flag_kind, truth_rows(ordered, flags, flag_kind, truth, labels)
     )
-    log.info(
+    log.log(
+        RESULT,
         "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s",
         len(ordered),
         ordered["participant_id"].nunique(),

@@ -14,6 +14,7 @@ from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, OutputNotWritableError, PscoreError
 from .execution import make_run_folders, preprocess
 from .fileio import write_json, write_text
+from .progress import RESULT
 
 log = logging.getLogger(__name__)
 DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
@@ -202,7 +203,8 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
                                      normative=normative_summary))  # fmt: skip
-        log.info(
+        log.log(
+            RESULT,
             "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)%s",
             item.label,
             scores.whole[0],
@@ -275,7 +277,15 @@ def preprocessing_params(metadata, random_seed=None):
 
 
 def run_participant(config):
-    """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed)."""
+    """Preprocess, score and report every selected T1w; return the exit code (0 all done, 1 some failed).
+    What the run prints is kept in its log folder as well."""
+    from .progress import ConsoleCopy
+
+    with ConsoleCopy() as console:
+        return participant_run(config, console)
+
+
+def participant_run(config, console):
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     from . import derivatives
     from .groundtruth import checked_sessions, read_truth, subject_sentences
@@ -292,6 +302,7 @@ def run_participant(config):
     output_dir, work_dir = make_run_folders(config.output_dir, config.execution.work_dir, config.bids_dir)
     log_dir = output_dir / "logs" / f"run-{config.run_id}"
     log.info("this run's configuration and logs: %s", write_config(config, log_dir).parent)
+    console.keep_in(log_dir / "console.log")
     card = model_card(bundle)
     log.info("model %s version %s from %s", card["name"], card["version"], bundle.folder)
     for warning in model_warnings(bundle.metadata):
@@ -314,16 +325,17 @@ def run_participant(config):
     failed.update(stopped)
     # every T1w of the run's subjects, whatever --session-label or --bids-filter-file selected
     subject_t1w = bids.find_t1w(layout, sorted({t.entities["sub"] for t in t1w_inputs}))
+    log.info("drawing the reports of %d subject(s) (figures take a few seconds each)", len({t.entities["sub"] for t in t1w_inputs}))
     truth = read_truth(config.bids_dir)
     reports = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template,
                                 run_info(config, started), truth)  # fmt: skip
     citation = write_citation(output_dir, params, bundle.metadata)
-    log.info("reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
+    log.log(RESULT, "reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
     if truth:
         from .atlas import region_table
 
         for sentence in subject_sentences(checked_sessions(results, truth, region_table()["label"].to_numpy())):
-            log.info("%s", sentence)
+            log.log(RESULT, "%s", sentence)
     if failed:
         log.warning("%d of %d T1w not scored:\n%s", len(failed), len(t1w_inputs), "\n".join(
             f"  {o.label}: {o.failed_step or o.status}: {o.message}" + (f" [log: {o.log}]" if o.log else "") for o in failed.values()))  # fmt: skip
@@ -422,7 +434,8 @@ def rebuild_reports(t1w_inputs, config):
     reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
                                     run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), read_truth(config.bids_dir))  # fmt: skip
     citation = write_citation(output_dir, params, bundle.metadata)
-    log.info(
+    log.log(
+        RESULT,
         "reports drawn again from %d scored T1w: %s; methods and citations: %s",
         len(results),
         ", ".join(str(output_dir / r) for r in reports),

@@ -1,10 +1,15 @@
 """Progress a user can follow: one line per T1w and step, then a summary table."""
 
+import logging
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# the log level of a run's results (each T1w's scores, where the reports are): shown with -q too
+RESULT = logging.INFO + 5
+logging.addLevelName(RESULT, "RESULT")
 
 
 def _fmt_seconds(seconds):
@@ -122,6 +127,45 @@ class Progress:
     @property
     def failed(self):
         return [o for o in self.outcomes.values() if o.status != "ok"]
+
+
+class ConsoleCopy:
+    """What a run prints, also kept in its log folder (``logs/run-*/console.log``): a cluster job's
+    output file is often lost, and the run's lines are its only account. Lines printed before the
+    folder exists are held and written first."""
+
+    def __init__(self):
+        self.console, self.held, self.file = sys.stdout, [], None
+
+    def write(self, text):
+        self.console.write(text)
+        if self.file is None:
+            self.held.append(text)
+        else:
+            self.file.write(text)
+        return len(text)
+
+    def flush(self):
+        self.console.flush()
+        if self.file is not None:
+            self.file.flush()
+
+    def keep_in(self, path):
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open until the run ends (close)
+        self.file.write("".join(self.held))
+        self.held = []
+
+    def __getattr__(self, name):  # fileno, isatty, encoding: the console's
+        return getattr(self.console, name)
+
+    def __enter__(self):
+        sys.stdout = self
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout = self.console
+        if self.file is not None:
+            self.file.close()
 
 
 def error_message(crash_text):

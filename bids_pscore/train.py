@@ -19,6 +19,7 @@ from .config import write_config
 from .errors import TrainingError, UsageError
 from .execution import make_run_folders, preprocess
 from .participant import passing_quality_gate
+from .progress import RESULT
 
 log = logging.getLogger(__name__)
 
@@ -387,12 +388,13 @@ def run(config):
     save_bundle(model_dir, ensemble, metadata, normative)
     write_tsv(model_dir / "training.tsv", pd.DataFrame(history))
     scratch.cube_cache.unlink()  # gigabytes, and no later run reads another run's cache
-    log.info(
+    log.log(
+        RESULT,
         f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
         f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
         f"(relevance-weighted: {relevance['reference']['lambda']:.3f})"
         + (f"; {len(failed)} T1w skipped (unreadable or preprocessing failed, see above)" if failed else "")
-        + (f"; {gated_out} T1w skipped (failed the quality gate, see above)" if gated_out else "")
+        + (f"; {gated_out} T1w skipped (failed the quality gate, see above)" if gated_out else ""),
     )
     warning = threshold_warning(reference.threshold)
     if warning:

@@ -208,6 +208,9 @@ def test_failing_sessions_do_not_stop_others_and_are_summarised(tmp_path, capsys
     assert not list(out_dir.glob("sub-*/**/anat/*"))  # no derivative, only the reports
     report = (out_dir / "sub-02.html").read_text()
     assert "failed at step load" in report and "NaN or Inf" in report
+    # what the run printed is kept beside its logs, the lines before the log folder existed included
+    (console,) = (out_dir / "logs").glob("run-*/console.log")
+    assert console.read_text() == out.out
 
 
 def test_stop_on_first_crash_stops_at_the_first_failing_t1w(tmp_path, capsys):

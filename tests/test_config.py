@@ -10,6 +10,7 @@ import pytest
 from bids_pscore.cli import configure_logging
 from bids_pscore.cli.run import parse_args
 from bids_pscore.config import CONFIG_VARIABLE, read_worker_verbosity, write_config
+from bids_pscore.progress import RESULT
 
 
 def test_the_configuration_is_frozen_and_written_with_every_option_and_version(tmp_path, monkeypatch):
@@ -39,17 +40,21 @@ def test_two_runs_started_together_keep_their_logs_apart(tmp_path):
     assert parse_args(args).run_id != parse_args(args).run_id
 
 
-@pytest.mark.parametrize(("flags", "shown"), [([], {"warning", "info"}), (["-q"], {"warning"}), (["-v"], {"warning", "info", "debug"})])
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [([], {"warning", "result", "info"}), (["-q"], {"warning", "result"}), (["-v"], {"warning", "result", "info", "debug"})],
+)
 def test_verbosity_decides_which_messages_show(tmp_path, capsys, flags, shown):
     config = parse_args([str(tmp_path), str(tmp_path / "out"), "participant", *flags])
     configure_logging("bids_pscore", config.execution.verbosity)
     log = logging.getLogger("bids_pscore.anything")
     log.debug("debug")
     log.info("info")
+    log.log(RESULT, "result")  # a T1w's scores, where the reports are: -q keeps them
     log.warning("warning")
     lines = capsys.readouterr().out.splitlines()
     assert {line.rsplit(" ", 1)[-1] for line in lines} == shown
-    assert "bids_pscore: WARNING: warning" in lines and ("bids_pscore: info" in lines) == ("info" in shown)
+    assert "bids_pscore: WARNING: warning" in lines and "bids_pscore: result" in lines and ("bids_pscore: info" in lines) == ("info" in shown)
 
 
 def test_quiet_and_verbose_exclude_each_other(tmp_path, capsys):

@@ -5,6 +5,7 @@ import logging
 import sys
 
 from ..errors import EXIT_INTERRUPTED, PscoreError
+from ..progress import RESULT
 
 # every module logs to a child of the package's logger (logging.getLogger(__name__)), configured here
 LOGGER = "bids_pscore"
@@ -28,17 +29,17 @@ class _Format(logging.Formatter):
         self.prog = prog
 
     def format(self, record):
-        level = "" if record.levelno == logging.INFO else f"{record.levelname}: "
+        level = "" if record.levelno in (logging.INFO, RESULT) else f"{record.levelname}: "
         return f"{self.prog}: {level}{record.getMessage()}"
 
 
 def configure_logging(prog, verbosity):
-    """The package's messages on stdout, prefixed by the command's name: warnings only with -q
-    (verbosity -1), what the run does by default, its details with -v; -vv adds nipype's own."""
+    """The package's messages on stdout, prefixed by the command's name: warnings and results only
+    with -q (verbosity -1), what the run does by default, its details with -v; -vv adds nipype's own."""
     log = logging.getLogger(LOGGER)
     log.handlers = [_CurrentStdout()]
     log.handlers[0].setFormatter(_Format(prog))
-    log.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
+    log.setLevel({-1: RESULT, 0: logging.INFO}.get(verbosity, logging.DEBUG))
     log.propagate = False
 
 

@@ -93,7 +93,7 @@ def add_execution_options(parser, seed_help):
         default=0,
         help="more messages: each step's folder, the workflow's settings, scoring details (-vv: nipype's too)",
     )
-    messages.add_argument("-q", "--quiet", action="store_true", help="only warnings, the summary and errors")
+    messages.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors, the summary table and the results (scores, reports)")
     return perf
 
 
