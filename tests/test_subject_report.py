@@ -1,11 +1,13 @@
 """The subject report of a run that scored only some of the subject's sessions."""
 
+import html
 import json
 import logging
 
 import numpy as np
 
 from bids_pscore import bids, participant
+from bids_pscore.atlas import region_table
 from bids_pscore.bids import T1wInput
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 
@@ -46,3 +48,19 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
     page = (tmp_path / report).read_text()
     assert report.name == "sub-01.html" and "sub-01 ses-1" in page and "sub-01 ses-2" in page
     assert "sub-01 ses-3" not in page and f"left out of the reports: {summary_path.relative_to(tmp_path)}" in caplog.text
+
+
+def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monkeypatch):
+    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
+    bundle = participant.load_model()
+    item = preprocessed_session(tmp_path, "1")
+    results, _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+    (report,) = participant.write_run_reports(tmp_path, [item], [item], results, {}, bundle.metadata, TEMPLATE, {"run": "test"})
+    page = (tmp_path / report).read_text()
+    summary = json.loads((tmp_path / bids.pscore_paths(item.entities, TEMPLATE)["summary"]).read_text())
+    # every region the summary names is listed with its full name from the atlas table
+    flagged = summary["AtrophicRegions"] + summary["DegenerativeRegions"]
+    assert flagged, "the session should flag a region for this check to mean something"
+    names = region_table().set_index("label")["name"]
+    for label in flagged:
+        assert f"{label} ({names[label]})" in html.unescape(page)

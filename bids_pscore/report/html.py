@@ -18,6 +18,19 @@ def render(template, **values):
     return _environment().get_template(template).render(**values)
 
 
+def region_name(label):
+    """A Brainnetome code with its full name from the atlas table, e.g. 'R.A35/36r (rostral area 35/36)'."""
+    from ..atlas import region_table
+
+    names = region_table().set_index("label")["name"]
+    return f"{label} ({names[label]})"
+
+
+def named_regions(labels):
+    """Regions listed by code and full name, or "none"."""
+    return ", ".join(region_name(label) for label in labels) or "none"
+
+
 def frame_rows(frame, columns, top=None):
     """{"header", "rows"} of a data frame's ``columns`` (its first ``top`` rows), floats to 3 digits."""
     shown = frame[list(columns)] if top is None else frame[list(columns)].head(top)
@@ -34,7 +47,7 @@ def truth_cells(session_truth, predicted_class, ad_probability, check, kind):
     from ..groundtruth import called_right
 
     def listed(regions):
-        return ", ".join(f"{label} ({loss:.0%})" for label, loss in regions) or "none"
+        return ", ".join(f"{region_name(label)}: lost {loss:.0%}" for label, loss in regions) or "none"
 
     return (session_truth.describe(), f"{predicted_class} ({ad_probability:.2f})", "yes" if called_right(predicted_class, session_truth) else "NO",
             kind, listed(check.hits), listed(check.misses), listed(check.false_flags))  # fmt: skip

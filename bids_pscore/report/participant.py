@@ -19,7 +19,7 @@ from ..model.bundle import model_warnings
 from ..model.splits import SPLITS
 from . import figures
 from .citation import CITATION_BIB, CITATION_MD
-from .html import TRUTH_COLUMNS, render, truth_cells, truth_note
+from .html import TRUTH_COLUMNS, named_regions, region_name, render, truth_cells, truth_note
 
 # below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
 SMALL_BRAIN_VOXELS = 270_000
@@ -63,8 +63,8 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
     )
     drawn.append((name, f"Normalised {what}region-level P-score over the anatomy; regions above lambda = {threshold:.2f} are outlined in red."))
     name = figure_dir / f"{stem}_desc-{kind}regions_bars.png"
-    figures.ranked_bars(out / name, table["label"].to_numpy(), table["p_region_norm"].to_numpy(), f"normalised {what}region P-score",
-                        threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
+    figures.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
+                        f"normalised {what}region P-score", threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
     drawn.append((name, f"The 25 regions with the highest normalised {what}P-score; red bars are above lambda (degenerative)."))
     return drawn
 
@@ -165,13 +165,13 @@ def normative_rows(record):
 
 def summary_row(result, with_normative):
     row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
-           len(result.degenerative), ", ".join(result.degenerative) or "none")  # fmt: skip
+           len(result.degenerative), named_regions(result.degenerative))  # fmt: skip
     if result.normative is not None:
-        row += (result.normative["NumberOfAtrophicRegions"], ", ".join(result.normative["AtrophicRegions"]) or "none")
+        row += (result.normative["NumberOfAtrophicRegions"], named_regions(result.normative["AtrophicRegions"]))
     elif with_normative:  # another session of the subject has them: keep the columns in line
         row += ("n/a", "no normative reference")
     if result.relevance is not None:
-        row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), ", ".join(result.relevance["degenerative"]) or "none")
+        row += (f"{result.relevance['whole']:.1f}", len(result.relevance["degenerative"]), named_regions(result.relevance["degenerative"]))
     return row
 
 
