@@ -18,6 +18,8 @@ def preprocessed_session(out, ses):
     """A T1w of sub-01 with the preprocessing outputs scoring reads (no preprocessing is run)."""
     import nibabel as nib
 
+    raw = np.zeros((10, 12, 14), np.int16)  # only its header is read: 1.2 mm across, LAS
+    nib.save(nib.Nifti1Image(raw, np.diag([-1.2, 1.0, 1.0, 1.0])), out / "raw.nii.gz")
     item = T1wInput(out / "raw.nii.gz", f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_T1w.nii.gz", {"sub": "01", "ses": ses})
     mask = np.zeros(GRID_SHAPE, np.uint8)
     mask[20:100, 20:120, 15:100] = 1
@@ -64,3 +66,6 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     names = region_table().set_index("label")["name"]
     for label in flagged:
         assert f"{label} ({names[label]})" in html.unescape(page)
+    # the input T1w: its file in the dataset, voxel size, dimensions and orientation from its header
+    assert "<td>sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz</td>" in page
+    assert "1.20 x 1.00 x 1.00 mm" in page and "10 x 12 x 14 voxels" in page and "LAS" in page

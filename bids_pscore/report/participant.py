@@ -88,6 +88,21 @@ def normative_figure(out, figure_dir, stem, image, paths, summary):
                    f"in yellow as atrophic; healthy images held out of the reference got {rate:.2f} such flags on average.")]  # fmt: skip
 
 
+def input_rows(t1w):
+    """The input T1w as its header says (the header only: cheap): file, voxel size, dimensions, orientation."""
+    try:
+        image = nib.load(t1w.path)
+    except (OSError, nib.filebasedimages.ImageFileError) as exc:
+        return [("input T1w", t1w.relpath), ("its header", f"cannot be read now: {exc}")]
+    zooms = image.header.get_zooms()
+    return [
+        ("input T1w", t1w.relpath),
+        ("voxel size", " x ".join(f"{z:.2f}" for z in zooms[:3]) + " mm"),
+        ("dimensions", " x ".join(str(n) for n in image.shape) + " voxels"),
+        ("orientation", f"{''.join(nib.aff2axcodes(image.affine))} (the direction each voxel axis runs towards)"),
+    ]
+
+
 def session_figures(output_dir, result, threshold, figure_dir):
     """The figures of one session: the preprocessing checks the workflow drew, then the P-score
     figures drawn here; returns [(relative path, caption)] and warnings."""
@@ -201,6 +216,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         warnings += extra
         sessions.append({
             "label": result.t1w.label,
+            "input": input_rows(result.t1w),
             "qc": ", ".join(f"{k} {v:g}" for k, v in result.qc.items()) if result.qc else None,
             "qc_path": bids.qc_path(result.t1w.entities).as_posix(),
             "figures": [(Path(p).as_posix(), c) for p, c in drawn],
