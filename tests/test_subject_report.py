@@ -1,8 +1,10 @@
-"""The subject report of a run that scored only some of the subject's sessions."""
+"""The subject report: a run that scored only some of the subject's sessions, and what the report of a scored session says."""
 
 import html
 import json
 import logging
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -69,3 +71,9 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     # the input T1w: its file in the dataset, voxel size, dimensions and orientation from its header
     assert "<td>sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz</td>" in page
     assert "1.20 x 1.00 x 1.00 mm" in page and "10 x 12 x 14 voxels" in page and "LAS" in page
+    # every output file of the session is linked, under a plain name rather than an internal key
+    links = dict((href, text) for href, text in re.findall(r'<a href="([^"]+)">([^<]+)</a>', page))
+    for key, path in results[0].paths.items():
+        assert Path(path).as_posix() in links and key not in links.values()
+    assert "cube_table" not in page and "mask_grid" not in page
+    assert links[bids.pscore_paths(item.entities, TEMPLATE)["region_table"].as_posix()] == "region P-scores (TSV)"

@@ -25,6 +25,27 @@ from .html import TRUTH_COLUMNS, named_regions, region_name, render, truth_cells
 SMALL_BRAIN_VOXELS = 270_000
 
 
+# what each output of a session is, as the report's links name it (result.paths' keys are internal)
+OUTPUT_NAMES = {
+    "t1w_grid": "preprocessed T1w on the template grid",
+    "mask_grid": "brain mask on the template grid",
+    "mask_native": "brain mask in the T1w's own space",
+    "xfm_affine": "affine transform, T1w to template",
+    "xfm_warp": "non-linear warp, T1w to template",
+    "summary": "P-score summary (JSON)",
+    "cube_table": "cube P-scores (TSV)",
+    "voxel_map": "voxel-level P-score map",
+    "region_table": "region P-scores (TSV)",
+    "region_map": "region-level P-score map",
+    "relevance_summary": "relevance-weighted P-score summary (JSON)",
+    "relevance_voxel_map": "relevance-weighted voxel-level P-score map",
+    "relevance_region_table": "relevance-weighted region P-scores (TSV)",
+    "relevance_region_map": "relevance-weighted region-level P-score map",
+    "normative_voxel_map": "deviation from healthy people, voxel z map",
+    "normative_region_table": "regions against healthy people (TSV)",
+}
+
+
 def _load(path):
     return np.asarray(nib.load(path).dataobj, np.float32)
 
@@ -101,6 +122,21 @@ def input_rows(t1w):
         ("dimensions", " x ".join(str(n) for n in image.shape) + " voxels"),
         ("orientation", f"{''.join(nib.aff2axcodes(image.affine))} (the direction each voxel axis runs towards)"),
     ]
+
+
+def output_links(out, result):
+    """[(plain name, path, its JSON sidecar or None)] of every output file of a session, the quality
+    gate's record included; paths relative to the output folder, where the report is."""
+    files = [(OUTPUT_NAMES[key], Path(path)) for key, path in result.paths.items()]
+    files.append(("image quality gate record (JSON)", bids.qc_path(result.t1w.entities)))
+    links = []
+    for name, path in files:
+        if path.suffix == ".json":
+            sidecar = None
+        else:
+            sidecar = path.with_name(path.name.removesuffix(".gz").rsplit(".", 1)[0] + ".json")
+        links.append((name, path.as_posix(), sidecar.as_posix() if sidecar and (out / sidecar).is_file() else None))
+    return links
 
 
 def session_figures(output_dir, result, threshold, figure_dir):
@@ -220,7 +256,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
             "qc": ", ".join(f"{k} {v:g}" for k, v in result.qc.items()) if result.qc else None,
             "qc_path": bids.qc_path(result.t1w.entities).as_posix(),
             "figures": [(Path(p).as_posix(), c) for p, c in drawn],
-            "files": [(k, Path(v).as_posix()) for k, v in sorted(result.paths.items())],
+            "files": output_links(out, result),
         })  # fmt: skip
     relevance_columns = ("relevance-weighted whole-brain P-score", "relevance-weighted degenerative regions", "which")
     normative_columns = ("atrophic regions against healthy people (normative)", "which")
