@@ -70,6 +70,21 @@ def _canvas(volume, cuts, left_first):
     return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows]), panels
 
 
+def score_scale(values, limit):
+    """How a score map is coloured up to ``limit``: (cmap, vmin, vmax, factor, unit, words).
+
+    Diverging around 0 only when some value is negative, else from 0 (a diverging scale over an
+    all-positive map shows half a scale that nothing uses). Values below 0.01 are shown multiplied
+    by ``factor``, a power of ten in steps of three, and ``unit`` names it ("x 1e-6"), so the colour
+    bar reads 0 to 37 rather than 0 to 0.000037.
+    """
+    exponent = int(np.floor(np.log10(limit) / 3) * 3) if limit < 0.01 else 0
+    factor, unit = 10.0**-exponent, f" (x 1e{exponent})" if exponent else ""
+    if np.min(values) < 0:
+        return "coolwarm", -limit * factor, limit * factor, factor, unit, "blue negative, red positive"
+    return "hot", 0.0, limit * factor, factor, unit, "all values are positive here, brighter is higher"
+
+
 def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot", vmin=None, vmax=None,
            title="", colorbar_label="", cuts=None, left_first=False, contour_colour="red"):  # fmt: skip
     """Axial and coronal slices of ``background`` with an optional overlay and contours; saved as PNG.
@@ -112,17 +127,22 @@ def ranked_bars(path, labels, values, xlabel, threshold=None, top=25, title=""):
     """The ``top`` regions by value as bars; with a threshold, a line there and the bars above it in red."""
     values = np.asarray(values, float)
     order = np.argsort(values, kind="stable")[::-1][:top][::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.22 * len(order) + 1.2))
+    shown = np.asarray(labels)[order]
+    # margins from the longest label (under 0.05 in a character at size 7) rather than tight_layout,
+    # which measured every label's text and took a quarter of the figure's time
+    label_inches = 0.05 * max((len(label) for label in shown), default=0) + 0.15
+    width, height = 4.8 + label_inches, 0.22 * len(order) + 1.2
+    fig, ax = plt.subplots(figsize=(width, height))
+    fig.subplots_adjust(left=label_inches / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.35 / height)
     above = values[order] > (threshold if threshold is not None else np.inf)
     ax.barh(np.arange(len(order)), values[order], color=np.where(above, "#c0392b", "#7f8c8d"))
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
-        ax.text(threshold, len(order) - 0.3, f" lambda = {threshold:.2f}", fontsize=8, va="bottom")
-    ax.set_yticks(np.arange(len(order)), np.asarray(labels)[order], fontsize=7)
+        ax.text(threshold, len(order) - 0.3, f"lambda = {threshold:.2f} ", fontsize=8, va="bottom", ha="right")  # left of the line: inside the axes
+    ax.set_yticks(np.arange(len(order)), shown, fontsize=7)
     ax.set_xlim(0, max(1.05, (threshold or 0) + 0.15))  # keep lambda in view even above 1
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
     _save(fig, path)
 
 

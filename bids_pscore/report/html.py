@@ -18,12 +18,18 @@ def render(template, **values):
     return _environment().get_template(template).render(**values)
 
 
-def region_name(label):
-    """A Brainnetome code with its full name from the atlas table, e.g. 'R.A35/36r (rostral area 35/36)'."""
+@lru_cache(maxsize=1)
+def _full_names():
     from ..atlas import region_table
 
-    names = region_table().set_index("label")["name"]
-    return f"{label} ({names[label]})"
+    table = region_table()
+    # two regions (TE1.0 and TE1.2) have no name in the atlas's table: their gyrus stands in
+    return dict(zip(table["label"], table["name"].fillna(table["gyrus"])))
+
+
+def region_name(label):
+    """A Brainnetome code with its full name from the atlas table, e.g. 'R.A35/36r (rostral area 35/36)'."""
+    return f"{label} ({_full_names()[label]})"
 
 
 def named_regions(labels):

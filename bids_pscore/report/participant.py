@@ -66,27 +66,28 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
     # the 99th percentile of the brain's voxels instead of the maximum
     limit = float(np.percentile(np.abs(voxel[mask]), 99)) if mask.any() else 0.0
     limit = limit or float(np.abs(voxel).max()) or 1.0
-    figures.mosaic(out / name, image, overlay=voxel, cmap="coolwarm", vmin=-limit, vmax=limit,
-                   title=f"{what}voxel-level P-score", colorbar_label="P_voxel")  # fmt: skip
-    drawn.append((name, f"Voxel-level {what}P-score: each selected cube's score {spread} (signed; the weights can be negative; "
-                        "the colour scale stops at the 99th percentile of the brain's absolute values)."))  # fmt: skip
+    cmap, vmin, vmax, factor, unit, colours = figures.score_scale(voxel, limit)
+    figures.mosaic(out / name, image, overlay=voxel * factor, cmap=cmap, vmin=vmin, vmax=vmax,
+                   title=f"{what}voxel-level P-score", colorbar_label=f"P_voxel{unit}")  # fmt: skip
+    drawn.append((name, f"Voxel-level {what}P-score: each selected cube's score {spread}; voxels of the cubes the model does not "
+                        f"use carry none and are not coloured. Colours: {colours}; the scale{unit} stops at the 99th percentile of "
+                        "the brain's absolute values, so a few voxels are above it."))  # fmt: skip
     name = figure_dir / f"{stem}_desc-{kind}regions_pscore.png"
-    figures.mosaic(
-        out / name,
-        image,
-        overlay=regions,
-        contour=regions > threshold,
-        cmap="hot",
-        vmin=0,
-        vmax=1,
-        title=f"{what}region-level P-score (normalised), degenerative regions outlined in red",
-        colorbar_label="normalised P_region",
-    )
-    drawn.append((name, f"Normalised {what}region-level P-score over the anatomy; regions above lambda = {threshold:.2f} are outlined in red."))
+    # cyan, since red outlines vanish in the red of the "hot" scale
+    figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
+                   title=f"{what}region-level P-score (normalised), degenerative regions outlined in cyan",
+                   colorbar_label="normalised P_region (0-1)")  # fmt: skip
+    above = int((table["p_region_norm"] > threshold).sum())
+    flagged = (f"the {above} region(s) above lambda = {threshold:.2f} are outlined in cyan as degenerative" if above
+               else f"no region is above lambda = {threshold:.2f}, so none is outlined")  # fmt: skip
+    drawn.append((name, f"Normalised {what}region-level P-score over the anatomy (each region one colour, brighter is higher, "
+                        f"regions scoring 0 not coloured); {flagged}."))  # fmt: skip
     name = figure_dir / f"{stem}_desc-{kind}regions_bars.png"
     figures.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
                         f"normalised {what}region P-score", threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
-    drawn.append((name, f"The 25 regions with the highest normalised {what}P-score; red bars are above lambda (degenerative)."))
+    bars = (f"red bars are the regions above lambda = {threshold:.2f} (dashed line), the degenerative ones" if above
+            else f"none is above lambda = {threshold:.2f} (dashed line), so no bar is red")  # fmt: skip
+    drawn.append((name, f"The 25 regions with the highest normalised {what}P-score; {bars}."))
     return drawn
 
 
@@ -101,7 +102,8 @@ def normative_figure(out, figure_dir, stem, image, paths, summary):
     name = figure_dir / f"{stem}_desc-zmap_normative.png"
     # red is less tissue on this scale, so the flagged regions are outlined in yellow
     figures.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5, contour_colour="yellow",
-                   title="deviation from healthy people (z), atrophic regions outlined in yellow", colorbar_label="z")  # fmt: skip
+                   title="deviation from healthy people (z), atrophic regions outlined in yellow",
+                   colorbar_label="z of the grey level (scale stops at -5 and 5)")  # fmt: skip
     rate = summary.get("FalseFlagsPerHealthyImage")
     return [(name, f"Grey level against the model's normative reference of healthy people ({summary['Reference'].get('images')} images), "
                    f"{'adjusted for age and sex where known' if summary.get('AgeAdjusted') else 'without age adjustment'}: red is "
@@ -240,8 +242,8 @@ def truth_section(results, truth):
 
 def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, weights_fig, run_info, truth=None):
     """Write sub-<subject>.html (``templates/subject.html``) and its figures; return the report's
-    path relative to the output folder. ``truth`` (groundtruth.read_truth), when given, is shown
-    beside the results."""
+    path relative to the output folder. ``weights_fig`` is the model's figure, drawn once, and its
+    caption; ``truth`` (groundtruth.read_truth), when given, is shown beside the results."""
     out = Path(output_dir)
     figure_dir = Path(f"sub-{subject}") / "figures"
     threshold = metadata["reference"]["lambda"]
@@ -269,9 +271,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         "subject.html", title=f"bids_pscore report: sub-{subject}", warnings=warnings,
         summary={"header": header, "rows": [summary_row(r, any(s.normative for s in results)) for r in results]},
         truth=truth_section(results, truth), errors=errors, sessions=sessions,
-        model={"rows": model_rows(metadata), "figure": weights_fig.as_posix(),
-               "caption": "Per-cube weights w_c of the meta-classifier over the template (blue negative, red positive; "
-               "cubes the model does not use are blank)."},
+        model={"rows": model_rows(metadata), "figure": weights_fig[0], "caption": weights_fig[1]},
         citation_md=CITATION_MD, citation_bib=CITATION_BIB, run_info=list(run_info.items()),
         software=sorted(derivatives.software_versions().items()),
     )  # fmt: skip
@@ -289,12 +289,15 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
 
     template_image = np.asarray(template_on_grid(template)[0].dataobj, np.float32)
     # the model's figure is the same for every subject: drawn once, beside the reports
-    weights_fig = Path("figures") / "model_desc-cubeweights.png"
+    weights_path = Path("figures") / "model_desc-cubeweights.png"
     weights = np.zeros(N_CUBES)
     weights[metadata["selected_cubes"]] = metadata["cube_weights"]
     limit = float(np.abs(weights).max()) or 1.0
-    figures.mosaic(Path(output_dir) / weights_fig, template_image, overlay=paint_cubes(weights), cmap="coolwarm",
-                   vmin=-limit, vmax=limit, title="meta-classifier weight of each cube", colorbar_label="w_c")  # fmt: skip
+    cmap, vmin, vmax, factor, unit, colours = figures.score_scale(weights, limit)
+    figures.mosaic(Path(output_dir) / weights_path, template_image, overlay=paint_cubes(weights * factor), cmap=cmap,
+                   vmin=vmin, vmax=vmax, title="meta-classifier weight of each cube", colorbar_label=f"w_c{unit}")  # fmt: skip
+    weights_fig = (weights_path.as_posix(), f"Per-cube weights w_c of the meta-classifier over the template ({colours}); the "
+                                            f"{N_CUBES - len(metadata['selected_cubes'])} cubes the model does not use are blank.")  # fmt: skip
     subjects = sorted({t.entities["sub"] for t in t1w_inputs})
     return [
         write_subject_report(
