@@ -80,4 +80,14 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     # captions say what is drawn: this model's weights are all positive, and the voxel map's tiny values are read in 1e-6
     assert min(bundle.metadata["cube_weights"]) > 0 and "negative" not in page
     assert "the scale (x 1e-6) stops" in page
+    # each kind of flag with its count as the summary JSONs have it and its false-flag rate from the model card
+    relevance = json.loads((tmp_path / bids.relevance_paths(item.entities, TEMPLATE)["relevance_summary"]).read_text())
+    counts = {kind: int(n) for kind, n in re.findall(r"<tr><td>([^<]+)</td><td>[^<]+</td><td>(\d+)</td>", page)}
+    assert counts == {"P-score degenerative regions (patent)": summary["NumberOfDegenerativeRegions"],
+                      "relevance-weighted degenerative regions": relevance["NumberOfDegenerativeRegions"],
+                      "atrophic regions against healthy people (normative)": summary["Normative"]["NumberOfAtrophicRegions"]}  # fmt: skip
+    calibration = bundle.metadata["normative"]["calibration"]
+    assert f"{calibration['false_flags_per_healthy_image']:.2f} per healthy image held out of the reference" in page
+    # a banner that says no region is marked names the kind it speaks of
+    assert bundle.metadata["reference"]["lambda"] >= 1 and "its P-score (patent) flags mark no region" in page
     assert links[bids.pscore_paths(item.entities, TEMPLATE)["region_table"].as_posix()] == "region P-scores (TSV)"

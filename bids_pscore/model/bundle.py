@@ -108,8 +108,9 @@ def threshold_warning(threshold):
     if threshold < 1.0:
         return None
     return (
-        f"this model's lambda ({threshold:.2f}) is not below 1, the largest normalised region score, so it "
-        "marks no region as degenerative; read the region scores as a ranking"
+        f"this model's lambda ({threshold:.2f}) is not below 1, the largest normalised region score, so its P-score "
+        "(patent) flags mark no region as degenerative; read those region scores as a ranking (the relevance-weighted "
+        "and normative flags have thresholds of their own)"
     )
 
 

@@ -216,6 +216,32 @@ def normative_rows(record):
     return rows
 
 
+def flag_rows(result, metadata):
+    """Each kind of flag the session has: (kind, rule, how many, which, false flags measured on healthy images)."""
+    not_measured = "not measured: the model card holds no false-flag rate for these flags"
+    threshold = metadata["reference"]["lambda"]
+    rule = f"normalised region P-score above lambda = {threshold:.2f}"
+    if threshold >= 1:
+        rule += " (not below 1, the largest normalised score: no region can be flagged)"
+    rows = [("P-score degenerative regions (patent)", rule, len(result.degenerative), named_regions(result.degenerative), not_measured)]
+    if result.relevance is not None:
+        rows.append(("relevance-weighted degenerative regions", f"normalised relevance-weighted region P-score above lambda = "
+                     f"{result.relevance['lambda']:.2f}", len(result.relevance["degenerative"]),
+                     named_regions(result.relevance["degenerative"]), not_measured))  # fmt: skip
+    if result.normative is not None:
+        calibration = (metadata.get("normative") or {}).get("calibration", {})
+        held_out = result.normative.get("FalseFlagsPerHealthyImage")
+        rate = not_measured if held_out is None else f"{held_out:.2f} per healthy image held out of the reference"
+        if held_out is not None and "share_of_healthy_images_with_a_flag" in calibration:
+            rate += f" ({calibration['share_of_healthy_images_with_a_flag']:.0%} of them had one or more)"
+        unseen = (metadata.get("normative") or {}).get("unseen_controls")
+        if unseen:
+            rate += f"; {unseen['false_flags_per_healthy_image']:.2f} per control of the test split ({unseen['images']} images)"
+        rows.append(("atrophic regions against healthy people (normative)", result.normative["Rule"], result.normative["NumberOfAtrophicRegions"],
+                     named_regions(result.normative["AtrophicRegions"]), rate))  # fmt: skip
+    return rows
+
+
 def summary_row(result, with_normative):
     row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
            len(result.degenerative), named_regions(result.degenerative))  # fmt: skip
@@ -255,6 +281,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         sessions.append({
             "label": result.t1w.label,
             "input": input_rows(result.t1w),
+            "flags": flag_rows(result, metadata),
             "qc": ", ".join(f"{k} {v:g}" for k, v in result.qc.items()) if result.qc else None,
             "qc_path": bids.qc_path(result.t1w.entities).as_posix(),
             "figures": [(Path(p).as_posix(), c) for p, c in drawn],
