@@ -227,11 +227,14 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
 
 
 def run_info(config, started):
-    """What every report says of the run that made it."""
+    """What every report says of the run that drew it (each session names the run that scored it)."""
     from .derivatives import software_versions
 
-    return {"command line": config.command_line, "started": started, "run": config.run_id,
-            "bids_pscore version": software_versions()["bids_pscore"]}  # fmt: skip
+    if config.reports_only:
+        run = f"{config.run_id}: --reports-only drew the reports again from the outputs on disk and keeps no log folder"
+    else:
+        run = f"{config.run_id} (its configuration and logs: logs/run-{config.run_id}/)"
+    return {"command line": config.command_line, "started": started, "run": run, "bids_pscore version": software_versions()["bids_pscore"]}
 
 
 def check_inputs(layout, t1w_inputs, skip_validation):
