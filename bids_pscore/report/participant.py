@@ -163,12 +163,12 @@ def scored_by_run(out, result, runs):
     started before its summary was written (the outputs do not record their run)."""
     written = (out / result.paths["summary"]).stat().st_mtime
     subject = result.t1w.entities["sub"]
-    before = [(started, name) for started, name, config in runs
+    before = [name for started, name, config in runs
               if started <= written + 1 and subject in (config["selection"]["participant_label"] or [subject])]  # fmt: skip
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(written))
     if not before:
         return f"not logged here: no participant run in logs/ started before its scores were written ({when})"
-    started, name = before[-1]
+    name = before[-1]
     return f"{name[len('run-') :]} (logs/{name}/), the last participant run of this subject logged here before its scores were written ({when})"
 
 
