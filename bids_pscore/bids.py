@@ -48,7 +48,7 @@ OUTPUT_ENTITY_ORDER = BIDS_ENTITY_ORDER[:_SPACE] + ("from", "to", "mode") + BIDS
 GRID_RES_LABEL = "1p5"
 VALIDATOR_TIMEOUT_S = 600
 # BIDS validator 3 ignores patterns that end with a slash: folders are named bare
-BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*_normative.*", "*_qc.json", "*.html", "figures", "group")
+BIDSIGNORE = ("logs", "*_xfm.*", "*_pscore.*", "*_normative.*", "*_qc.json", "*.html", "figures", "group", "group_*")
 # the space of outputs on the raw T1w's own voxel grid; named so that their sidecars are not
 # inherited by the same outputs on the template grid (which carry space-<template>)
 NATIVE_SPACE = "T1w"
@@ -566,7 +566,7 @@ def normative_table_of(summary_path):
     return Path(summary_path).with_name(f"{prefix}_atlas-Brainnetome_desc-regions_normative.tsv")
 
 
-# the group level's outputs, under <output_dir>/group/ (listed in .bidsignore)
+# the group level's outputs, under <output_dir>/group/ (a subset's beside it: group.group_folder; both in .bidsignore)
 GROUP_DIR = "group"
 GROUP_FILES = {
     "sessions": "sessions.tsv", "regions": "regions.tsv", "frequency": "degeneration_frequency.tsv",

@@ -129,7 +129,7 @@ def output_readme(bids_dir):
         "and the P-scores (`*_pscore.tsv`, `*_pscore.nii.gz`, `*_pscore.json`); every file has a JSON sidecar "
         "that says what each value means.\n"
         "- `space-*_atlas-Brainnetome_res-1p5_dseg.*`: the atlas of the region scores on their grid.\n"
-        "- `sub-*.html`: one report per subject; `group/`: the group level's tables and report.\n"
+        "- `sub-*.html`: one report per subject; `group/`: the group level's tables and report (`group_*/`: of a subset).\n"
         "- `logs/CITATION.md` (and `.bib`): the methods paragraph and the references to cite.\n\n"
         "The model that made the scores is named, with its checksum, in every `*_desc-summary_pscore.json`.\n"
     )
@@ -501,7 +501,7 @@ GROUP_COLUMNS = {
     "p_region": "raw region P-score", "p_region_norm_reference": "region score normalised by the model's reference cohort",
     "p_region_norm_cohort": "region score normalised by the minimum and maximum over the analysed sessions",
     "degenerative": "the region is flagged (see Flags)",
-    "rank": "rank by frequency among sessions predicted AD",
+    "rank": "rank by frequency among sessions predicted AD (1: the most frequent; regions as frequent share a rank; n/a: never degenerative there)",
     "sessions_predicted_ad": "sessions predicted AD", "degenerative_predicted_ad": "of them, sessions in which the region is degenerative",
     "frequency_predicted_ad": "share of sessions predicted AD in which the region is degenerative",
     "sessions_labelled_ad": "sessions labelled AD", "degenerative_labelled_ad": "of them, sessions in which the region is degenerative",
@@ -514,7 +514,8 @@ GROUP_COLUMNS = {
     "slope": "least-squares slope of the normalised region score per unit", "start": "score at the first session",
     "end": "score at the last session", "onset_session": "first session with the region above lambda (n/a: never)",
     "onset": "time of that session from the subject's first (0: already above lambda at the first)",
-    "order": "order of involvement across subjects (0: never involved)", "median_onset": "median onset over involved subjects",
+    "order": "order of involvement across subjects (regions as early, in as many subjects, share an order; 0: never involved)",
+    "median_onset": "median onset over involved subjects",
     "mean_onset": "mean onset over involved subjects", "subjects_involved": "subjects in which the region crosses lambda",
     "subjects_followed": "subjects with two or more sessions", "share_involved": "subjects_involved / subjects_followed",
     "n_ad": "subjects labelled AD (first session each)", "n_control": "subjects labelled control (first session each)",
@@ -532,9 +533,10 @@ FLAG_DESCRIPTIONS = {
 }  # fmt: skip
 
 
-def write_group_tables(output_dir, tables, normalisation, threshold, model, flags="patent", flag_threshold=None):
-    """Write each group table as TSV with a JSON sidecar under <output_dir>/group; return the folder."""
-    folder = Path(output_dir) / bids.GROUP_DIR
+def write_group_tables(folder, tables, normalisation, threshold, model, flags="patent", flag_threshold=None, notes=None):
+    """Write each group table as TSV with a JSON sidecar in ``folder`` (group.group_folder); return the folder.
+    ``notes``: what every sidecar says besides (the selection, warnings, the minimum numbers the analysis needs)."""
+    folder = Path(folder)
     for key, frame in tables.items():
         path = folder / bids.GROUP_FILES[key]
         write_tsv(path, frame, "%.6g")
@@ -546,6 +548,7 @@ def write_group_tables(output_dir, tables, normalisation, threshold, model, flag
             "Lambda": threshold, "Model": {"Name": model.get("Name"), "Version": model.get("Version"), "SHA256": model.get("SHA256")},
             "Flags": f"{flags}: {FLAG_DESCRIPTIONS[flags]}",
             **({"NormativeThreshold": flag_threshold} if flags == "normative" else {}),
+            **(notes or {}),
             **columns,
         })  # fmt: skip
     for key in {"sessions", "regions", "frequency", "sets", "trajectories", "onset", "comparison"} - set(tables):

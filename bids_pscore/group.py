@@ -5,8 +5,10 @@ tables with the pure functions on arrays and data frames below, and writes the t
 report. One row of every array is one scored T1w ("session").
 """
 
+import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,47 @@ from .pscore import normalise_regions, reference_statistics
 
 log = logging.getLogger(__name__)
 
+# Mann-Whitney's smallest two-sided p is 2 / C(n_ad + n_control, n_ad): 1 at 1 against 1, 0.1 at 3
+# against 3, 0.029 at 4 against 4, 0.008 at 5 against 5. A group of fewer than 5 subjects is not
+# tested (a sentence says why): at 4 against 4 no region could reach p < 0.01, and the median of so
+# few is hardly the group's.
+MIN_SUBJECTS_PER_GROUP = 5
+# Cohort normalisation sets each region's 0 and 1 by its lowest and highest session: over fewer than
+# 10 sessions a fifth or more of the scores are those two ends, and lambda over its AD sessions rests on
+# a handful of values. It is still computed, with a warning in the report and the sidecars.
+MIN_COHORT_SESSIONS = 10
+# a subset's folder is named for its labels up to this length (file names have limits), else by a checksum of them
+MAX_SUBSET_NAME = 80
+
+
+def select_summaries(summaries, participant_labels=(), session_labels=()):
+    """The summaries of the subjects and sessions selected (every one when no label is given)."""
+    if participant_labels:
+        summaries = [p for p in summaries if bids.source_entities(p)["sub"] in set(participant_labels)]
+    if session_labels:
+        summaries = [p for p in summaries if bids.source_entities(p).get("ses") in set(session_labels)]
+    return summaries
+
+
+def group_folder(output_dir, participant_labels=(), session_labels=()):
+    """The folder a group run writes to, and a sentence saying which subset it analyses (None for all).
+
+    group/ always holds the analysis of every scored session in the output folder: a run whose
+    --participant-label or --session-label leave some out writes beside it, to a folder named for
+    the selection (group_sub-01+02_ses-1), so that it never silently replaces the larger analysis.
+    """
+    every = bids.summary_files(output_dir)
+    selected = select_summaries(every, participant_labels, session_labels)
+    if len(selected) == len(every):
+        return Path(output_dir) / bids.GROUP_DIR, None
+    parts = [f"{key}-{'+'.join(labels)}" for key, labels in (("sub", participant_labels), ("ses", session_labels)) if labels]
+    name = "_".join([bids.GROUP_DIR, *parts])
+    if len(name) > MAX_SUBSET_NAME:
+        name = f"{bids.GROUP_DIR}_subset-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    subset = (f"a subset: {' '.join(parts)} ({len(selected)} of the {len(every)} scored T1w in the output folder), written to {name}/ "
+              f"beside {bids.GROUP_DIR}/, which holds the analysis of every scored T1w and is not replaced")  # fmt: skip
+    return Path(output_dir) / name, subset
+
 
 def read_participant_outputs(output_dir, participant_labels=None, session_labels=None):
     """Summaries and region tables of every scored session.
@@ -30,11 +73,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     the normative comparison (``Normative``) when every read session has one, else None).
     Refuses an empty folder and outputs of more than one model.
     """
-    summaries = bids.summary_files(output_dir)
-    if participant_labels:
-        summaries = [p for p in summaries if bids.source_entities(p)["sub"] in set(participant_labels)]
-    if session_labels:
-        summaries = [p for p in summaries if bids.source_entities(p).get("ses") in set(session_labels)]
+    summaries = select_summaries(bids.summary_files(output_dir), participant_labels, session_labels)
     if not summaries:
         raise NoT1wError(f"{output_dir}: holds no participant-level P-score outputs (*_desc-summary_pscore.json); "
                          "run the participant level first")  # fmt: skip
@@ -179,7 +218,9 @@ def degeneration_frequency(flags, regions, predicted_ad, labelled_ad=None):
         table[f"degenerative_{name}"] = flags[rows].sum(axis=0)
         table[f"frequency_{name}"] = table[f"degenerative_{name}"] / n if n else np.nan
     table = table.sort_values(["frequency_predicted_ad", "index"], ascending=[False, True], na_position="last")
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    frequency = table["frequency_predicted_ad"]
+    # regions as frequent share a rank; one never degenerative (or no session predicted AD) has none (n/a), not a place by atlas index
+    table.insert(0, "rank", frequency.rank(method="min", ascending=False).where(frequency > 0).astype("Int64"))
     return table.reset_index(drop=True)
 
 
@@ -259,8 +300,10 @@ def onset_order(traj, regions):
     table["share_involved"] = table["subjects_involved"] / followed if followed else np.nan
     table["unit"] = traj["unit"].iloc[0] if len(traj) else "n/a"  # one unit for the whole group (trajectories)
     table = table.sort_values(["median_onset", "share_involved", "index"], ascending=[True, False, True], na_position="last")
-    table.insert(0, "order", np.where(table["subjects_involved"] > 0, np.arange(1, len(table) + 1), 0))
-    table["order"] = table["order"].astype(int)
+    # regions as early and in as many subjects share an order (the first place of their tie), not one by atlas index
+    place = pd.Series(np.arange(1, len(table) + 1), index=table.index)
+    tied_first = place.groupby([table["median_onset"], table["share_involved"]]).transform("min")
+    table.insert(0, "order", np.where(table["subjects_involved"] > 0, tied_first, 0).astype(int))
     return table.reset_index(drop=True)
 
 
@@ -328,14 +371,17 @@ def run_group(config):
     from .atlas import region_table
     from .derivatives import write_group_tables
     from .groundtruth import read_truth
+    from .model.bundle import threshold_warning
     from .pscore import whole_brain
     from .report import write_group_report
 
-    options, output_dir = config.group, Path(config.output_dir)
+    options, output_dir, selection = config.group, Path(config.output_dir), config.selection
     # reading refuses an empty folder or mixed models before anything is written
-    sessions, raw, reference_norm, threshold, model, damaged, normative = read_participant_outputs(
-        output_dir, config.selection.participant_label, config.selection.session_label
+    sessions, raw, reference_norm, model_lambda, model, damaged, normative = read_participant_outputs(
+        output_dir, selection.participant_label, selection.session_label
     )
+    folder, subset = group_folder(output_dir, selection.participant_label, selection.session_label)
+    threshold = model_lambda
     flag_kind = options.flags or ("normative" if normative is not None else "patent")
     if flag_kind == "normative" and normative is None:
         raise UsageError(f"{output_dir}: --flags normative, but not every session has normative outputs (the model that scored them has "
@@ -343,6 +389,8 @@ def run_group(config):
     write_config(config, output_dir / "logs" / f"run-{config.run_id}")
     for line in damaged:
         log.warning("left out %s", line)
+    if subset:
+        log.info("group: %s", subset)
     ordered = order_sessions(sessions, bids.acquisition_times(config.bids_dir))
     if ordered["repeat"].any():
         log.info(
@@ -403,18 +451,43 @@ def run_group(config):
         "trajectories": traj,
         "onset": onset_order(traj, regions),
     }
+    # what the participant level said of the model, and what makes this analysis less certain
+    warnings = [w for w in (model.get("Warning"), threshold_warning(model_lambda)) if w]
+    if len(ordered) < MIN_COHORT_SESSIONS:
+        warnings.append(
+            f"cohort normalisation is over {len(ordered)} session(s), fewer than the {MIN_COHORT_SESSIONS} it needs: each region's 0 and 1 "
+            "are its lowest and highest session, so the *_cohort scores"
+            + (", the flags and lambda of this run (--normalisation cohort)" if options.normalisation == "cohort" else "")
+            + " say little more than which session is highest"
+        )
+    comparison_note = None
     if options.label_column:
         first = (ordered["session_index"].to_numpy() == 0) & ~ordered["repeat"].to_numpy()
         use = first & is_labelled
-        if labelled_ad[use].any() and (~labelled_ad[use]).any():
+        n_ad, n_control = int(labelled_ad[use].sum()), int((~labelled_ad[use]).sum())
+        if min(n_ad, n_control) >= MIN_SUBJECTS_PER_GROUP:
             tables["comparison"] = compare_groups(norm[use], labelled_ad[use], regions)
         else:
-            log.info("no comparison: the first sessions do not hold both %s and %s", options.positive, options.negative)
-    written = write_group_tables(output_dir, tables, options.normalisation, threshold, model, flag_kind, flag_threshold)
+            smallest_p = min(1.0, 2 / math.comb(n_ad + n_control, n_ad))
+            comparison_note = (
+                f"no comparison of {options.positive} and {options.negative}: their first sessions hold {n_ad} and {n_control} subject(s), and "
+                f"the Mann-Whitney test is made only with at least {MIN_SUBJECTS_PER_GROUP} in each group (with these, its smallest "
+                f"possible p is {smallest_p:.2g})"
+            )
+    said = warnings + ([comparison_note] if comparison_note else [])
+    for line in said:
+        log.warning("%s", line)
+    # what every sidecar says beside its columns
+    notes = {
+        **({"Selection": subset} if subset else {}),
+        **({"Warnings": said} if said else {}),
+        "MinimumCohortSessions": MIN_COHORT_SESSIONS,
+        **({"MinimumSubjectsPerGroup": MIN_SUBJECTS_PER_GROUP} if options.label_column else {}),
+    }
+    written = write_group_tables(folder, tables, options.normalisation, threshold, model, flag_kind, flag_threshold, notes)
     truth = read_truth(config.bids_dir)
-    write_group_report(
-        output_dir, tables, traj_scores, flag_threshold, model, options, flag_kind, truth_rows(ordered, flags, flag_kind, truth, labels)
-    )
+    write_group_report(folder, tables, traj_scores, flag_threshold, model, options, flag_kind,
+                       truth_rows(ordered, flags, flag_kind, truth, labels), warnings, comparison_note, subset)  # fmt: skip
     log.log(
         RESULT,
         "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s",

@@ -1,5 +1,6 @@
 """Group level: frequencies, co-degeneration sets, ordering, slopes, onset order, comparison, refusals."""
 
+import html
 import json
 
 import numpy as np
@@ -118,6 +119,14 @@ def test_a_subject_without_acquisition_times_puts_the_whole_group_per_session(ca
     assert set(group.onset_order(traj, REGIONS)["unit"]) == {"session"}
 
 
+def test_regions_as_early_in_as_many_subjects_share_an_order_of_involvement():
+    traj = pd.DataFrame({"participant_id": ["a", "a", "a", "a", "b", "b"], "index": [4, 2, 3, 7, 1, 5],
+                         "onset": [0, 0, 1.2, 1.2, 0, np.nan], "unit": "year"})  # fmt: skip
+    onset = group.onset_order(traj, REGIONS)
+    assert list(onset["index"][:5]) == [1, 2, 4, 3, 7] and list(onset["order"][:5]) == [1, 1, 1, 4, 4]
+    assert (onset["order"][5:] == 0).all()
+
+
 def test_group_comparison_finds_the_region_that_differs():
     rng = np.random.default_rng(0)
     scores = rng.uniform(0, 0.3, (40, 246))
@@ -216,17 +225,111 @@ def test_two_runs_of_one_session_are_one_time_point_not_a_trajectory():
 
 
 def test_session_label_selects_sessions_and_no_stale_comparison_survives(tmp_path, capsys):
-    bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=6, n_sessions=3, seed=2)
+    bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=10, n_sessions=3, seed=2)
     out = tmp_path / "out"
     labelled = ["group", "--label-column", "group", "--positive", "AD", "--negative", "CN"]
     assert cli.main([str(bids_dir), str(out), *labelled]) == 0
     assert (out / "group" / "group_comparison.tsv").is_file()
-    capsys.readouterr()
-    # a later run without labels and on one session: no comparison, and none left from before
-    assert cli.main([str(bids_dir), str(out), "group", "--session-label", "2"]) == 0
-    sessions = pd.read_csv(out / "group" / "sessions.tsv", sep="\t", na_values="n/a")
-    assert len(sessions) == 6 and set(sessions["session_id"]) == {"ses-2"}
+    assert json.loads((out / "group" / "group_comparison.json").read_text())["MinimumSubjectsPerGroup"] == group.MIN_SUBJECTS_PER_GROUP
+    # a later run without labels: no comparison, and none left from before
+    assert cli.main([str(bids_dir), str(out), "group"]) == 0
     assert not (out / "group" / "group_comparison.tsv").exists() and not (out / "group" / "group_comparison.json").exists()
+    # one session: a subset, beside group/
+    assert cli.main([str(bids_dir), str(out), "group", "--session-label", "2"]) == 0
+    sessions = pd.read_csv(out / "group_ses-2" / "sessions.tsv", sep="\t", na_values="n/a")
+    assert len(sessions) == 10 and set(sessions["session_id"]) == {"ses-2"}
+    assert len(pd.read_csv(out / "group" / "sessions.tsv", sep="\t")) == 30
+
+
+def _with_scores(out, subjects, high=()):
+    """One session per subject, predicted AD when its label is in ``high``, with the regions (atlas
+    index) of ``high[label]`` flagged (normalised score 0.9 > lambda); participants.tsv says AD for them."""
+    for sub in subjects:
+        norm = np.full(246, 0.1)
+        norm[np.asarray(high.get(sub, []), int) - 1] = 0.9
+        write_scored_session(out, (sub, None), norm, 0.9 if sub in high else 0.1)
+    bids_dir = make_bids(out.parent / "bids", subjects)
+    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects], "group": ["AD" if s in high else "CN" for s in subjects]}).to_csv(
+        bids_dir / "participants.tsv", sep="\t", index=False
+    )
+    return bids_dir
+
+
+def test_one_subject_a_group_gets_no_test_no_empty_chart_and_the_models_warnings(tmp_path, capsys):
+    """1 against 1 (the demo): Mann-Whitney could only give p = 1, a frequency chart of no bars says
+    nothing, and the participant level's warnings of the model (its own, lambda >= 1) are the group's too."""
+    out = tmp_path / "out"
+    bids_dir = _with_scores(out, ["01", "02"], {"01": []})
+    for path in bids.summary_files(out):
+        summary = json.loads(path.read_text())
+        summary["Lambda"], summary["Model"]["Warning"] = 1.25, "the demo model, trained on synthetic data"
+        write_json(path, summary)
+    code = cli.main([str(bids_dir), str(out), "group", "--label-column", "group", "--positive", "AD", "--negative", "CN", "--flags", "patent"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert not (out / "group" / "group_comparison.tsv").exists()
+    page = html.unescape((out / "group" / "report.html").read_text())
+    refusal = f"the Mann-Whitney test is made only with at least {group.MIN_SUBJECTS_PER_GROUP} in each group"
+    assert "No comparison of AD and CN: their first sessions hold 1 and 1 subject(s)" in page and refusal in page
+    assert "smallest possible p is 1" in page
+    # no chart without bars, no table of zeros: a sentence each
+    assert "<img" in page and "whole_brain_by_group.png" in page
+    for figure in ("degeneration_frequency_bars", "degeneration_frequency_map", "trajectories_plot", "onset_order_plot"):
+        assert figure not in page and not (out / "group" / "figures" / f"{figure}.png").exists()
+    assert "<h2>Degeneration frequency</h2>\n<p>No session predicted AD has a region flagged (patent flags)" in page
+    assert "No subject has two or more sessions, so there are no trajectories" in page
+    # the model's warnings and the analysis' own: on the console, at the top of the report, in every sidecar
+    sidecar = json.loads((out / "group" / "sessions.json").read_text())
+    assert sidecar["MinimumSubjectsPerGroup"] == group.MIN_SUBJECTS_PER_GROUP and sidecar["MinimumCohortSessions"] == group.MIN_COHORT_SESSIONS
+    for said in ("the demo model, trained on synthetic data", "this model's lambda (1.25) is not below 1",
+                 f"cohort normalisation is over 2 session(s), fewer than the {group.MIN_COHORT_SESSIONS}"):  # fmt: skip
+        assert f'<div class="warning">{said}' in page and said in printed and any(w.startswith(said) for w in sidecar["Warnings"])
+    assert any(refusal in w for w in sidecar["Warnings"]) and refusal in printed
+
+
+def test_subjects_followed_without_a_flag_get_sentences_not_empty_charts(tmp_path):
+    out = tmp_path / "out"
+    for sub in ("01", "02"):
+        for ses in ("1", "2"):
+            write_scored_session(out, (sub, ses), np.full(246, 0.1), 0.9)
+    assert cli.main([str(make_bids(tmp_path / "bids", ["01", "02"])), str(out), "group", "--flags", "patent"]) == 0
+    page = (out / "group" / "report.html").read_text()
+    assert "figures/" in page and "trajectories_plot" not in page and "onset_order_plot" not in page
+    assert "No region crosses lambda over a subject&#39;s sessions or is flagged in a session predicted AD" in page
+    assert "<h2>Trajectories and order of involvement</h2>\n<p>No region crosses lambda" in page
+
+
+def test_frequency_table_ranks_by_frequency_and_lists_only_regions_degenerative(tmp_path):
+    out = tmp_path / "out"
+    bids_dir = _with_scores(out, ["01", "02", "03", "04"], {"01": [200, 5], "02": [200, 100], "03": [200, 5, 100]})
+    assert cli.main([str(bids_dir), str(out), "group", "--flags", "patent"]) == 0
+    frequency = pd.read_csv(out / "group" / "degeneration_frequency.tsv", sep="\t", na_values="n/a")
+    assert list(frequency["index"][:3]) == [200, 5, 100] and list(frequency["rank"][:3]) == [1, 2, 2]  # 5 and 100 tie
+    assert frequency["rank"][3:].isna().all() and (frequency["frequency_predicted_ad"][3:] == 0).all()
+    page = (out / "group" / "report.html").read_text()
+    table = page.split("<h2>Degeneration frequency</h2>")[1].split("</table>")[0]
+    labels = REGIONS.set_index("index")["label"]
+    assert table.count("<tr>") == 4  # the header and the three regions degenerative in some session
+    assert table.index(f"<td>{labels[200]}</td>") < table.index(f"<td>{labels[5]}</td>") < table.index(f"<td>{labels[100]}</td>")
+    assert "figures/degeneration_frequency_bars.png" in page
+
+
+def test_a_subset_run_writes_beside_group_and_never_replaces_it(tmp_path, capsys):
+    bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=4, n_sessions=2, seed=7)
+    out = tmp_path / "out"
+    assert cli.main([str(bids_dir), str(out), "group"]) == 0
+    assert cli.main([str(bids_dir), str(out), "group", "--participant-label", "0001"]) == 0
+    assert "tables and report in " + str(out / "group_sub-0001") in capsys.readouterr().out
+    assert len(pd.read_csv(out / "group" / "sessions.tsv", sep="\t")) == 8  # the whole analysis stays
+    assert set(pd.read_csv(out / "group_sub-0001" / "sessions.tsv", sep="\t")["participant_id"]) == {"sub-0001"}
+    said = "a subset: sub-0001 (2 of the 8 scored T1w in the output folder), written to group_sub-0001/ beside group/"
+    assert said in (out / "group_sub-0001" / "report.html").read_text()
+    assert json.loads((out / "group_sub-0001" / "regions.json").read_text())["Selection"].startswith(said)
+    assert "Selection" not in json.loads((out / "group" / "regions.json").read_text())
+    # labels that select every scored session are the whole analysis; many labels make a short name
+    assert group.group_folder(out, ("0001", "0002", "0003", "0004")) == (out / "group", None)
+    many = group.group_folder(out, ("0001", *(f"{k:04d}" for k in range(5, 40))))[0]  # 0002-0004 left out
+    assert many.parent == out and many.name.startswith("group_subset-") and len(many.name) <= group.MAX_SUBSET_NAME
 
 
 def test_damaged_outputs_and_tables_are_named_and_left_out_without_a_traceback(tmp_path, capsys):

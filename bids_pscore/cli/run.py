@@ -89,7 +89,12 @@ def build_parser():
         "every image. A T1w outside a range is not scored (exit 1); its measures are in sub-*/**/*_qc.json",
     )
 
-    group = parser.add_argument_group("group level")
+    group = parser.add_argument_group(
+        "group level",
+        # the formatter keeps descriptions as written: the lines are broken here
+        "group/ holds the analysis of every scored T1w in output_dir. --participant-label or --session-label\n"
+        "that leave some out analyse a subset, written beside it to group_sub-<labels>[_ses-<labels>]/.",
+    )
     group.add_argument(
         "--label-column",
         metavar="COLUMN",

@@ -1,4 +1,4 @@
-"""The group HTML report (``group/report.html``), drawn from the group tables."""
+"""The group HTML report (``group/report.html``, or a subset's folder beside it), drawn from the group tables."""
 
 from pathlib import Path
 
@@ -9,46 +9,68 @@ from ..fileio import write_text
 from . import figures
 from .html import frame_rows, render, truth_note
 
-# rows shown of each table (the TSV files hold them all)
+# rows shown of each table (the TSV files hold them all), and bars of the frequency chart
 TOP = 20
+BARS = 25
+
+# every figure the group report can show; one this run does not draw is removed, not left from an earlier run
+FIGURES = ("whole_brain_by_group", "degeneration_frequency_bars", "degeneration_frequency_map", "trajectories_plot", "onset_order_plot")
 
 
-def write_group_report(output_dir, tables, norm, threshold, model, options, flags="patent", truth=None):
-    """Figures and report.html under <output_dir>/group; returns the report's path. ``norm`` and
+def write_group_report(folder, tables, norm, threshold, model, options, flags, truth, warnings, comparison_note, subset):
+    """Figures and report.html in ``folder`` (group.group_folder); returns the report's path. ``norm`` and
     ``threshold`` are what the trajectories follow: normalised scores and lambda with patent
     flags, grey-level z and the calibrated threshold with normative ones. ``truth``: (header, rows)
-    of the sessions' truth beside their results (group.truth_rows), or None."""
+    of the sessions' truth beside their results (group.truth_rows), or None. ``warnings``: the
+    model's and the analysis' (shown at the top); ``comparison_note``: why there is no comparison of
+    the groups, or None; ``subset``: the sentence saying which subset this is, or None."""
     from ..atlas import atlas_on_grid
     from ..derivatives import FLAG_DESCRIPTIONS
+    from ..group import MIN_COHORT_SESSIONS, MIN_SUBJECTS_PER_GROUP
     from ..preprocess.steps import template_on_grid
     from ..pscore import paint_regions
 
-    out = Path(output_dir)
-    fig_dir = Path(bids.GROUP_DIR) / bids.GROUP_FILES["figures"]
-    sessions, frequency, onset = tables["sessions"], tables["frequency"], tables["onset"]
+    folder = Path(folder)
+    fig_dir = folder / bids.GROUP_FILES["figures"]
+    sessions, frequency, onset, traj = tables["sessions"], tables["frequency"], tables["onset"], tables["trajectories"]
     whole = sessions[f"whole_brain_pscore_{options.normalisation}"].to_numpy()
-    drawn = []
+    flagged = frequency[frequency["frequency_predicted_ad"] > 0]  # ranked, most frequent first
+    involved = onset[onset["order"] > 0]
+    # per section of the page, (figure name, caption) of what is drawn; a section with nothing to draw says why in a sentence
+    drawn = {"cohort": [], "frequency": [], "onset": []}
 
-    name = fig_dir / "whole_brain_by_group.png"
     groups = sessions["diagnosis"] if "diagnosis" in sessions else "predicted " + sessions["predicted_class"]
-    figures.by_group(out / name, whole, groups.to_numpy(), "whole-brain P-score (0-246)", "whole-brain P-score by group")
-    drawn.append((name, "Whole-brain P-score of every session by " + ("diagnosis" if "diagnosis" in sessions else "predicted class") + "."))
+    figures.by_group(fig_dir / "whole_brain_by_group.png", whole, groups.to_numpy(), "whole-brain P-score (0-246)", "whole-brain P-score by group")
+    drawn["cohort"].append(
+        ("whole_brain_by_group", "Whole-brain P-score of every session by " + ("diagnosis" if "diagnosis" in sessions else "predicted class") + ".")
+    )
 
-    name = fig_dir / "degeneration_frequency_bars.png"
-    figures.ranked_bars(out / name, frequency["label"], frequency["frequency_predicted_ad"].fillna(0), "share of sessions predicted AD",
-                        title="regions most often degenerative")  # fmt: skip
-    drawn.append((name, "Share of the sessions predicted AD in which each region is degenerative (the 25 most frequent)."))
+    if (sessions["predicted_class"] == "AD").any():
+        no_frequency = f"No session predicted AD has a region flagged ({flags} flags), so there is no degeneration frequency to draw or rank."
+    else:
+        no_frequency = "No session is predicted AD, so there is no degeneration frequency to draw or rank."
+    if len(flagged):
+        figures.ranked_bars(fig_dir / "degeneration_frequency_bars.png", flagged["label"], flagged["frequency_predicted_ad"],
+                            "share of sessions predicted AD", top=BARS, title="regions most often degenerative")  # fmt: skip
+        drawn_bars = f"the {len(flagged)} regions" if len(flagged) <= BARS else f"the {BARS} most frequent of the {len(flagged)} regions"
+        caption = f"Share of the sessions predicted AD in which each region is degenerative ({drawn_bars} degenerative in any)."
+        drawn["frequency"].append(("degeneration_frequency_bars", caption))
+        by_index = frequency.set_index("index")["frequency_predicted_ad"].fillna(0).sort_index().to_numpy()
+        template = np.asarray(template_on_grid(model["Space"])[0].dataobj, np.float32)
+        figures.mosaic(fig_dir / "degeneration_frequency_map.png", template, overlay=paint_regions(by_index, atlas_on_grid())[0], cmap="hot",
+                       vmin=0, vmax=1, title="degeneration frequency among sessions predicted AD", colorbar_label="share of sessions")  # fmt: skip
+        drawn["frequency"].append(("degeneration_frequency_map", "Degeneration frequency painted over the regions on the template."))
 
-    name = fig_dir / "degeneration_frequency_map.png"
-    by_index = frequency.set_index("index")["frequency_predicted_ad"].fillna(0).sort_index().to_numpy()
-    template = np.asarray(template_on_grid(model["Space"])[0].dataobj, np.float32)
-    figures.mosaic(out / name, template, overlay=paint_regions(by_index, atlas_on_grid())[0], cmap="hot", vmin=0, vmax=1,
-                   title="degeneration frequency among sessions predicted AD", colorbar_label="share of sessions")  # fmt: skip
-    drawn.append((name, "Degeneration frequency painted over the regions on the template."))
-
-    traj = tables["trajectories"]
-    if len(traj):
-        top_regions = onset[onset["order"] > 0]["index"].head(4).tolist() or frequency["index"].head(4).tolist()
+    crossing = "the calibrated threshold (below: atrophic)" if flags == "normative" else "lambda"
+    # the regions followed: the earliest involved, else the most often degenerative
+    top_regions = involved["index"].head(4).tolist() or flagged["index"].head(4).tolist()
+    if not len(traj):
+        no_onset = "No subject has two or more sessions, so there are no trajectories and no order of involvement."
+    elif not top_regions:
+        no_onset = (f"No region crosses {crossing} over a subject's sessions or is flagged in a session predicted AD, so there is no "
+                    "involved region to follow and no order of involvement.")  # fmt: skip
+    else:
+        no_onset = f"No region crosses {crossing} over a subject's sessions, so there is no order of involvement to draw or rank."
         unit = traj["unit"].iloc[0]
         x_column = "years_from_first" if unit == "year" else "session_index"
         panels = []
@@ -57,50 +79,53 @@ def write_group_report(output_dir, tables, norm, threshold, model, options, flag
             lines = []
             for participant in traj["participant_id"].unique():
                 rows = (sessions["participant_id"] == participant).to_numpy()
-                x = sessions.loc[rows, x_column].to_numpy(float)
-                y = norm[rows, index - 1]
-                lines.append((x, y))
+                lines.append((sessions.loc[rows, x_column].to_numpy(float), norm[rows, index - 1]))
             panels.append((label, lines))
-        name = fig_dir / "trajectories_plot.png"
         followed = "grey-level z against the healthy reference" if flags == "normative" else "normalised score"
-        figures.trajectories(out / name, panels, f"{unit}s from the first session", threshold,
+        figures.trajectories(fig_dir / "trajectories_plot.png", panels, f"{unit}s from the first session", threshold,
                              "grey-level z" if flags == "normative" else "normalised region P-score")  # fmt: skip
-        line = "the calibrated threshold (below: atrophic)" if flags == "normative" else "lambda"
-        drawn.append((name, f"The {followed} of the earliest-involved regions over each subject's sessions; dashed: {line}."))
-        involved = onset[onset["order"] > 0]
-        name = fig_dir / "onset_order_plot.png"
-        figures.onset_dots(
-            out / name,
-            involved["label"],
-            involved["median_onset"],
-            involved["subjects_involved"],
-            involved["unit"].iloc[0] if len(involved) else unit,
+        drawn["onset"].append(
+            ("trajectories_plot", f"The {followed} of the earliest-involved regions over each subject's sessions; dashed: {crossing}.")
         )
-        drawn.append((name, "Regions in their order of involvement across subjects, with the number of subjects behind each."))
+        if len(involved):
+            figures.onset_dots(fig_dir / "onset_order_plot.png", involved["label"], involved["median_onset"], involved["subjects_involved"],
+                               involved["unit"].iloc[0])  # fmt: skip
+            drawn["onset"].append(
+                ("onset_order_plot", "Regions in their order of involvement across subjects, with the number of subjects behind each.")
+            )
+    for name in set(FIGURES) - {name for section in drawn.values() for name, _ in section}:
+        (fig_dir / f"{name}.png").unlink(missing_ok=True)
 
     ordered_by = sessions.groupby("participant_id")["order_by"].first().value_counts().to_dict()
     cohort = [
+        ("analysed", subset or "every scored T1w in the output folder"),
         ("sessions", len(sessions)), ("subjects", sessions["participant_id"].nunique()),
         ("predicted AD", int((sessions["predicted_class"] == "AD").sum())),
         ("normalisation", options.normalisation), ("flags counted", f"{flags}: {FLAG_DESCRIPTIONS[flags]}"),
         ("threshold of the flags", f"{threshold:.3f}"),
         ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
+        ("cohort normalisation", f"needs {MIN_COHORT_SESSIONS} sessions or more (a warning says when there are fewer)"),
+        *([("group comparison", f"Mann-Whitney on each subject's first session, made when each group has {MIN_SUBJECTS_PER_GROUP} subjects or more")]
+          if options.label_column else []),
         ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
     ]  # fmt: skip
     comparison = None
     if "comparison" in tables:
         columns = ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"]
-        comparison = {"title": f"{options.positive} against {options.negative}", **frame_rows(tables["comparison"], columns, TOP)}
+        comparison = {"title": f"{options.positive} against {options.negative}", "note": None, **frame_rows(tables["comparison"], columns, TOP)}
+    elif comparison_note:
+        comparison = {"title": f"{options.positive} against {options.negative}", "note": comparison_note[0].upper() + comparison_note[1:] + "."}
     onset_columns = ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"]
     page = render(
-        "group.html", title="bids_pscore group report", warnings=[model["Warning"]] if model.get("Warning") else [], cohort=cohort,
-        figures=[((Path(bids.GROUP_FILES["figures"]) / Path(p).name).as_posix(), c) for p, c in drawn],
-        frequency=frame_rows(frequency, [c for c in frequency.columns if c != "name"], TOP),
+        "group.html", title="bids_pscore group report", warnings=warnings, subset=subset, cohort=cohort,
+        figures={section: [((Path(bids.GROUP_FILES["figures"]) / f"{name}.png").as_posix(), caption) for name, caption in items]
+                 for section, items in drawn.items()},
+        frequency=frame_rows(flagged, [c for c in frequency.columns if c != "name"], TOP) if len(flagged) else None, no_frequency=no_frequency,
         min_support=f"{options.min_support:g}", max_set_size=options.max_set_size,
         sets=frame_rows(tables["sets"], list(tables["sets"].columns), TOP),
-        onset=frame_rows(onset[onset["order"] > 0], onset_columns, TOP) if len(traj) else None, comparison=comparison,
+        onset=frame_rows(involved, onset_columns, TOP) if len(involved) else None, no_onset=no_onset, comparison=comparison,
         truth={"note": truth_note(), "header": truth[0], "rows": truth[1]} if truth else None,
     )  # fmt: skip
-    path = out / bids.GROUP_DIR / bids.GROUP_FILES["report"]
+    path = folder / bids.GROUP_FILES["report"]
     write_text(path, page)
     return path
