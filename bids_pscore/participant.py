@@ -48,6 +48,7 @@ class SessionResult:
     model_sha256: str | None = None
     qc: dict | None = None  # the quality gate's measures
     normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
+    run_id: str | None = None  # the run that scored it (logs/run-<id>/); None when an earlier version did
 
 
 def gate_record(item, source_dir, template, thresholds):
@@ -122,6 +123,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
     from .inference import score_image
     from .progress import Outcome
 
+    run_id = Path(log_dir).name.removeprefix("run-")  # the summaries name the run that scored them
     weights, selected = bundle.ensemble.weights_per_cube()
     reference = pscore.Reference.from_dict(bundle.metadata["reference"])
     relevance = bundle.metadata.get("relevance")
@@ -192,6 +194,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
                 region_map=pscore.paint_regions(scores.region_norm[0], grid_atlas)[0],
                 ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
                 threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath, normative=normative_summary,
+                run_id=run_id,
             ))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - whatever fails in one session (an unreadable image, a full disk) fails that T1w only
             stopped[item.label] = scoring_failure(item, exc, log_dir)
@@ -202,7 +205,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
-                                     normative=normative_summary))  # fmt: skip
+                                     normative=normative_summary, run_id=run_id))  # fmt: skip
         log.log(
             RESULT,
             "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)%s",
@@ -366,7 +369,7 @@ def read_session_result(output_dir, t1w, template):
         paths.update(normative_paths)
     return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
                          summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"], measures,
-                         summary.get("Normative"))  # fmt: skip
+                         summary.get("Normative"), summary.get("RunID"))  # fmt: skip
 
 
 def scored_by(result, metadata):

@@ -59,11 +59,8 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
     bundle = participant.load_model()
     item = preprocessed_session(tmp_path, "1")
-    scoring_run = "20000101-000000_0123abcd"  # the participant run that scores, with its log folder as a run keeps it
-    config = {"analysis_level": "participant", "reports_only": False, "selection": {"participant_label": ["01"]}}
-    (tmp_path / "logs" / f"run-{scoring_run}").mkdir(parents=True)
-    (tmp_path / "logs" / f"run-{scoring_run}" / "config.json").write_text(json.dumps({"config": config}))
-    results, _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+    scoring_run = "20000101-000000_0123abcd"  # the participant run that scores, named by its log folder
+    results, _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs" / f"run-{scoring_run}")
     redraw = SimpleNamespace(command_line="bids_pscore ds out participant --reports-only", run_id="20000102-000000_4567cdef", reports_only=True)
     (report,) = participant.write_run_reports(tmp_path, [item], [item], results, {}, bundle.metadata, TEMPLATE, participant.run_info(redraw, "now"))
     page = (tmp_path / report).read_text()
@@ -97,7 +94,7 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     # a banner that says no region is marked names the kind it speaks of
     assert bundle.metadata["reference"]["lambda"] >= 1 and "its P-score (patent) flags mark no region" in page
     # provenance: the run that scored the session (its log folder) and the --reports-only run that drew the report
-    assert f"<tr><td>scored by run</td><td>{scoring_run} (logs/run-{scoring_run}/)" in page
+    assert summary["RunID"] == scoring_run and f"<tr><td>scored by run</td><td>{scoring_run} (its logs: logs/run-{scoring_run}/)" in page
     assert "<th>the run that drew this report</th>" in page
     assert "20000102-000000_4567cdef: --reports-only drew the reports again from the outputs on disk and keeps no log folder" in page
     assert links[bids.pscore_paths(item.entities, TEMPLATE)["region_table"].as_posix()] == "region P-scores (TSV)"

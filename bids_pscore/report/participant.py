@@ -6,8 +6,6 @@ any warning or error. The report reads back the derivatives the run wrote, so it
 disk and nothing else.
 """
 
-import json
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -143,33 +141,11 @@ def output_links(out, result):
     return links
 
 
-def logged_runs(out):
-    """[(start in seconds, run id, its config)] of the participant-level runs that kept a log folder in
-    the output folder (--reports-only keeps none), oldest first."""
-    runs = []
-    for path in sorted((out / "logs").glob("run-*/config.json")):
-        try:
-            config = json.loads(path.read_text())["config"]
-            started = time.mktime(time.strptime(path.parent.name[len("run-") :].split("_")[0], "%Y%m%d-%H%M%S"))
-        except (OSError, ValueError, KeyError):  # not a run folder of ours
-            continue
-        if config.get("analysis_level") == "participant" and not config.get("reports_only"):
-            runs.append((started, path.parent.name, config))
-    return runs
-
-
-def scored_by_run(out, result, runs):
-    """The run that wrote a session's scores: the last participant run of its subject logged here that
-    started before its summary was written (the outputs do not record their run)."""
-    written = (out / result.paths["summary"]).stat().st_mtime
-    subject = result.t1w.entities["sub"]
-    before = [name for started, name, config in runs
-              if started <= written + 1 and subject in (config["selection"]["participant_label"] or [subject])]  # fmt: skip
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(written))
-    if not before:
-        return f"not logged here: no participant run in logs/ started before its scores were written ({when})"
-    name = before[-1]
-    return f"{name[len('run-') :]} (logs/{name}/), the last participant run of this subject logged here before its scores were written ({when})"
+def scored_by_run(result):
+    """The run that wrote a session's scores, as its summary records it."""
+    if result.run_id is None:
+        return "not recorded (scored by an earlier version of bids_pscore)"
+    return f"{result.run_id} (its logs: logs/run-{result.run_id}/)"
 
 
 def session_figures(output_dir, result, threshold, figure_dir):
@@ -305,14 +281,13 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     figure_dir = Path(f"sub-{subject}") / "figures"
     threshold = metadata["reference"]["lambda"]
     warnings = model_warnings(metadata)
-    runs = logged_runs(out)
     sessions = []
     for result in results:
         drawn, extra = session_figures(out, result, threshold, figure_dir)
         warnings += extra
         sessions.append({
             "label": result.t1w.label,
-            "input": input_rows(result.t1w) + [("scored by run", scored_by_run(out, result, runs))],
+            "input": input_rows(result.t1w) + [("scored by run", scored_by_run(result))],
             "flags": flag_rows(result, metadata),
             "qc": ", ".join(f"{k} {v:g}" for k, v in result.qc.items()) if result.qc else None,
             "qc_path": bids.qc_path(result.t1w.entities).as_posix(),
