@@ -344,14 +344,12 @@ def write_session(
     model_card,
     t1w_relpath,
     normative=None,
-    run_id=None,
 ):
     """Write the cube, voxel, region and whole-brain outputs of one session; return their paths.
 
     ``scores`` is a ``pscore.Scores`` of one image; ``voxel_map`` and ``region_map`` are its
     P_voxel and normalised P_region painted on the grid; ``normative`` (``normative_summary``)
-    adds the regions flagged against the normative reference to the summary; ``run_id``, the run
-    that scored it (its logs are in logs/run-<id>/), goes in the summary too.
+    adds the regions flagged against the normative reference to the summary.
     """
     root = Path(output_dir)
     paths = {k: root / v for k, v in bids.pscore_paths(entities, template).items()}
@@ -371,7 +369,7 @@ def write_session(
         "region_map": "normalised P_region of each Brainnetome region painted over the region; 0 outside the atlas",
         "normalisation": "reference: the model's reference images (min and max per region; the validation split of models trained by this version)",
     }, threshold, template, _model_record(model_card), sources, {},
-        {"ADProbability": float(ad_probability), "PredictedClass": predicted_class, **({"RunID": run_id} if run_id else {}),
+        {"ADProbability": float(ad_probability), "PredictedClass": predicted_class,
          **({"NumberOfAtrophicRegions": normative["NumberOfAtrophicRegions"], "AtrophicRegions": normative["AtrophicRegions"],
              "Normative": normative} if normative else {})})  # fmt: skip
     return paths

@@ -13,7 +13,7 @@ from .atlas import N_REGIONS
 from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, OutputNotWritableError, PscoreError
 from .execution import make_run_folders, preprocess
-from .fileio import write_json, write_text
+from .fileio import write_json, write_text, write_tsv
 from .progress import RESULT
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ class SessionResult:
     model_sha256: str | None = None
     qc: dict | None = None  # the quality gate's measures
     normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
-    run_id: str | None = None  # the run that scored it (logs/run-<id>/); None when an earlier version did
 
 
 def gate_record(item, source_dir, template, thresholds):
@@ -123,7 +122,6 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
     from .inference import score_image
     from .progress import Outcome
 
-    run_id = Path(log_dir).name.removeprefix("run-")  # the summaries name the run that scored them
     weights, selected = bundle.ensemble.weights_per_cube()
     reference = pscore.Reference.from_dict(bundle.metadata["reference"])
     relevance = bundle.metadata.get("relevance")
@@ -194,7 +192,6 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
                 region_map=pscore.paint_regions(scores.region_norm[0], grid_atlas)[0],
                 ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
                 threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath, normative=normative_summary,
-                run_id=run_id,
             ))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - whatever fails in one session (an unreadable image, a full disk) fails that T1w only
             stopped[item.label] = scoring_failure(item, exc, log_dir)
@@ -205,7 +202,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
-                                     normative=normative_summary, run_id=run_id))  # fmt: skip
+                                     normative=normative_summary))  # fmt: skip
         log.log(
             RESULT,
             "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)%s",
@@ -293,6 +290,8 @@ def run_participant(config):
 
 def participant_run(config, console):
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    import pandas as pd
+
     from . import derivatives
     from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
@@ -329,6 +328,9 @@ def participant_run(config, console):
     covariates = {t.ident: (age, sex) for t, age, sex in zip(done, ages, sexes)}
     results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds, log_dir, covariates)
     failed.update(stopped)
+    # which T1w this run scored, for the reports to name the run behind each session (not in the outputs: they stay
+    # the same bytes run after run)
+    write_tsv(log_dir / "scored.tsv", pd.DataFrame({"t1w": [r.t1w.relpath for r in results]}))
     # every T1w of the run's subjects, whatever --session-label or --bids-filter-file selected
     subject_t1w = bids.find_t1w(layout, sorted({t.entities["sub"] for t in t1w_inputs}))
     log.info("drawing the reports of %d subject(s) (figures take a few seconds each)", len({t.entities["sub"] for t in t1w_inputs}))
@@ -369,7 +371,7 @@ def read_session_result(output_dir, t1w, template):
         paths.update(normative_paths)
     return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
                          summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"], measures,
-                         summary.get("Normative"), summary.get("RunID"))  # fmt: skip
+                         summary.get("Normative"))  # fmt: skip
 
 
 def scored_by(result, metadata):

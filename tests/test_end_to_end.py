@@ -155,6 +155,8 @@ def test_reports_only_redraws_the_reports_without_touching_the_derivatives(run, 
     assert sorted(out.glob("sub-*.html")) == reports and all(p.is_file() for p in drawn_here) and len(drawn_here) == 12
     page = reports[0].read_text()
     assert "whole-brain P-score" in page and "--reports-only" in page
+    # the run that scored each session, from the list the participant run kept in its log folder
+    assert len(re.findall(r"scored by run</td><td>\d{8}-\d{6}_\w+ \(its logs: logs/run-", page)) == page.count("scored by run") > 0
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in derivatives} == before
     assert not (tmp_path / "unused").exists()
 

@@ -8,10 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 
 from bids_pscore import bids, participant
 from bids_pscore.atlas import region_table
 from bids_pscore.bids import T1wInput
+from bids_pscore.fileio import write_tsv
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 
 TEMPLATE = "MNI152NLin2009aSym"
@@ -59,8 +61,10 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
     bundle = participant.load_model()
     item = preprocessed_session(tmp_path, "1")
-    scoring_run = "20000101-000000_0123abcd"  # the participant run that scores, named by its log folder
-    results, _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs" / f"run-{scoring_run}")
+    results, _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+    for run, scored in (("20000101-000000_0123abcd", item.relpath), ("20000101-120000_89abcdef", "sub-01/anat/sub-01_T1w.nii.gz")):
+        write_tsv(tmp_path / "logs" / f"run-{run}" / "scored.tsv", pd.DataFrame({"t1w": [scored]}))  # as each participant run lists them
+    scoring_run = "20000101-000000_0123abcd"  # the last run that scored this session
     redraw = SimpleNamespace(command_line="bids_pscore ds out participant --reports-only", run_id="20000102-000000_4567cdef", reports_only=True)
     (report,) = participant.write_run_reports(tmp_path, [item], [item], results, {}, bundle.metadata, TEMPLATE, participant.run_info(redraw, "now"))
     page = (tmp_path / report).read_text()
@@ -94,7 +98,7 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     # a banner that says no region is marked names the kind it speaks of
     assert bundle.metadata["reference"]["lambda"] >= 1 and "its P-score (patent) flags mark no region" in page
     # provenance: the run that scored the session (its log folder) and the --reports-only run that drew the report
-    assert summary["RunID"] == scoring_run and f"<tr><td>scored by run</td><td>{scoring_run} (its logs: logs/run-{scoring_run}/)" in page
+    assert f"<tr><td>scored by run</td><td>{scoring_run} (its logs: logs/run-{scoring_run}/)" in page
     assert "<th>the run that drew this report</th>" in page
     assert "20000102-000000_4567cdef: --reports-only drew the reports again from the outputs on disk and keeps no log folder" in page
     assert links[bids.pscore_paths(item.entities, TEMPLATE)["region_table"].as_posix()] == "region P-scores (TSV)"

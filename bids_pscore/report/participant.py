@@ -141,11 +141,20 @@ def output_links(out, result):
     return links
 
 
-def scored_by_run(result):
-    """The run that wrote a session's scores, as its summary records it."""
-    if result.run_id is None:
-        return "not recorded (scored by an earlier version of bids_pscore)"
-    return f"{result.run_id} (its logs: logs/run-{result.run_id}/)"
+def scoring_runs(out):
+    """{T1w path in the dataset: the id of the last run that scored it}, from the list each participant
+    run keeps in its log folder (logs/run-<id>/scored.tsv; ids begin with the run's start time)."""
+    runs = {}
+    for path in sorted((out / "logs").glob("run-*/scored.tsv")):
+        for relpath in pd.read_csv(path, sep="\t", dtype=str)["t1w"].dropna():
+            runs[relpath] = path.parent.name.removeprefix("run-")
+    return runs
+
+
+def scored_by_run(run_id):
+    if run_id is None:
+        return "not recorded in logs/ (scored by an earlier version of bids_pscore, or its log folder was removed)"
+    return f"{run_id} (its logs: logs/run-{run_id}/)"
 
 
 def session_figures(output_dir, result, threshold, figure_dir):
@@ -281,13 +290,14 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     figure_dir = Path(f"sub-{subject}") / "figures"
     threshold = metadata["reference"]["lambda"]
     warnings = model_warnings(metadata)
+    runs = scoring_runs(out)
     sessions = []
     for result in results:
         drawn, extra = session_figures(out, result, threshold, figure_dir)
         warnings += extra
         sessions.append({
             "label": result.t1w.label,
-            "input": input_rows(result.t1w) + [("scored by run", scored_by_run(result))],
+            "input": input_rows(result.t1w) + [("scored by run", scored_by_run(runs.get(result.t1w.relpath)))],
             "flags": flag_rows(result, metadata),
             "qc": ", ".join(f"{k} {v:g}" for k, v in result.qc.items()) if result.qc else None,
             "qc_path": bids.qc_path(result.t1w.entities).as_posix(),
