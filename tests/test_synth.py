@@ -1,5 +1,8 @@
 """The synthetic cohort generator: ground truth that matches the images, and a valid BIDS dataset."""
 
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -51,6 +54,12 @@ def test_command_line_refuses_a_folder_of_other_files(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert synth_cli.main([str(tmp_path), "--n-subjects", "1"]) == 2
     assert "holds other files" in capsys.readouterr().err
+
+
+def test_run_as_a_module_it_says_what_it_wrote(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bids_pscore.cli.synth", str(tmp_path / "bids"), "--n-subjects", "1"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert "bids_pscore-synth: wrote 1 subject(s) x 1 session(s)" in done.stdout
 
 
 def test_work_grid_of_a_real_head_is_1mm_over_the_same_field_of_view():

@@ -14,7 +14,8 @@ from ..synth.demo import DEMO_SESSIONS, write_demo
 from . import configure_logging, run_command
 
 PROG = "bids_pscore-synth"
-log = logging.getLogger(__name__)
+# named, not __name__: run as `python -m bids_pscore.cli.synth` it is __main__, outside the package's configured logger
+log = logging.getLogger("bids_pscore.cli.synth")
 
 
 def build_parser():
