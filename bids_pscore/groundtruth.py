@@ -6,7 +6,6 @@ never taken for a truth). The rest is pure: which flags fall on truly atrophied 
 sentence that says it for a subject.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .atlas import N_REGIONS
+from .bids import dataset_description
 from .synth import GROUNDTRUTH
 
 MAKER = "bids_pscore-synth"
@@ -48,8 +48,7 @@ def read_truth(bids_dir):
     """{(participant_id, session_id): SessionTruth} of a dataset bids_pscore-synth made, else None."""
     root = Path(bids_dir) / GROUNDTRUTH
     try:
-        description = json.loads((root / "dataset_description.json").read_text())
-        if not any(g.get("Name") == MAKER for g in description.get("GeneratedBy", [])):
+        if not any(g.get("Name") == MAKER for g in dataset_description(root).get("GeneratedBy", [])):
             return None
         sessions = pd.read_csv(root / "sessions.tsv", sep="\t", na_values="n/a")
         regions = pd.read_csv(root / "regions.tsv", sep="\t", usecols=["participant_id", "session_id", "index", "volume_loss"])

@@ -133,10 +133,7 @@ def output_links(out, result):
     files.append(("image quality gate record (JSON)", bids.qc_path(result.t1w.entities)))
     links = []
     for name, path in files:
-        if path.suffix == ".json":
-            sidecar = None
-        else:
-            sidecar = path.with_name(path.name.removesuffix(".gz").rsplit(".", 1)[0] + ".json")
+        sidecar = None if path.suffix == ".json" else bids.sidecar_path(path)
         links.append((name, path.as_posix(), sidecar.as_posix() if sidecar and (out / sidecar).is_file() else None))
     return links
 

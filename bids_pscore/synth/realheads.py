@@ -9,7 +9,6 @@ intensity, widens the ventricles, and is scanned by ``acquire`` (pose, grid, bia
 """
 
 import hashlib
-import json
 import logging
 import tempfile
 import zlib
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from ..bids import BIDS_VERSION
+from ..bids import BIDS_VERSION, dataset_description
 from ..errors import UsageError
 from ..fileio import atomic_path, write_json, write_nifti, write_text, write_tsv
 from . import DATASET_NAME, GROUNDTRUTH, N_LABELS, Anatomy, acquire, atrophy
@@ -312,7 +311,7 @@ def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None,
     subjects = base_subjects(base_dir, participant_labels)
     ages = np.array([age for _, _, age, _ in subjects])
     ad = set(choose_ad(ages, int(round(len(subjects) * ad_fraction)), np.random.default_rng([seed, 0])).tolist())
-    base_description = _read_json(base_dir / "dataset_description.json")
+    base_description = dataset_description(base_dir)
     base_name = base_description.get("Name", base_dir.name)
     description = {
         "Name": f"{DATASET_NAME}: simulated atrophy on {base_name}",
@@ -358,10 +357,3 @@ def write_subjects(out_dir, description, readme, jobs, n_procs=1):
     write_tsv(truth_root / "regions.tsv", pd.DataFrame([row for _, rows in results for row in rows]), "%.6g")
     write_tsv(truth_root / "atrophy_order.tsv", pd.concat([subtype_order(s) for s in SUBTYPES], ignore_index=True), "%.6g")
     return out_dir
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
