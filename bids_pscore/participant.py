@@ -11,7 +11,7 @@ from pathlib import Path
 from . import bids
 from .atlas import N_REGIONS
 from .config import write_config
-from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, OutputNotWritableError, PscoreError
+from .errors import EXIT_OK, EXIT_SESSION_FAILED, InputImageError, ModelError, NoT1wError, OutputNotWritableError, PscoreError
 from .execution import make_run_folders, preprocess
 from .fileio import write_json, write_text, write_tsv
 from .progress import RESULT
@@ -50,6 +50,25 @@ class SessionResult:
     normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
 
 
+# a session whose scoring failed is scored again from its preprocessing outputs
+RESCORE_FIX = ("run the participant level again for this T1w (its preprocessed images are copied anew from the work folder; "
+               "--clean-workdir makes them anew)")  # fmt: skip
+
+
+def read_preprocessed(path):
+    """The data (float32) of one preprocessing output; a damaged file is an InputImageError naming it
+    (that T1w fails alone)."""
+    import nibabel as nib
+    import numpy as np
+
+    from .preprocess.steps import NIFTI_READ_ERRORS
+
+    try:
+        return np.asarray(nib.load(path).dataobj, np.float32)
+    except NIFTI_READ_ERRORS as exc:
+        raise InputImageError(f"{path}: cannot be read ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}); {RESCORE_FIX}") from None
+
+
 def gate_record(item, source_dir, template, thresholds):
     """The quality gate's record of one T1w (bids_pscore.qc), measured on its preprocessed images in ``source_dir``."""
     import nibabel as nib
@@ -59,10 +78,11 @@ def gate_record(item, source_dir, template, thresholds):
     from .preprocess.steps import template_on_grid, tissue_on_grid
 
     paths = bids.preproc_paths(item.entities, template)
-    brain = np.asarray(nib.load(source_dir / paths["t1w_grid"]).dataobj, np.float32)
-    mask = np.asarray(nib.load(source_dir / paths["mask_grid"]).dataobj) > 0
-    native = nib.load(source_dir / paths["mask_native"])
-    volume_ml = np.count_nonzero(np.asarray(native.dataobj)) * float(np.prod(native.header.get_zooms()[:3])) / 1000
+    brain = read_preprocessed(source_dir / paths["t1w_grid"])
+    mask = read_preprocessed(source_dir / paths["mask_grid"]) > 0
+    native = read_preprocessed(source_dir / paths["mask_native"])
+    voxel_ml = float(np.prod(nib.load(source_dir / paths["mask_native"]).header.get_zooms()[:3])) / 1000
+    volume_ml = np.count_nonzero(native) * voxel_ml
     reference, reference_mask = (np.asarray(i.dataobj) for i in template_on_grid(template))
     values = qc.measures(brain, mask, reference, reference_mask > 0, *tissue_on_grid(template), volume_ml)
     return qc.record(values, thresholds)
@@ -96,11 +116,10 @@ def scoring_failure(item, exc, log_dir):
 
     from .progress import Outcome
 
-    if isinstance(exc, PscoreError):  # its message says the fix (e.g. a full disk)
+    if isinstance(exc, PscoreError):  # its message names the file and says the fix (e.g. a damaged image, a full disk)
         message = str(exc)
     else:
-        message = (f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}; run the participant level again for this T1w "
-                   "(its preprocessed images are copied anew from the work folder; --clean-workdir makes them anew)")  # fmt: skip
+        message = f"{item.path}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}; {RESCORE_FIX}"
     crash = Path(log_dir) / f"crash-scoring-{item.ident}.txt"
     try:
         write_text(crash, "".join(traceback.format_exception(exc)))
@@ -114,8 +133,6 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
     T1w (SPEC sections 4, 5, 8 and 10). ``covariates`` maps a T1w's ident to its (age, sex).
     Returns the scored sessions and, for each T1w the gate stopped or whose scoring failed (only
     that T1w fails; its crash file goes to ``log_dir``), its Outcome."""
-    import nibabel as nib
-    import numpy as np
 
     from . import derivatives, normative, pscore
     from .atlas import atlas_on_grid, region_table
@@ -158,8 +175,8 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
                 log.warning("%s: NOT SCORED, failed the quality gate: %s", item.label, message)
                 continue
             paths = bids.preproc_paths(item.entities, template)
-            image = np.asarray(nib.load(output_dir / paths["t1w_grid"]).dataobj, np.float32)
-            mask = np.asarray(nib.load(output_dir / paths["mask_grid"]).dataobj) > 0
+            image = read_preprocessed(output_dir / paths["t1w_grid"])
+            mask = read_preprocessed(output_dir / paths["mask_grid"]) > 0
             scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes)
             scores, ad_probability = scored.scores, scored.ad_probability
             predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
@@ -335,8 +352,9 @@ def participant_run(config, console):
     subject_t1w = bids.find_t1w(layout, sorted({t.entities["sub"] for t in t1w_inputs}))
     log.info("drawing the reports of %d subject(s) (figures take a few seconds each)", len({t.entities["sub"] for t in t1w_inputs}))
     truth = read_truth(config.bids_dir)
-    reports = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template,
-                                run_info(config, started), truth)  # fmt: skip
+    reports, unwritten = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template,
+                                           run_info(config, started), truth)  # fmt: skip
+    report_failures(output_dir, unwritten, log_dir)
     citation = write_citation(output_dir, params, bundle.metadata)
     log.log(RESULT, "reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
     if truth:
@@ -347,7 +365,23 @@ def participant_run(config, console):
     if failed:
         log.warning("%d of %d T1w not scored:\n%s", len(failed), len(t1w_inputs), "\n".join(
             f"  {o.label}: {o.failed_step or o.status}: {o.message}" + (f" [log: {o.log}]" if o.log else "") for o in failed.values()))  # fmt: skip
-    return EXIT_SESSION_FAILED if failed else EXIT_OK
+    return EXIT_SESSION_FAILED if failed or unwritten else EXIT_OK
+
+
+def report_failures(output_dir, unwritten, log_dir=None):
+    """Say which reports could not be drawn ({name: exception}), each in one line with the fix; their
+    tracebacks go to crash files in ``log_dir`` (--reports-only keeps no log folder)."""
+    import traceback
+
+    for name, exc in unwritten.items():
+        crash = ""
+        if log_dir is not None:
+            path = Path(log_dir) / f"crash-report-{Path(name).stem}.txt"
+            with contextlib.suppress(OSError, OutputNotWritableError):  # the disk that refused the report may refuse this too
+                write_text(path, "".join(traceback.format_exception(exc)))
+                crash = f" [log: {path}]"
+        log.warning("%s: report NOT drawn (%s: %s); the scores are on disk: draw it again with --reports-only%s",
+                    Path(output_dir) / name, type(exc).__name__, (str(exc).splitlines() or [""])[0][:200], crash)  # fmt: skip
 
 
 def read_session_result(output_dir, t1w, template):
@@ -439,8 +473,9 @@ def rebuild_reports(t1w_inputs, config):
             results.append(result)
     if not results:
         raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
-    reports = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
-                                    run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), read_truth(config.bids_dir))  # fmt: skip
+    reports, unwritten = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
+                                               run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), read_truth(config.bids_dir))  # fmt: skip
+    report_failures(output_dir, unwritten)
     citation = write_citation(output_dir, params, bundle.metadata)
     log.log(
         RESULT,
@@ -449,4 +484,4 @@ def rebuild_reports(t1w_inputs, config):
         ", ".join(str(output_dir / r) for r in reports),
         citation,
     )
-    return EXIT_OK
+    return EXIT_SESSION_FAILED if unwritten else EXIT_OK

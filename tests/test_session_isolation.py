@@ -3,6 +3,7 @@ and a session's scores are replaced as a set (never new tables beside an old sum
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,8 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
     assert not any((out / p).exists() for p in bids.pscore_paths({"sub": "01", "ses": "3"}, TEMPLATE).values())
     # the run's final lines name each failed T1w, what failed and the fix
     final = printed.out[printed.out.index("2 of 4 T1w not scored") :]
-    assert "sub-01 ses-2: scoring: " in final and "run the participant level again for this T1w" in final
+    damaged = out / bids.preproc_paths({"sub": "01", "ses": "2"}, TEMPLATE)["t1w_grid"]
+    assert f"sub-01 ses-2: scoring: {damaged}: cannot be read (" in final and "run the participant level again for this T1w" in final
     crash = next((out / "logs").glob("run-*/crash-scoring-sub_01_ses_2*.txt"))
     assert f"[log: {crash}]" in final and "Traceback" in crash.read_text()
     assert "sub-01 ses-3: scoring: " in final and "No space left on device); free space there" in final
@@ -87,3 +89,46 @@ def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_p
     assert participant.read_session_result(tmp_path, item, TEMPLATE) is None
     with caplog.at_level(logging.WARNING):
         assert participant.earlier_results(tmp_path, [item], TEMPLATE, bundle.metadata) == []
+
+
+def test_a_report_that_cannot_be_drawn_costs_only_its_subject(tmp_path, monkeypatch, capsys):
+    """sub-01.html cannot be written (a folder of that name is in the way): sub-02's report is drawn,
+    both subjects are scored, the run names the report and the fix, and exits 1; --reports-only too."""
+    subjects = ("01", "02")
+    bids_dir = make_bids(tmp_path / "bids", {f"sub-{s}/ses-1/anat/sub-{s}_ses-1_T1w.nii.gz": small_image() for s in subjects})
+    out = tmp_path / "out"
+    (out / "sub-01.html").mkdir(parents=True)
+
+    def preprocessed(t1w_inputs, bids_dir, output_dir, *args):
+        for sub in subjects:
+            preprocessed_session(output_dir, "1", sub)
+        progress = Progress({t.ident: t.label for t in t1w_inputs})
+        for outcome in progress.outcomes.values():
+            outcome.status = "ok"
+        return progress
+
+    monkeypatch.setattr(participant, "preprocess", preprocessed)
+    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
+    args = [str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work")]
+    code = cli.main(args)
+    printed = capsys.readouterr()
+    assert code == 1 and "Traceback" not in printed.out + printed.err
+    assert all((out / bids.pscore_paths({"sub": s, "ses": "1"}, TEMPLATE)["summary"]).is_file() for s in subjects)
+    assert "sub-02 ses-1" in (out / "sub-02.html").read_text()
+    line = next(line for line in printed.out.splitlines() if "report NOT drawn" in line)
+    assert f"{out / 'sub-01.html'}: report NOT drawn (" in line and "draw it again with --reports-only" in line
+    crash = next((out / "logs").glob("run-*/crash-report-sub-01.txt"))
+    assert f"[log: {crash}]" in line and "Traceback" in crash.read_text()
+    assert cli.main(args + ["--reports-only"]) == 1
+    printed = capsys.readouterr()
+    assert f"{out / 'sub-01.html'}: report NOT drawn (" in printed.out and "Traceback" not in printed.out + printed.err
+
+
+def test_an_unexpected_scoring_error_names_the_t1w_and_keeps_its_traceback(tmp_path):
+    item = bids.T1wInput(tmp_path / "sub-01_T1w.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz", {"sub": "01"})
+    try:
+        raise RuntimeError("the ensemble broke\nsecond line")
+    except RuntimeError as exc:
+        outcome = participant.scoring_failure(item, exc, tmp_path)
+    assert outcome.message.startswith(f"{item.path}: RuntimeError: the ensemble broke; run the participant level again")
+    assert "second line" not in outcome.message and "second line" in Path(outcome.log).read_text()

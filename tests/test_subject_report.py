@@ -19,13 +19,13 @@ from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 TEMPLATE = "MNI152NLin2009aSym"
 
 
-def preprocessed_session(out, ses):
-    """A T1w of sub-01 with the preprocessing outputs scoring reads (no preprocessing is run)."""
+def preprocessed_session(out, ses, sub="01"):
+    """A T1w with the preprocessing outputs scoring reads (no preprocessing is run)."""
     import nibabel as nib
 
     raw = np.zeros((10, 12, 14), np.int16)  # only its header is read: 1.2 mm across, LAS
     nib.save(nib.Nifti1Image(raw, np.diag([-1.2, 1.0, 1.0, 1.0])), out / "raw.nii.gz")
-    item = T1wInput(out / "raw.nii.gz", f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_T1w.nii.gz", {"sub": "01", "ses": ses})
+    item = T1wInput(out / "raw.nii.gz", f"sub-{sub}/ses-{ses}/anat/sub-{sub}_ses-{ses}_T1w.nii.gz", {"sub": sub, "ses": ses})
     mask = np.zeros(GRID_SHAPE, np.uint8)
     mask[20:100, 20:120, 15:100] = 1
     paths = bids.preproc_paths(item.entities, TEMPLATE)
@@ -50,8 +50,8 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
 
     results, _ = participant.score_sessions([second], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")  # a later run with --session-label 2
     with caplog.at_level(logging.WARNING):
-        (report,) = participant.write_run_reports(tmp_path, [second], [first, second, other_model], results, {}, bundle.metadata, TEMPLATE,
-                                                  {"run": "test"})  # fmt: skip
+        (report,), unwritten = participant.write_run_reports(tmp_path, [second], [first, second, other_model], results, {}, bundle.metadata,
+                                                             TEMPLATE, {"run": "test"})  # fmt: skip
     page = (tmp_path / report).read_text()
     assert report.name == "sub-01.html" and "sub-01 ses-1" in page and "sub-01 ses-2" in page
     assert "sub-01 ses-3" not in page and f"left out of the reports: {summary_path.relative_to(tmp_path)}" in caplog.text
@@ -66,7 +66,8 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
         write_tsv(tmp_path / "logs" / f"run-{run}" / "scored.tsv", pd.DataFrame({"t1w": [scored]}))  # as each participant run lists them
     scoring_run = "20000101-000000_0123abcd"  # the last run that scored this session
     redraw = SimpleNamespace(command_line="bids_pscore ds out participant --reports-only", run_id="20000102-000000_4567cdef", reports_only=True)
-    (report,) = participant.write_run_reports(tmp_path, [item], [item], results, {}, bundle.metadata, TEMPLATE, participant.run_info(redraw, "now"))
+    (report,), unwritten = participant.write_run_reports(tmp_path, [item], [item], results, {}, bundle.metadata, TEMPLATE,
+                                                         participant.run_info(redraw, "now"))  # fmt: skip
     page = (tmp_path / report).read_text()
     summary = json.loads((tmp_path / bids.pscore_paths(item.entities, TEMPLATE)["summary"]).read_text())
     # every region the summary names is listed with its full name from the atlas table

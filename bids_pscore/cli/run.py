@@ -18,7 +18,7 @@ LEVELS = ("participant", "group")
 EXIT_CODES = """\
 exit codes:
   0   every selected T1w was processed
-  1   some T1w failed (the others finished; the summary names each failure and its log)
+  1   some T1w failed, or a report could not be drawn (the others finished; the last lines name each failure and its log)
   2   usage error (bad option or label, bad filter file, output inside the BIDS folder)
   16  bids_dir is not a raw BIDS dataset (none, or a derivative one), or the BIDS validator found errors in it
   17  unknown analysis level

@@ -28,6 +28,10 @@ def as_image(data, affine, dtype=np.float32):
     return img
 
 
+# what reading a truncated or corrupt NIfTI raises (nibabel, gzip, zlib)
+NIFTI_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
+
+
 def load_t1w(path):
     """Read one T1w, check that it is usable, and return it in RAS+ as float32.
 
@@ -37,7 +41,7 @@ def load_t1w(path):
     try:
         img = nib.load(path)
         data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, ValueError, zlib.error, np.linalg.LinAlgError, nib.filebasedimages.ImageFileError) as exc:
+    except (*NIFTI_READ_ERRORS, np.linalg.LinAlgError) as exc:
         raise InputImageError(
             f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc}); the file is truncated "
             "or corrupt: convert it again from DICOM or download it again"

@@ -322,7 +322,8 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
 
 
 def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template, run_info, truth=None):
-    """One report per subject of ``t1w_inputs``; returns their paths relative to the output folder.
+    """One report per subject of ``t1w_inputs``; returns the paths of those written, relative to the
+    output folder, and {report name: exception} of those that could not be (each subject on its own).
 
     ``run_info`` ({name: value}: command line, date, version) is shown in every report."""
     from ..grid import N_CUBES, paint_cubes
@@ -339,18 +340,12 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
                    vmin=vmin, vmax=vmax, title="meta-classifier weight of each cube", colorbar_label=f"w_c{unit}")  # fmt: skip
     weights_fig = (weights_path.as_posix(), f"Per-cube weights w_c of the meta-classifier over the template ({colours}); the "
                                             f"{N_CUBES - len(metadata['selected_cubes'])} cubes the model does not use are blank.")  # fmt: skip
-    subjects = sorted({t.entities["sub"] for t in t1w_inputs})
-    return [
-        write_subject_report(
-            output_dir,
-            sub,
-            [t for t in t1w_inputs if t.entities["sub"] == sub],
-            [r for r in results if r.t1w.entities["sub"] == sub],
-            failed,
-            metadata,
-            weights_fig,
-            run_info,
-            truth,
-        )  # fmt: skip
-        for sub in subjects
-    ]
+    written, unwritten = [], {}
+    for sub in sorted({t.entities["sub"] for t in t1w_inputs}):
+        try:
+            written.append(write_subject_report(output_dir, sub, [t for t in t1w_inputs if t.entities["sub"] == sub],
+                                                [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, weights_fig,
+                                                run_info, truth))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - one subject's report (a figure, a full disk) must not cost the others theirs
+            unwritten[f"sub-{sub}.html"] = exc
+    return written, unwritten
