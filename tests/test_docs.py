@@ -15,7 +15,8 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 # every page the site must have (code and recipes cite disease_model, normative and relevance by file name)
-PAGES = ("index", "disease_model", "normative", "relevance")
+PAGES = ("index", "usage", "outputs", "containers", "troubleshooting", "training", "method", "synthetic_data", "validation", "development")
+PAGES += ("disease_model", "normative", "relevance")
 
 
 def build(source, out):
