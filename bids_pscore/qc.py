@@ -2,7 +2,7 @@
 not one (noise, another contrast, a mask, a part of a head, a failed registration).
 
 Pure numpy, no I/O. Every real head at hand fell inside the default ranges, and each kind of
-meaningless input outside at least one (README, "Quality gate"; ``benchmarks/quality_gate.py``).
+meaningless input outside at least one (docs/usage.md, "Quality gate"; ``benchmarks/quality_gate.py``).
 """
 
 import json

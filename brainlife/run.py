@@ -3,7 +3,7 @@
 config.json gives the T1w ("t1", with its subject and session in _inputs[0].meta as Brainlife
 sets them) and the options; the T1w becomes a one-subject BIDS dataset in bids/, the
 participant level writes output/, and product.json carries the scores and messages Brainlife
-shows. The exit status is the app's (README, "Exit codes").
+shows. The exit status is the app's (docs/usage.md, "Exit codes").
 """
 
 import json

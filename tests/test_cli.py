@@ -50,12 +50,14 @@ def test_version_and_help_document_exit_codes(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    # every exit code the app defines is explained in --help and in README's table
+    # every exit code the app defines is explained in --help, in the usage page's table and by a
+    # section of the troubleshooting page
     codes = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
     assert codes >= {0, 1, 2, 16, 17, 18, 65, 66, 73, 130}
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    usage, troubleshooting = (docs / "usage.md").read_text(), (docs / "troubleshooting.md").read_text()
     for code in codes:
-        assert f"\n  {code} " in text and f"\n| {code} | " in readme, code
+        assert f"\n  {code} " in text and f"\n| {code} | " in usage and f"\n## Exit {code}: " in troubleshooting, code
     # the analysis levels are shown as choices in the usage line
     assert "{participant,group}" in text.split("\n\n")[0]
     for option in ("--stop-on-first-crash", "--reports-only", "--mem", "--bids-database-dir"):

@@ -137,7 +137,11 @@ def test_every_mention_of_the_released_image_names_one_version():
     image = f"bids/bids_pscore:{released_version()}"
     assert json.loads((REPO / "boutiques.json").read_text())["container-image"]["image"] == image
     assert f"docker://{image}" in (REPO / "brainlife" / "main").read_text()
-    assert f"docker pull {image}" in (REPO / "README.md").read_text()
+    # README's install and the containers page tell users to pull it; any other image tag they name is this one
+    for page in (REPO / "README.md", REPO / "docs" / "containers.md"):
+        text = page.read_text()
+        assert f"docker pull {image}" in text, page
+        assert set(re.findall(r"bids/bids_pscore:[\w.]+", text)) == {image}, page
 
 
 def test_circleci_pushes_on_tags_the_image_boutiques_names():

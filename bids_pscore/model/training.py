@@ -34,7 +34,7 @@ class TrainConfig:
     n_selected: int = 35
     seed: int = 0
     device: str = "cpu"
-    # measured on the demo cohort (README, Training a model): with these the held-out region
+    # measured on the demo cohort (docs/training.md): with these the held-out region
     # ranking rose from AUC 0.59-0.66 to 0.74 at the same image AUC
     max_shift: int = 2
     flip: bool = True
