@@ -2,14 +2,17 @@
 
 safetensors holds tensors and nothing else, so loading a stranger's model runs no code; a
 folder that holds a pickle is refused outright. ``model.json`` records everything needed to
-reproduce the numbers, and loading checks all of it.
+reproduce the numbers, and loading checks all of it: its form against the JSON Schema of its format
+version (``model-v3.schema.json``, beside this module), then what a schema cannot say (this build's
+grid and cubes, the checksums, the tensors against the cubes listed).
 """
 
 import hashlib
 import json
 import math
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -29,13 +32,8 @@ FORMAT_VERSION = 3  # 2: per-cube input standardisation in the weights; 3: N4 fi
 WEIGHTS = "weights.safetensors"
 NORMATIVE = "normative.safetensors"
 METADATA = "model.json"
-REQUIRED = (
-    "format", "format_version", "name", "version", "grid", "cubes", "preprocessing", "architecture",
-    "selected_cubes", "cube_weights", "reference", "atlas", "labels", "training", "software", "weights",
-    "metadata_sha256",
-)  # fmt: skip
-# the keys of REQUIRED (and the optional "relevance") whose values are JSON objects
-OBJECT_KEYS = ("grid", "cubes", "preprocessing", "architecture", "reference", "atlas", "labels", "training", "software", "weights", "relevance")
+# the JSON Schema of model.json in this format version, shipped beside this module
+SCHEMA = f"model-v{FORMAT_VERSION}.schema.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 
@@ -73,30 +71,85 @@ def metadata_sha256(meta):
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def check_reference(reference, where):
-    """The reference statistics SPEC 5 needs: 246 minima and maxima and a finite lambda."""
-    if not isinstance(reference, dict):
-        raise BundleError(f"{where}: is not a JSON object; the bundle is damaged: train again or restore it")
-    for key, length in (("region_min", N_REGIONS), ("region_max", N_REGIONS), ("lambda", None)):
-        value = reference.get(key)
-        ok = (
-            isinstance(value, (int, float)) and math.isfinite(value)
-            if length is None
-            else (isinstance(value, list) and len(value) == length and all(isinstance(v, (int, float)) for v in value))
-        )
-        if not ok:
-            raise BundleError(f"{where}: {key} is missing or malformed (needs {'a number' if length is None else f'{length} numbers'}); "
-                              "the bundle is damaged: train again or restore it")  # fmt: skip
+@cache
+def schema_validator():
+    """A validator of model.json against SCHEMA. Stricter than JSON Schema on two points the schema
+    states: an integer is an int (3.0 would pass as a cube number), a number is finite (Python's JSON
+    reader takes NaN, which JSON does not allow and no statistic may be)."""
+    import jsonschema
+
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({
+        "integer": lambda _, value: type(value) is int,
+        "number": lambda _, value: type(value) in (int, float) and math.isfinite(value),
+    })  # fmt: skip
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+    return validator(json.loads((Path(__file__).parent / SCHEMA).read_text()))
+
+
+TYPE_NAMES = {"object": "a JSON object", "array": "a list", "number": "a finite number", "integer": "an integer", "string": "a string",
+              "boolean": "true or false"}  # fmt: skip
+
+
+def key_path(keys):
+    """``preprocessing.fwhm_mm``, ``selected_cubes[3]``: where a value is in model.json."""
+    text = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in keys).lstrip(".")
+    return text or "the whole file"
+
+
+def _shown(value):
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def schema_problem(error):
+    """What a jsonschema ValidationError of model.json says, in words, naming the key."""
+    keys, rule, expected, value = list(error.absolute_path), error.validator, error.validator_value, error.instance
+    where = key_path(keys)
+    if rule == "required":
+        return f"{key_path([*keys, next(k for k in expected if k not in value)])} is missing"
+    if rule == "additionalProperties":
+        extra = sorted(k for k in value if k not in error.schema.get("properties", {}))
+        return f"{key_path([*keys, extra[0]])} is not a key of a format version {FORMAT_VERSION} model.json"
+    if rule == "type":
+        return f"{where} must be {TYPE_NAMES[expected]} (got {_shown(value)})"
+    if rule in ("const", "enum"):
+        return f"{where} must be {' or '.join(json.dumps(v) for v in ([expected] if rule == 'const' else expected))} (got {_shown(value)})"
+    if rule == "uniqueItems":
+        return f"{where} lists {_shown(next(v for i, v in enumerate(value) if v in value[:i]))} more than once"
+    if rule in ("minItems", "maxItems"):
+        return f"{where} must hold {'at least' if rule == 'minItems' else 'at most'} {expected} items (got {len(value)})"
+    if rule in ("minimum", "maximum", "exclusiveMinimum"):
+        bound = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "above"}[rule]
+        return f"{where} must be {bound} {expected} (got {_shown(value)})"
+    if rule == "pattern":
+        return f"{where} must match {expected} (got {_shown(value)})"
+    return f"{where}: {error.message}"
+
+
+def check_schema(meta, meta_path):
+    """model.json against SCHEMA: types, required and unknown keys, distinct cubes, the known
+    template and atlas; the first problem (the shallowest) as a BundleError naming its key."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(schema_validator().iter_errors(meta))
+    if error is not None:
+        raise BundleError(f"{meta_path}: {schema_problem(error)}; this is not a model.json that this bids_pscore's training writes "
+                          f"({SCHEMA}): train again, or use the bids_pscore version that wrote it")  # fmt: skip
 
 
 def check_preprocessing(record, meta_path):
-    """Every preprocessing parameter must be stated: the code's defaults change between releases,
-    so one left out says nothing about how the model's training images were made."""
+    """The preprocessing values' ranges, as PreprocParams checks them (the schema checks their types)."""
+    from ..errors import UsageError
     from ..preprocess.params import PreprocParams
 
-    missing = [f.name for f in fields(PreprocParams) if f.name not in record]
-    if missing:
-        raise BundleError(f"{meta_path}: preprocessing lacks {', '.join(missing)}; the bundle is incomplete: train again or restore it")
+    try:
+        PreprocParams.from_dict(record)
+    except UsageError as exc:
+        raise BundleError(f"{meta_path}: preprocessing: {exc}; the bundle is damaged: train again or restore it") from None
 
 
 def threshold_warning(threshold):
@@ -196,11 +249,9 @@ def load_normative(folder, meta):
     if record is None:
         return None
     path = Path(folder) / NORMATIVE
-    if not isinstance(record, dict) or record.get("file") != NORMATIVE:
-        raise BundleError(f"{Path(folder) / METADATA}: normative is malformed (needs file {NORMATIVE}); the bundle is damaged")
     if not path.is_file():
         raise BundleError(f"{path}: missing, though {METADATA} names a normative reference; the bundle is incomplete")
-    if sha256(path) != record.get("sha256"):
+    if sha256(path) != record["sha256"]:
         raise BundleError(f"{path}: checksum does not match {METADATA}: the normative reference was changed or truncated; restore it")
     try:
         arrays = load_arrays(str(path))
@@ -246,36 +297,26 @@ def load_bundle(folder):
             f"{meta_path}: bundle format version {meta.get('format_version')!r}; this bids_pscore reads version "
             f"{FORMAT_VERSION}: use the bids_pscore version that wrote it, or train again"
         )
-    missing = [key for key in REQUIRED if key not in meta]
-    if missing:
-        raise BundleError(f"{meta_path}: missing key(s) {', '.join(missing)}; the bundle is incomplete")
+    check_schema(meta, meta_path)
     if meta["metadata_sha256"] != metadata_sha256(meta):
         raise BundleError(f"{meta_path}: was changed after training (its checksum, metadata_sha256, no longer matches): "
                           "restore the file as bids_pscore-train wrote it, or train again")  # fmt: skip
-    not_object = next((key for key in OBJECT_KEYS if key in meta and not isinstance(meta[key], dict)), None)
-    if not_object:
-        raise BundleError(f"{meta_path}: {not_object} is not a JSON object; the bundle is damaged: train again or restore it")
     check_preprocessing(meta["preprocessing"], meta_path)
-    check_reference(meta["reference"], f"{meta_path}: reference")
-    if "relevance" in meta:
-        check_reference(meta["relevance"].get("reference", {}), f"{meta_path}: relevance.reference")
     if meta["grid"] != grid_record():
         raise BundleError(f"{meta_path}: the model's grid {meta['grid'].get('shape')} is not the {GRID_TEXT} grid of this bids_pscore")
     if meta["cubes"] != cube_record():
         raise BundleError(f"{meta_path}: the model's cube layout differs from this bids_pscore's ({CUBES_TEXT})")
     if not weights_path.is_file():
         raise BundleError(f"{weights_path}: missing; the bundle is incomplete")
-    if sha256(weights_path) != meta["weights"].get("sha256"):
+    if sha256(weights_path) != meta["weights"]["sha256"]:
         raise BundleError(f"{weights_path}: checksum does not match {METADATA}: the weights were changed or truncated")
     if _looks_like_pickle(weights_path):
         raise BundleError(f"{weights_path}: is a pickle, not safetensors; refusing to load it")
     selected = meta["selected_cubes"]
-    # a cube twice would count its classifier twice in the meta-classifier
-    if not isinstance(selected, list) or not all(type(c) is int and 0 <= c < N_CUBES for c in selected) or len(set(selected)) < len(selected):
-        raise BundleError(f"{meta_path}: selected_cubes must list distinct cube numbers 0-{N_CUBES - 1}; the bundle is damaged: "
-                          "train again or restore it")  # fmt: skip
-    if not isinstance(meta["cube_weights"], list) or len(selected) != len(meta["cube_weights"]):
-        raise BundleError(f"{meta_path}: selected_cubes and cube_weights do not match")
+    if len(selected) != len(meta["cube_weights"]):
+        raise BundleError(
+            f"{meta_path}: selected_cubes and cube_weights do not match (one weight per cube); the bundle is damaged: train again or restore it"
+        )
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:

@@ -48,17 +48,17 @@ class PreprocParams:
 
     def __post_init__(self):
         if not 0.0 <= self.n4_mask_fraction < 1.0:
-            raise UsageError(f"N4 mask fraction must be in [0, 1), got {self.n4_mask_fraction}")
+            raise UsageError(f"n4_mask_fraction (the N4 mask fraction) must be in [0, 1), got {self.n4_mask_fraction}")
         if self.fwhm_mm < 0:
-            raise UsageError(f"smoothing FWHM must be >= 0 mm, got {self.fwhm_mm}")
+            raise UsageError(f"fwhm_mm (the smoothing) must be >= 0 mm, got {self.fwhm_mm}")
         if not 50.0 <= self.norm_percentile <= 100.0:
-            raise UsageError(f"normalisation percentile must be in [50, 100], got {self.norm_percentile}")
+            raise UsageError(f"norm_percentile (the intensity normalisation) must be in [50, 100], got {self.norm_percentile}")
         if self.registration_seed < 1:
-            raise UsageError(f"registration seed must be at least 1 (ANTs seeds 0 from the clock), got {self.registration_seed}")
+            raise UsageError(f"registration_seed must be at least 1 (ANTs seeds 0 from the clock), got {self.registration_seed}")
         if self.skullstrip_network_size % 32 or not 128 <= self.skullstrip_network_size <= 256:
-            raise UsageError(f"skull-strip network size must be a multiple of 32 from 128 to 256, got {self.skullstrip_network_size}")
+            raise UsageError(f"skullstrip_network_size must be a multiple of 32 from 128 to 256, got {self.skullstrip_network_size}")
         if self.interpolation not in ("linear", "bSpline", "lanczosWindowedSinc"):
-            raise UsageError(f"unknown interpolation {self.interpolation!r}")
+            raise UsageError(f"interpolation {self.interpolation!r} is unknown (linear, bSpline or lanczosWindowedSinc)")
 
     def to_dict(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
