@@ -382,25 +382,40 @@ def unreadable_reason(t1w):
     return None
 
 
+def read_label_table(path):
+    """participants.tsv or a sessions.tsv that labels training images: read strictly, since a row
+    longer than the header would shift its values under the wrong columns (pandas takes the first as
+    an index) and a file that is no table would end training in a traceback."""
+    import warnings
+
+    import pandas as pd
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot be read as a TSV table ({str(exc).splitlines()[0]}); write it as BIDS describes: UTF-8 text, "
+                         "a header row, one tab-separated value per column in every row") from None  # fmt: skip
+
+
 def read_labels(bids_dir, column, positive, negative):
     """Labels 1 (``positive``) or 0 (``negative``) from participants.tsv, else from sessions.tsv.
 
     Returns ({(subject, session or None): label}, a count of the other values, which are left
     out, and the file the labels came from).
     """
-    import pandas as pd
-
     root = Path(bids_dir)
     participants = root / "participants.tsv"
     tables = []
     if participants.is_file():
-        table = pd.read_csv(participants, sep="\t", dtype=str, keep_default_na=False)
+        table = read_label_table(participants)
         if column in table and "participant_id" in table:
             tables = [(table["participant_id"], None, table[column])]
             source = "participants.tsv"
     if not tables:
         for path in sorted(root.glob("sub-*/sub-*_sessions.tsv")):
-            table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+            table = read_label_table(path)
             if column in table and "session_id" in table:
                 tables.append(([path.name.split("_")[0]] * len(table), table["session_id"], table[column]))
         source = "sessions.tsv"

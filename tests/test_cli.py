@@ -1,13 +1,11 @@
-"""The command-line contract: options, labels, and every documented exit code.
+"""The command-line contract: options, labels, and every documented exit code (the bad inputs that end
+a run with each are the corpus in tests/badinputs.py, run by tests/test_badinputs.py).
 
 None of these runs the preprocessing: each case stops before the workflow or fails fast.
 """
 
-import json
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 
 from bids_pscore import bids, errors
@@ -16,25 +14,6 @@ from bids_pscore.cli.run import main, parse_args
 from .helpers import make_bids, small_image
 
 TEMPLATE = "MNI152NLin2009aSym"
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    return make_bids(tmp_path / "bids", {
-        "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz": small_image(),
-        "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_run-2_T1w.nii.gz": small_image(),
-        "sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz": small_image(),
-        # a valid BOLD run (4-D, TR in the header and the sidecar), so that the BIDS validator passes
-        "sub-02/ses-1/func/sub-02_ses-1_task-rest_bold.nii.gz": bold_image(),
-        "sub-02/ses-1/func/sub-02_ses-1_task-rest_bold.json": json.dumps({"TaskName": "rest", "RepetitionTime": 2.0}),
-    })  # fmt: skip
-
-
-def bold_image():
-    img = nib.Nifti1Image(np.ones((4, 4, 4, 3), np.float32), np.eye(4))
-    img.header.set_zooms((1.0, 1.0, 1.0, 2.0))
-    img.header.set_xyzt_units("mm", "sec")
-    return img
 
 
 def run(capsys, *args):
@@ -80,108 +59,10 @@ def test_labels_with_or_without_prefix(tmp_path):
     assert config.selection.session_label == ("1",)
 
 
-@pytest.mark.parametrize("label", ["../01", "01/02", "sub-0_1", "a b", ".."])
-def test_bad_label_is_a_usage_error(dataset, tmp_path, capsys, label):
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--participant-label", label)
-    assert code == errors.EXIT_USAGE
-    assert "BIDS labels contain only letters and digits" in out.err
-    assert not (tmp_path / "out").exists()
-
-
 def test_missing_positional_is_usage(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["only_one"])
     assert stop.value.code == 2
-
-
-def test_unknown_level(dataset, tmp_path, capsys):
-    code, out = run(capsys, dataset, tmp_path / "out", "session")
-    assert code == errors.EXIT_UNKNOWN_LEVEL == 17
-    assert "participant, group" in out.err
-
-
-def test_not_bids(tmp_path, capsys):
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    code, out = run(capsys, plain, tmp_path / "out", "participant")
-    assert code == errors.EXIT_NOT_BIDS == 16
-    assert "dataset_description.json" in out.err and str(plain) in out.err
-    code, _ = run(capsys, tmp_path / "missing", tmp_path / "out", "participant")
-    assert code == 16
-    assert not (tmp_path / "out").exists()
-
-
-def test_no_t1w(tmp_path, capsys):
-    root = make_bids(tmp_path / "bids", {"sub-01/func/sub-01_task-rest_bold.nii.gz": small_image()})
-    code, out = run(capsys, root, tmp_path / "out", "participant")
-    assert code == errors.EXIT_NO_T1W == 66
-    assert "no T1w" in out.err
-
-
-def test_selection_matches_nothing(dataset, tmp_path, capsys):
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--participant-label", "03")
-    assert code == errors.EXIT_NOTHING_SELECTED == 18
-    assert "sub-03" in out.err and "sub-01, sub-02" in out.err
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--session-label", "9")
-    assert code == 18 and "ses-9" in out.err
-    filters = tmp_path / "filters.json"
-    filters.write_text(json.dumps({"t1w": {"acquisition": "slow"}}))
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters)
-    assert code == 18 and "select no T1w" in out.err
-    assert not (tmp_path / "out").exists()
-
-
-def test_bad_filter_file(dataset, tmp_path, capsys):
-    filters = tmp_path / "filters.json"
-    filters.write_text("{not json")
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters)
-    assert code == errors.EXIT_USAGE and str(filters) in out.err
-    filters.write_text(json.dumps({"bold": {}}))
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters)
-    assert code == errors.EXIT_USAGE and '"t1w"' in out.err
-    # a filter file must not turn a T2w into "the T1w" nor override --session-label behind its back
-    filters.write_text(json.dumps({"t1w": {"suffix": "T2w", "session": "2", "acquisition": "fast"}}))
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "--bids-filter-file", filters, "--session-label", "1")
-    assert code == errors.EXIT_USAGE and "cannot set session, suffix" in out.err
-    assert not (tmp_path / "out").exists()
-
-
-def test_output_not_writable(dataset, tmp_path, capsys):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
-    code, out = run(capsys, dataset, blocker / "out", "participant", "-w", tmp_path / "work" / "nested")
-    assert code == errors.EXIT_OUTPUT_NOT_WRITABLE == 73
-    assert str(blocker / "out") in out.err
-    assert not (tmp_path / "work").exists()  # the refused run made no folder
-    # the other way round: a work folder that cannot be made takes back the output folder just made
-    code, out = run(capsys, dataset, tmp_path / "out" / "nested", "participant", "-w", blocker / "work", "--skip-bids-validation")
-    assert code == errors.EXIT_OUTPUT_NOT_WRITABLE and f"{blocker / 'work'}: the work folder cannot be written" in out.err
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_model_that_cannot_be_used_is_refused_before_any_folder_is_made(dataset, tmp_path, capsys):
-    (tmp_path / "model").mkdir()
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "-w", tmp_path / "work", "--model", tmp_path / "model",
-                    "--skip-bids-validation")  # fmt: skip
-    assert code == errors.EXIT_MODEL and "--model" in out.err
-    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
-
-
-def test_output_inside_bids_folder_is_refused(dataset, tmp_path, capsys):
-    code, out = run(capsys, dataset, dataset / "results", "participant", "-w", tmp_path / "work")
-    assert code == errors.EXIT_USAGE and "never written" in out.err
-    assert not (dataset / "results").exists()
-
-
-def test_work_folder_inside_the_output_folder_is_refused_before_anything_is_made(dataset, tmp_path, capsys):
-    code, out = run(capsys, dataset, tmp_path / "out", "participant", "-w", tmp_path / "out" / "work", "--skip-bids-validation")
-    assert code == errors.EXIT_USAGE and "must not be inside the output folder" in out.err
-    assert not (tmp_path / "out").exists()
-
-
-def test_group_without_participant_outputs(dataset, tmp_path, capsys):
-    code, out = run(capsys, dataset, tmp_path / "empty", "group")
-    assert code == errors.EXIT_NO_T1W and "participant level first" in out.err
 
 
 def test_failing_sessions_do_not_stop_others_and_are_summarised(tmp_path, capsys):
@@ -275,20 +156,3 @@ def test_a_registration_seed_of_0_is_refused_as_ants_would_seed_it_from_the_cloc
     assert code == errors.EXIT_USAGE and "--random-seed must be at least 1" in out.err and "clock" in out.err
     with pytest.raises(errors.UsageError, match="clock"):
         PreprocParams(registration_seed=0)
-
-
-@pytest.mark.parametrize("dataset_type", ["derivative", "study"])
-def test_a_derivatives_dataset_given_as_input_is_refused_naming_the_raw_one_as_the_fix(tmp_path, capsys, dataset_type):
-    # fMRIPrep's outputs: two preprocessed T1w of one subject, once a 'Duplicate node name' traceback
-    root = make_bids(tmp_path / "fmriprep", {
-        "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz": small_image(),
-        "sub-01/anat/sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz": small_image(),
-    })  # fmt: skip
-    description = {"Name": "fMRIPrep outputs", "BIDSVersion": "1.10.0", "DatasetType": dataset_type, "GeneratedBy": [{"Name": "fMRIPrep"}]}
-    (root / "dataset_description.json").write_text(json.dumps(description))
-    for skip in ([], ["--skip-bids-validation"]):
-        code, out = run(capsys, root, tmp_path / "out", "participant", "-w", tmp_path / "work", *skip)
-        assert code == errors.EXIT_NOT_BIDS
-        assert out.err.count("\n") == 1 and "Traceback" not in out.err
-        assert f"{root / 'dataset_description.json'}: says DatasetType '{dataset_type}'" in out.err and "give the raw BIDS dataset" in out.err
-        assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()

@@ -145,12 +145,6 @@ def test_unsplittable_labels_fail_before_training(tmp_path, capsys, groups, word
     assert not list((tmp_path / "work").glob("**/cube_cache.npy")) and not (tmp_path / "model").exists()
 
 
-def test_missing_label_column(tmp_path, capsys):
-    root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 3)
-    assert main([*train_args(root, tmp_path, pre)[:2], "--label-column", "dx", "--positive", "AD", "--negative", "CN"]) == 2
-    assert "no column 'dx' there nor in any sub-*/sub-*_sessions.tsv" in capsys.readouterr().err
-
-
 def test_labels_per_session_from_sessions_tsv(tmp_path):
     from bids_pscore.train import label_of
 
