@@ -142,3 +142,19 @@ def test_truth_is_read_only_from_what_bids_pscore_synth_made_and_flags_are_split
     description = other / GROUNDTRUTH / "dataset_description.json"
     description.write_text(description.read_text().replace("bids_pscore-synth", "fmriprep"))
     assert read_truth(other) is None and read_truth(tmp_path) is None
+
+
+def test_a_truth_table_names_the_largest_misses_and_counts_the_rest():
+    from bids_pscore.groundtruth import SessionTruth, check_flags
+    from bids_pscore.report.html import MISSES_LISTED, truth_cells
+
+    labels = region_table()["label"].to_numpy()
+    loss = np.zeros(len(labels))
+    loss[:20] = np.linspace(0.11, 0.30, 20)  # 20 truly atrophied regions, the largest loss at index 19
+    truth = SessionTruth("AD", "typical", 3.0, loss)
+    flagged = np.zeros(len(labels), bool)
+    flagged[19] = True  # found the largest loss
+    *_, hits, misses, false_flags = truth_cells(truth, "AD", 0.9, check_flags(flagged, truth, labels), "normative")
+    assert hits.startswith(f"{labels[19]} (") and hits.endswith("lost 30%") and false_flags == "none"
+    assert misses.startswith(f"19 regions; the {MISSES_LISTED} largest losses: {labels[18]} (") and f"; and {19 - MISSES_LISTED} more" in misses
+    assert f"{labels[18 - MISSES_LISTED]} (" not in misses and f"{labels[18 - MISSES_LISTED + 1]} (" in misses

@@ -48,15 +48,23 @@ TRUTH_COLUMNS = ("truth", "called (AD probability)", "right", "flags checked", "
                  "truly atrophied, not flagged (missed)", "flagged, not truly atrophied (false flags)")  # fmt: skip
 
 
+# how many missed regions a truth table lists by name
+MISSES_LISTED = 8
+
+
 def truth_cells(session_truth, predicted_class, ad_probability, check, kind):
     """A session's truth beside its result, as TRUTH_COLUMNS (groundtruth.check_flags made ``check``)."""
     from ..groundtruth import called_right
 
-    def listed(regions):
-        return ", ".join(f"{region_name(label)}: lost {loss:.0%}" for label, loss in regions) or "none"
+    def listed(regions, at_most=None):
+        shown = regions[:at_most]  # largest loss first (groundtruth.check_flags)
+        text = ", ".join(f"{region_name(label)}: lost {loss:.0%}" for label, loss in shown) or "none"
+        more = len(regions) - len(shown)
+        # the misses run to 80 regions or more: the largest, then a count (the truth's regions.tsv has them all)
+        return text if not more else f"{len(regions)} regions; the {len(shown)} largest losses: {text}; and {more} more (derivatives/groundtruth)"
 
     return (session_truth.describe(), f"{predicted_class} ({ad_probability:.2f})", "yes" if called_right(predicted_class, session_truth) else "NO",
-            kind, listed(check.hits), listed(check.misses), listed(check.false_flags))  # fmt: skip
+            kind, listed(check.hits), listed(check.misses, MISSES_LISTED), listed(check.false_flags))  # fmt: skip
 
 
 def truth_note():
