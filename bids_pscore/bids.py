@@ -65,7 +65,8 @@ def clean_label(label, prefix):
 
 
 def source_entities(path):
-    """The entities of a BIDS file name that outputs keep, e.g. {'sub': '01', 'run': '2'}."""
+    """The entities of a BIDS file name that outputs keep, e.g. {'sub': '01', 'run': '2'}: of a raw
+    T1w, or of the T1w behind any of its outputs (the inverse of ``session_outputs``)."""
     pairs = dict(part.split("-", 1) for part in Path(path).name.split("_") if "-" in part)
     return {key: pairs[key] for key in SOURCE_ENTITIES if key in pairs}
 
@@ -475,84 +476,133 @@ def ages_and_sexes(bids_dir, t1w_inputs):
     return ages, sexes
 
 
-def derivative_path(entities, suffix, extension, **derived):
-    """Relative path of an output named after its source entities plus this app's own."""
+@dataclass(frozen=True)
+class Output:
+    """How one file of a session's outputs is named, which step writes it and what it is."""
+
+    step: str  # what writes it (the steps of session_outputs)
+    suffix: str
+    extension: str
+    role: str  # what the file is, in words (the report's links)
+    desc: str | None = None
+    space: str | None = None  # "grid": space-<template>_res-1p5; "native": space-T1w; "xfm": from-T1w_to-<template>_mode-image
+    atlas: bool = False  # atlas-<atlas>: a table or map over the atlas's regions
+    figure: bool = False  # a report's figure, in sub-<label>/figures/
+
+    @property
+    def sidecar(self):
+        """Whether the file has a JSON sidecar (bids.sidecar_path): every data file that is not JSON itself."""
+        return not self.figure and self.extension != ".json"
+
+
+# Every file the participant level writes for one T1w, in the order Sources and the report's links list
+# them: the one description of a session's outputs, from which the sink, the writers of derivatives.py,
+# remove_outputs, --reports-only, the group reader and the reports take every name.
+PREPROCESSING, CHECKS, QC, PSCORE, RELEVANCE, NORMATIVE, FIGURES = "preprocessing", "checks", "qc", "pscore", "relevance", "normative", "figures"
+SESSION_OUTPUTS = {
+    # the preprocessing workflow's sink
+    "t1w_grid": Output(PREPROCESSING, "T1w", ".nii.gz", "preprocessed T1w on the template grid", desc="preproc", space="grid"),
+    "mask_grid": Output(PREPROCESSING, "mask", ".nii.gz", "brain mask on the template grid", desc="brain", space="grid"),
+    "mask_native": Output(PREPROCESSING, "mask", ".nii.gz", "brain mask in the T1w's own space", desc="brain", space="native"),
+    "xfm_affine": Output(PREPROCESSING, "xfm", ".mat", "affine transform, T1w to template", desc="affine", space="xfm"),
+    "xfm_warp": Output(PREPROCESSING, "xfm", ".nii.gz", "non-linear warp, T1w to template", desc="warp", space="xfm"),
+    # the report's preprocessing checks, drawn by the workflow (fMRIPrep's reportlets)
+    "figure_brainmask": Output(CHECKS, "T1w", ".png", "brain mask check", desc="brainmask", figure=True),
+    "figure_registration": Output(CHECKS, "T1w", ".png", "registration check", desc="registration", figure=True),
+    # the quality gate's record (bids_pscore.qc)
+    "qc": Output(QC, "qc", ".json", "image quality gate record (JSON)"),
+    # the P-scores (SPEC section 8)
+    "cube_table": Output(PSCORE, "pscore", ".tsv", "cube P-scores (TSV)", desc="cubes", space="grid"),
+    "voxel_map": Output(PSCORE, "pscore", ".nii.gz", "voxel-level P-score map", desc="voxel", space="grid"),
+    "region_table": Output(PSCORE, "pscore", ".tsv", "region P-scores (TSV)", desc="regions", atlas=True),
+    # not desc-regions: the region table's sidecar (a subset of its entities) would describe it
+    "region_map": Output(PSCORE, "pscore", ".nii.gz", "region-level P-score map", desc="regionmap", space="grid", atlas=True),
+    "summary": Output(PSCORE, "pscore", ".json", "P-score summary (JSON)", desc="summary"),
+    # the relevance-weighted P-scores (docs/relevance.md)
+    "relevance_voxel_map": Output(RELEVANCE, "pscore", ".nii.gz", "relevance-weighted voxel-level P-score map", desc="relevancevoxel", space="grid"),
+    "relevance_region_table": Output(RELEVANCE, "pscore", ".tsv", "relevance-weighted region P-scores (TSV)", desc="relevanceregions", atlas=True),
+    "relevance_region_map": Output(RELEVANCE, "pscore", ".nii.gz", "relevance-weighted region-level P-score map", desc="relevanceregionmap",
+                                   space="grid", atlas=True),
+    "relevance_summary": Output(RELEVANCE, "pscore", ".json", "relevance-weighted P-score summary (JSON)", desc="relevancesummary"),
+    # the comparison with the normative reference (SPEC 10)
+    "normative_voxel_map": Output(NORMATIVE, "normative", ".nii.gz", "deviation from healthy people, voxel z map", desc="zmap", space="grid"),
+    "normative_region_table": Output(NORMATIVE, "normative", ".tsv", "regions against healthy people (TSV)", desc="regions", atlas=True),
+    # the subject report's figures of the scores
+    "voxel_figure": Output(FIGURES, "pscore", ".png", "voxel-level P-score figure", desc="voxel", figure=True),
+    "region_figure": Output(FIGURES, "pscore", ".png", "region-level P-score figure", desc="regions", figure=True),
+    "bars_figure": Output(FIGURES, "bars", ".png", "ranked region P-scores figure", desc="regions", figure=True),
+    "normative_figure": Output(FIGURES, "normative", ".png", "deviation from healthy people figure", desc="zmap", figure=True),
+    "relevance_voxel_figure": Output(FIGURES, "pscore", ".png", "relevance-weighted voxel-level P-score figure", desc="relevancevoxel", figure=True),
+    "relevance_region_figure": Output(FIGURES, "pscore", ".png", "relevance-weighted region-level P-score figure", desc="relevanceregions",
+                                      figure=True),
+    "relevance_bars_figure": Output(FIGURES, "bars", ".png", "ranked relevance-weighted region P-scores figure", desc="relevanceregions",
+                                    figure=True),
+}  # fmt: skip
+# what the preprocessing leaves (the sink, the quality gate) and what the scoring and the report add
+PREPROCESSING_STEPS = (PREPROCESSING, CHECKS, QC)
+SCORING_STEPS = (PSCORE, RELEVANCE, NORMATIVE, FIGURES)
+ATLAS = "Brainnetome"
+
+
+def derivative_path(entities, suffix, extension, figure=False, **derived):
+    """Relative path of an output named after its source entities plus this app's own: in
+    sub-<label>/[ses-<label>/]anat/, or with ``figure`` in sub-<label>/figures/."""
     named = {k: entities[k] for k in SOURCE_ENTITIES if k in entities} | {k: v for k, v in derived.items() if v is not None}
     # BIDS order across both: chunk, a source entity, comes after space
     parts = [f"{k}-{named[k]}" for k in OUTPUT_ENTITY_ORDER if k in named]
     folder = Path(f"sub-{entities['sub']}")
-    if "ses" in entities:
-        folder /= f"ses-{entities['ses']}"
-    return folder / "anat" / ("_".join(parts + [suffix]) + extension)
+    if figure:
+        folder /= "figures"
+    else:
+        folder = (folder / f"ses-{entities['ses']}" if "ses" in entities else folder) / "anat"
+    return folder / ("_".join(parts + [suffix]) + extension)
 
 
-def preproc_paths(entities, template):
-    """Relative paths of the preprocessing derivatives of one T1w (SPEC section 8)."""
-    grid = dict(space=template, res=GRID_RES_LABEL)
-    xfm = {"from": "T1w", "to": template, "mode": "image"}
-    return {
-        "t1w_grid": derivative_path(entities, "T1w", ".nii.gz", desc="preproc", **grid),
-        "mask_grid": derivative_path(entities, "mask", ".nii.gz", desc="brain", **grid),
-        "mask_native": derivative_path(entities, "mask", ".nii.gz", space=NATIVE_SPACE, desc="brain"),
-        "xfm_affine": derivative_path(entities, "xfm", ".mat", desc="affine", **xfm),
-        "xfm_warp": derivative_path(entities, "xfm", ".nii.gz", desc="warp", **xfm),
-    }
+def output_path(entities, key, template=None, atlas=ATLAS):
+    """Relative path of one file of a T1w's outputs (``key`` of SESSION_OUTPUTS); ``template`` names
+    the files on its grid and the transforms to it, and only those."""
+    output = SESSION_OUTPUTS[key]
+    if output.space in ("grid", "xfm") and template is None:
+        raise ValueError(f"the name of {key} holds the template: give it")
+    derived = {
+        None: {},
+        "grid": dict(space=template, res=GRID_RES_LABEL),
+        "native": dict(space=NATIVE_SPACE),
+        "xfm": {"from": "T1w", "to": template, "mode": "image"},
+    }[output.space]
+    return derivative_path(entities, output.suffix, output.extension, output.figure, atlas=atlas if output.atlas else None, desc=output.desc,
+                           **derived)  # fmt: skip
 
 
-def figure_path(entities, desc, suffix):
-    """Relative path of a report figure of one T1w: sub-<label>/figures/<entities>_desc-<desc>_<suffix>.png."""
-    stem = "_".join(f"{k}-{entities[k]}" for k in SOURCE_ENTITIES if k in entities)
-    return Path(f"sub-{entities['sub']}") / "figures" / f"{stem}_desc-{desc}_{suffix}.png"
+def session_outputs(entities, template, *steps, atlas=ATLAS):
+    """{key: relative path} of every file of one T1w's outputs (SESSION_OUTPUTS), or of those that
+    ``steps`` write. Its inverse is ``source_entities``: the T1w's entities from any of these paths."""
+    return {key: output_path(entities, key, template, atlas) for key, output in SESSION_OUTPUTS.items() if not steps or output.step in steps}
 
 
-def preproc_figure_paths(entities):
-    """The report's preprocessing checks, drawn by the workflow (fMRIPrep's reportlets)."""
-    return {
-        "figure_brainmask": figure_path(entities, "brainmask", "T1w"),
-        "figure_registration": figure_path(entities, "registration", "T1w"),
-    }
+def with_sidecars(outputs):
+    """The files of ``session_outputs``' answer: each path, then its JSON sidecar where it has one."""
+    files = []
+    for key, relpath in outputs.items():
+        files += [relpath, sidecar_path(relpath)] if SESSION_OUTPUTS[key].sidecar else [relpath]
+    return files
 
 
-def pscore_paths(entities, template, atlas="Brainnetome"):
-    """Relative paths of the P-score derivatives of one T1w (SPEC section 8)."""
-    grid = dict(space=template, res=GRID_RES_LABEL)
-    return {
-        "cube_table": derivative_path(entities, "pscore", ".tsv", desc="cubes", **grid),
-        "voxel_map": derivative_path(entities, "pscore", ".nii.gz", desc="voxel", **grid),
-        "region_table": derivative_path(entities, "pscore", ".tsv", atlas=atlas, desc="regions"),
-        # not desc-regions: the region table's sidecar (a subset of its entities) would describe it
-        "region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="regionmap", **grid),
-        "summary": derivative_path(entities, "pscore", ".json", desc="summary"),
-    }
+def t1w_name(entities):
+    """The scored T1w's name without its suffix, e.g. 'sub-01_ses-1_run-2': the start of each of its outputs' names."""
+    return "_".join(f"{k}-{entities[k]}" for k in SOURCE_ENTITIES if k in entities)
 
 
-def qc_path(entities):
-    """Relative path of the quality gate's record of one T1w (bids_pscore.qc)."""
-    return derivative_path(entities, "qc", ".json")
+def subject_report_path(subject):
+    """Relative path of a subject's report (its figures: SESSION_OUTPUTS' in sub-<label>/figures/)."""
+    return Path(f"sub-{subject}.html")
 
 
-def relevance_paths(entities, template, atlas="Brainnetome"):
-    """Relative paths of the relevance-weighted P-score derivatives of one T1w (docs/relevance.md)."""
-    grid = dict(space=template, res=GRID_RES_LABEL)
-    return {
-        "relevance_voxel_map": derivative_path(entities, "pscore", ".nii.gz", desc="relevancevoxel", **grid),
-        "relevance_region_table": derivative_path(entities, "pscore", ".tsv", atlas=atlas, desc="relevanceregions"),
-        "relevance_region_map": derivative_path(entities, "pscore", ".nii.gz", atlas=atlas, desc="relevanceregionmap", **grid),
-        "relevance_summary": derivative_path(entities, "pscore", ".json", desc="relevancesummary"),
-    }
+# the model's figure, the same in every subject's report
+MODEL_FIGURE = Path("figures") / "model_desc-cubeweights.png"
 
 
-def normative_paths(entities, template, atlas="Brainnetome"):
-    """Relative paths of the normative derivatives of one T1w (SPEC 10): the voxel-wise deviation map
-    and the region table."""
-    grid = dict(space=template, res=GRID_RES_LABEL)
-    return {
-        "normative_voxel_map": derivative_path(entities, "normative", ".nii.gz", desc="zmap", **grid),
-        "normative_region_table": derivative_path(entities, "normative", ".tsv", atlas=atlas, desc="regions"),
-    }
-
-
-def atlas_paths(template, atlas="Brainnetome"):
+def atlas_paths(template, atlas=ATLAS):
     """Root-level atlas files (BIDS 1.11): the label image on the grid, its look-up table, the
     sidecar of both, and the atlas description."""
     stem = f"space-{template}_atlas-{atlas}_res-{GRID_RES_LABEL}_dseg"
@@ -565,20 +615,13 @@ def atlas_paths(template, atlas="Brainnetome"):
 
 
 def summary_files(output_dir):
-    """Every participant-level summary in an output folder (one per scored T1w)."""
-    return sorted(Path(output_dir).glob("sub-*/**/anat/*_desc-summary_pscore.json"))
-
-
-def region_table_of(summary_path):
-    """The region table written beside a summary."""
-    prefix = Path(summary_path).name.split("_desc-summary")[0]
-    return Path(summary_path).with_name(f"{prefix}_atlas-Brainnetome_desc-regions_pscore.tsv")
-
-
-def normative_table_of(summary_path):
-    """The normative region table written beside a summary."""
-    prefix = Path(summary_path).name.split("_desc-summary")[0]
-    return Path(summary_path).with_name(f"{prefix}_atlas-Brainnetome_desc-regions_normative.tsv")
+    """Every participant-level summary in an output folder (one per scored T1w), named exactly as
+    session_outputs names it (a file that only ends like one, e.g. with an entity it has not, is not one)."""
+    root = Path(output_dir)
+    summary = SESSION_OUTPUTS["summary"]
+    found = root.glob(f"sub-*/**/anat/*_desc-{summary.desc}_{summary.suffix}{summary.extension}")
+    return sorted(path for path in found for entities in [source_entities(path)]
+                  if "sub" in entities and output_path(entities, "summary") == path.relative_to(root))  # fmt: skip
 
 
 # the group level's outputs, under <output_dir>/group/ (a subset's beside it: group.group_folder; both in .bidsignore)

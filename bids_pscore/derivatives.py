@@ -136,7 +136,7 @@ def output_readme(bids_dir):
 
 
 def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
-    """JSON sidecars of the preprocessing derivatives, keyed like ``preproc_paths``."""
+    """JSON sidecars of the preprocessing derivatives, keyed like their ``bids.session_outputs``."""
     raw = bids.raw_uri(t1w_relpath)
     template = params["template"]
     grid = grid_metadata(template)
@@ -306,26 +306,21 @@ def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, 
     })  # fmt: skip
 
 
-def _score_paths(entities, template):
-    """Every output the scoring of one T1w may write, relative to the output folder."""
-    return {**bids.pscore_paths(entities, template), **bids.relevance_paths(entities, template), **bids.normative_paths(entities, template)}
-
-
 def remove_outputs(output_dir, entities, template, preprocessing=True):
-    """Delete the scores of one T1w and its sidecars, with its preprocessing unless told not to:
-    what failed in this run must not leave an earlier run's outputs to be taken for current, and a
-    rescore replaces the whole set (a file an earlier model wrote and this one does not would be
-    taken for this model's). The summary goes first: without it neither the group level nor the
-    reports take the other files for a scored session. Returns the number of files removed."""
-    paths = _score_paths(entities, template)
-    if preprocessing:
-        paths.update(bids.preproc_paths(entities, template), qc=bids.qc_path(entities))
+    """Delete the scores of one T1w (bids.SCORING_STEPS) and their sidecars, with its preprocessing
+    unless told not to: what failed in this run must not leave an earlier run's outputs to be taken
+    for current, and a rescore replaces the whole set (a file an earlier model wrote and this one
+    does not would be taken for this model's). The summary goes first: without it neither the group
+    level nor the reports take the other files for a scored session. Returns the number of files removed."""
+    steps = bids.SCORING_STEPS + (bids.PREPROCESSING_STEPS if preprocessing else ())
+    outputs = bids.session_outputs(entities, template, *steps)
+    first = {"summary": outputs.pop("summary")}
     removed = 0
-    for key in sorted(paths, key=lambda k: k != "summary"):
-        for path in {Path(output_dir) / paths[key], Path(output_dir) / bids.sidecar_path(paths[key])}:
-            if path.is_file():
-                path.unlink()
-                removed += 1
+    for relpath in bids.with_sidecars(first | outputs):
+        path = Path(output_dir) / relpath
+        if path.is_file():
+            path.unlink()
+            removed += 1
     return removed
 
 
@@ -352,8 +347,8 @@ def write_session(
     adds the regions flagged against the normative reference to the summary.
     """
     root = Path(output_dir)
-    paths = {k: root / v for k, v in bids.pscore_paths(entities, template).items()}
-    sources = [bids.raw_uri(t1w_relpath)] + [bids.own_uri(p) for p in bids.preproc_paths(entities, template).values()]
+    paths = {k: root / v for k, v in bids.session_outputs(entities, template, bids.PSCORE).items()}
+    sources = [bids.raw_uri(t1w_relpath)] + [bids.own_uri(p) for p in bids.session_outputs(entities, template, bids.PREPROCESSING).values()]
 
     cubes = pd.DataFrame(cube_bounds())
     cubes["brain_voxels"] = scores.brain_voxels[0]
@@ -436,8 +431,8 @@ def write_normative(output_dir, entities, template, deviation, summary, model_ca
     """Write one session's comparison with the normative reference (SPEC 10): the voxel-wise
     deviation map and the region table; return their paths."""
     root = Path(output_dir)
-    paths = {k: root / v for k, v in bids.normative_paths(entities, template).items()}
-    sources = [bids.raw_uri(t1w_relpath), bids.own_uri(bids.preproc_paths(entities, template)["t1w_grid"])]
+    paths = {k: root / v for k, v in bids.session_outputs(entities, template, bids.NORMATIVE).items()}
+    sources = [bids.raw_uri(t1w_relpath), bids.own_uri(bids.output_path(entities, "t1w_grid", template))]
     regions = bn_atlas.region_table()[["index", "label", "name", "hemisphere", "lobe", "gyrus"]].copy()
     for feature in deviation.region_z:
         regions[feature] = deviation.region_value[feature]
@@ -460,9 +455,9 @@ def write_relevance(output_dir, entities, template, scores, voxel_map, region_ma
     """Write the relevance-weighted voxel, region and whole-brain outputs of one session beside
     SPEC's (which stay as they are); return their paths. ``method`` says how the relevance was made."""
     root = Path(output_dir)
-    paths = {k: root / v for k, v in bids.relevance_paths(entities, template).items()}
-    sources = [bids.raw_uri(t1w_relpath)] + [bids.own_uri(p) for p in bids.preproc_paths(entities, template).values()]
-    sources.append(bids.own_uri(bids.pscore_paths(entities, template)["cube_table"]))
+    paths = {k: root / v for k, v in bids.session_outputs(entities, template, bids.RELEVANCE).items()}
+    sources = [bids.raw_uri(t1w_relpath)] + [bids.own_uri(p) for p in bids.session_outputs(entities, template, bids.PREPROCESSING).values()]
+    sources.append(bids.own_uri(bids.output_path(entities, "cube_table", template)))
     spread = ("P_voxel_rel: each selected cube's P_cube spread over its brain voxels in proportion to their relevance to the "
               f"cube's classifier ({method}; docs/relevance.md); 0 outside the brain")  # fmt: skip
     keys = ("relevance_region_table", "relevance_voxel_map", "relevance_region_map", "relevance_summary")

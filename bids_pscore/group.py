@@ -85,12 +85,15 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
             model_sha256 = model["SHA256"]  # read here, so that a summary without it is left out like any other damaged one
             scored = {"ad_probability": float(summary["ADProbability"]), "predicted_class": str(summary["PredictedClass"]),
                       "lambda": float(summary["Lambda"])}  # fmt: skip
-            table = pd.read_csv(bids.region_table_of(path), sep="\t", usecols=["p_region", "p_region_norm"])
+            entities = bids.source_entities(path)
+            # the session's other files, named by the one description of its outputs
+            outputs = bids.session_outputs(entities, summary["Space"], bids.PSCORE, bids.NORMATIVE)
+            table = pd.read_csv(Path(output_dir) / outputs["region_table"], sep="\t", usecols=["p_region", "p_region_norm"])
             if len(table) != 246 or table.isna().any().any():
                 raise ValueError(f"{len(table)} rows, {int(table.isna().sum().sum())} missing values")
             deviation = None
             if "Normative" in summary:
-                z = pd.read_csv(bids.normative_table_of(path), sep="\t", usecols=["grey_level_z", "atrophic"])
+                z = pd.read_csv(Path(output_dir) / outputs["normative_region_table"], sep="\t", usecols=["grey_level_z", "atrophic"])
                 if len(z) != 246 or z.isna().any().any():
                     raise ValueError(f"normative table: {len(z)} rows, {int(z.isna().sum().sum())} missing values")
                 deviation = (z["grey_level_z"].to_numpy(float), z["atrophic"].astype(str).str.lower().eq("true").to_numpy(),
@@ -99,14 +102,13 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
             damaged.append(f"{path.name}: unreadable or incomplete outputs ({str(exc).splitlines()[0][:120]}); "
                            "run the participant level again for this session")  # fmt: skip
             continue
-        entities = bids.source_entities(path)
         models.setdefault(model_sha256, (model, path))
         raw.append(table["p_region"].to_numpy())
         norm.append(table["p_region_norm"].to_numpy())
         deviations.append(deviation)
         rows.append({
             "participant_id": f"sub-{entities['sub']}", "session_id": f"ses-{entities['ses']}" if "ses" in entities else "n/a",
-            "t1w": path.name.split("_desc-summary")[0], "sub": entities["sub"], "ses": entities.get("ses"),
+            "t1w": bids.t1w_name(entities), "sub": entities["sub"], "ses": entities.get("ses"),
             **scored, "row": len(rows),
         })  # fmt: skip
     if len(models) > 1:

@@ -39,7 +39,7 @@ def model_card(bundle):
 @dataclass
 class SessionResult:
     t1w: bids.T1wInput
-    paths: dict  # every derivative of the session, relative to the output folder
+    paths: dict  # every derivative of the session ({key of bids.SESSION_OUTPUTS: path}), relative to the output folder
     whole: float
     ad_probability: float
     predicted_class: str
@@ -77,7 +77,7 @@ def gate_record(item, source_dir, template, thresholds):
     from . import qc
     from .preprocess.steps import template_on_grid, tissue_on_grid
 
-    paths = bids.preproc_paths(item.entities, template)
+    paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING)
     brain = read_preprocessed(source_dir / paths["t1w_grid"])
     mask = read_preprocessed(source_dir / paths["mask_grid"]) > 0
     native = read_preprocessed(source_dir / paths["mask_native"])
@@ -91,7 +91,7 @@ def gate_record(item, source_dir, template, thresholds):
 def quality_gate(item, output_dir, template, thresholds):
     """The quality gate's record of one preprocessed T1w, written beside its outputs."""
     record = gate_record(item, output_dir, template, thresholds)
-    write_json(output_dir / bids.qc_path(item.entities), {**record, "Sources": [bids.raw_uri(item.relpath)]})
+    write_json(output_dir / bids.output_path(item.entities, "qc"), {**record, "Sources": [bids.raw_uri(item.relpath)]})
     return record
 
 
@@ -171,10 +171,10 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
                 # garbage in must not come out as a score (the image itself, the mask and the QC record stay)
                 message = "; ".join(gate["Failures"]) + " (--qc-thresholds loosens the gate)"
                 stopped[item.label] = Outcome(item.label, "failed", failed_step="quality gate", message=message,
-                                              log=str(bids.qc_path(item.entities)))  # fmt: skip
+                                              log=str(bids.output_path(item.entities, "qc")))  # fmt: skip
                 log.warning("%s: NOT SCORED, failed the quality gate: %s", item.label, message)
                 continue
-            paths = bids.preproc_paths(item.entities, template)
+            paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING, bids.QC)
             image = read_preprocessed(output_dir / paths["t1w_grid"])
             mask = read_preprocessed(output_dir / paths["mask_grid"]) > 0
             scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes)
@@ -388,19 +388,22 @@ def read_session_result(output_dir, t1w, template):
     """A scored session's SessionResult read back from its outputs, or None if it has none."""
     import json
 
-    paths = {**bids.preproc_paths(t1w.entities, template), **bids.pscore_paths(t1w.entities, template)}
+    paths = bids.session_outputs(t1w.entities, template, bids.PREPROCESSING, bids.PSCORE)
     if not all((output_dir / p).is_file() for p in paths.values()):
         return None
     summary = json.loads((output_dir / paths["summary"]).read_text())
     relevance = None
-    relevance_paths = bids.relevance_paths(t1w.entities, template)
+    relevance_paths = bids.session_outputs(t1w.entities, template, bids.RELEVANCE)
     if all((output_dir / p).is_file() for p in relevance_paths.values()):
         paths.update(relevance_paths)
         weighted = json.loads((output_dir / relevance_paths["relevance_summary"]).read_text())
         relevance = {"whole": weighted["WholeBrainPScore"], "lambda": weighted["Lambda"], "degenerative": weighted["DegenerativeRegions"]}
-    gate = output_dir / bids.qc_path(t1w.entities)
-    measures = json.loads(gate.read_text())["Measures"] if gate.is_file() else None
-    normative_paths = bids.normative_paths(t1w.entities, template)
+    gate = bids.output_path(t1w.entities, "qc")
+    measures = None
+    if (output_dir / gate).is_file():
+        paths["qc"] = gate
+        measures = json.loads((output_dir / gate).read_text())["Measures"]
+    normative_paths = bids.session_outputs(t1w.entities, template, bids.NORMATIVE)
     if "Normative" in summary and all((output_dir / p).is_file() for p in normative_paths.values()):
         paths.update(normative_paths)
     return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],

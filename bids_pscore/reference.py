@@ -152,7 +152,7 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
             raise UsageError(f"{healthy_dir}: its raw dataset ({raw}) is not there; the ages and the T1w list come from it: "
                              "pass the raw BIDS dataset instead")  # fmt: skip
         t1w = bids.find_t1w(bids.load_layout(raw, validate=validate), participant_label)
-        t1w = [t for t in t1w if (healthy_dir / bids.preproc_paths(t.entities, params.template)["t1w_grid"]).is_file()]
+        t1w = [t for t in t1w if (healthy_dir / bids.output_path(t.entities, "t1w_grid", params.template)).is_file()]
         if not t1w:
             raise UsageError(f"{healthy_dir}: holds no preprocessed T1w of {raw}; run the participant level first")
         if recorded_params(t1w, healthy_dir, params.template) != params:

@@ -112,7 +112,7 @@ def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
             mask = image > 0
             yield normalise(image, mask, params.norm_percentile), mask
         else:
-            paths = bids.preproc_paths(item.entities, params.template)
+            paths = bids.session_outputs(item.entities, params.template, bids.PREPROCESSING)
             yield _on_grid(source_dir / paths["t1w_grid"]), _on_grid(source_dir / paths["mask_grid"]) > 0
 
 
@@ -136,7 +136,7 @@ def recorded_params(t1w_inputs, source_dir, template):
 
     found = {}
     for item in t1w_inputs:
-        sidecar = source_dir / bids.sidecar_path(bids.preproc_paths(item.entities, template)["t1w_grid"])
+        sidecar = source_dir / bids.sidecar_path(bids.output_path(item.entities, "t1w_grid", template))
         try:
             values = json.loads(sidecar.read_text())["PreprocessingParameters"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -304,9 +304,9 @@ def run(config):
     params = PreprocParams() if seed is None else PreprocParams(registration_seed=seed)
     if config.preprocessed is not None and not config.cat12_prefix:
         # every image is checked before any folder is made, so a missing one leaves nothing behind
-        missing = [str(Path(config.preprocessed) / paths[key]) for t in t1w_inputs
-                   for paths in [bids.preproc_paths(t.entities, params.template)] for key in ("t1w_grid", "mask_grid", "mask_native")
-                   if not (Path(config.preprocessed) / paths[key]).is_file()]  # fmt: skip
+        missing = [str(Path(config.preprocessed) / bids.output_path(t.entities, key, params.template)) for t in t1w_inputs
+                   for key in ("t1w_grid", "mask_grid", "mask_native")
+                   if not (Path(config.preprocessed) / bids.output_path(t.entities, key, params.template)).is_file()]  # fmt: skip
         if missing:
             raise UsageError(f"{config.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
                              "level for those T1w, or leave their subjects out with --participant-label")  # fmt: skip

@@ -60,14 +60,14 @@ def test_selection_by_subject_session_and_filter(dataset):
 
 def test_output_names_keep_the_source_entities():
     entities = bids.source_entities("sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz")
-    paths = bids.preproc_paths(entities, "MNI152NLin2009aSym")
+    paths = bids.session_outputs(entities, "MNI152NLin2009aSym", bids.PREPROCESSING)
     assert paths["t1w_grid"] == Path(
         "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-MNI152NLin2009aSym_res-1p5_desc-preproc_T1w.nii.gz"
     )
     assert paths["mask_native"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-T1w_desc-brain_mask.nii.gz")
     assert paths["xfm_warp"].name == "sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz"
     assert bids.sidecar_path(paths["xfm_warp"]).name.endswith("_desc-warp_xfm.json")
-    no_session = bids.preproc_paths(bids.source_entities("sub-03_T1w.nii.gz"), "X")
+    no_session = bids.session_outputs(bids.source_entities("sub-03_T1w.nii.gz"), "X", bids.PREPROCESSING)
     assert no_session["mask_grid"] == Path("sub-03/anat/sub-03_space-X_res-1p5_desc-brain_mask.nii.gz")
 
 
@@ -236,9 +236,8 @@ def test_t1w_told_apart_by_any_entity_bids_allows_get_apart_outputs_node_names_a
     found = bids.find_t1w(bids.load_layout(root))
     assert len(found) == 8
     assert len({t.ident for t in found}) == len({t.label for t in found}) == 8
-    for paths in (lambda t: bids.preproc_paths(t.entities, "X"), lambda t: bids.pscore_paths(t.entities, "X"), lambda t: bids.qc_path(t.entities),
-                  lambda t: bids.preproc_figure_paths(t.entities)):  # fmt: skip
-        assert len({str(paths(t)) for t in found}) == 8
+    for key in bids.SESSION_OUTPUTS:
+        assert len({bids.output_path(t.entities, key, "X") for t in found}) == 8
     # one workflow holds them all: nipype refused a second node of the same name
     wf = init_participant_wf(found, tmp_path / "out", PreprocParams(), {"template": "t.nii.gz", "coarse_template": "c.nii.gz"}, "wf")
     assert len([n for n in wf._graph.nodes() if n.name.endswith("_sink")]) == 8
@@ -252,7 +251,7 @@ def test_t1w_told_apart_by_any_entity_bids_allows_get_apart_outputs_node_names_a
     assert bids.SOURCE_ENTITIES == tuple(schema.objects.entities[e].name for e in schema.rules.entities if e in rule.entities)
     entities = bids.source_entities("sub-01_ses-1_task-a_acq-b_ce-c_rec-d_run-1_echo-2_part-mag_chunk-3_T1w.nii.gz")
     assert list(entities) == ["sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "part", "chunk"]
-    assert bids.preproc_paths(entities, "X")["t1w_grid"].name == (
+    assert bids.session_outputs(entities, "X", bids.PREPROCESSING)["t1w_grid"].name == (
         "sub-01_ses-1_task-a_acq-b_ce-c_rec-d_run-1_echo-2_part-mag_space-X_chunk-3_res-1p5_desc-preproc_T1w.nii.gz"
     )
 

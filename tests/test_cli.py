@@ -122,7 +122,7 @@ def test_a_broken_link_fails_only_its_t1w_and_a_failed_rerun_removes_its_old_out
     stale = {}
     for sub in ("01", "02"):  # what an earlier, successful run wrote
         entities = {"sub": sub}
-        for rel in [*bids.pscore_paths(entities, TEMPLATE).values(), bids.qc_path(entities)]:
+        for rel in [*bids.session_outputs(entities, TEMPLATE, bids.PSCORE).values(), bids.output_path(entities, "qc")]:
             stale[rel] = out_dir / rel
             stale[rel].parent.mkdir(parents=True, exist_ok=True)
             stale[rel].write_text("from an earlier run")

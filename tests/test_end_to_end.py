@@ -50,7 +50,7 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
     grid_atlas = np.asarray(nib.load(out / atlas_files["image"]).dataobj)
     assert len(lut) == 246
     for t1w in bids.find_t1w(bids.load_layout(bids_dir)):
-        paths = {**bids.preproc_paths(t1w.entities, TEMPLATE), **bids.pscore_paths(t1w.entities, TEMPLATE)}
+        paths = bids.session_outputs(t1w.entities, TEMPLATE, bids.PREPROCESSING, bids.PSCORE)
         for rel in paths.values():
             assert (out / rel).is_file(), rel
         for name in ("t1w_grid", "mask_grid", "voxel_map", "region_map"):
@@ -76,7 +76,7 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
             inside = grid_atlas == index
             assert regions.loc[regions["index"] == index, "p_region"].item() == pytest.approx(voxel[inside].mean(), rel=1e-4, abs=1e-9)
         # and so does the relevance-weighted one, with its own regions, normalisation and flags
-        relevance = bids.relevance_paths(t1w.entities, TEMPLATE)
+        relevance = bids.session_outputs(t1w.entities, TEMPLATE, bids.RELEVANCE)
         weighted = np.asarray(nib.load(out / relevance["relevance_voxel_map"]).dataobj)
         assert weighted.sum() == pytest.approx(cubes["p_cube"].sum(), rel=1e-3, abs=1e-4) and not np.allclose(weighted, voxel)
         weighted_regions = pd.read_csv(out / relevance["relevance_region_table"], sep="\t", na_values="n/a")
@@ -127,8 +127,8 @@ def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_pat
     assert cli.main([str(bids_dir), str(tmp_path / "out"), "participant", "-w", str(out.parent / "work"), "--model", str(model)]) == 0
     assert "relevance-weighted outputs are skipped" in capsys.readouterr().out
     for t1w in bids.find_t1w(bids.load_layout(bids_dir)):
-        assert not any((tmp_path / "out" / p).exists() for p in bids.relevance_paths(t1w.entities, TEMPLATE).values())
-        for rel in bids.pscore_paths(t1w.entities, TEMPLATE).values():
+        assert not any((tmp_path / "out" / p).exists() for p in bids.session_outputs(t1w.entities, TEMPLATE, bids.RELEVANCE).values())
+        for rel in bids.session_outputs(t1w.entities, TEMPLATE, bids.PSCORE).values():
             if rel.name.endswith(".nii.gz"):
                 with_feature, without = nib.load(out / rel), nib.load(tmp_path / "out" / rel)
                 assert np.array_equal(np.asarray(with_feature.dataobj), np.asarray(without.dataobj))

@@ -337,9 +337,9 @@ def test_damaged_outputs_and_tables_are_named_and_left_out_without_a_traceback(t
     out = tmp_path / "out"
     summaries = bids.summary_files(out)
     summaries[0].write_text("{not json")
-    region_table = bids.region_table_of(summaries[1])
+    region_table = out / bids.output_path(bids.source_entities(summaries[1]), "region_table")
     region_table.write_text("\n".join(region_table.read_text().splitlines()[:100]))  # truncated
-    bids.region_table_of(summaries[2]).unlink()
+    (out / bids.output_path(bids.source_entities(summaries[2]), "region_table")).unlink()
     (bids_dir / "participants.tsv").write_text("subject\tgroup\nsub-01\tAD\n")  # no participant_id
     sessions_tsv = next(bids_dir.glob("sub-*/sub-*_sessions.tsv"))
     sessions_tsv.write_text("session_id\tacq_time\nses-1\tyesterday\n")

@@ -29,8 +29,8 @@ def test_meaningless_images_are_measured_and_not_scored_while_the_head_is(tmp_pa
     printed = capsys.readouterr().out
     assert code == 1
     for t1w in bids.find_t1w(bids.load_layout(bids_dir, validate=False)):
-        record = json.loads((out / bids.qc_path(t1w.entities)).read_text())
-        summary = out / bids.pscore_paths(t1w.entities, TEMPLATE)["summary"]
+        record = json.loads((out / bids.output_path(t1w.entities, "qc")).read_text())
+        summary = out / bids.output_path(t1w.entities, "summary", TEMPLATE)
         if t1w.entities["sub"] == "01":
             assert record["Passed"] and summary.is_file()
         else:
@@ -38,8 +38,8 @@ def test_meaningless_images_are_measured_and_not_scored_while_the_head_is(tmp_pa
             assert f"{t1w.label}: NOT SCORED, failed the quality gate" in printed
             report = (out / f"sub-{t1w.entities['sub']}.html").read_text()
             assert "failed at step quality gate" in report
-    noise = json.loads((out / bids.qc_path({"sub": "02", "ses": "1"})).read_text())
-    t2like = json.loads((out / bids.qc_path({"sub": "03", "ses": "1"})).read_text())
+    noise = json.loads((out / bids.output_path({"sub": "02", "ses": "1"}, "qc")).read_text())
+    t2like = json.loads((out / bids.output_path({"sub": "03", "ses": "1"}, "qc")).read_text())
     assert any(f.startswith("template_correlation") for f in noise["Failures"])
     assert any(f.startswith("wm_gm_ratio") for f in t2like["Failures"])
     # the group level pools the scored head only

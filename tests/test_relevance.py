@@ -125,7 +125,7 @@ def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path, monkey
 
     template = "MNI152NLin2009aSym"
     item = T1wInput(tmp_path / "raw.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz", {"sub": "01"})
-    paths = bids.preproc_paths(item.entities, template)
+    paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING)
     mask = np.zeros(GRID_SHAPE, np.uint8)
     mask[20:100, 20:120, 15:100] = 1
     for key, data in (("t1w_grid", mask * np.float32(0.5)), ("mask_grid", mask)):
@@ -134,10 +134,10 @@ def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path, monkey
     monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
     bundle = participant.load_model()
     participant.score_sessions([item], tmp_path, bundle, template, None, tmp_path / "logs")
-    earlier = [*bids.relevance_paths(item.entities, template).values(), *bids.normative_paths(item.entities, template).values()]
+    earlier = list(bids.session_outputs(item.entities, template, bids.RELEVANCE, bids.NORMATIVE).values())
     assert all((tmp_path / rel).is_file() for rel in earlier)
 
     plain = {k: v for k, v in bundle.metadata.items() if k not in ("relevance", "normative")}
     participant.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=plain, normative=None), template, None, tmp_path / "logs")
     left = [rel for rel in earlier for path in (rel, bids.sidecar_path(rel)) if (tmp_path / path).exists()]
-    assert not left and all((tmp_path / rel).is_file() for rel in bids.pscore_paths(item.entities, template).values())
+    assert not left and all((tmp_path / rel).is_file() for rel in bids.session_outputs(item.entities, template, bids.PSCORE).values())

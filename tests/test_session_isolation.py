@@ -27,7 +27,7 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
     def preprocessed(t1w_inputs, bids_dir, output_dir, *args):
         for ses in sessions:
             preprocessed_session(output_dir, ses)
-        cut_short(output_dir / bids.preproc_paths({"sub": "01", "ses": "2"}, TEMPLATE)["t1w_grid"])
+        cut_short(output_dir / bids.output_path({"sub": "01", "ses": "2"}, "t1w_grid", TEMPLATE))
         progress = Progress({t.ident: t.label for t in t1w_inputs})
         for outcome in progress.outcomes.values():
             outcome.status = "ok"  # nothing failed there
@@ -46,11 +46,11 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
     code = cli.main([str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work")])
     printed = capsys.readouterr()
     assert code == 1 and "Traceback" not in printed.out + printed.err
-    summaries = {ses: out / bids.pscore_paths({"sub": "01", "ses": ses}, TEMPLATE)["summary"] for ses in sessions}
+    summaries = {ses: out / bids.output_path({"sub": "01", "ses": ses}, "summary", TEMPLATE) for ses in sessions}
     assert summaries["1"].is_file() and summaries["4"].is_file()
     assert not summaries["2"].exists() and not summaries["3"].exists()
     # what was written of ses-3's set before the disk filled is gone with it
-    assert not any((out / p).exists() for p in bids.pscore_paths({"sub": "01", "ses": "3"}, TEMPLATE).values())
+    assert not any((out / p).exists() for p in bids.session_outputs({"sub": "01", "ses": "3"}, TEMPLATE, bids.PSCORE).values())
     # the run's final lines name each failed T1w, what failed and the fix
     final = printed.out[printed.out.index("2 of 4 T1w not scored") :]
     damaged = out / bids.preproc_paths({"sub": "01", "ses": "2"}, TEMPLATE)["t1w_grid"]
@@ -70,7 +70,7 @@ def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_p
     bundle = participant.load_model()
     item = preprocessed_session(tmp_path, "1")
     participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
-    paths = bids.pscore_paths(item.entities, TEMPLATE)
+    paths = bids.session_outputs(item.entities, TEMPLATE, bids.PSCORE)
     assert (tmp_path / paths["summary"]).is_file()
     earlier_table = (tmp_path / paths["region_table"]).stat().st_mtime_ns
 

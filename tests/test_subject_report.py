@@ -28,7 +28,7 @@ def preprocessed_session(out, ses, sub="01"):
     item = T1wInput(out / "raw.nii.gz", f"sub-{sub}/ses-{ses}/anat/sub-{sub}_ses-{ses}_T1w.nii.gz", {"sub": sub, "ses": ses})
     mask = np.zeros(GRID_SHAPE, np.uint8)
     mask[20:100, 20:120, 15:100] = 1
-    paths = bids.preproc_paths(item.entities, TEMPLATE)
+    paths = bids.session_outputs(item.entities, TEMPLATE, bids.PREPROCESSING)
     for key, rel in paths.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         if key in ("t1w_grid", "mask_grid", "mask_native"):
@@ -43,7 +43,7 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
     bundle = participant.load_model()
     first, second, other_model = (preprocessed_session(tmp_path, ses) for ses in ("1", "2", "3"))
     participant.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
-    summary_path = tmp_path / bids.pscore_paths(other_model.entities, TEMPLATE)["summary"]
+    summary_path = tmp_path / bids.output_path(other_model.entities, "summary", TEMPLATE)
     summary = json.loads(summary_path.read_text())
     summary["Model"]["SHA256"] = "another model"
     summary_path.write_text(json.dumps(summary))
@@ -69,7 +69,7 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     (report,), unwritten = participant.write_run_reports(tmp_path, [item], [item], results, {}, bundle.metadata, TEMPLATE,
                                                          participant.run_info(redraw, "now"))  # fmt: skip
     page = (tmp_path / report).read_text()
-    summary = json.loads((tmp_path / bids.pscore_paths(item.entities, TEMPLATE)["summary"]).read_text())
+    summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
     # every region the summary names is listed with its full name from the atlas table
     flagged = summary["AtrophicRegions"] + summary["DegenerativeRegions"]
     assert flagged, "the session should flag a region for this check to mean something"
@@ -89,7 +89,7 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     assert min(bundle.metadata["cube_weights"]) > 0 and "negative" not in page
     assert "the scale (x 1e-6) stops" in page
     # each kind of flag with its count as the summary JSONs have it and its false-flag rate from the model card
-    relevance = json.loads((tmp_path / bids.relevance_paths(item.entities, TEMPLATE)["relevance_summary"]).read_text())
+    relevance = json.loads((tmp_path / bids.output_path(item.entities, "relevance_summary", TEMPLATE)).read_text())
     counts = {kind: int(n) for kind, n in re.findall(r"<tr><td>([^<]+)</td><td>[^<]+</td><td>(\d+)</td>", page)}
     assert counts == {"P-score degenerative regions (patent)": summary["NumberOfDegenerativeRegions"],
                       "relevance-weighted degenerative regions": relevance["NumberOfDegenerativeRegions"],
@@ -102,4 +102,4 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     assert f"<tr><td>scored by run</td><td>{scoring_run} (its logs: logs/run-{scoring_run}/)" in page
     assert "<th>the run that drew this report</th>" in page
     assert "20000102-000000_4567cdef: --reports-only drew the reports again from the outputs on disk and keeps no log folder" in page
-    assert links[bids.pscore_paths(item.entities, TEMPLATE)["region_table"].as_posix()] == "region P-scores (TSV)"
+    assert links[bids.output_path(item.entities, "region_table", TEMPLATE).as_posix()] == "region P-scores (TSV)"

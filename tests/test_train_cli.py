@@ -43,7 +43,7 @@ def labelled_dataset(tmp_path, groups, noise=()):
         image = np.where(mask, brain, 0).astype(np.float32)
         if group == "AD":  # as strong as the template's own contrast, so that 3 epochs on 8 images learn it
             image[40:60, 60:80, 40:60] += 1.0
-        paths = bids.preproc_paths({"sub": f"{i:02d}"}, "MNI152NLin2009aSym")
+        paths = bids.session_outputs({"sub": f"{i:02d}"}, "MNI152NLin2009aSym", bids.PREPROCESSING)
         # the brain mask in the T1w's own space is the grid's here: the gate measures the brain's volume in it
         for key, data in (("t1w_grid", image), ("mask_grid", mask.astype(np.uint8)), ("mask_native", mask.astype(np.uint8))):
             (pre / paths[key]).parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +167,7 @@ def test_cat12_images_on_the_grid(tmp_path, capsys):
     cat12 = tmp_path / "cat12" / "mri"
     cat12.mkdir(parents=True)
     for i in range(1, len(groups) + 1):
-        paths = bids.preproc_paths({"sub": f"{i:02d}"}, "MNI152NLin2009aSym")
+        paths = bids.session_outputs({"sub": f"{i:02d}"}, "MNI152NLin2009aSym", bids.PREPROCESSING)
         data = 3.0 * nib.load(pre / paths["t1w_grid"]).get_fdata()  # CAT12's scale is not [0, 1]
         nib.Nifti1Image(data.astype(np.float32), GRID_AFFINE).to_filename(cat12 / f"smwp1sub-{i:02d}_T1w.nii")
     args = train_args(root, tmp_path, tmp_path / "cat12", "--cat12-prefix", "smwp1")
@@ -196,7 +196,7 @@ def test_first_session_is_the_lowest_label_as_a_number_and_subjects_without_t1w_
 
 def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path, capsys):
     root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6)
-    missing = pre / bids.preproc_paths({"sub": "03"}, "MNI152NLin2009aSym")["t1w_grid"]
+    missing = pre / bids.session_outputs({"sub": "03"}, "MNI152NLin2009aSym", bids.PREPROCESSING)["t1w_grid"]
     missing.unlink()
     assert main(train_args(root, tmp_path, pre)) == 2
     err = capsys.readouterr().err
@@ -206,7 +206,7 @@ def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path,
 
 def test_preprocessed_images_must_say_how_they_were_made_and_agree(tmp_path, capsys):
     root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6)
-    sidecar = pre / bids.sidecar_path(bids.preproc_paths({"sub": "04"}, "MNI152NLin2009aSym")["t1w_grid"])
+    sidecar = pre / bids.sidecar_path(bids.session_outputs({"sub": "04"}, "MNI152NLin2009aSym", bids.PREPROCESSING)["t1w_grid"])
     write_json(sidecar, {"PreprocessingParameters": {**RECORDED.to_dict(), "registration_seed": 8}})
     assert main(train_args(root, tmp_path, pre)) == 2
     err = capsys.readouterr().err

@@ -21,7 +21,7 @@ PARAMS = PreprocParams()
 
 
 def outputs_of(out_dir, relpath):
-    return {k: out_dir / v for k, v in bids.preproc_paths(bids.source_entities(relpath), PARAMS.template).items()}
+    return {k: out_dir / v for k, v in bids.session_outputs(bids.source_entities(relpath), PARAMS.template, bids.PREPROCESSING).items()}
 
 
 def check_grid_outputs(paths, mask_litres=(1.0, 2.0)):

@@ -302,11 +302,11 @@ class DerivativesSink(SimpleInterface):
         from ..fileio import copy_file, write_json, write_nifti
 
         params = self.inputs.params
-        paths = bids.preproc_paths(self.inputs.entities, params["template"])
+        paths = bids.session_outputs(self.inputs.entities, params["template"], bids.PREPROCESSING)
         sidecars = derivatives.preproc_sidecars(self.inputs.t1w_relpath, paths, params, self.inputs.input_skull_stripped)
         root = Path(self.inputs.output_dir)
         written = []
-        for key, relpath in paths.items():
+        for key, relpath in bids.session_outputs(self.inputs.entities, params["template"], bids.PREPROCESSING, bids.CHECKS).items():
             if key in GRID_IMAGES:
                 # the grid is the template's space: qform and sform say so (code 4), as in niworkflows
                 img = nib.load(getattr(self.inputs, key))
@@ -315,10 +315,9 @@ class DerivativesSink(SimpleInterface):
                 write_nifti(root / relpath, img)
             else:
                 copy_file(getattr(self.inputs, key), root / relpath)
-            write_json(root / bids.sidecar_path(relpath), sidecars[key])
-            written += [str(root / relpath), str(root / bids.sidecar_path(relpath))]
-        for key, relpath in bids.preproc_figure_paths(self.inputs.entities).items():
-            copy_file(getattr(self.inputs, key), root / relpath)
             written.append(str(root / relpath))
+            if bids.SESSION_OUTPUTS[key].sidecar:
+                write_json(root / bids.sidecar_path(relpath), sidecars[key])
+                written.append(str(root / bids.sidecar_path(relpath)))
         self._results["out_files"] = written
         return runtime

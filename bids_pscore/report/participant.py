@@ -25,34 +25,14 @@ from .html import TRUTH_COLUMNS, named_regions, region_name, render, truth_cells
 SMALL_BRAIN_VOXELS = 270_000
 
 
-# what each output of a session is, as the report's links name it (result.paths' keys are internal)
-OUTPUT_NAMES = {
-    "t1w_grid": "preprocessed T1w on the template grid",
-    "mask_grid": "brain mask on the template grid",
-    "mask_native": "brain mask in the T1w's own space",
-    "xfm_affine": "affine transform, T1w to template",
-    "xfm_warp": "non-linear warp, T1w to template",
-    "summary": "P-score summary (JSON)",
-    "cube_table": "cube P-scores (TSV)",
-    "voxel_map": "voxel-level P-score map",
-    "region_table": "region P-scores (TSV)",
-    "region_map": "region-level P-score map",
-    "relevance_summary": "relevance-weighted P-score summary (JSON)",
-    "relevance_voxel_map": "relevance-weighted voxel-level P-score map",
-    "relevance_region_table": "relevance-weighted region P-scores (TSV)",
-    "relevance_region_map": "relevance-weighted region-level P-score map",
-    "normative_voxel_map": "deviation from healthy people, voxel z map",
-    "normative_region_table": "regions against healthy people (TSV)",
-}
-
-
 def _load(path):
     return np.asarray(nib.load(path).dataobj, np.float32)
 
 
-def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
+def score_figures(out, image, mask, paths, threshold, kind):
     """Voxel map, region map and ranked regions of SPEC's even spread (``kind`` "") or of the
-    relevance-weighted spread ("relevance"); returns [(relative path, caption)]."""
+    relevance-weighted spread ("relevance"); ``paths`` hold the maps and the figures' names.
+    Returns [(relative path, caption)]."""
     key = f"{kind}_" if kind else ""
     voxel = _load(out / paths[f"{key}voxel_map"])
     regions = _load(out / paths[f"{key}region_map"])
@@ -61,7 +41,7 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
     spread = ("spread over its brain voxels in proportion to their relevance to the cube's classifier (docs/relevance.md)" if kind
               else "spread evenly over its brain voxels (SPEC)")  # fmt: skip
     drawn = []
-    name = figure_dir / f"{stem}_desc-{kind}voxel_pscore.png"
+    name = paths[f"{key}voxel_figure"]
     # a cube holding few brain voxels spreads its score over them and dwarfs the rest: scale to
     # the 99th percentile of the brain's voxels instead of the maximum
     limit = float(np.percentile(np.abs(voxel[mask]), 99)) if mask.any() else 0.0
@@ -72,7 +52,7 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
     drawn.append((name, f"Voxel-level {what}P-score: each selected cube's score {spread}; voxels of the cubes the model does not "
                         f"use carry none and are not coloured. Colours: {colours}; the scale{unit} stops at the 99th percentile of "
                         "the brain's absolute values, so a few voxels are above it."))  # fmt: skip
-    name = figure_dir / f"{stem}_desc-{kind}regions_pscore.png"
+    name = paths[f"{key}region_figure"]
     # cyan, since red outlines vanish in the red of the "hot" scale
     figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
                    title=f"{what}region-level P-score (normalised), degenerative regions outlined in cyan",
@@ -82,7 +62,7 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
                else f"no region is above lambda = {threshold:.2f}, so none is outlined")  # fmt: skip
     drawn.append((name, f"Normalised {what}region-level P-score over the anatomy (each region one colour, brighter is higher, "
                         f"regions scoring 0 not coloured); {flagged}."))  # fmt: skip
-    name = figure_dir / f"{stem}_desc-{kind}regions_bars.png"
+    name = paths[f"{key}bars_figure"]
     figures.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
                         f"normalised {what}region P-score", threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
     bars = (f"red bars are the regions above lambda = {threshold:.2f} (dashed line), the degenerative ones" if above
@@ -91,7 +71,7 @@ def score_figures(out, figure_dir, stem, image, mask, paths, threshold, kind):
     return drawn
 
 
-def normative_figure(out, figure_dir, stem, image, paths, summary):
+def normative_figure(out, image, paths, summary):
     """The voxel-wise deviation map with the atrophic regions outlined; returns [(path, caption)]."""
     from ..atlas import atlas_on_grid
     from ..pscore import paint_regions
@@ -99,7 +79,7 @@ def normative_figure(out, figure_dir, stem, image, paths, summary):
     z = _load(out / paths["normative_voxel_map"])
     table = pd.read_csv(out / paths["normative_region_table"], sep="\t")
     flagged = paint_regions(table["atrophic"].astype(str).str.lower().eq("true").to_numpy(float), atlas_on_grid())[0] > 0
-    name = figure_dir / f"{stem}_desc-zmap_normative.png"
+    name = paths["normative_figure"]
     # red is less tissue on this scale, so the flagged regions are outlined in yellow
     figures.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5, contour_colour="yellow",
                    title="deviation from healthy people (z), atrophic regions outlined in yellow",
@@ -129,12 +109,12 @@ def input_rows(t1w):
 def output_links(out, result):
     """[(plain name, path, its JSON sidecar or None)] of every output file of a session, the quality
     gate's record included; paths relative to the output folder, where the report is."""
-    files = [(OUTPUT_NAMES[key], Path(path)) for key, path in result.paths.items()]
-    files.append(("image quality gate record (JSON)", bids.qc_path(result.t1w.entities)))
     links = []
-    for name, path in files:
-        sidecar = None if path.suffix == ".json" else bids.sidecar_path(path)
-        links.append((name, path.as_posix(), sidecar.as_posix() if sidecar and (out / sidecar).is_file() else None))
+    for key, output in bids.SESSION_OUTPUTS.items():  # in the order of the description, however they were found
+        if key in result.paths:
+            path = Path(result.paths[key])
+            sidecar = bids.sidecar_path(path) if output.sidecar and (out / bids.sidecar_path(path)).is_file() else None
+            links.append((output.role, path.as_posix(), sidecar.as_posix() if sidecar else None))
     return links
 
 
@@ -154,15 +134,15 @@ def scored_by_run(run_id):
     return f"{run_id} (its logs: logs/run-{run_id}/)"
 
 
-def session_figures(output_dir, result, threshold, figure_dir):
+def session_figures(output_dir, result, threshold, template):
     """The figures of one session: the preprocessing checks the workflow drew, then the P-score
     figures drawn here; returns [(relative path, caption)] and warnings."""
     out = Path(output_dir)
-    stem = "_".join(f"{k}-{result.t1w.entities[k]}" for k in bids.SOURCE_ENTITIES if k in result.t1w.entities)
+    paths = {**result.paths, **bids.session_outputs(result.t1w.entities, template, bids.FIGURES)}
     image = _load(out / result.paths["t1w_grid"])
     mask = _load(out / result.paths["mask_grid"]) > 0
     drawn, warnings = [], []
-    checks = bids.preproc_figure_paths(result.t1w.entities)
+    checks = bids.session_outputs(result.t1w.entities, template, bids.CHECKS)
     for key, caption in (
         ("figure_brainmask", "Brain mask (red) over the bias-corrected T1w with its skull, in the T1w's own space: it should "
                              "follow the brain's edge, keeping no skull or dura and cutting no cortex or cerebellum."),
@@ -173,13 +153,13 @@ def session_figures(output_dir, result, threshold, figure_dir):
             drawn.append((checks[key], caption))
         else:
             warnings.append(f"{result.t1w.label}: {checks[key]} is missing (the preprocessing draws it): run the participant level again")
-    drawn += score_figures(out, figure_dir, stem, image, mask, result.paths, threshold, "")
+    drawn += score_figures(out, image, mask, paths, threshold, "")
     if "normative_voxel_map" in result.paths and result.normative:
-        drawn += normative_figure(out, figure_dir, stem, image, result.paths, result.normative)
+        drawn += normative_figure(out, image, paths, result.normative)
         if result.normative.get("Caution"):
             warnings.append(f"{result.t1w.label}: {result.normative['Caution']}")
     if "relevance_voxel_map" in result.paths:
-        drawn += score_figures(out, figure_dir, stem, image, mask, result.paths, result.relevance["lambda"], "relevance")
+        drawn += score_figures(out, image, mask, paths, result.relevance["lambda"], "relevance")
     if mask.sum() < SMALL_BRAIN_VOXELS:
         warnings.append(f"{result.t1w.label}: the brain mask on the grid holds {int(mask.sum())} voxels "
                         f"({mask.sum() * 1.5**3 / 1e6:.2f} L), too small for a brain: check skull stripping")  # fmt: skip
@@ -279,25 +259,24 @@ def truth_section(results, truth):
             "rows": [(r.t1w.label, *truth_cells(t, r.predicted_class, r.ad_probability, c, kind)) for r, t, c, kind in checked]}  # fmt: skip
 
 
-def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, weights_fig, run_info, truth=None):
+def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, template, weights_fig, run_info, truth=None):
     """Write sub-<subject>.html (``templates/subject.html``) and its figures; return the report's
     path relative to the output folder. ``weights_fig`` is the model's figure, drawn once, and its
     caption; ``truth`` (groundtruth.read_truth), when given, is shown beside the results."""
     out = Path(output_dir)
-    figure_dir = Path(f"sub-{subject}") / "figures"
     threshold = metadata["reference"]["lambda"]
     warnings = model_warnings(metadata)
     runs = scoring_runs(out)
     sessions = []
     for result in results:
-        drawn, extra = session_figures(out, result, threshold, figure_dir)
+        drawn, extra = session_figures(out, result, threshold, template)
         warnings += extra
         sessions.append({
             "label": result.t1w.label,
             "input": input_rows(result.t1w) + [("scored by run", scored_by_run(runs.get(result.t1w.relpath)))],
             "flags": flag_rows(result, metadata),
             "qc": ", ".join(f"{k} {v:g}" for k, v in result.qc.items()) if result.qc else None,
-            "qc_path": bids.qc_path(result.t1w.entities).as_posix(),
+            "qc_path": bids.output_path(result.t1w.entities, "qc").as_posix(),
             "figures": [(Path(p).as_posix(), c) for p, c in drawn],
             "files": output_links(out, result),
         })  # fmt: skip
@@ -316,7 +295,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         citation_md=CITATION_MD, citation_bib=CITATION_BIB, run_info=list(run_info.items()),
         software=sorted(derivatives.software_versions().items()),
     )  # fmt: skip
-    path = Path(f"sub-{subject}.html")
+    path = bids.subject_report_path(subject)
     write_text(out / path, page)
     return path
 
@@ -331,7 +310,7 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
 
     template_image = np.asarray(template_on_grid(template)[0].dataobj, np.float32)
     # the model's figure is the same for every subject: drawn once, beside the reports
-    weights_path = Path("figures") / "model_desc-cubeweights.png"
+    weights_path = bids.MODEL_FIGURE
     weights = np.zeros(N_CUBES)
     weights[metadata["selected_cubes"]] = metadata["cube_weights"]
     limit = float(np.abs(weights).max()) or 1.0
@@ -344,8 +323,8 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
     for sub in sorted({t.entities["sub"] for t in t1w_inputs}):
         try:
             written.append(write_subject_report(output_dir, sub, [t for t in t1w_inputs if t.entities["sub"] == sub],
-                                                [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, weights_fig,
+                                                [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, template, weights_fig,
                                                 run_info, truth))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one subject's report (a figure, a full disk) must not cost the others theirs
-            unwritten[f"sub-{sub}.html"] = exc
+            unwritten[bids.subject_report_path(sub).as_posix()] = exc
     return written, unwritten
