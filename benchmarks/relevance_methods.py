@@ -13,7 +13,6 @@ PREPROCESSED holds the grid images (bids_pscore-train -w WORK puts them in WORK/
 """
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -35,14 +34,19 @@ VARIANTS = [
 ]
 
 
-def grid_images(preprocessed):
-    """(participant_id, session_id, image path, mask path) of every grid image."""
+def grid_images(preprocessed, template):
+    """(participant_id, session_id, image path, mask path) of every grid image: each file named as
+    the participant level names a preprocessed T1w on ``template``'s grid."""
+    from bids_pscore import bids
+
     rows = []
-    for path in sorted(Path(preprocessed).rglob("*_res-1p5_desc-preproc_T1w.nii.gz")):
-        sub = re.search(r"sub-[^_]+", path.name).group(0)
-        ses = re.search(r"ses-[^_]+", path.name)
-        mask = path.with_name(path.name.replace("_desc-preproc_T1w", "_desc-brain_mask"))
-        rows.append((sub, ses.group(0) if ses else "n/a", path, mask))
+    for path in sorted(Path(preprocessed).rglob("sub-*_T1w.nii.gz")):
+        entities = bids.source_entities(path)
+        paths = bids.session_outputs(entities, template, bids.PREPROCESSING) if "sub" in entities else {}
+        if paths and path == Path(preprocessed) / paths["t1w_grid"]:
+            rows.append(
+                (f"sub-{entities['sub']}", f"ses-{entities['ses']}" if "ses" in entities else "n/a", path, Path(preprocessed) / paths["mask_grid"])
+            )
     return rows
 
 
@@ -78,7 +82,7 @@ def main():
     groups = pd.read_csv(opts.cohort / "participants.tsv", sep="\t").set_index("participant_id")["group"]
     truth = pd.read_csv(opts.cohort / "derivatives" / "groundtruth" / "regions.tsv", sep="\t")
 
-    images = grid_images(opts.preprocessed)
+    images = grid_images(opts.preprocessed, bundle.metadata["preprocessing"]["template"])
     load = lambda p: np.asarray(nib.load(p).dataobj, np.float32)  # noqa: E731
     controls = [row for row in images if split.get(row[0].removeprefix("sub-")) == "train" and groups[row[0]] == "CN"]
     control_mean = np.mean([cut_cubes(load(row[2]))[chosen] for row in controls], axis=0)[None]

@@ -98,22 +98,34 @@ def participant(bids_dir, out_dir, work_dir, model, labels):
     subprocess.run(cmd, check=False)
 
 
-# the region tables of each spread: SPEC's even one, and the relevance-weighted one when the model has it
-MAPS = {"even spread (SPEC)": ("desc-summary", "desc-regions"), "relevance-weighted": ("desc-relevancesummary", "desc-relevanceregions")}
+# the summary and region table of each spread (keys of bids.SESSION_OUTPUTS): SPEC's even one, and the
+# relevance-weighted one when the model has it
+MAPS = {"even spread (SPEC)": ("summary", "region_table"), "relevance-weighted": ("relevance_summary", "relevance_region_table")}
+
+
+def scored_sessions(out_dir):
+    """((participant_id, session_id), the session's outputs) of every scored session in ``out_dir``."""
+    from bids_pscore import bids
+
+    for summary_path in bids.summary_files(out_dir):
+        entities = bids.source_entities(summary_path)
+        template = json.loads(summary_path.read_text())["Space"]
+        yield (
+            (f"sub-{entities['sub']}", f"ses-{entities['ses']}"),
+            {k: Path(out_dir) / v for k, v in bids.session_outputs(entities, template).items()},
+        )
 
 
 def collect(out_dir):
     """Per session: summary values, and per map the normalised region scores and flags, from the participant outputs."""
     sessions, regions = [], {name: {} for name in MAPS}
-    for summary_path in sorted(Path(out_dir).glob("sub-*/ses-*/anat/*_desc-summary_pscore.json")):
-        sub, ses = summary_path.parts[-4], summary_path.parts[-3]
-        summary = json.loads(summary_path.read_text())
+    for (sub, ses), outputs in scored_sessions(out_dir):
+        summary = json.loads(outputs["summary"].read_text())
         row = {"participant_id": sub, "session_id": ses, "ad_probability": summary["ADProbability"], "whole": summary["WholeBrainPScore"]}
-        for name, (summary_desc, table_desc) in MAPS.items():
-            path = summary_path.with_name(summary_path.name.replace("desc-summary", summary_desc))
-            if path.is_file():
-                row[f"lambda {name}"] = json.loads(path.read_text())["Lambda"]
-                table = pd.read_csv(next(summary_path.parent.glob(f"*_atlas-Brainnetome_{table_desc}_pscore.tsv")), sep="\t")
+        for name, (summary_key, table_key) in MAPS.items():
+            if outputs[summary_key].is_file():
+                row[f"lambda {name}"] = json.loads(outputs[summary_key].read_text())["Lambda"]
+                table = pd.read_csv(outputs[table_key], sep="\t")
                 regions[name][(sub, ses)] = table.set_index("index")[["p_region_norm", "degenerative"]]
         sessions.append(row)
     return pd.DataFrame(sessions).set_index(["participant_id", "session_id"]), {k: v for k, v in regions.items() if v}
@@ -159,7 +171,7 @@ def normative_baselines(out_dir, sessions, is_ad, truth):
     template = PreprocParams().template
 
     def image(key):
-        path = Path(out_dir) / bids.preproc_paths({"sub": key[0].removeprefix("sub-"), "ses": key[1].removeprefix("ses-")}, template)["t1w_grid"]
+        path = Path(out_dir) / bids.output_path({"sub": key[0].removeprefix("sub-"), "ses": key[1].removeprefix("ses-")}, "t1w_grid", template)
         return np.asarray(nib.load(path).dataobj, np.float64)
 
     controls = [key for key, ad in zip(sessions, is_ad) if not ad]
@@ -196,10 +208,8 @@ LOSS_BINS = ((0.05, 0.10), (0.10, 0.20), (0.20, 0.30), (0.30, 1.01))
 
 def collect_normative(out_dir):
     """Per session, the normative region table (z per feature, atrophic), when the model has a reference."""
-    tables = {}
-    for path in sorted(Path(out_dir).glob("sub-*/ses-*/anat/*_atlas-Brainnetome_desc-regions_normative.tsv")):
-        tables[(path.parts[-4], path.parts[-3])] = pd.read_csv(path, sep="\t").set_index("index")
-    return tables
+    return {key: pd.read_csv(outputs["normative_region_table"], sep="\t").set_index("index")
+            for key, outputs in scored_sessions(out_dir) if outputs["normative_region_table"].is_file()}  # fmt: skip
 
 
 def normative_measures(tables, sessions, is_ad, losses, atrophied_from):
