@@ -53,7 +53,7 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
     assert not any((out / p).exists() for p in bids.session_outputs({"sub": "01", "ses": "3"}, TEMPLATE, bids.PSCORE).values())
     # the run's final lines name each failed T1w, what failed and the fix
     final = printed.out[printed.out.index("2 of 4 T1w not scored") :]
-    damaged = out / bids.preproc_paths({"sub": "01", "ses": "2"}, TEMPLATE)["t1w_grid"]
+    damaged = out / bids.output_path({"sub": "01", "ses": "2"}, "t1w_grid", TEMPLATE)
     assert f"sub-01 ses-2: scoring: {damaged}: cannot be read (" in final and "run the participant level again for this T1w" in final
     crash = next((out / "logs").glob("run-*/crash-scoring-sub_01_ses_2*.txt"))
     assert f"[log: {crash}]" in final and "Traceback" in crash.read_text()
@@ -113,7 +113,7 @@ def test_a_report_that_cannot_be_drawn_costs_only_its_subject(tmp_path, monkeypa
     code = cli.main(args)
     printed = capsys.readouterr()
     assert code == 1 and "Traceback" not in printed.out + printed.err
-    assert all((out / bids.pscore_paths({"sub": s, "ses": "1"}, TEMPLATE)["summary"]).is_file() for s in subjects)
+    assert all((out / bids.output_path({"sub": s, "ses": "1"}, "summary", TEMPLATE)).is_file() for s in subjects)
     assert "sub-02 ses-1" in (out / "sub-02.html").read_text()
     line = next(line for line in printed.out.splitlines() if "report NOT drawn" in line)
     assert f"{out / 'sub-01.html'}: report NOT drawn (" in line and "draw it again with --reports-only" in line
