@@ -69,6 +69,9 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     (report,), unwritten = participant.write_run_reports(tmp_path, [item], [item], results, {}, bundle.metadata, TEMPLATE,
                                                          participant.run_info(redraw, "now"))  # fmt: skip
     page = (tmp_path / report).read_text()
+    # every figure opens on its own, full size, for a reader to zoom into
+    shown = re.findall(r'<img src="([^"]+)"', page)
+    assert shown and all(f'<a href="{src}"' in page for src in shown)
     summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
     # every region the summary names is listed with its full name from the atlas table
     flagged = summary["AtrophicRegions"] + summary["DegenerativeRegions"]
