@@ -129,13 +129,33 @@ class Progress:
         return [o for o in self.outcomes.values() if o.status != "ok"]
 
 
+class _DebugCopy(logging.Handler):
+    """Every message of the package, debug ones included, with its time and module; held until the
+    log folder exists (``ConsoleCopy.keep_in``)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.held, self.file = [], None
+
+    def emit(self, record):
+        text = self.format(record) + "\n"
+        if self.file is None:
+            self.held.append(text)
+        else:
+            self.file.write(text)
+            self.file.flush()
+
+
 class ConsoleCopy:
     """What a run prints, also kept in its log folder (``logs/run-*/console.log``): a cluster job's
     output file is often lost, and the run's lines are its only account. Lines printed before the
-    folder exists are held and written first."""
+    folder exists are held and written first. Beside it, ``debug.log`` has every message of the
+    package at debug level whatever the run's verbosity, to read after a run that went wrong."""
 
     def __init__(self):
         self.console, self.held, self.file = sys.stdout, [], None
+        self.debug = _DebugCopy()
 
     def write(self, text):
         self.console.write(text)
@@ -154,18 +174,24 @@ class ConsoleCopy:
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open until the run ends (close)
         self.file.write("".join(self.held))
         self.held = []
+        self.debug.file = open(Path(path).with_name("debug.log"), "a", encoding="utf-8")  # noqa: SIM115 - as above
+        self.debug.file.write("".join(self.debug.held))
+        self.debug.held = []
 
     def __getattr__(self, name):  # fileno, isatty, encoding: the console's
         return getattr(self.console, name)
 
     def __enter__(self):
         sys.stdout = self
+        logging.getLogger(__package__).addHandler(self.debug)
         return self
 
     def __exit__(self, *exc):
         sys.stdout = self.console
-        if self.file is not None:
-            self.file.close()
+        logging.getLogger(__package__).removeHandler(self.debug)
+        for file in (self.file, self.debug.file):
+            if file is not None:
+                file.close()
 
 
 def error_message(crash_text):

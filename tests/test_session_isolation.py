@@ -60,6 +60,10 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
     assert "sub-01 ses-3: scoring: " in final and "No space left on device); free space there" in final
     page = (out / "sub-01.html").read_text()
     assert "sub-01 ses-1" in page and "sub-01 ses-4" in page and "No space left on device" in page
+    # the run's log folder keeps its messages at debug level too, which the console (default verbosity) did not show
+    (debug,) = (out / "logs").glob("run-*/debug.log")
+    assert "DEBUG bids_pscore.participant: sub-01 ses-4: " in debug.read_text() and "selected cubes hold brain" not in printed.out
+    assert "WARNING bids_pscore.participant: sub-01 ses-2: NOT SCORED, scoring failed: " in debug.read_text()
     assert [json.loads(summaries[s].read_text())["Model"]["Name"] for s in ("1", "4")] == ["demo-ixi"] * 2
 
 

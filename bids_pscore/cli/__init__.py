@@ -39,7 +39,9 @@ def configure_logging(prog, verbosity):
     log = logging.getLogger(LOGGER)
     log.handlers = [_CurrentStdout()]
     log.handlers[0].setFormatter(_Format(prog))
-    log.setLevel({-1: RESULT, 0: logging.INFO}.get(verbosity, logging.DEBUG))
+    log.handlers[0].setLevel({-1: RESULT, 0: logging.INFO}.get(verbosity, logging.DEBUG))
+    # the logger passes everything: a run's debug.log (progress.ConsoleCopy) has every level whatever the console shows
+    log.setLevel(logging.DEBUG)
     log.propagate = False
 
 
