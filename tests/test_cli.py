@@ -156,3 +156,22 @@ def test_a_registration_seed_of_0_is_refused_as_ants_would_seed_it_from_the_cloc
     assert code == errors.EXIT_USAGE and "--random-seed must be at least 1" in out.err and "clock" in out.err
     with pytest.raises(errors.UsageError, match="clock"):
         PreprocParams(registration_seed=0)
+
+
+def test_the_participant_level_lets_waiting_openmp_threads_sleep_unless_told_otherwise(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from bids_pscore import participant
+
+    dataset = make_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": small_image()})
+    seen = []
+    monkeypatch.setattr(participant, "run_participant", lambda config: seen.append(__import__("os").environ.get("OMP_WAIT_POLICY")) or 0)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main([str(dataset), str(tmp_path / "out"), "participant"]) == 0
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stands
+    assert main([str(dataset), str(tmp_path / "out"), "participant"]) == 0
+    assert seen == ["PASSIVE", "ACTIVE"]
+    # OpenMP reads the policy when torch loads: the command line must not load torch before it is set
+    code = "import sys, bids_pscore.cli.run; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
