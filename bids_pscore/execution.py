@@ -66,8 +66,9 @@ def configure_nipype(crash_dir, verbosity, stop_on_first_crash=False):
             "stop_on_first_crash": str(bool(stop_on_first_crash)).lower(),
             "remove_unnecessary_outputs": "false",
             "check_version": "false",
-            # nipype's default of 2 s between polls adds seconds to every step of a short job
-            "poll_sleep_duration": "0.2",
+            # nipype's default of 2 s between polls adds seconds to every step of a short job; and each level of
+            # a cached workflow waits one poll (a fully cached demo rerun: 23 polls, 3.8 s of sleep at 0.2 s)
+            "poll_sleep_duration": "0.05",
         },
         "logging": {"workflow_level": level, "interface_level": level, "utils_level": level},
     })  # fmt: skip
