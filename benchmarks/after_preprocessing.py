@@ -12,6 +12,7 @@ Targets on a 2-core machine: one session <= 3 s; a fully cached rerun of the dem
 
 import argparse
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_pscore.cli.run import let_waiting_threads_sleep
+
+let_waiting_threads_sleep(os.environ)  # as the participant level does, before torch loads
 TEMPLATE = "MNI152NLin2009aSym"
 
 

@@ -170,14 +170,18 @@ def parse_args(argv=None):
     )  # fmt: skip
 
 
+def let_waiting_threads_sleep(environ):
+    """OpenMP threads (torch's, here and in the preprocessing workers) spin while they wait for each other by
+    default: on busy cores each of a session's hundreds of small convolutions waited for a thread the system
+    had not scheduled (a session's scores 4.2 s, 0.9 s with waiting threads asleep; same threads, same bytes).
+    OpenMP reads this once, when torch loads: call it before. A user's own setting stands."""
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def run(config):
     configure_logging(PROG, config.execution.verbosity)
     if config.analysis_level == "participant":
-        # OpenMP threads (torch's, here and in the preprocessing workers) spin while they wait for each other by
-        # default: on busy cores each of a session's hundreds of small convolutions waited for a thread the system
-        # had not scheduled (a session's scores 4.2 s, 0.9 s with waiting threads asleep; same threads, same bytes).
-        # OpenMP reads it once, when torch loads, which is later than here
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        let_waiting_threads_sleep(os.environ)
         from ..participant import run_participant
 
         return run_participant(config)
