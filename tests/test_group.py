@@ -12,6 +12,7 @@ from bids_pscore import bids, errors, group, synth
 from bids_pscore.atlas import region_table
 from bids_pscore.cli import run as cli
 from bids_pscore.fileio import write_json, write_text
+from bids_pscore.report.html import region_name
 
 from .scored import SCORED_LAMBDA, SCORED_NORMATIVE_THRESHOLD, write_scored_cohort, write_scored_session
 
@@ -310,7 +311,13 @@ def test_frequency_table_ranks_by_frequency_and_lists_only_regions_degenerative(
     table = page.split("<h2>Degeneration frequency</h2>")[1].split("</table>")[0]
     labels = REGIONS.set_index("index")["label"]
     assert table.count("<tr>") == 4  # the header and the three regions degenerative in some session
-    assert table.index(f"<td>{labels[200]}</td>") < table.index(f"<td>{labels[5]}</td>") < table.index(f"<td>{labels[100]}</td>")
+    # each region by its code and full name (the atlas table's)
+    assert (
+        table.index(f"<td>{region_name(labels[200])}</td>")
+        < table.index(f"<td>{region_name(labels[5])}</td>")
+        < table.index(f"<td>{region_name(labels[100])}</td>")
+    )
+    assert "<tr><th>" not in page.split("<h2>Cohort</h2>")[1].split("</table>")[0]  # a two-column table of names and values: no empty header
     assert "figures/degeneration_frequency_bars.png" in page
 
 

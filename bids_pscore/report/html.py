@@ -38,8 +38,10 @@ def named_regions(labels):
 
 
 def frame_rows(frame, columns, top=None):
-    """{"header", "rows"} of a data frame's ``columns`` (its first ``top`` rows), floats to 3 digits."""
+    """{"header", "rows"} of a data frame's ``columns`` (its first ``top`` rows), floats to 3 digits,
+    a region's code with its full name (the TSV keeps the code alone)."""
     shown = frame[list(columns)] if top is None else frame[list(columns)].head(top)
+    shown = shown.assign(label=shown["label"].map(region_name)) if "label" in shown else shown
     rows = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in shown.itertuples(index=False)]
     return {"header": list(columns), "rows": rows}
 
