@@ -47,7 +47,7 @@ def preprocessed_sessions(out, n):
     items = []
     for ses in range(1, n + 1):
         item = T1wInput(out / "raw.nii.gz", f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_T1w.nii.gz", {"sub": "01", "ses": str(ses)})
-        for key, rel in bids.preproc_paths(item.entities, TEMPLATE).items():
+        for key, rel in bids.session_outputs(item.entities, TEMPLATE, bids.PREPROCESSING).items():
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             if key == "t1w_grid":
                 nib.save(nib.Nifti1Image(image, GRID_AFFINE), out / rel)
