@@ -48,6 +48,7 @@ class SessionResult:
     model_sha256: str | None = None
     qc: dict | None = None  # the quality gate's measures
     normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
+    reused: bool = False  # this run found it scored from the same inputs and kept its outputs (its figures too, where they exist)
 
 
 # a session whose scoring failed is scored again from its preprocessing outputs
@@ -128,15 +129,84 @@ def scoring_failure(item, exc, log_dir):
     return Outcome(item.label, "failed", failed_step="scoring", message=message, log=str(crash))
 
 
-def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_dir, covariates=None):
+def scoring_fingerprint(item, output_dir, template, metadata, qc_thresholds, covariates):
+    """sha256 of everything that decides a T1w's scores: its preprocessed images that the gate and
+    the scoring read (their bytes), the model and its normative reference, the gate's bounds, its
+    age and sex, and this bids_pscore's version (a development build's changes with every commit)."""
+    import hashlib
+    import json
+
+    from . import __version__
+    from .model.bundle import sha256
+
+    images = bids.session_outputs(item.entities, template, bids.PREPROCESSING)
+    decided_by = {
+        "t1w": item.relpath,
+        "template": template,
+        "images": {key: sha256(output_dir / images[key]) for key in ("t1w_grid", "mask_grid", "mask_native")},
+        "model": metadata["metadata_sha256"],
+        "normative": (metadata.get("normative") or {}).get("sha256"),
+        "qc_thresholds": qc_thresholds,
+        "covariates": covariates,
+        "bids_pscore": __version__,
+    }
+    return hashlib.sha256(json.dumps(decided_by, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def reusable_result(item, output_dir, template, bundle, fingerprint, record):
+    """The SessionResult of a T1w scored earlier from the same inputs (``fingerprint`` is the one in
+    its ``record`` in the work folder) whose outputs are all on disk, its summary the one that
+    scoring wrote (not another run's with another work folder), or None: then it is scored anew."""
+    import json
+
+    from .model.bundle import sha256
+
+    steps = (bids.PSCORE, *((bids.RELEVANCE,) if bundle.metadata.get("relevance") else ()), *((bids.NORMATIVE,) if bundle.normative else ()))
+    outputs = bids.with_sidecars(bids.session_outputs(item.entities, template, *steps)) + [bids.output_path(item.entities, "qc")]
+    try:
+        recorded = json.loads(record.read_text())
+        if recorded["fingerprint"] != fingerprint or not all((output_dir / p).is_file() for p in outputs):
+            return None
+        if recorded["summary_sha256"] != sha256(output_dir / bids.output_path(item.entities, "summary", template)):
+            return None
+        result = read_session_result(output_dir, item, template)
+    except (OSError, ValueError, KeyError, TypeError):  # no record yet, or one or an output damaged: score it anew
+        return None
+    if result is None or not scored_by(result, bundle.metadata):
+        return None
+    return replace(result, reused=True)
+
+
+def log_result(result):
+    """The RESULT line of a scored session (and the caution of its normative comparison)."""
+    log.log(
+        RESULT,
+        "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)%s%s",
+        result.t1w.label,
+        result.whole,
+        N_REGIONS,
+        result.ad_probability,
+        result.predicted_class,
+        len(result.degenerative),
+        "" if result.normative is None else f"; {result.normative['NumberOfAtrophicRegions']} atrophic against healthy people (normative)",
+        "; scores reused from the work folder (same inputs, model and settings)" if result.reused else "",
+    )
+    if result.normative is not None and "Caution" in result.normative:
+        log.warning("%s: %s", result.t1w.label, result.normative["Caution"])
+
+
+def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_dir, covariates=None, record_dir=None):
     """Quality gate, ensemble, P-scores, normative deviations and derivatives of every preprocessed
     T1w (SPEC sections 4, 5, 8 and 10). ``covariates`` maps a T1w's ident to its (age, sex).
-    Returns the scored sessions and, for each T1w the gate stopped or whose scoring failed (only
-    that T1w fails; its crash file goes to ``log_dir``), its Outcome."""
+    ``record_dir`` (in the work folder) keeps what each T1w was scored from (scoring_fingerprint):
+    a T1w whose fingerprint and outputs are unchanged is read back, not scored again; without it
+    every T1w is scored. Returns the scored sessions and, for each T1w the gate stopped or whose
+    scoring failed (only that T1w fails; its crash file goes to ``log_dir``), its Outcome."""
 
     from . import derivatives, normative, pscore
     from .atlas import atlas_on_grid, region_table
     from .inference import score_image
+    from .model.bundle import sha256
     from .progress import Outcome
 
     weights, selected = bundle.ensemble.weights_per_cube()
@@ -161,7 +231,22 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
     derivatives.write_atlas(output_dir, template, grid_atlas)
     results, stopped = [], {}
     for item in t1w_inputs:
+        age, sex = (covariates or {}).get(item.ident, (float("nan"), "n/a"))
+        if record_dir is not None:
+            record = Path(record_dir) / f"{item.ident}.json"
+            try:
+                fingerprint = scoring_fingerprint(item, output_dir, template, bundle.metadata, qc_thresholds, [age, sex])
+            except OSError:  # a preprocessed image is missing: the gate below says which
+                fingerprint = None
+            earlier = fingerprint and reusable_result(item, output_dir, template, bundle, fingerprint, record)
+            if earlier:
+                log.debug("%s: same preprocessed images, model, settings and version as %s records: its outputs are kept", item.label, record)
+                results.append(earlier)
+                log_result(earlier)
+                continue
         try:
+            if record_dir is not None:  # from here the outputs on disk are no longer those the record describes
+                record.unlink(missing_ok=True)
             # a session's scores are replaced as a set: an earlier run's go first and the summary, which
             # the group level and the reports take for a whole set, is written last, so that a run killed
             # in between leaves no new tables beside an old summary
@@ -182,7 +267,6 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
             predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
             written = {}
             if bundle.normative is not None:
-                age, sex = (covariates or {}).get(item.ident, (float("nan"), "n/a"))
                 region_values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
                 deviation = normative.deviation(bundle.normative, image, region_values, age, normative.sex_code(sex))
                 normative_summary = derivatives.normative_summary(deviation, bundle.metadata["normative"], labels, age, sex)
@@ -220,19 +304,12 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
                                      normative=normative_summary))  # fmt: skip
-        log.log(
-            RESULT,
-            "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)%s",
-            item.label,
-            scores.whole[0],
-            N_REGIONS,
-            ad_probability,
-            predicted,
-            scores.degenerative[0].sum(),
-            "" if deviation is None else f"; {int(deviation.atrophic.sum())} atrophic against healthy people (normative)",
-        )
-        if deviation is not None and "Caution" in normative_summary:
-            log.warning("%s: %s", item.label, normative_summary["Caution"])
+        log_result(results[-1])
+        if record_dir is not None and fingerprint:
+            try:  # after the summary, the set's last file: a record names only a whole set
+                write_json(record, {"fingerprint": fingerprint, "t1w": item.relpath, "summary_sha256": sha256(output_dir / paths["summary"])})
+            except (OSError, OutputNotWritableError) as exc:  # the next run scores it again, that is all
+                log.debug("%s: its scoring record %s cannot be written (%s)", item.label, record, exc)
         log.debug(
             "%s: %d of %d selected cubes hold brain; region scores normalised by the model's reference, lambda %.3f",
             item.label,
@@ -343,17 +420,21 @@ def participant_run(config, console):
         log.info("P-scores of %d T1w", len(done))
     ages, sexes = bids.ages_and_sexes(config.bids_dir, done)
     covariates = {t.ident: (age, sex) for t, age, sex in zip(done, ages, sexes)}
-    results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds, log_dir, covariates)
+    from .preprocess.workflow import workflow_name
+
+    # beside this version's cache of the workflow: --clean-workdir and a new version start without it
+    record_dir = work_dir / workflow_name(work_dir) / "scored"
+    results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds, log_dir, covariates, record_dir)
     failed.update(stopped)
-    # which T1w this run scored, for the reports to name the run behind each session (not in the outputs: they stay
-    # the same bytes run after run)
-    write_tsv(log_dir / "scored.tsv", pd.DataFrame({"t1w": [r.t1w.relpath for r in results]}))
+    # which T1w this run scored (not those it reused), for the reports to name the run behind each session (not in
+    # the outputs: they stay the same bytes run after run)
+    write_tsv(log_dir / "scored.tsv", pd.DataFrame({"t1w": [r.t1w.relpath for r in results if not r.reused]}))
     # every T1w of the run's subjects, whatever --session-label or --bids-filter-file selected
     subject_t1w = bids.find_t1w(layout, sorted({t.entities["sub"] for t in t1w_inputs}))
     log.info("drawing the reports of %d subject(s) (figures take a few seconds each)", len({t.entities["sub"] for t in t1w_inputs}))
     truth = read_truth(config.bids_dir)
     reports, unwritten = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template,
-                                           run_info(config, started), truth)  # fmt: skip
+                                           run_info(config, started), truth, record_dir)  # fmt: skip
     report_failures(output_dir, unwritten, log_dir)
     citation = write_citation(output_dir, params, bundle.metadata)
     log.log(RESULT, "reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
@@ -441,15 +522,17 @@ def earlier_results(output_dir, t1w_inputs, template, metadata):
     return ours
 
 
-def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info, truth=None):
+def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info, truth=None, record_dir=None):
     """The reports of a run's subjects, each with every session scored in the output folder: this run's
     ``results`` and those of ``subject_t1w`` that earlier runs scored with this model (a run of one
-    session must not drop the others from the subject's report)."""
+    session must not drop the others from the subject's report). ``record_dir`` (score_sessions')
+    keeps which model the model's figure was drawn for."""
     from .report import write_subject_reports
 
     earlier = earlier_results(output_dir, [t for t in subject_t1w if t not in t1w_inputs], template, metadata)
     every = sorted(results + earlier, key=lambda r: r.t1w.relpath)
-    return write_subject_reports(output_dir, t1w_inputs + [r.t1w for r in earlier], every, failed, metadata, template, info, truth)
+    return write_subject_reports(output_dir, t1w_inputs + [r.t1w for r in earlier], every, failed, metadata, template, info, truth,
+                                 None if record_dir is None else Path(record_dir) / "model_figure.json")  # fmt: skip
 
 
 def rebuild_reports(t1w_inputs, config):

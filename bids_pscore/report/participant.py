@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import bids, derivatives
 from ..atlas import N_REGIONS
-from ..fileio import write_text
+from ..fileio import write_json, write_text
 from ..model.bundle import model_warnings
 from ..model.splits import SPLITS
 from . import figures
@@ -29,13 +29,12 @@ def _load(path):
     return np.asarray(nib.load(path).dataobj, np.float32)
 
 
-def score_figures(out, image, mask, paths, threshold, kind):
+def score_figures(out, image, mask, paths, threshold, kind, kept=()):
     """Voxel map, region map and ranked regions of SPEC's even spread (``kind`` "") or of the
-    relevance-weighted spread ("relevance"); ``paths`` hold the maps and the figures' names.
-    Returns [(relative path, caption)]."""
+    relevance-weighted spread ("relevance"); ``paths`` hold the maps and the figures' names; those
+    in ``kept`` are on disk already and not drawn again. Returns [(relative path, caption)]."""
     key = f"{kind}_" if kind else ""
     voxel = _load(out / paths[f"{key}voxel_map"])
-    regions = _load(out / paths[f"{key}region_map"])
     table = pd.read_csv(out / paths[f"{key}region_table"], sep="\t")
     what = "relevance-weighted " if kind else ""
     spread = ("spread over its brain voxels in proportion to their relevance to the cube's classifier (docs/relevance.md)" if kind
@@ -47,43 +46,48 @@ def score_figures(out, image, mask, paths, threshold, kind):
     limit = float(np.percentile(np.abs(voxel[mask]), 99)) if mask.any() else 0.0
     limit = limit or float(np.abs(voxel).max()) or 1.0
     cmap, vmin, vmax, factor, unit, colours = figures.score_scale(voxel, limit)
-    figures.mosaic(out / name, image, overlay=voxel * factor, cmap=cmap, vmin=vmin, vmax=vmax,
-                   title=f"{what}voxel-level P-score", colorbar_label=f"P_voxel{unit}")  # fmt: skip
+    if name not in kept:
+        figures.mosaic(out / name, image, overlay=voxel * factor, cmap=cmap, vmin=vmin, vmax=vmax,
+                       title=f"{what}voxel-level P-score", colorbar_label=f"P_voxel{unit}")  # fmt: skip
     drawn.append((name, f"Voxel-level {what}P-score: each selected cube's score {spread}; voxels of the cubes the model does not "
                         f"use carry none and are not coloured. Colours: {colours}; the scale{unit} stops at the 99th percentile of "
                         "the brain's absolute values, so a few voxels are above it."))  # fmt: skip
     name = paths[f"{key}region_figure"]
-    # cyan, since red outlines vanish in the red of the "hot" scale
-    figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
-                   title=f"{what}region-level P-score (normalised), degenerative regions outlined in cyan",
-                   colorbar_label="normalised P_region (0-1)")  # fmt: skip
+    if name not in kept:  # cyan, since red outlines vanish in the red of the "hot" scale
+        regions = _load(out / paths[f"{key}region_map"])
+        figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
+                       title=f"{what}region-level P-score (normalised), degenerative regions outlined in cyan",
+                       colorbar_label="normalised P_region (0-1)")  # fmt: skip
     above = int((table["p_region_norm"] > threshold).sum())
     flagged = (f"the {above} region(s) above lambda = {threshold:.2f} are outlined in cyan as degenerative" if above
                else f"no region is above lambda = {threshold:.2f}, so none is outlined")  # fmt: skip
     drawn.append((name, f"Normalised {what}region-level P-score over the anatomy (each region one colour, brighter is higher, "
                         f"regions scoring 0 not coloured); {flagged}."))  # fmt: skip
     name = paths[f"{key}bars_figure"]
-    figures.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
-                        f"normalised {what}region P-score", threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
+    if name not in kept:
+        figures.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
+                            f"normalised {what}region P-score", threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
     bars = (f"red bars are the regions above lambda = {threshold:.2f} (dashed line), the degenerative ones" if above
             else f"none is above lambda = {threshold:.2f} (dashed line), so no bar is red")  # fmt: skip
     drawn.append((name, f"The 25 regions with the highest normalised {what}P-score; {bars}."))
     return drawn
 
 
-def normative_figure(out, image, paths, summary):
-    """The voxel-wise deviation map with the atrophic regions outlined; returns [(path, caption)]."""
+def normative_figure(out, image, paths, summary, kept=()):
+    """The voxel-wise deviation map with the atrophic regions outlined (not drawn again if in
+    ``kept``); returns [(path, caption)]."""
     from ..atlas import atlas_on_grid
     from ..pscore import paint_regions
 
-    z = _load(out / paths["normative_voxel_map"])
-    table = pd.read_csv(out / paths["normative_region_table"], sep="\t")
-    flagged = paint_regions(table["atrophic"].astype(str).str.lower().eq("true").to_numpy(float), atlas_on_grid())[0] > 0
     name = paths["normative_figure"]
-    # red is less tissue on this scale, so the flagged regions are outlined in yellow
-    figures.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5, contour_colour="yellow",
-                   title="deviation from healthy people (z), atrophic regions outlined in yellow",
-                   colorbar_label="z of the grey level (scale stops at -5 and 5)")  # fmt: skip
+    if name not in kept:
+        z = _load(out / paths["normative_voxel_map"])
+        table = pd.read_csv(out / paths["normative_region_table"], sep="\t")
+        flagged = paint_regions(table["atrophic"].astype(str).str.lower().eq("true").to_numpy(float), atlas_on_grid())[0] > 0
+        # red is less tissue on this scale, so the flagged regions are outlined in yellow
+        figures.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5, contour_colour="yellow",
+                       title="deviation from healthy people (z), atrophic regions outlined in yellow",
+                       colorbar_label="z of the grey level (scale stops at -5 and 5)")  # fmt: skip
     rate = summary.get("FalseFlagsPerHealthyImage")
     return [(name, f"Grey level against the model's normative reference of healthy people ({summary['Reference'].get('images')} images), "
                    f"{'adjusted for age and sex where known' if summary.get('AgeAdjusted') else 'without age adjustment'}: red is "
@@ -138,7 +142,10 @@ def session_figures(output_dir, result, threshold, template):
     """The figures of one session: the preprocessing checks the workflow drew, then the P-score
     figures drawn here; returns [(relative path, caption)] and warnings."""
     out = Path(output_dir)
-    paths = {**result.paths, **bids.session_outputs(result.t1w.entities, template, bids.FIGURES)}
+    figure_paths = bids.session_outputs(result.t1w.entities, template, bids.FIGURES)
+    paths = {**result.paths, **figure_paths}
+    # a session this run reused unchanged keeps the figures it has; a missing one is drawn
+    kept = {p for p in figure_paths.values() if result.reused and (out / p).is_file()}
     image = _load(out / result.paths["t1w_grid"])
     mask = _load(out / result.paths["mask_grid"]) > 0
     drawn, warnings = [], []
@@ -153,13 +160,13 @@ def session_figures(output_dir, result, threshold, template):
             drawn.append((checks[key], caption))
         else:
             warnings.append(f"{result.t1w.label}: {checks[key]} is missing (the preprocessing draws it): run the participant level again")
-    drawn += score_figures(out, image, mask, paths, threshold, "")
+    drawn += score_figures(out, image, mask, paths, threshold, "", kept)
     if "normative_voxel_map" in result.paths and result.normative:
-        drawn += normative_figure(out, image, paths, result.normative)
+        drawn += normative_figure(out, image, paths, result.normative, kept)
         if result.normative.get("Caution"):
             warnings.append(f"{result.t1w.label}: {result.normative['Caution']}")
     if "relevance_voxel_map" in result.paths:
-        drawn += score_figures(out, image, mask, paths, result.relevance["lambda"], "relevance")
+        drawn += score_figures(out, image, mask, paths, result.relevance["lambda"], "relevance", kept)
     if mask.sum() < SMALL_BRAIN_VOXELS:
         warnings.append(f"{result.t1w.label}: the brain mask on the grid holds {int(mask.sum())} voxels "
                         f"({mask.sum() * 1.5**3 / 1e6:.2f} L), too small for a brain: check skull stripping")  # fmt: skip
@@ -300,23 +307,47 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     return path
 
 
-def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template, run_info, truth=None):
+def model_figure_record(path, metadata):
+    """What the work folder keeps of the model's figure at ``path``: the model and version it was drawn
+    for, and its bytes' checksum."""
+    from .. import __version__
+    from ..model.bundle import sha256
+
+    return {"model": metadata["metadata_sha256"], "bids_pscore": __version__, "sha256": sha256(path)}
+
+
+def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template, run_info, truth=None, model_figure_kept_in=None):
     """One report per subject of ``t1w_inputs``; returns the paths of those written, relative to the
     output folder, and {report name: exception} of those that could not be (each subject on its own).
 
-    ``run_info`` ({name: value}: command line, date, version) is shown in every report."""
+    ``run_info`` ({name: value}: command line, date, version) is shown in every report. The model's
+    figure is drawn again unless the record ``model_figure_kept_in`` (in the work folder) says it is
+    the one this model and version draw."""
+    import contextlib
+    import json
+
+    from ..errors import OutputNotWritableError
     from ..grid import N_CUBES, paint_cubes
     from ..preprocess.steps import template_on_grid
 
-    template_image = np.asarray(template_on_grid(template)[0].dataobj, np.float32)
     # the model's figure is the same for every subject: drawn once, beside the reports
     weights_path = bids.MODEL_FIGURE
     weights = np.zeros(N_CUBES)
     weights[metadata["selected_cubes"]] = metadata["cube_weights"]
     limit = float(np.abs(weights).max()) or 1.0
     cmap, vmin, vmax, factor, unit, colours = figures.score_scale(weights, limit)
-    figures.mosaic(Path(output_dir) / weights_path, template_image, overlay=paint_cubes(weights * factor), cmap=cmap,
-                   vmin=vmin, vmax=vmax, title="meta-classifier weight of each cube", colorbar_label=f"w_c{unit}")  # fmt: skip
+    path = Path(output_dir) / weights_path
+    try:
+        drawn = model_figure_kept_in is not None and json.loads(Path(model_figure_kept_in).read_text()) == model_figure_record(path, metadata)
+    except (OSError, ValueError):  # no record or no figure yet, or either damaged
+        drawn = False
+    if not drawn:
+        template_image = np.asarray(template_on_grid(template)[0].dataobj, np.float32)
+        figures.mosaic(path, template_image, overlay=paint_cubes(weights * factor), cmap=cmap,
+                       vmin=vmin, vmax=vmax, title="meta-classifier weight of each cube", colorbar_label=f"w_c{unit}")  # fmt: skip
+        if model_figure_kept_in is not None:
+            with contextlib.suppress(OSError, OutputNotWritableError):  # without it the next run draws it again, that is all
+                write_json(model_figure_kept_in, model_figure_record(path, metadata))
     weights_fig = (weights_path.as_posix(), f"Per-cube weights w_c of the meta-classifier over the template ({colours}); the "
                                             f"{N_CUBES - len(metadata['selected_cubes'])} cubes the model does not use are blank.")  # fmt: skip
     written, unwritten = [], {}

@@ -1,0 +1,138 @@
+"""A rerun keeps what it would write the same: a T1w scored from the same preprocessed images, model,
+settings and version is read back, its outputs and figures left as they are; any change scores it anew."""
+
+import dataclasses
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_pscore import bids, participant
+from bids_pscore.cli import run as cli
+from bids_pscore.fileio import write_json
+from bids_pscore.progress import Progress
+
+from .helpers import make_bids, small_image
+from .test_subject_report import TEMPLATE, preprocessed_session
+
+
+def passing_gate(item, output_dir, template, thresholds):
+    """The quality gate's record of a passing T1w, written where the real gate writes it (the real gate
+    would stop these box-shaped brains)."""
+    record = {"Passed": True, "Failures": [], "Measures": {"brain_volume_ml": 1000.0}}
+    write_json(output_dir / bids.output_path(item.entities, "qc"), record)
+    return record
+
+
+def session_files(out, item):
+    """{path: (bytes, mtime)} of every output of the T1w's scoring and report, its gate record and the model's figure included."""
+    outputs = bids.with_sidecars(bids.session_outputs(item.entities, TEMPLATE, bids.QC, *bids.SCORING_STEPS)) + [bids.MODEL_FIGURE]
+    return {p: ((out / p).read_bytes(), (out / p).stat().st_mtime_ns) for p in outputs if (out / p).is_file()}
+
+
+def score_and_report(out, item, bundle, covariates=None):
+    records = out.parent / "work" / "scored"
+    results, stopped = participant.score_sessions([item], out, bundle, TEMPLATE, None, out / "logs", covariates, records)
+    assert not stopped
+    _, unwritten = participant.write_run_reports(out, [item], [item], results, {}, bundle.metadata, TEMPLATE, {"run": "test"}, None, records)
+    assert not unwritten
+    return results[0]
+
+
+@pytest.fixture
+def scored(tmp_path, monkeypatch):
+    """A T1w scored once, its report drawn: (output folder, T1w, model)."""
+    monkeypatch.setattr(participant, "quality_gate", passing_gate)
+    out = tmp_path / "out"
+    out.mkdir()
+    item = preprocessed_session(out, "1")
+    bundle = participant.load_model()
+    assert not score_and_report(out, item, bundle).reused
+    return out, item, bundle
+
+
+def test_a_rerun_of_a_scored_session_keeps_its_outputs_and_figures_as_they_are(scored, caplog):
+    out, item, bundle = scored
+    before = session_files(out, item)
+    figures = bids.session_outputs(item.entities, TEMPLATE, bids.FIGURES)
+    assert set(figures.values()) | {bids.MODEL_FIGURE} <= set(before), "every figure was drawn"
+    with caplog.at_level(logging.INFO, logger="bids_pscore"):
+        result = score_and_report(out, item, bundle)
+    assert result.reused and result == dataclasses.replace(participant.read_session_result(out, item, TEMPLATE), reused=True)
+    assert session_files(out, item) == before  # the same bytes, not one file written again
+    assert f"{item.label}: whole-brain P-score {result.whole:.1f} of " in caplog.text and "scores reused from the work folder" in caplog.text
+    # a figure that went missing is drawn again, alone
+    (out / figures["bars_figure"]).unlink()
+    score_and_report(out, item, bundle)
+    after = session_files(out, item)
+    assert after.keys() == before.keys() and [p for p in before if after[p] != before[p]] == [figures["bars_figure"]]
+
+
+def changed_image(out, item, bundle):
+    path = out / bids.output_path(item.entities, "t1w_grid", TEMPLATE)
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * np.float32(0.9), image.affine), path)  # as the workflow run again would
+    return bundle, None
+
+
+def other_model(out, item, bundle):
+    return dataclasses.replace(bundle, metadata={**bundle.metadata, "metadata_sha256": "0" * 64}), None
+
+
+def other_covariates(out, item, bundle):
+    return bundle, {item.ident: (71.0, "F")}
+
+
+def missing_output(out, item, bundle):
+    (out / bids.output_path(item.entities, "region_table", TEMPLATE)).unlink()
+    return bundle, None
+
+
+def summary_of_another_run(out, item, bundle):
+    summary = out / bids.output_path(item.entities, "summary", TEMPLATE)
+    summary.write_text(summary.read_text() + " ")  # as a run with another work folder (and other ages) would have written it
+    return bundle, None
+
+
+@pytest.mark.parametrize("change", [changed_image, other_model, other_covariates, missing_output, summary_of_another_run])
+def test_a_session_is_scored_again_when_what_decides_its_scores_changed(scored, change, caplog):
+    out, item, bundle = scored
+    summary = out / bids.output_path(item.entities, "summary", TEMPLATE)
+    written, model_figure = summary.stat().st_mtime_ns, (out / bids.MODEL_FIGURE).stat().st_mtime_ns
+    bundle, covariates = change(out, item, bundle)
+    with caplog.at_level(logging.INFO, logger="bids_pscore"):
+        result = score_and_report(out, item, bundle, covariates)
+    assert not result.reused and "reused" not in caplog.text and summary.stat().st_mtime_ns != written
+    # the model's figure is drawn again for another model only
+    assert ((out / bids.MODEL_FIGURE).stat().st_mtime_ns != model_figure) == (change is other_model)
+    assert participant.read_session_result(out, item, TEMPLATE) is not None  # a whole set again
+    assert score_and_report(out, item, bundle, covariates).reused  # and its new record is kept for the next run
+
+
+def test_a_participant_rerun_keeps_the_outputs_of_its_scored_sessions(tmp_path, monkeypatch, capsys):
+    bids_dir = make_bids(tmp_path / "bids", {"sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz": small_image()})
+    out = tmp_path / "out"
+
+    def preprocessed(t1w_inputs, bids_dir, output_dir, *args):
+        preprocessed_session(output_dir, "1")  # as the workflow's sink copies its cached results anew
+        progress = Progress({t.ident: t.label for t in t1w_inputs})
+        for outcome in progress.outcomes.values():
+            outcome.status = "ok"
+        return progress
+
+    monkeypatch.setattr(participant, "preprocess", preprocessed)
+    monkeypatch.setattr(participant, "quality_gate", passing_gate)
+    command = [str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work")]
+    assert cli.main(command) == 0
+    item = bids.T1wInput(
+        bids_dir / "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", {"sub": "01", "ses": "1"}
+    )
+    before = session_files(out, item)
+    assert before and "reused" not in capsys.readouterr().out
+    (scoring_run,) = (p.name.removeprefix("run-") for p in (out / "logs").glob("run-*"))
+    assert cli.main(command) == 0
+    printed = capsys.readouterr().out
+    assert session_files(out, item) == before and "sub-01 ses-1: whole-brain P-score" in printed and "scores reused from the work folder" in printed
+    # the report, drawn again, names the run that scored the session
+    assert f"<tr><td>scored by run</td><td>{scoring_run} (its logs: logs/run-{scoring_run}/)" in (out / "sub-01.html").read_text()
