@@ -56,6 +56,23 @@ RESCORE_FIX = ("run the participant level again for this T1w (its preprocessed i
                "--clean-workdir makes them anew)")  # fmt: skip
 
 
+def in_one_line(exc):
+    """'TypeName: first line of the message' (at most 200 characters of it), for a one-line error."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+
+
+def write_crash(path, exc):
+    """The traceback of ``exc`` in a crash file; returns its path, or None when the disk refuses it too
+    (the disk that refused an output may refuse the log)."""
+    import traceback
+
+    try:
+        write_text(path, "".join(traceback.format_exception(exc)))
+    except (OSError, OutputNotWritableError):
+        return None
+    return path
+
+
 def read_preprocessed(path):
     """The data (float32) of one preprocessing output; a damaged file is an InputImageError naming it
     (that T1w fails alone)."""
@@ -67,7 +84,7 @@ def read_preprocessed(path):
     try:
         return np.asarray(nib.load(path).dataobj, np.float32)
     except NIFTI_READ_ERRORS as exc:
-        raise InputImageError(f"{path}: cannot be read ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}); {RESCORE_FIX}") from None
+        raise InputImageError(f"{path}: cannot be read ({in_one_line(exc)}); {RESCORE_FIX}") from None
 
 
 def gate_record(item, source_dir, template, thresholds):
@@ -113,20 +130,14 @@ def passing_quality_gate(t1w_inputs, source_dir, template, thresholds, left_out_
 def scoring_failure(item, exc, log_dir):
     """The Outcome of a T1w whose scoring or writing failed: the error in one line with what to do,
     its traceback in a crash file of the run's log folder."""
-    import traceback
-
     from .progress import Outcome
 
     if isinstance(exc, PscoreError):  # its message names the file and says the fix (e.g. a damaged image, a full disk)
         message = str(exc)
     else:
-        message = f"{item.path}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}; {RESCORE_FIX}"
-    crash = Path(log_dir) / f"crash-scoring-{item.ident}.txt"
-    try:
-        write_text(crash, "".join(traceback.format_exception(exc)))
-    except (OSError, OutputNotWritableError):  # the disk that refused the outputs may refuse the log too
-        crash = ""
-    return Outcome(item.label, "failed", failed_step="scoring", message=message, log=str(crash))
+        message = f"{item.path}: {in_one_line(exc)}; {RESCORE_FIX}"
+    crash = write_crash(Path(log_dir) / f"crash-scoring-{item.ident}.txt", exc)
+    return Outcome(item.label, "failed", failed_step="scoring", message=message, log=str(crash or ""))
 
 
 def scoring_fingerprint(item, output_dir, template, metadata, qc_thresholds, covariates):
@@ -452,17 +463,10 @@ def participant_run(config, console):
 def report_failures(output_dir, unwritten, log_dir=None):
     """Say which reports could not be drawn ({name: exception}), each in one line with the fix; their
     tracebacks go to crash files in ``log_dir`` (--reports-only keeps no log folder)."""
-    import traceback
-
     for name, exc in unwritten.items():
-        crash = ""
-        if log_dir is not None:
-            path = Path(log_dir) / f"crash-report-{Path(name).stem}.txt"
-            with contextlib.suppress(OSError, OutputNotWritableError):  # the disk that refused the report may refuse this too
-                write_text(path, "".join(traceback.format_exception(exc)))
-                crash = f" [log: {path}]"
-        log.warning("%s: report NOT drawn (%s: %s); the scores are on disk: draw it again with --reports-only%s",
-                    Path(output_dir) / name, type(exc).__name__, (str(exc).splitlines() or [""])[0][:200], crash)  # fmt: skip
+        crash = None if log_dir is None else write_crash(Path(log_dir) / f"crash-report-{Path(name).stem}.txt", exc)
+        log.warning("%s: report NOT drawn (%s); the scores are on disk: draw it again with --reports-only%s",
+                    Path(output_dir) / name, in_one_line(exc), f" [log: {crash}]" if crash else "")  # fmt: skip
 
 
 def read_session_result(output_dir, t1w, template):
