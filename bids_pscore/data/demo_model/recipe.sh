@@ -7,16 +7,19 @@
 # half of them (18, IXI015 to IXI282) for benchmarks/validate_synthetic.py --base, and of the other
 # half the first two aged 60 or more (IXI313, IXI438) are the quick start's demo heads
 # (bids_pscore/data/demo_heads/recipe.py, bids_pscore.synth.demo). The trained weights derive from IXI and carry its
-# licence, CC BY-SA 3.0. About 100-135 minutes on 2 CPUs: 32-46 generating the cohort (105 subjects with an
-# age, 2 sessions each; 4 when the prepared base heads are already in $build/bases), 61-73
-# preprocessing its 210 T1w, 13 training.
+# licence, CC BY-SA 3.0. About 2-2.5 hours on 2 CPUs: 32-46 minutes generating the cohort (105 subjects with
+# an age, 2 sessions each; 5 when the prepared base heads are already in $build/bases), about 70
+# preprocessing its 210 T1w (as the 60 reference heads below took: 21 minutes), 14 training (60 epochs
+# of 14 s on idle cores; anything else running on them, even niced, makes an epoch 85 s).
 set -euo pipefail
 build=${1:-demo_build}
 base=${2:-../shared/data/ixi_hh}
 here=$(cd "$(dirname "$0")" && pwd)
 train_labels=$(awk -F'\t' 'NR > 1 {print $1}' "$base/participants.tsv" | sort | awk 'NR % 4 != 0' | sed 's/^sub-//')
+# A finished cohort is kept: synth would rewrite every T1w with the same voxels but a new mtime, and
+# nipype's timestamp hashes would then preprocess all 210 again on a rerun (its last file marks it finished).
 # shellcheck disable=SC2086  # one word per label
-bids_pscore-synth "$build/cohort" --base "$base" --participant-label $train_labels --n-sessions 2 --seed 1000 \
+[ -f "$build/cohort/derivatives/groundtruth/atrophy_order.tsv" ] || bids_pscore-synth "$build/cohort" --base "$base" --participant-label $train_labels --n-sessions 2 --seed 1000 \
   -w "$build/bases" --n-procs 2
 bids_pscore-train "$build/cohort" "$build/model" \
   --label-column group --positive AD --negative CN \
@@ -27,10 +30,10 @@ bids_pscore-train "$build/cohort" "$build/model" \
 # The normative reference (SPEC 10): 60 of the training subjects (the first in label order), simulated
 # healthy (simulated ageing and scanner, as the generator's test images have, no atrophy) with another
 # seed, preprocessed with the model's parameters; none of them is among the subjects kept out for
-# benchmarks/validate_synthetic.py. About 35 minutes on 2 CPUs.
+# benchmarks/validate_synthetic.py. About 25 minutes on 2 CPUs (measured: 22).
 ref_labels=$(echo "$train_labels" | head -60)
 # shellcheck disable=SC2086  # one word per label
-bids_pscore-synth "$build/reference" --base "$base" --participant-label $ref_labels --n-sessions 1 --ad-fraction 0 --seed 2001 \
+[ -f "$build/reference/derivatives/groundtruth/atrophy_order.tsv" ] || bids_pscore-synth "$build/reference" --base "$base" --participant-label $ref_labels --n-sessions 1 --ad-fraction 0 --seed 2001 \
   -w "$build/bases" --n-procs 2
 bids_pscore-normative "$build/model" "$build/reference" "$build/model_normative" -w "$build/reference_work" --skip-bids-validation
 cp "$build/model_normative/weights.safetensors" "$build/model_normative/model.json" "$build/model_normative/normative.safetensors" \
