@@ -287,6 +287,8 @@ def order_agreement(out_dir, bids_dir, truth_sessions, work):
     group level's default flags: normative when every session has them, else the patent's)."""
     from scipy.stats import kendalltau
 
+    from bids_pscore import bids
+    from bids_pscore.group import group_folder
     from bids_pscore.synth.disease import SUBTYPES, subtype_order
 
     rows = []
@@ -298,10 +300,11 @@ def order_agreement(out_dir, bids_dir, truth_sessions, work):
         if group_out.exists():
             subprocess.run(["rm", "-rf", str(group_out)], check=True)
         subprocess.run(["cp", "-r", str(out_dir), str(group_out)], check=True)
+        labels = [s.removeprefix("sub-") for s in subjects]
         subprocess.run([sys.executable, "-m", "bids_pscore.cli", str(bids_dir), str(group_out), "group",
-                        "--participant-label", *[s.removeprefix("sub-") for s in subjects]], check=False,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        onset = pd.read_csv(group_out / "group" / "onset_order.tsv", sep="\t", na_values="n/a")
+                        "--participant-label", *labels], check=False, stdout=subprocess.DEVNULL)  # fmt: skip
+        # a run on some of the subjects writes beside group/, to a folder named for them
+        onset = pd.read_csv(group_folder(group_out, labels)[0] / bids.GROUP_FILES["onset"], sep="\t", na_values="n/a")
         truth = subtype_order(subtype).set_index("index")["stage"]
         involved = onset[(onset["order"] > 0) & onset["index"].isin(truth.index)]
         tau = kendalltau(involved["order"], truth.reindex(involved["index"]).to_numpy())[0] if len(involved) > 2 else np.nan
