@@ -127,7 +127,7 @@ def test_simulated_loss_falls_below_the_demo_reference_and_the_healthy_twin_stay
     assert z[atrophied].mean() < z[spared].mean() - 1.0
     flagged = table["atrophic"].astype(bool)
     assert summary["NumberOfAtrophicRegions"] == flagged.sum() and summary["Normative"]["Reliable"]
-    # the reference is calibrated to about one false flag per healthy image (0.44 measured), so one
+    # the reference is calibrated to about one false flag per healthy image (0.52 measured), so one
     # flag on a spared region is what it allows; the rest are truly atrophied
     assert flagged.sum() >= 3 and (truth[flagged] < 0.05).sum() <= 1
     healthy = outputs["CN"][2]
