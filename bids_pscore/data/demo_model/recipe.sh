@@ -19,8 +19,9 @@ train_labels=$(awk -F'\t' 'NR > 1 {print $1}' "$base/participants.tsv" | sort | 
 # A finished cohort is kept: synth would rewrite every T1w with the same voxels but a new mtime, and
 # nipype's timestamp hashes would then preprocess all 210 again on a rerun (its last file marks it finished).
 # shellcheck disable=SC2086  # one word per label
-[ -f "$build/cohort/derivatives/groundtruth/atrophy_order.tsv" ] || bids_pscore-synth "$build/cohort" --base "$base" --participant-label $train_labels --n-sessions 2 --seed 1000 \
-  -w "$build/bases" --n-procs 2
+[ -f "$build/cohort/derivatives/groundtruth/atrophy_order.tsv" ] ||
+  bids_pscore-synth "$build/cohort" --base "$base" --participant-label $train_labels --n-sessions 2 --seed 1000 \
+    -w "$build/bases" --n-procs 2
 bids_pscore-train "$build/cohort" "$build/model" \
   --label-column group --positive AD --negative CN \
   --n-selected 35 --val-fraction 0.2 --test-fraction 0.2 --epochs 60 --patience 10 --learning-rate 1e-3 --seed 0 \
@@ -33,8 +34,9 @@ bids_pscore-train "$build/cohort" "$build/model" \
 # benchmarks/validate_synthetic.py. About 25 minutes on 2 CPUs (measured: 22).
 ref_labels=$(echo "$train_labels" | head -60)
 # shellcheck disable=SC2086  # one word per label
-[ -f "$build/reference/derivatives/groundtruth/atrophy_order.tsv" ] || bids_pscore-synth "$build/reference" --base "$base" --participant-label $ref_labels --n-sessions 1 --ad-fraction 0 --seed 2001 \
-  -w "$build/bases" --n-procs 2
+[ -f "$build/reference/derivatives/groundtruth/atrophy_order.tsv" ] ||
+  bids_pscore-synth "$build/reference" --base "$base" --participant-label $ref_labels --n-sessions 1 --ad-fraction 0 --seed 2001 \
+    -w "$build/bases" --n-procs 2
 bids_pscore-normative "$build/model" "$build/reference" "$build/model_normative" -w "$build/reference_work" --skip-bids-validation
 cp "$build/model_normative/weights.safetensors" "$build/model_normative/model.json" "$build/model_normative/normative.safetensors" \
   "$build/model/training.tsv" "$here/"
