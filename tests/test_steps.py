@@ -146,6 +146,22 @@ def test_a_mask_made_in_ras_goes_back_onto_the_source_grid_voxel_for_voxel(tmp_p
     np.testing.assert_array_equal(np.asarray(back.dataobj) > 0, data > 0.5)
 
 
+# the grid's maps and the registration's 2 mm target ship with the package (data/templates/recipe.py)
+SHIPPED_MAPS = [(1.5, name) for name in steps.TEMPLATE_MAPS] + [(PreprocParams().registration_mm, name) for name in ("T1w", "mask")]
+
+
+@pytest.mark.parametrize("voxel_mm, name", SHIPPED_MAPS)
+def test_shipped_template_maps_hold_the_bytes_resampling_makes(voxel_mm, name):
+    # a run reads these rather than resampling nilearn's template: what the registration aims at
+    # and what the quality gate compares with must not move by a bit
+    assert steps.shipped_map_path("MNI152NLin2009aSym", voxel_mm, name).is_file()
+    shipped = steps.template_map("MNI152NLin2009aSym", voxel_mm, name)
+    resampled = steps.resample_template_map("MNI152NLin2009aSym", voxel_mm, name)
+    assert shipped.dtype == resampled.dtype == np.float32 and shipped.shape == steps.grid_at(voxel_mm)[0]
+    assert shipped.flags.f_contiguous == resampled.flags.f_contiguous and not shipped.flags.writeable
+    np.testing.assert_array_equal(shipped, resampled)
+
+
 def test_template_files_are_written_once_and_then_left_alone(tmp_path):
     # jobs sharing a work folder read these; rewriting them would race and void cached steps
     files = steps.write_template_files(tmp_path, "MNI152NLin2009aSym", 3.0)

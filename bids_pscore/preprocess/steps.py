@@ -5,6 +5,7 @@ them directly. Images are nibabel images in RAS+ orientation with float32 data.
 """
 
 import functools
+import lzma
 import zlib
 from pathlib import Path
 
@@ -185,26 +186,66 @@ def brain_mask(img, stripped_max_volume_ml, network_size, n_threads=1):
     return as_image(mask, img.affine), False
 
 
-@functools.lru_cache(maxsize=4)
-def template_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
-    """The registration template and its brain mask, resampled onto the grid (or a copy at voxel_mm).
+# the template's maps: the T1w image (the registration's target), its brain mask, and its grey
+# and white matter probabilities (the quality gate's), each with the interpolation that makes it
+TEMPLATE_MAPS = {"T1w": "continuous", "mask": "nearest", "GM": "continuous", "WM": "continuous"}
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "data" / "templates"
 
-    Cached per process (read-only arrays): the report draws over the template that the template
-    node made in the same process under the Linear plugin, and resampling takes about a second.
-    """
-    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
+
+def shipped_map_path(template_name, voxel_mm, name):
+    """Where the package ships a template map on the grid at ``voxel_mm`` (data/templates/recipe.py)."""
+    return TEMPLATES_DIR / f"{template_name}_res-{voxel_mm:g}mm_{name}.npy.xz"
+
+
+def resample_template_map(template_name, voxel_mm, name):
+    """One template map (TEMPLATE_MAPS) resampled from nilearn's 1 mm MNI152 2009a onto the grid at
+    ``voxel_mm``, as float32: the T1w clipped at 0, the mask 0 or 1."""
+    from nilearn import datasets
     from nilearn.image import resample_img
 
     if template_name != "MNI152NLin2009aSym":
         raise ValueError(f"template {template_name!r} is not shipped; use MNI152NLin2009aSym")
+    load = {"T1w": datasets.load_mni152_template, "mask": datasets.load_mni152_brain_mask,
+            "GM": datasets.load_mni152_gm_template, "WM": datasets.load_mni152_wm_template}[name]  # fmt: skip
     shape, affine = grid_at(voxel_mm)
-    kwargs = dict(target_affine=affine, target_shape=shape, force_resample=True, copy_header=True)
-    template = resample_img(load_mni152_template(resolution=1), interpolation="continuous", **kwargs)
-    mask = resample_img(load_mni152_brain_mask(resolution=1), interpolation="nearest", **kwargs)
-    images = as_image(np.clip(template.get_fdata(), 0, None), affine), as_image(mask.get_fdata() > 0, affine)
-    for img in images:
-        img.dataobj.flags.writeable = False
-    return images
+    data = resample_img(load(resolution=1), target_affine=affine, target_shape=shape, interpolation=TEMPLATE_MAPS[name],
+                        force_resample=True, copy_header=True).get_fdata()  # fmt: skip
+    if name == "T1w":
+        data = np.clip(data, 0, None)
+    elif name == "mask":
+        data = data > 0
+    return np.asarray(data, np.float32)
+
+
+@functools.lru_cache(maxsize=12)
+def template_map(template_name, voxel_mm, name):
+    """One template map on the grid at ``voxel_mm`` (a read-only float32 array).
+
+    The grid's maps and the linear stages' 2 mm copy of the T1w ship with the package: the same bytes
+    as ``resample_template_map`` (a test checks), read in a tenth of the time that resampling takes
+    (about 4 s a run), and kept as the demo model was trained with should nilearn change its files or
+    its resampling. Other spacings are resampled, once per process.
+    """
+    path = shipped_map_path(template_name, voxel_mm, name)
+    if path.is_file():
+        with lzma.open(path) as stream:
+            # in the Fortran order that resampling makes, so that sums over it run in the same order
+            data = np.asfortranarray(np.load(stream))
+    else:
+        data = resample_template_map(template_name, voxel_mm, name)
+    data.flags.writeable = False
+    return data
+
+
+def template_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
+    """The registration template and its brain mask as images on the grid (or a copy at voxel_mm)."""
+    _, affine = grid_at(voxel_mm)
+    return tuple(as_image(template_map(template_name, float(voxel_mm), name), affine) for name in ("T1w", "mask"))
+
+
+def tissue_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
+    """The template's grey and white matter probabilities on the grid (read-only arrays)."""
+    return tuple(template_map(template_name, float(voxel_mm), name) for name in ("GM", "WM"))
 
 
 def write_template_files(folder, template_name, registration_mm):
@@ -223,23 +264,6 @@ def write_template_files(folder, template_name, registration_mm):
         if not paths[key].is_file():
             write_nifti(paths[key], template_on_grid(template_name, voxel_mm)[0])
     return {key: str(path) for key, path in paths.items()}
-
-
-@functools.lru_cache(maxsize=2)
-def tissue_on_grid(template_name, voxel_mm=GRID_VOXEL_MM):
-    """The template's grey and white matter probabilities on the grid (read-only arrays)."""
-    from nilearn.datasets import load_mni152_gm_template, load_mni152_wm_template
-    from nilearn.image import resample_img
-
-    if template_name != "MNI152NLin2009aSym":
-        raise ValueError(f"template {template_name!r} is not shipped; use MNI152NLin2009aSym")
-    shape, affine = grid_at(voxel_mm)
-    kwargs = dict(target_affine=affine, target_shape=shape, force_resample=True, copy_header=True, interpolation="continuous")
-    maps = tuple(resample_img(load(resolution=1), **kwargs).get_fdata().astype(np.float32)
-                 for load in (load_mni152_gm_template, load_mni152_wm_template))  # fmt: skip
-    for data in maps:
-        data.flags.writeable = False
-    return maps
 
 
 def _levels(iterations):
