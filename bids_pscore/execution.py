@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from . import bids
+from .config import threads_per_step
 from .errors import OutputNotWritableError, UsageError
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,9 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, lo
                      "elsewhere): %s; nipype's cached results name their files by that path, so the steps run again in %s "
                      "(--clean-workdir removes the old cache)", work_dir, ", ".join(same_code), name)  # fmt: skip
         template_files = write_template_files(work_dir / name / "templates", params.template, params.registration_mm)
-        wf = init_participant_wf(readable, output_dir, params, template_files, name, execution.omp_nthreads)
+        omp_nthreads = threads_per_step(execution, len(readable))
+        log.debug("deepbet on %d thread(s) per T1w", omp_nthreads)
+        wf = init_participant_wf(readable, output_dir, params, template_files, name, omp_nthreads)
         wf.base_dir = str(work_dir)
         batch_environment(os.environ)
         job_resources(wf, execution.plugin, execution.plugin_args)

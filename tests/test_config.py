@@ -4,12 +4,13 @@ is written with the versions for the record, and sets what the messages show."""
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
 from bids_pscore.cli import configure_logging
 from bids_pscore.cli.run import parse_args
-from bids_pscore.config import CONFIG_VARIABLE, read_worker_verbosity, write_config
+from bids_pscore.config import CONFIG_VARIABLE, Execution, read_worker_verbosity, threads_per_step, write_config
 from bids_pscore.progress import RESULT
 
 
@@ -24,7 +25,13 @@ def test_the_configuration_is_frozen_and_written_with_every_option_and_version(t
     path = write_config(config, tmp_path / "logs" / f"run-{config.run_id}")
     written = json.loads(path.read_text())
     execution = written["config"]["execution"]
-    assert (execution["n_cpus"], execution["omp_nthreads"], execution["mem_gb"], execution["verbosity"], execution["random_seed"]) == (3, 3, 5, 2, 4)
+    assert (execution["n_cpus"], execution["omp_nthreads"], execution["mem_gb"], execution["verbosity"], execution["random_seed"]) == (
+        3,
+        None,
+        5,
+        2,
+        4,
+    )
     assert written["config"]["selection"]["participant_label"] == ["01", "02"]
     assert written["config"]["selection"]["bids_filters"] == {"acquisition": "mprage"}  # read once, recorded as used
     assert written["config"]["output_dir"] == str((tmp_path / "out").absolute()) and written["config"]["command_line"].startswith("bids_pscore ")
@@ -61,3 +68,17 @@ def test_quiet_and_verbose_exclude_each_other(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args([str(tmp_path), str(tmp_path / "out"), "participant", "-q", "-v"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("plugin, n_cpus, n_t1w, given, threads", [
+    ("MultiProc", 2, 6, None, 1),  # T1w side by side: one CPU each
+    ("MultiProc", 8, 3, None, 2),
+    ("MultiProc", 16, 1, None, 8),  # one T1w has every CPU, up to the cap
+    ("Linear", 2, 6, None, 2),  # one step at a time: all CPUs
+    ("SLURM", 4, 10, None, 4),
+    ("MultiProc", 2, 6, 3, 3),  # --omp-nthreads stands
+])  # fmt: skip
+def test_deepbet_threads_follow_the_cpus_each_t1w_has(plugin, n_cpus, n_t1w, given, threads):
+    execution = Execution(work_dir=Path("/w"), n_cpus=n_cpus, omp_nthreads=given, mem_gb=None, plugin=plugin, plugin_args=None,
+                          stop_on_first_crash=False, clean_workdir=False, verbosity=0, random_seed=None)  # fmt: skip
+    assert threads_per_step(execution, n_t1w) == threads

@@ -5,14 +5,12 @@ import json
 import os
 from pathlib import Path
 
-from ..config import Execution
+from ..config import MAX_DEFAULT_THREADS, Execution
 from ..errors import UsageError
 
 # nipype's Graph plugins (SLURMGraph, SGEGraph, PBSGraph) are not offered: they submit the jobs and
 # return at once, so the run would end before any T1w was preprocessed and nothing could be scored
 PLUGINS = ("Linear", "MultiProc", "SLURM", "SGE", "PBS", "LSF", "Condor", "OAR", "IPython")
-# deepbet's network gains little from more threads than this
-MAX_DEFAULT_THREADS = 8
 
 
 def available_cpus():
@@ -42,8 +40,8 @@ def add_execution_options(parser, seed_help):
         type=int,
         default=None,
         metavar="N",
-        help=f"threads per step for deepbet's network (default: min(n-cpus, {MAX_DEFAULT_THREADS})); ANTs runs "
-        "single-threaded so that a seed gives identical results",
+        help=f"threads per step for deepbet's network (default: the CPUs each T1w has when MultiProc runs them side by side, "
+        f"all n-cpus otherwise, at most {MAX_DEFAULT_THREADS}); ANTs runs single-threaded so that a seed gives identical results",
     )
     perf.add_argument(
         "--mem",
@@ -105,11 +103,10 @@ def execution_config(opts):
         raise UsageError(f"--mem must be a positive number of GB, got {opts.mem_gb}")
     if opts.random_seed is not None and opts.random_seed < 1:
         raise UsageError(f"--random-seed must be at least 1, got {opts.random_seed}: ANTs takes 0 for a seed from the clock")
-    omp_nthreads = min(opts.n_cpus, MAX_DEFAULT_THREADS) if opts.omp_nthreads is None else opts.omp_nthreads
-    if omp_nthreads < 1:
-        raise UsageError(f"--omp-nthreads must be at least 1, got {omp_nthreads}")
+    if opts.omp_nthreads is not None and opts.omp_nthreads < 1:
+        raise UsageError(f"--omp-nthreads must be at least 1, got {opts.omp_nthreads}")
     return Execution(
-        work_dir=opts.work_dir, n_cpus=opts.n_cpus, omp_nthreads=omp_nthreads, mem_gb=opts.mem_gb,
+        work_dir=opts.work_dir, n_cpus=opts.n_cpus, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb,
         plugin=opts.nipype_plugin, plugin_args=opts.nipype_plugin_args, stop_on_first_crash=opts.stop_on_first_crash,
         clean_workdir=opts.clean_workdir, verbosity=-1 if opts.quiet else opts.verbose, random_seed=opts.random_seed,
     )  # fmt: skip
