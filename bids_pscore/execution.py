@@ -135,6 +135,26 @@ def clean_work_dir(work_dir):
         shutil.rmtree(entry)
 
 
+# what MultiProc's workers import for their steps: the forkserver imports them once and each worker
+# it forks starts with them, rather than each worker importing nipype, ANTs and torch at its first
+# steps, on a session's critical path
+WORKER_MODULES = ("bids_pscore.preprocess.interfaces", "ants", "deepbet")
+
+
+def start_worker_server():
+    """Start the forkserver that MultiProc's workers come from (once per process), which imports
+    WORKER_MODULES on another CPU while this process builds the workflow.
+
+    Started while Ctrl-C is ignored: the workers keep the handling that the forkserver started with,
+    and so leave Ctrl-C to this process instead of each printing a traceback of its own."""
+    multiprocessing.set_forkserver_preload(list(WORKER_MODULES))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def stopped_by_ctrl_c(progress):
     """Ctrl-C stops the whole run. nipype takes a KeyboardInterrupt raised inside a step for that
@@ -146,14 +166,7 @@ def stopped_by_ctrl_c(progress):
         progress.interrupted = True
         raise KeyboardInterrupt
 
-    # MultiProc's workers come from the forkserver and keep the Ctrl-C handling it started with:
-    # started while Ctrl-C is ignored, they leave it to this process instead of each printing a
-    # traceback of its own
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, on_interrupt)
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     except KeyboardInterrupt:
@@ -180,6 +193,8 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, lo
 
     write_dataset_files(output_dir, bids_dir)
     configure_nipype(log_dir, execution.verbosity, execution.stop_on_first_crash)
+    if execution.plugin == "MultiProc":
+        start_worker_server()
     log.info("%d T1w to process in %s; outputs in %s; work in %s", len(t1w_inputs), bids_dir, output_dir, work_dir)
     progress = Progress({t.ident: t.label for t in t1w_inputs}, quiet=execution.verbosity < 0)
     readable = []
