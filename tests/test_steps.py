@@ -1,6 +1,7 @@
 """The array steps of the preprocessing against hand computations."""
 
 import os
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -160,6 +161,19 @@ def test_shipped_template_maps_hold_the_bytes_resampling_makes(voxel_mm, name):
     assert shipped.dtype == resampled.dtype == np.float32 and shipped.shape == steps.grid_at(voxel_mm)[0]
     assert shipped.flags.f_contiguous == resampled.flags.f_contiguous and not shipped.flags.writeable
     np.testing.assert_array_equal(shipped, resampled)
+
+
+def test_a_python_without_lzma_resamples_the_template_maps(monkeypatch):
+    shipped = steps.template_map("MNI152NLin2009aSym", 1.5, "mask")
+    resampled, resample = [], steps.resample_template_map
+    monkeypatch.setattr(steps, "resample_template_map", lambda *args: resampled.append(args) or resample(*args))
+    monkeypatch.setitem(sys.modules, "lzma", None)  # what a Python built without liblzma has: import lzma fails
+    steps.template_map.cache_clear()
+    try:
+        np.testing.assert_array_equal(steps.template_map("MNI152NLin2009aSym", 1.5, "mask"), shipped)
+        assert resampled == [("MNI152NLin2009aSym", 1.5, "mask")]
+    finally:
+        steps.template_map.cache_clear()
 
 
 def test_template_files_are_written_once_and_then_left_alone(tmp_path):

@@ -5,7 +5,6 @@ them directly. Images are nibabel images in RAS+ orientation with float32 data.
 """
 
 import functools
-import lzma
 import zlib
 from pathlib import Path
 
@@ -224,10 +223,15 @@ def template_map(template_name, voxel_mm, name):
     The grid's maps and the linear stages' 2 mm copy of the T1w ship with the package: the same bytes
     as ``resample_template_map`` (a test checks), read in a tenth of the time that resampling takes
     (about 4 s a run), and kept as the demo model was trained with should nilearn change its files or
-    its resampling. Other spacings are resampled, once per process.
+    its resampling. Other spacings are resampled, once per process, and so is every map by a Python
+    built without its optional lzma module (pyenv without liblzma): the same bytes, 4 s slower.
     """
+    try:
+        import lzma
+    except ImportError:
+        lzma = None
     path = shipped_map_path(template_name, voxel_mm, name)
-    if path.is_file():
+    if lzma is not None and path.is_file():
         with lzma.open(path) as stream:
             # in the Fortran order that resampling makes, so that sums over it run in the same order
             data = np.asfortranarray(np.load(stream))
