@@ -25,13 +25,8 @@ def test_the_configuration_is_frozen_and_written_with_every_option_and_version(t
     path = write_config(config, tmp_path / "logs" / f"run-{config.run_id}")
     written = json.loads(path.read_text())
     execution = written["config"]["execution"]
-    assert (execution["n_cpus"], execution["omp_nthreads"], execution["mem_gb"], execution["verbosity"], execution["random_seed"]) == (
-        3,
-        None,
-        5,
-        2,
-        4,
-    )
+    assert (execution["n_cpus"], execution["omp_nthreads"], execution["mem_gb"], execution["verbosity"],
+            execution["random_seed"]) == (3, None, 5, 2, 4)  # fmt: skip
     assert written["config"]["selection"]["participant_label"] == ["01", "02"]
     assert written["config"]["selection"]["bids_filters"] == {"acquisition": "mprage"}  # read once, recorded as used
     assert written["config"]["output_dir"] == str((tmp_path / "out").absolute()) and written["config"]["command_line"].startswith("bids_pscore ")

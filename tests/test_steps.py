@@ -147,11 +147,7 @@ def test_a_mask_made_in_ras_goes_back_onto_the_source_grid_voxel_for_voxel(tmp_p
     np.testing.assert_array_equal(np.asarray(back.dataobj) > 0, data > 0.5)
 
 
-# the grid's maps and the registration's 2 mm target ship with the package (data/templates/recipe.py)
-SHIPPED_MAPS = [(1.5, name) for name in steps.TEMPLATE_MAPS] + [(PreprocParams().registration_mm, name) for name in ("T1w", "mask")]
-
-
-@pytest.mark.parametrize("voxel_mm, name", SHIPPED_MAPS)
+@pytest.mark.parametrize("voxel_mm, name", [(voxel_mm, name) for voxel_mm, names in steps.SHIPPED_TEMPLATE_MAPS for name in names])
 def test_shipped_template_maps_hold_the_bytes_resampling_makes(voxel_mm, name):
     # a run reads these rather than resampling nilearn's template: what the registration aims at
     # and what the quality gate compares with must not move by a bit

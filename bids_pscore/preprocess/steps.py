@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from ..errors import InputImageError
 from ..grid import GRID_AFFINE, GRID_VOXEL_MM, grid_at
+from .params import PreprocParams
 
 MIN_VOXEL_MM = 0.3
 MAX_VOXEL_MM = 3.0
@@ -189,6 +190,8 @@ def brain_mask(img, stripped_max_volume_ml, network_size, n_threads=1):
 # and white matter probabilities (the quality gate's), each with the interpolation that makes it
 TEMPLATE_MAPS = {"T1w": "continuous", "mask": "nearest", "GM": "continuous", "WM": "continuous"}
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "data" / "templates"
+# what data/templates ships: every map on the grid, and the T1w and mask on the linear stages' grid
+SHIPPED_TEMPLATE_MAPS = ((GRID_VOXEL_MM, tuple(TEMPLATE_MAPS)), (PreprocParams().registration_mm, ("T1w", "mask")))
 
 
 def shipped_map_path(template_name, voxel_mm, name):

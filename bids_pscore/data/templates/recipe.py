@@ -7,7 +7,7 @@ Each map is nilearn's MNI152 2009a (1 mm) resampled onto bids_pscore's grid
 mask and grey and white matter probabilities at 1.5 mm, and the T1w and mask at the registration's
 linear-stage 2 mm. Reading them takes about 0.6 s a run, resampling them about 4 s (and nilearn's
 import); tests/test_steps.py checks that they hold the same bytes as resampling makes now.
-About 5 s on 2 CPUs.
+About 20 s on 2 CPUs (xz at its highest preset).
 """
 
 import lzma
@@ -16,13 +16,11 @@ import numpy as np
 
 from bids_pscore.fileio import atomic_path
 from bids_pscore.preprocess.params import PreprocParams
-from bids_pscore.preprocess.steps import resample_template_map, shipped_map_path
-
-SHIPPED = ((1.5, ("T1w", "mask", "GM", "WM")), (PreprocParams().registration_mm, ("T1w", "mask")))
+from bids_pscore.preprocess.steps import SHIPPED_TEMPLATE_MAPS, resample_template_map, shipped_map_path
 
 if __name__ == "__main__":
     template = PreprocParams().template
-    for voxel_mm, names in SHIPPED:
+    for voxel_mm, names in SHIPPED_TEMPLATE_MAPS:
         for name in names:
             path = shipped_map_path(template, voxel_mm, name)
             with atomic_path(path) as tmp, lzma.open(tmp, "wb", preset=9) as stream:
