@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from .helpers import SHARED_DATA
+from .helpers import COLIN, COLIN_BRAIN, SHARED_DATA, needs
 
 
 def pytest_configure(config):
@@ -25,8 +25,20 @@ def app_messages():
     configure_logging("bids_pscore", 0)
 
 
-@pytest.fixture
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+
+
+@pytest.fixture(scope="session")
 def shared_data():
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not beside the repository")
+    needs(SHARED_DATA.is_dir(), f"{SHARED_DATA} is not beside the repository")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def colin27():
+    """Debian's Colin27 head and its BET brain (mricron-data), as (head, brain)."""
+    needs(COLIN.is_file() and COLIN_BRAIN.is_file(), f"{COLIN} is not there: apt-get install mricron-data")
+    return COLIN, COLIN_BRAIN

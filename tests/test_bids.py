@@ -8,7 +8,7 @@ from bids_pscore import bids
 from bids_pscore.errors import UsageError
 from bids_pscore.fileio import atomic_path, write_json
 
-from .helpers import make_bids, small_image
+from .helpers import make_bids, needs, small_image
 
 
 @pytest.fixture
@@ -170,8 +170,7 @@ def test_the_bids_validator_refuses_a_dataset_with_errors_naming_them(dataset):
     from bids_pscore.errors import NotBIDSError
     from bids_pscore.participant import check_inputs
 
-    if bids.validator_command() is None:
-        pytest.skip("bids-validator-deno is not installed (pip install -e '.[test]')")
+    needs(bids.validator_command() is not None, "bids-validator-deno is not installed (pip install -e '.[test]')")
     layout = bids.load_layout(dataset)
     selected = bids.find_t1w(layout, ["03"])
     check_inputs(layout, selected, skip_validation=False)  # a valid dataset passes

@@ -16,7 +16,7 @@ from bids_pscore.groundtruth import ATROPHIED_FROM, read_truth
 from bids_pscore.synth import GROUNDTRUTH
 from bids_pscore.synth.demo import DEMO_COURSE, DEMO_HEADS, demo_labels, held_out_labels, validation_labels
 
-from .helpers import SHARED_DATA
+from .helpers import SHARED_DATA, needs
 
 IXI = SHARED_DATA / "ixi_hh"
 
@@ -38,11 +38,10 @@ def test_demo_heads_carry_their_licence_and_credit_ixi():
     assert sum(p.stat().st_size for p in DEMO_HEADS.iterdir()) <= 3 * 1024**2
 
 
-def test_demo_heads_are_those_the_rule_picks():
+def test_demo_heads_are_those_the_rule_picks(shared_data):
     heads = pd.read_csv(DEMO_HEADS / "heads.tsv", sep="\t").set_index("participant_id")
     assert heads["source"].tolist() == ["sub-IXI313", "sub-IXI438"] and heads["group"].tolist() == ["AD", "CN"]
-    if not (IXI / "participants.tsv").is_file():
-        pytest.skip("../shared/data/ixi_hh is not beside the repository: the rule is not recomputed")
+    needs((IXI / "participants.tsv").is_file(), f"{IXI} is not there: the rule is not recomputed")
     # recomputed from the base: held out of the demo model's training, not used by the validation benchmark, aged 60 or more
     labels = sorted(pd.read_csv(IXI / "participants.tsv", sep="\t")["participant_id"].str.removeprefix("sub-"))
     picked = demo_labels(IXI)

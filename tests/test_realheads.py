@@ -1,7 +1,5 @@
 """Simulated atrophy on real heads (bids_pscore-synth --base), on two IXI heads of ../shared/data."""
 
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -11,17 +9,17 @@ from bids_pscore import bids
 from bids_pscore.cli.synth import main as synth_main
 from bids_pscore.synth import GROUNDTRUTH, disease, realheads
 
-IXI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi_hh"
+from .helpers import SHARED_DATA, needs
+
+IXI = SHARED_DATA / "ixi_hh"
 YOUNG, OLD = "IXI012", "IXI538"  # 38.8 and 81.9 years
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (IXI / "participants.tsv").is_file(), reason="needs ../shared/data/ixi_hh"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(tmp_path_factory, shared_data):
+    needs((IXI / "participants.tsv").is_file(), f"{IXI} is not there")
     return tmp_path_factory.mktemp("bases")
 
 

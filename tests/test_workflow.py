@@ -1,4 +1,4 @@
-"""The preprocessing against ground truth, on generated and real heads (slow: minutes)."""
+"""The preprocessing against ground truth, on generated and real heads (slow: minutes, apart from the registration levels)."""
 
 import json
 import os
@@ -14,9 +14,8 @@ from bids_pscore.grid import GRID_VOXEL_MM, is_on_grid
 from bids_pscore.preprocess import PreprocParams, steps
 from bids_pscore.synth import bias_field, move, random_affine, write_dataset
 
-from .helpers import COLIN, COLIN_BRAIN, dice
+from .helpers import dice
 
-pytestmark = pytest.mark.slow
 PARAMS = PreprocParams()
 
 
@@ -49,6 +48,7 @@ def template_correlation(data):
     return np.corrcoef(data[inside], smoothed[inside])[0, 1]
 
 
+@pytest.mark.slow
 def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path, capsys):
     root = write_dataset(tmp_path / "bids", n_subjects=1, n_sessions=1, seed=3)
     broken = root / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
@@ -93,11 +93,12 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     np.testing.assert_array_equal(nib.load(paths["t1w_grid"]).get_fdata(), reference)
 
 
-@pytest.mark.skipif(not COLIN.is_file(), reason="Debian's mricron-data (Colin27) is not installed")
-def test_skull_stripping_of_a_moved_colin27_against_its_bet_mask(tmp_path):
+@pytest.mark.slow
+def test_skull_stripping_of_a_moved_colin27_against_its_bet_mask(colin27, tmp_path):
     rng = np.random.default_rng(11)
-    head = nib.load(COLIN)
-    truth = nib.load(COLIN_BRAIN).get_fdata() > 0
+    head_path, brain_path = colin27
+    head = nib.load(head_path)
+    truth = nib.load(brain_path).get_fdata() > 0
     pose = random_affine(rng, max_rotation_deg=15, max_shift_mm=12, max_scale=0.08)
     moved = move(head.get_fdata().astype(np.float32), head.affine, pose)
     moved_truth = move(truth.astype(np.float32), head.affine, pose) >= 0.5
@@ -125,6 +126,7 @@ def test_registration_levels_halve_the_spacing_and_skip_trailing_levels_of_no_it
     assert steps._levels((0,)) == ("0", "1", "0")
 
 
+@pytest.mark.slow
 def test_registration_is_reproducible_with_a_seed(tmp_path):
     template, _ = steps.template_on_grid(PARAMS.template, 3.0)
     # a template moved off its place stands in for a subject's brain
@@ -138,6 +140,7 @@ def test_registration_is_reproducible_with_a_seed(tmp_path):
     assert fields[0][1] == fields[1][1]
 
 
+@pytest.mark.slow
 def test_real_heads_with_skull(shared_data, tmp_path, capsys):
     heads = sorted((shared_data / "t1w").glob("*.nii.gz"))
     files = {}
@@ -157,6 +160,7 @@ def test_real_heads_with_skull(shared_data, tmp_path, capsys):
         assert template_correlation(data) >= 0.8
 
 
+@pytest.mark.slow
 def test_already_skull_stripped_bids_mini_is_not_damaged(shared_data, tmp_path):
     """bids_mini is read-only and skull-stripped: the app reads it in place and keeps its brain."""
     root = shared_data / "bids_mini"
