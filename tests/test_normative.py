@@ -68,12 +68,14 @@ def test_calibration_holds_on_held_out_generated_controls():
     reference = built.reference
     assert reference.covariates.age and not reference.covariates.sex
     assert built.calibration.flags_per_image <= 1.0 and reference.threshold < -2.5
-    unseen, unseen_ages = generated_people(400, rng, loadings, region_sd)
-    design = reference.covariates.design(unseen_ages, np.full(400, np.nan))
+    unseen, unseen_ages = generated_people(4000, rng, loadings, region_sd)
+    design = reference.covariates.design(unseen_ages, np.full(4000, np.nan))
     z = normative.zscores(unseen, design, reference.regions["grey_level"])
     flags_per_person = normative.atrophic(z, reference.threshold).sum(axis=1).mean()
-    # what the calibration promised, measured on people it never saw
-    assert 0.4 <= flags_per_person <= 1.6
+    # what the calibration promised (SPEC 10: at most one), measured on 4000 people it never saw (their mean is
+    # known to about 4%), within what 120 held-out images can promise: references of seeds 3-8 gave 0.81-1.16
+    assert built.calibration.flags_per_image == 1.0
+    assert 0.7 <= flags_per_person <= 1.25 * built.calibration.flags_per_image
     # a region that lost tissue (4 healthy spreads darker) is flagged in most people
     z[:, 7] -= 4.0
     assert normative.atrophic(z, reference.threshold)[:, 7].mean() > 0.5
