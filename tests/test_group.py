@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import kendalltau
+from scipy.stats import kendalltau, mannwhitneyu
 
 from bids_pscore import bids, errors, group, synth
 from bids_pscore.atlas import region_table
@@ -187,6 +187,14 @@ def test_cohort_tables_load_in_pandas_and_say_their_normalisation(cohort_run):
     assert frequency.iloc[0]["index"] in set(synth.region_order()["index"])
     comparison = pd.read_csv(out / "group" / "group_comparison.tsv", sep="\t", na_values="n/a")
     assert comparison.iloc[0]["q_fdr"] < 0.05 and comparison.iloc[0]["index"] in set(synth.region_order()["index"])
+    # one row per subject, its first session (a person's sessions are not independent): 8 AD and 8 CN of 80 sessions
+    assert (comparison["n_ad"] == 8).all() and (comparison["n_control"] == 8).all()
+    first = sessions.sort_values("acq_time").groupby("participant_id").head(1)
+    top = comparison.iloc[0]
+    values = regions[regions["index"] == top["index"]].merge(first[["participant_id", "session_id", "group"]], on=["participant_id", "session_id"])
+    by_group = [values.loc[values["group"] == g, "p_region_norm_reference"] for g in ("AD", "CN")]
+    assert (top["median_ad"], top["median_control"]) == pytest.approx([np.median(v) for v in by_group], rel=1e-5)  # 6 digits in the TSV
+    assert (top["u"], top["p"]) == pytest.approx(tuple(mannwhitneyu(*by_group, alternative="two-sided")), rel=1e-5)
     page = (out / "group" / "report.html").read_text()
     for figure in ("whole_brain_by_group", "degeneration_frequency_bars", "degeneration_frequency_map", "trajectories_plot", "onset_order_plot"):
         assert f"figures/{figure}.png" in page and (out / "group" / "figures" / f"{figure}.png").is_file()
