@@ -17,6 +17,7 @@ def cohort(tmp_path_factory):
     return synth.write_dataset(tmp_path_factory.mktemp("synth") / "test", n_subjects=2, n_sessions=2, seed=11)
 
 
+@pytest.mark.slow
 def test_dataset_is_valid_bids_with_groups_times_and_varied_scans(cohort):
     test = cohort
     layout = bids.load_layout(test, validate=True)
@@ -33,6 +34,7 @@ def test_dataset_is_valid_bids_with_groups_times_and_varied_scans(cohort):
         assert img.get_data_dtype() == np.int16 and 0.3 <= min(img.header.get_zooms()) and max(img.header.get_zooms()) <= 3
 
 
+@pytest.mark.slow
 def test_truth_tables_say_who_atrophies_and_that_it_grows(cohort):
     test = cohort
     truth = test / synth.GROUNDTRUTH
@@ -56,6 +58,7 @@ def test_command_line_refuses_a_folder_of_other_files(tmp_path, capsys):
     assert "holds other files" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_as_a_module_it_says_what_it_wrote(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bids_pscore.cli.synth", str(tmp_path / "bids"), "--n-subjects", "1"],
                           capture_output=True, text=True, check=True)  # fmt: skip

@@ -4,6 +4,7 @@ the scanned label maps confirm (apart from test_synth.py, so that the two run si
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 
 from bids_pscore import synth
 
@@ -13,6 +14,7 @@ def _volumes_ml(img, indices):
     return counts * float(np.prod(img.header.get_zooms()[:3])) / 1000.0
 
 
+@pytest.mark.slow
 def test_volume_loss_measured_on_the_scanned_label_maps_matches_the_truth():
     """Healthy and atrophied scans of one brain, each in its own pose and voxel grid."""
     order = synth.region_order()
@@ -36,6 +38,7 @@ def test_volume_loss_measured_on_the_scanned_label_maps_matches_the_truth():
     assert np.all(np.abs(measured - truth)[atrophied] <= 0.05)
 
 
+@pytest.mark.slow
 def test_healthy_regional_volumes_vary_by_about_ten_percent():
     volumes = np.array([np.bincount(synth.make_anatomy(np.random.default_rng(s)).labels.ravel(), minlength=247)[1:] for s in range(6)], float)
     cv = volumes.std(axis=0) / volumes.mean(axis=0)
@@ -55,6 +58,7 @@ def test_losses_follow_the_order_of_involvement_and_stay_between_5_and_30_percen
     assert by_rank[1] >= by_rank[2] and by_rank[4] >= by_rank[5]
 
 
+@pytest.mark.slow
 def test_another_acquisition_seed_rescans_the_same_brains(tmp_path):
     test = synth.write_dataset(tmp_path / "test", n_subjects=1, seed=11, ad_fraction=1.0)
     retest = synth.write_dataset(tmp_path / "retest", n_subjects=1, seed=11, acquisition_seed=99, ad_fraction=1.0)
