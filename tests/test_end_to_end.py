@@ -18,7 +18,6 @@ from bids_pscore.model.bundle import metadata_sha256
 from bids_pscore.participant import DEMO_MODEL, load_model
 from bids_pscore.synth import write_dataset
 
-pytestmark = pytest.mark.slow
 TEMPLATE = "MNI152NLin2009aSym"
 
 
@@ -42,6 +41,7 @@ def test_the_demo_model_ships_small_says_what_it_was_trained_on_and_credits_ixi(
     assert (DEMO_MODEL / "recipe.sh").is_file()
 
 
+@pytest.mark.slow
 def test_every_derivative_of_every_session_exists_and_loads(run):
     out, bids_dir, (code, _), _ = run
     assert code == 0
@@ -49,6 +49,7 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
     lut = pd.read_csv(out / atlas_files["table"], sep="\t")
     grid_atlas = np.asarray(nib.load(out / atlas_files["image"]).dataobj)
     assert len(lut) == 246
+    model_weights, model_selected = load_model().ensemble.weights_per_cube()
     for t1w in bids.find_t1w(bids.load_layout(bids_dir)):
         paths = bids.session_outputs(t1w.entities, TEMPLATE, bids.PREPROCESSING, bids.PSCORE)
         for rel in paths.values():
@@ -61,6 +62,12 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
         cubes = pd.read_csv(out / paths["cube_table"], sep="\t", na_values="n/a")
         regions = pd.read_csv(out / paths["region_table"], sep="\t", na_values="n/a")
         assert len(cubes) == 150 and len(regions) == 246
+        # SPEC 5 on the written table: P_cube = w_c * p_ic for the selected cubes, with the model's own w_c; 0 elsewhere
+        selected = cubes["selected"].to_numpy(bool)
+        assert selected.tolist() == model_selected.tolist() and np.allclose(cubes.loc[selected, "weight"], model_weights[selected], atol=1e-6)
+        assert np.allclose(cubes.loc[selected, "p_cube"], cubes.loc[selected, "weight"] * cubes.loc[selected, "p_ad"], rtol=1e-5, atol=1e-7)
+        assert (cubes.loc[~selected, "p_cube"] == 0).all() and cubes.loc[~selected, "weight"].isna().all()
+        assert ((cubes["p_ad"] >= 0) & (cubes["p_ad"] <= 1)).all() and cubes["p_ad"].nunique() > 1
         # the native mask multiplies the raw T1w voxel by voxel
         raw, native = nib.load(t1w.path), nib.load(out / paths["mask_native"])
         assert native.shape == raw.shape and np.allclose(native.affine, raw.affine)
@@ -87,6 +94,7 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
         assert nib.load(out / relevance["relevance_region_map"]).shape == GRID_SHAPE
 
 
+@pytest.mark.slow
 def test_each_subject_has_a_report_with_its_figures_and_the_demo_warning(run):
     out, bids_dir, *_ = run
     for sub in ("01", "02"):
@@ -110,6 +118,7 @@ def test_each_subject_has_a_report_with_its_figures_and_the_demo_warning(run):
     assert bib.count("@article{") + bib.count("@misc{") == 8 and "doi = {10.3389/fnins.2020.00259}" in bib
 
 
+@pytest.mark.slow
 def test_a_rerun_with_the_same_work_folder_runs_no_step_again(run):
     _, _, (_, cached), (code, after_rerun) = run
     assert code == 0
@@ -117,6 +126,7 @@ def test_a_rerun_with_the_same_work_folder_runs_no_step_again(run):
     assert len(cached) == 4 * 9 and after_rerun == cached
 
 
+@pytest.mark.slow
 def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_path, capsys):
     out, bids_dir, *_ = run
     model = tmp_path / "model"
@@ -141,6 +151,7 @@ def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_pat
                 assert (out / sidecar).read_bytes() == (tmp_path / "out" / sidecar).read_bytes(), sidecar
 
 
+@pytest.mark.slow
 def test_reports_only_redraws_the_reports_without_touching_the_derivatives(run, tmp_path):
     out, bids_dir, *_ = run
     derivatives = [p for p in out.rglob("*") if p.is_file() and "figures" not in p.parts and p.suffix != ".html" and "logs" not in p.parts]
@@ -162,6 +173,7 @@ def test_reports_only_redraws_the_reports_without_touching_the_derivatives(run, 
     assert not (tmp_path / "unused").exists()
 
 
+@pytest.mark.slow
 def test_participant_and_group_outputs_are_valid_bids_and_every_sidecar_describes_only_its_file(run):
     """bids-validator-deno (the BIDS validator 3, offline) passes; pybids finds for each file its own
     sidecar and nothing inherited from another file's."""
