@@ -3,6 +3,7 @@ dataset bids_pscore-synth makes from them, and (slow) the quick start run on it 
 
 import filecmp
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,16 @@ from bids_pscore.synth.demo import DEMO_COURSE, DEMO_HEADS, demo_labels, held_ou
 from .helpers import SHARED_DATA, needs
 
 IXI = SHARED_DATA / "ixi_hh"
+README = Path(__file__).resolve().parents[1] / "README.md"
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def numbers_of(line):
+    return re.findall(NUMBER, line)
+
+
+def words_of(line):
+    return re.sub(NUMBER, "#", line)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +66,7 @@ def test_demo_heads_are_those_the_rule_picks(shared_data):
         assert filecmp.cmp(DEMO_HEADS / head.t1w, IXI / head.source / "anat" / f"{head.source}_T1w.nii.gz", shallow=False)
 
 
+@pytest.mark.slow
 def test_demo_dataset_has_an_atrophied_and_a_healthy_subject_with_two_visits_and_their_truth(demo):
     t1w = bids.find_t1w(bids.load_layout(demo, validate=True))
     sessions = sorted((f"sub-{t.entities['sub']}", f"ses-{t.entities['ses']}") for t in t1w)
@@ -78,6 +90,7 @@ def test_demo_dataset_has_an_atrophied_and_a_healthy_subject_with_two_visits_and
         assert (demo / GROUNDTRUTH / sub / ses / "anat" / f"{sub}_{ses}_atlas-Brainnetome_dseg.nii.gz").is_file()
 
 
+@pytest.mark.slow
 def test_demo_is_the_same_bytes_twice(demo, tmp_path):
     again = tmp_path / "bids"
     assert synth_cli.main([str(again)]) == 0
@@ -100,6 +113,17 @@ def test_quick_start_calls_the_healthy_head_control_and_the_atrophied_one_ad_and
     assert cli.main([str(demo), str(out), "participant", "-w", str(tmp_path / "work")]) == 0
     last_lines = capsys.readouterr().out.strip().splitlines()[-2:]
     assert [line.split(":")[1].strip() for line in last_lines] == ["truth check, sub-01", "truth check, sub-02"]
+    # what README's quick start shows: the same words, and its numbers within what another CPU's arithmetic moves
+    readme = " ".join(README.read_text().split())
+    quoted = [line.strip() for line in README.read_text().splitlines() if line.strip().startswith("bids_pscore: truth check")]
+    assert [words_of(line) for line in last_lines] == [words_of(line) for line in quoted]
+    for line, quoted_line in zip(last_lines, quoted):
+        for got, said in zip(numbers_of(line), numbers_of(quoted_line)):
+            # AD probabilities (decimals) within 0.05; counts of flags and hits within 2
+            assert float(got) == pytest.approx(float(said), abs=0.05 if "." in said else 2), (line, quoted_line)
+    whole = re.search(r"whole-brain P-score is ([\d.]+) and ([\d.]+) for sub-01, ([\d.]+) and ([\d.]+) for sub-02", readme)
+    got = [pd.read_json(path, typ="series")["WholeBrainPScore"] for path in sorted(bids.summary_files(out))]
+    assert got == pytest.approx([float(x) for x in whole.groups()], rel=0.03)
     assert cli.main([str(demo), str(out), "group"]) == 0
     truth = read_truth(demo)
     labels = region_table()["label"].to_numpy()
@@ -122,6 +146,7 @@ def test_quick_start_calls_the_healthy_head_control_and_the_atrophied_one_ad_and
     assert "<h2>Truth</h2>" in group_report and re.search(r"<td>sub-02</td><td>ses-2</td><td>healthy \(CN\)</td>", group_report)
 
 
+@pytest.mark.slow
 def test_truth_is_read_only_from_what_bids_pscore_synth_made_and_flags_are_split_into_hits_misses_and_false(demo, tmp_path):
     import shutil
 
