@@ -18,6 +18,7 @@ import pandas as pd
 from . import bids
 from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, UsageError
+from .fileio import remove_stale_temporaries
 from .progress import RESULT
 from .pscore import normalise_regions, reference_statistics
 
@@ -388,6 +389,7 @@ def run_group(config):
     if flag_kind == "normative" and normative is None:
         raise UsageError(f"{output_dir}: --flags normative, but not every session has normative outputs (the model that scored them has "
                          "no normative reference, or they were scored before it had one): use --flags patent, or score them again")  # fmt: skip
+    remove_stale_temporaries(output_dir)
     write_config(config, output_dir / "logs" / f"run-{config.run_id}")
     for line in damaged:
         log.warning("left out %s", line)

@@ -13,7 +13,7 @@ from .atlas import N_REGIONS
 from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, InputImageError, ModelError, NoT1wError, OutputNotWritableError, PscoreError
 from .execution import make_run_folders, preprocess
-from .fileio import write_json, write_text, write_tsv
+from .fileio import remove_stale_temporaries, write_json, write_text, write_tsv
 from .progress import RESULT
 
 log = logging.getLogger(__name__)
@@ -410,6 +410,7 @@ def participant_run(config, console):
     check_inputs(layout, t1w_inputs, selection.skip_bids_validation)
     bundle = load_model(config.model)
     output_dir, work_dir = make_run_folders(config.output_dir, config.execution.work_dir, config.bids_dir)
+    remove_stale_temporaries(output_dir)
     log_dir = output_dir / "logs" / f"run-{config.run_id}"
     log.info("this run's configuration and logs: %s", write_config(config, log_dir).parent)
     console.keep_in(log_dir / "console.log")
@@ -563,6 +564,7 @@ def rebuild_reports(t1w_inputs, config):
             results.append(result)
     if not results:
         raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
+    remove_stale_temporaries(output_dir)
     reports, unwritten = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
                                                run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), read_truth(config.bids_dir))  # fmt: skip
     report_failures(output_dir, unwritten)

@@ -6,6 +6,7 @@ import pytest
 from bids_pscore.cli import run, train
 
 from .badinputs import BAD_INPUTS
+from .helpers import half_written
 
 PROGRAMS = {"bids_pscore": run.main, "bids_pscore-train": train.main}
 
@@ -26,7 +27,7 @@ def test_a_bad_input_ends_in_one_line_naming_it(case, tmp_path, capsys):
     assert "Traceback" not in out + err
     if case.starts:  # a session failed: its line in the run's summary, no derivative of it, no temporary file
         assert err == "" and says in out, out
-        assert not list((tmp_path / "out").glob("sub-*/**/anat/*")) and not list(tmp_path.rglob("*.tmp*"))
+        assert not list((tmp_path / "out").glob("sub-*/**/anat/*")) and not half_written(tmp_path)
     else:  # refused before it started: one line on stderr, and no folder or file made
         assert err.count("\n") == 1 and err.startswith(f"{program}: error: ") and says in err, err
         assert files_under(tmp_path) == made

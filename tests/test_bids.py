@@ -1,14 +1,19 @@
 """Discovery with pybids, output names, and atomic writes."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids
+from bids_pscore import bids, fileio
 from bids_pscore.errors import UsageError
 from bids_pscore.fileio import atomic_path, write_json
 
-from .helpers import make_bids, needs, small_image
+from .helpers import half_written, killed_while_writing, make_bids, needs, small_image
 
 
 @pytest.fixture
@@ -92,6 +97,27 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
     write_json(target.with_suffix(".json"), {"a": 1})
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["table.json"]
+
+
+def test_a_run_removes_what_killed_writers_left_and_keeps_what_is_being_written(tmp_path):
+    def left_by_a_killed_writer(name, host=fileio.HOST):
+        code = killed_while_writing(f"fileio.HOST = {host!r}\nfileio.write_text({str(tmp_path / name)!r}, 'x')")
+        assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGKILL
+        (left,) = [p for p in half_written(tmp_path) if p.name.endswith(name)]
+        return left
+
+    dead_here = left_by_a_killed_writer("a.json")
+    fresh_elsewhere = left_by_a_killed_writer("b.json", host="elsewhere")  # its writer may still run
+    old_elsewhere = left_by_a_killed_writer("c.json", host="elsewhere")
+    long_ago = time.time() - fileio.STALE_AFTER_S - 60
+    os.utime(old_elsewhere, (long_ago, long_ago))
+    (tmp_path / ".DS_Store").write_text("not ours")
+    with atomic_path(tmp_path / "d.json") as being_written:  # by this process, which runs
+        being_written.write_text("d")
+        assert fileio.remove_stale_temporaries(tmp_path) == 2
+        assert not dead_here.exists() and not old_elsewhere.exists()
+        assert sorted(half_written(tmp_path)) == sorted([fresh_elsewhere, being_written, tmp_path / ".DS_Store"])
+    assert (tmp_path / "d.json").read_text() == "d"
 
 
 @pytest.mark.parametrize("umask, mode", [(0o077, 0o600), (0o022, 0o644)])
