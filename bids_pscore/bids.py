@@ -440,7 +440,8 @@ def ages_and_sexes(bids_dir, t1w_inputs):
     """Age in years (NaN when unknown) and sex (as written, 'n/a' when unknown) of each T1w.
 
     The age is the session's (``age`` of sub-*/sub-*_sessions.tsv), else the subject's
-    (participants.tsv); the sex is the subject's. A file that cannot be read gives nothing.
+    (participants.tsv); the sex is the subject's (``sex``, else ``gender``). A file that cannot be
+    read gives nothing.
     """
     import pandas as pd
 
@@ -459,10 +460,14 @@ def ages_and_sexes(bids_dir, t1w_inputs):
 
     root = Path(bids_dir)
     participants = read(root / "participants.tsv")
+    # BIDS names the column "sex"; datasets that call it "gender" (e.g. OpenNeuro's ds002748) are read, and told so
+    sex_column = "sex" if "sex" in participants or "gender" not in participants else "gender"
+    if sex_column == "gender":
+        log.warning("%s: no 'sex' column, so the sex is read from its 'gender' column (BIDS calls it 'sex')", root / "participants.tsv")
     by_subject = {}
     if "participant_id" in participants:
         for _, row in participants.iterrows():
-            by_subject[row["participant_id"].removeprefix("sub-")] = (number(row.get("age")), row.get("sex") or "n/a")
+            by_subject[row["participant_id"].removeprefix("sub-")] = (number(row.get("age")), row.get(sex_column) or "n/a")
     ages, sexes, session_ages = [], [], {}
     for t in t1w_inputs:
         sub, ses = t.entities["sub"], t.entities.get("ses")

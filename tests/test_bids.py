@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bids_pscore import bids, fileio
@@ -311,3 +312,18 @@ def test_templates_and_derivatives_are_never_taken_for_raw_t1w_and_each_is_named
         with pytest.raises(NoT1wError, match=r"contains no raw T1w .*; give the raw BIDS dataset$") as error:
             bids.find_t1w(bids.load_layout(other, validate=False))
         assert "\n" not in str(error.value)
+
+
+def test_age_and_sex_come_from_participants_tsv_and_a_gender_column_is_read_as_the_sex(tmp_path, caplog):
+    root = make_bids(tmp_path / "bids", {
+        "participants.tsv": "participant_id\tage\tgender\nsub-01\t39\tm\nsub-02\tn/a\tf\n",
+        "sub-01/anat/sub-01_T1w.nii.gz": small_image(), "sub-02/anat/sub-02_T1w.nii.gz": small_image(),
+    })  # fmt: skip
+    t1w = sorted(bids.find_t1w(bids.load_layout(root, validate=False)), key=lambda t: t.entities["sub"])
+    ages, sexes = bids.ages_and_sexes(root, t1w)
+    assert ages[0] == 39 and np.isnan(ages[1]) and sexes == ["m", "f"]
+    assert "participants.tsv: no 'sex' column, so the sex is read from its 'gender' column" in caplog.text
+    # a dataset with both: BIDS's own column, and nothing to tell
+    (root / "participants.tsv").write_text("participant_id\tsex\tgender\nsub-01\tF\tm\nsub-02\tM\tf\n")
+    caplog.clear()
+    assert bids.ages_and_sexes(root, t1w)[1] == ["F", "M"] and "gender" not in caplog.text
