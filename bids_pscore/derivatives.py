@@ -491,6 +491,8 @@ GROUP_COLUMNS = {
     "flags": "which flags n_degenerative, degenerative_regions and the other tables count: normative or patent (see Flags)",
     "grey_level_z": "the region's grey-level z against the model's normative reference (negative: less tissue than expected)",
     "atrophic": "grey_level_z below the normative reference's calibrated threshold",
+    "normative_reliable": "the session lies within the normative reference's distance threshold; false (e.g. another scanner): its atrophic "
+                          "flags are not reliable, and normative flags counted here leave them out",
     "n_degenerative": "number of flagged regions (see Flags)", "degenerative_regions": "labels of the flagged regions (see Flags)",
     "index": "Brainnetome region index", "label": "region label (hemisphere first, e.g. L.mAmyg)", "name": "full region name",
     "p_region": "raw region P-score", "p_region_norm_reference": "region score normalised by the model's reference cohort",

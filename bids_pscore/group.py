@@ -98,7 +98,8 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
                 if len(z) != 246 or z.isna().any().any():
                     raise ValueError(f"normative table: {len(z)} rows, {int(z.isna().sum().sum())} missing values")
                 deviation = (z["grey_level_z"].to_numpy(float), z["atrophic"].astype(str).str.lower().eq("true").to_numpy(),
-                             float(summary["Normative"]["Threshold"]), summary["Normative"].get("SHA256"))  # fmt: skip
+                             float(summary["Normative"]["Threshold"]), summary["Normative"].get("SHA256"),
+                             bool(summary["Normative"].get("Reliable", True)))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError) as exc:  # JSON, pandas and NumPy parse errors are ValueErrors
             damaged.append(f"{path.name}: unreadable or incomplete outputs ({str(exc).splitlines()[0][:120]}); "
                            "run the participant level again for this session")  # fmt: skip
@@ -128,7 +129,8 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
         if len(references) > 1:
             raise ModelError(f"{output_dir}: its sessions were compared with {len(references)} different normative references (Normative.SHA256 "
                              "of the summaries): their flags cannot be pooled; score them again with one model")  # fmt: skip
-        normative = Normative(np.array([d[0] for d in deviations]), np.array([d[1] for d in deviations]), deviations[0][2])
+        normative = Normative(np.array([d[0] for d in deviations]), np.array([d[1] for d in deviations]), deviations[0][2],
+                              np.array([d[4] for d in deviations]))  # fmt: skip
     elif any(d is not None for d in deviations):
         without = [row["t1w"] for row, d in zip(rows, deviations) if d is None]
         log.warning("%d session(s) have no normative outputs (%s%s), so the normative flags are not counted; score them again with a model "
@@ -143,6 +145,7 @@ class Normative:
     z: np.ndarray  # (n, 246) grey-level z
     atrophic: np.ndarray  # (n, 246) bool
     threshold: float
+    reliable: np.ndarray  # (n,) False where the session lies beyond the reference's distance threshold (its flags mean nothing)
 
 
 FLAG_TEXT = {
@@ -418,9 +421,19 @@ def run_group(config):
         norm = reference_norm
     else:
         norm, threshold = cohort_norm, cohort_lambda(raw, predicted_ad if labelled_ad is None else labelled_ad, predicted_ad, flag_kind)
+    unreliable_note = None
+    if normative is not None:
+        ordered["normative_reliable"] = normative.reliable[rows]
     if flag_kind == "normative":
-        # trajectories follow the grey-level z (falling with atrophy) and its calibrated threshold
-        flags, traj_scores, flag_threshold = normative.atrophic[rows], normative.z[rows], normative.threshold
+        # trajectories follow the grey-level z (falling with atrophy) and its calibrated threshold; the flags of a session
+        # far from the reference (another scanner) would swamp the counts, so they are counted apart
+        reliable = normative.reliable[rows]
+        flags, traj_scores, flag_threshold = normative.atrophic[rows] & reliable[:, None], normative.z[rows], normative.threshold
+        if not reliable.all():
+            unreliable_note = (f"{(~reliable).sum()} of {len(reliable)} session(s) lie far from the model's normative reference (e.g. another "
+                               f"scanner or protocol): their {int(normative.atrophic[rows][~reliable].sum())} atrophic flag(s) are not reliable "
+                               "and are left out of the frequencies, sets, trajectories and order (sessions.tsv: normative_reliable false); "
+                               "build a reference from your site's healthy scans with bids_pscore-normative")  # fmt: skip
     else:
         flags, traj_scores, flag_threshold = norm > threshold, norm, threshold
     log.info("group: counting %s flags (%s)", flag_kind, FLAG_TEXT[flag_kind])
@@ -456,7 +469,7 @@ def run_group(config):
         "onset": onset_order(traj, regions),
     }
     # what the participant level said of the model, and what makes this analysis less certain
-    warnings = [w for w in (model.get("Warning"), threshold_warning(model_lambda)) if w]
+    warnings = [w for w in (model.get("Warning"), threshold_warning(model_lambda), unreliable_note) if w]
     if len(ordered) < MIN_COHORT_SESSIONS:
         warnings.append(
             f"cohort normalisation is over {len(ordered)} session(s), fewer than the {MIN_COHORT_SESSIONS} it needs: each region's 0 and 1 "

@@ -454,3 +454,19 @@ def test_cohort_normalisation_without_a_session_predicted_ad_is_refused_with_the
     printed = capsys.readouterr()
     assert "use --normalisation reference" in printed.err and "Traceback" not in printed.err + printed.out
     assert not (out / "group").exists()
+
+
+def test_flags_of_a_session_far_from_the_normative_reference_are_counted_apart(tmp_path, capsys):
+    bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=4, n_sessions=2, seed=2, normative=True)
+    # sub-0002's second session from another scanner: every region far below the reference, all 246 flagged
+    write_scored_session(tmp_path / "out", ("0002", "2"), np.full(246, 0.1), 0.9, region_z=np.full(246, -5.0))
+    assert cli.main([str(bids_dir), str(tmp_path / "out"), "group"]) == 0
+    sessions = pd.read_csv(tmp_path / "out" / "group" / "sessions.tsv", sep="\t", na_values="n/a").set_index(["participant_id", "session_id"])
+    assert sessions["normative_reliable"].tolist().count(False) == 1 and not sessions.loc[("sub-0002", "ses-2"), "normative_reliable"]
+    assert sessions.loc[("sub-0002", "ses-2"), "n_degenerative"] == 0 and sessions["n_degenerative"].sum() > 0
+    regions = pd.read_csv(tmp_path / "out" / "group" / "regions.tsv", sep="\t").set_index(["participant_id", "session_id"])
+    far = regions.loc[("sub-0002", "ses-2")]
+    assert far["atrophic"].all() and not far["degenerative"].any()  # what the participant level said, and what is counted
+    said = "".join(capsys.readouterr())
+    assert "1 of 8 session(s) lie far from the model's normative reference" in said and "their 246 atrophic flag(s) are not reliable" in said
+    assert "1 of 8 session(s) lie far" in (tmp_path / "out" / "group" / "report.html").read_text()
