@@ -7,6 +7,7 @@ a node that fails) leaves its temporary file behind: the next run removes it
 """
 
 import errno
+import filecmp
 import json
 import logging
 import os
@@ -55,13 +56,18 @@ def sync_data(path):
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success, and only if
+    ``path`` does not already hold the same bytes."""
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".writing-{HOST}-{os.getpid()}-", suffix=f".{path.name}")
         os.close(fd)
         yield Path(tmp)
+        # the same bytes again (a dataset or an output made again in place): the file and its time stay as they
+        # were, so that what was computed from it (nipype hashes its inputs by time) is still valid
+        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            return
         # mkstemp made it 0600: give it what a plain create would, so the user's umask decides who reads it
         os.chmod(tmp, 0o666 & ~current_umask())
         sync_data(tmp)

@@ -1,5 +1,6 @@
 """Discovery with pybids, output names, and atomic writes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -135,6 +136,17 @@ def test_an_output_gets_the_mode_the_umask_gives_and_its_content_is_synced(tmp_p
         os.umask(previous)
     assert target.stat().st_mode & 0o777 == mode
     assert synced == [(target.stat().st_size, False)]  # its data, before the rename
+
+
+def test_writing_the_same_bytes_again_leaves_the_file_and_its_time_untouched(tmp_path):
+    target = tmp_path / "sub-01_T1w.json"
+    write_json(target, {"a": 1})
+    os.utime(target, ns=(1_000_000_000, 1_000_000_000))
+    before = target.stat()
+    write_json(target, {"a": 1})
+    assert (target.stat().st_ino, target.stat().st_mtime_ns) == (before.st_ino, 1_000_000_000) and not half_written(tmp_path)
+    write_json(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2} and target.stat().st_mtime_ns != 1_000_000_000
 
 
 def test_a_full_disk_while_drawing_a_figure_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):

@@ -91,12 +91,16 @@ def test_demo_dataset_has_an_atrophied_and_a_healthy_subject_with_two_visits_and
 
 
 @pytest.mark.slow
-def test_demo_is_the_same_bytes_twice(demo, tmp_path):
+def test_demo_is_the_same_bytes_twice_and_made_again_in_place_leaves_every_file_untouched(demo, tmp_path):
     again = tmp_path / "bids"
     assert synth_cli.main([str(again)]) == 0
     files = sorted(p.relative_to(demo) for p in demo.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert [f for f in files if not filecmp.cmp(demo / f, again / f, shallow=False)] == []
+    # in place: not one file rewritten, so a participant run's work folder (nipype hashes by time) stays valid
+    made = {f: (again / f).stat().st_mtime_ns for f in files}
+    assert synth_cli.main([str(again)]) == 0
+    assert {f: (again / f).stat().st_mtime_ns for f in files} == made
 
 
 def test_demo_command_line_refuses_options_it_does_not_take(tmp_path, capsys):
