@@ -16,8 +16,7 @@ build=${1:-demo_build}
 base=${2:-../shared/data/ixi_hh}
 here=$(cd "$(dirname "$0")" && pwd)
 train_labels=$(awk -F'\t' 'NR > 1 {print $1}' "$base/participants.tsv" | sort | awk 'NR % 4 != 0' | sed 's/^sub-//')
-# A finished cohort is kept: synth would rewrite every T1w with the same voxels but a new mtime, and
-# nipype's timestamp hashes would then preprocess all 210 again on a rerun (its last file marks it finished).
+# A finished cohort (its last file marks it) is not made again: that would take minutes and change no file.
 # shellcheck disable=SC2086  # one word per label
 [ -f "$build/cohort/derivatives/groundtruth/atrophy_order.tsv" ] ||
   bids_pscore-synth "$build/cohort" --base "$base" --participant-label $train_labels --n-sessions 2 --seed 1000 \
