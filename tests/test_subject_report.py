@@ -10,11 +10,13 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from bids_pscore import bids, participant
+from bids_pscore import bids, participant, qc
 from bids_pscore.atlas import region_table
 from bids_pscore.bids import T1wInput
 from bids_pscore.fileio import write_tsv
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
+
+from .helpers import BRAIN_BOX, gate_record_of_a_box
 
 TEMPLATE = "MNI152NLin2009aSym"
 
@@ -27,7 +29,7 @@ def preprocessed_session(out, ses, sub="01"):
     nib.save(nib.Nifti1Image(raw, np.diag([-1.2, 1.0, 1.0, 1.0])), out / "raw.nii.gz")
     item = T1wInput(out / "raw.nii.gz", f"sub-{sub}/ses-{ses}/anat/sub-{sub}_ses-{ses}_T1w.nii.gz", {"sub": sub, "ses": ses})
     mask = np.zeros(GRID_SHAPE, np.uint8)
-    mask[20:100, 20:120, 15:100] = 1
+    mask[BRAIN_BOX] = 1
     paths = bids.session_outputs(item.entities, TEMPLATE, bids.PREPROCESSING)
     for key, rel in paths.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -38,30 +40,34 @@ def preprocessed_session(out, ses, sub="01"):
     return item
 
 
-def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_report(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
+def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_report(tmp_path, caplog):
     bundle = participant.load_model()
     first, second, other_model = (preprocessed_session(tmp_path, ses) for ses in ("1", "2", "3"))
-    participant.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+    gate_off = qc.parse_thresholds("off")  # boxes, not heads
+    participant.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     summary_path = tmp_path / bids.output_path(other_model.entities, "summary", TEMPLATE)
     summary = json.loads(summary_path.read_text())
     summary["Model"]["SHA256"] = "another model"
     summary_path.write_text(json.dumps(summary))
 
-    results, _ = participant.score_sessions([second], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")  # a later run with --session-label 2
+    results, _ = participant.score_sessions([second], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")  # a later run with --session-label 2
     with caplog.at_level(logging.WARNING):
         (report,), unwritten = participant.write_run_reports(tmp_path, [second], [first, second, other_model], results, {}, bundle.metadata,
                                                              TEMPLATE, {"run": "test"})  # fmt: skip
     page = (tmp_path / report).read_text()
     assert report.name == "sub-01.html" and "sub-01 ses-1" in page and "sub-01 ses-2" in page
     assert "sub-01 ses-3" not in page and f"left out of the reports: {summary_path.relative_to(tmp_path)}" in caplog.text
+    # the session scored by the earlier run shows the gate's measures read back from its *_qc.json, as the one scored now does
+    sections = {part.split("</h2>")[0]: part for part in page.split("<h2>")}
+    for item in (first, second):
+        volume = gate_record_of_a_box(tmp_path, item)["Measures"]["brain_volume_ml"]
+        assert f"Image quality gate passed: brain_volume_ml {volume:g}, " in sections[item.label]
 
 
-def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monkeypatch):
-    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
+def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path):
     bundle = participant.load_model()
     item = preprocessed_session(tmp_path, "1")
-    results, _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+    results, _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, qc.parse_thresholds("off"), tmp_path / "logs")
     for run, scored in (("20000101-000000_0123abcd", item.relpath), ("20000101-120000_89abcdef", "sub-01/anat/sub-01_T1w.nii.gz")):
         write_tsv(tmp_path / "logs" / f"run-{run}" / "scored.tsv", pd.DataFrame({"t1w": [scored]}))  # as each participant run lists them
     scoring_run = "20000101-000000_0123abcd"  # the last run that scored this session
@@ -106,3 +112,8 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path, monke
     assert "<th>the run that drew this report</th>" in page
     assert "20000102-000000_4567cdef: --reports-only drew the reports again from the outputs on disk and keeps no log folder" in page
     assert links[bids.output_path(item.entities, "region_table", TEMPLATE).as_posix()] == "region P-scores (TSV)"
+    # the gate's measures as the real gate wrote them, and where its record is
+    measures = gate_record_of_a_box(tmp_path, item)["Measures"]
+    assert results[0].qc == measures
+    shown = f"brain_volume_ml {measures['brain_volume_ml']:g}, template_correlation {measures['template_correlation']:g}, wm_gm_ratio 1"
+    assert f"Image quality gate passed: {shown} (<code>sub-01/ses-1/anat/sub-01_ses-1_qc.json</code>)." in page
