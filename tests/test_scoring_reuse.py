@@ -8,21 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids, participant
+from bids_pscore import bids, participant, qc
 from bids_pscore.cli import run as cli
-from bids_pscore.fileio import write_json
 from bids_pscore.progress import Progress
 
-from .helpers import make_bids, small_image
+from .helpers import gate_record_of_a_box, make_bids, small_image
 from .test_subject_report import TEMPLATE, preprocessed_session
-
-
-def passing_gate(item, output_dir, template, thresholds):
-    """The quality gate's record of a passing T1w, written where the real gate writes it (the real gate
-    would stop these box-shaped brains)."""
-    record = {"Passed": True, "Failures": [], "Measures": {"brain_volume_ml": 1000.0}}
-    write_json(output_dir / bids.output_path(item.entities, "qc"), record)
-    return record
 
 
 def session_files(out, item):
@@ -31,9 +22,11 @@ def session_files(out, item):
     return {p: ((out / p).read_bytes(), (out / p).stat().st_mtime_ns) for p in outputs if (out / p).is_file()}
 
 
-def score_and_report(out, item, bundle, covariates=None):
-    records = out.parent / "work" / "scored"
-    results, stopped = participant.score_sessions([item], out, bundle, TEMPLATE, None, out / "logs", covariates, records)
+def score_and_report(out, item, bundle, covariates=None, qc_thresholds="off"):
+    """Score and report the T1w as a participant run would, the gate's bounds given as --qc-thresholds
+    (off by default: the T1w's brain is a box, no head)."""
+    records, bounds = out.parent / "work" / "scored", qc.parse_thresholds(qc_thresholds)
+    results, stopped = participant.score_sessions([item], out, bundle, TEMPLATE, bounds, out / "logs", covariates, records)
     assert not stopped
     _, unwritten = participant.write_run_reports(out, [item], [item], results, {}, bundle.metadata, TEMPLATE, {"run": "test"}, None, records)
     assert not unwritten
@@ -41,14 +34,14 @@ def score_and_report(out, item, bundle, covariates=None):
 
 
 @pytest.fixture
-def scored(tmp_path, monkeypatch):
+def scored(tmp_path):
     """A T1w scored once, its report drawn: (output folder, T1w, model)."""
-    monkeypatch.setattr(participant, "quality_gate", passing_gate)
     out = tmp_path / "out"
     out.mkdir()
     item = preprocessed_session(out, "1")
     bundle = participant.load_model()
-    assert not score_and_report(out, item, bundle).reused
+    result = score_and_report(out, item, bundle)
+    assert not result.reused and result.qc == gate_record_of_a_box(out, item)["Measures"]
     return out, item, bundle
 
 
@@ -60,6 +53,7 @@ def test_a_rerun_of_a_scored_session_keeps_its_outputs_and_figures_as_they_are(s
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
         result = score_and_report(out, item, bundle)
     assert result.reused and result == dataclasses.replace(participant.read_session_result(out, item, TEMPLATE), reused=True)
+    assert result.qc == gate_record_of_a_box(out, item)["Measures"]  # the gate's measures come back with the scores
     assert session_files(out, item) == before  # the same bytes, not one file written again
     assert f"{item.label}: whole-brain P-score {result.whole:.1f} of " in caplog.text and "scores reused from the work folder" in caplog.text
     # a figure that went missing is drawn again, alone
@@ -73,41 +67,46 @@ def changed_image(out, item, bundle):
     path = out / bids.output_path(item.entities, "t1w_grid", TEMPLATE)
     image = nib.load(path)
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * np.float32(0.9), image.affine), path)  # as the workflow run again would
-    return bundle, None
+    return {}
 
 
 def other_model(out, item, bundle):
-    return dataclasses.replace(bundle, metadata={**bundle.metadata, "metadata_sha256": "0" * 64}), None
+    return {"bundle": dataclasses.replace(bundle, metadata={**bundle.metadata, "metadata_sha256": "0" * 64})}
 
 
 def other_covariates(out, item, bundle):
-    return bundle, {item.ident: (71.0, "F")}
+    return {"covariates": {item.ident: (71.0, "F")}}
+
+
+def other_qc_thresholds(out, item, bundle):
+    return {"qc_thresholds": '{"brain_volume_ml": [100, null], "template_correlation": [-1, null], "wm_gm_ratio": [0.9, null]}'}
 
 
 def missing_output(out, item, bundle):
     (out / bids.output_path(item.entities, "region_table", TEMPLATE)).unlink()
-    return bundle, None
+    return {}
 
 
 def summary_of_another_run(out, item, bundle):
     summary = out / bids.output_path(item.entities, "summary", TEMPLATE)
     summary.write_text(summary.read_text() + " ")  # as a run with another work folder (and other ages) would have written it
-    return bundle, None
+    return {}
 
 
-@pytest.mark.parametrize("change", [changed_image, other_model, other_covariates, missing_output, summary_of_another_run])
+@pytest.mark.parametrize("change", [changed_image, other_model, other_covariates, other_qc_thresholds, missing_output, summary_of_another_run])
 def test_a_session_is_scored_again_when_what_decides_its_scores_changed(scored, change, caplog):
     out, item, bundle = scored
     summary = out / bids.output_path(item.entities, "summary", TEMPLATE)
     written, model_figure = summary.stat().st_mtime_ns, (out / bids.MODEL_FIGURE).stat().st_mtime_ns
-    bundle, covariates = change(out, item, bundle)
+    run = {"bundle": bundle, **change(out, item, bundle)}  # score_and_report's arguments, one of them changed (or a file)
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
-        result = score_and_report(out, item, bundle, covariates)
+        result = score_and_report(out, item, **run)
     assert not result.reused and "reused" not in caplog.text and summary.stat().st_mtime_ns != written
     # the model's figure is drawn again for another model only
     assert ((out / bids.MODEL_FIGURE).stat().st_mtime_ns != model_figure) == (change is other_model)
     assert participant.read_session_result(out, item, TEMPLATE) is not None  # a whole set again
-    assert score_and_report(out, item, bundle, covariates).reused  # and its new record is kept for the next run
+    assert result.qc == gate_record_of_a_box(out, item, run.get("qc_thresholds", "off"))["Measures"]  # the gate's record of this run's bounds
+    assert score_and_report(out, item, **run).reused  # and its new record is kept for the next run
 
 
 def test_a_participant_rerun_keeps_the_outputs_of_its_scored_sessions(tmp_path, monkeypatch, capsys):
@@ -122,14 +121,14 @@ def test_a_participant_rerun_keeps_the_outputs_of_its_scored_sessions(tmp_path, 
         return progress
 
     monkeypatch.setattr(participant, "preprocess", preprocessed)
-    monkeypatch.setattr(participant, "quality_gate", passing_gate)
-    command = [str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work")]
+    command = [str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off"]
     assert cli.main(command) == 0
     item = bids.T1wInput(
         bids_dir / "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", {"sub": "01", "ses": "1"}
     )
     before = session_files(out, item)
     assert before and "reused" not in capsys.readouterr().out
+    gate_record_of_a_box(out, item)  # the option reached the gate (the box is no head), whose record is among the kept files
     (scoring_run,) = (p.name.removeprefix("run-") for p in (out / "logs").glob("run-*"))
     assert cli.main(command) == 0
     printed = capsys.readouterr().out
