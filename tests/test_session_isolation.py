@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids, derivatives, participant
+from bids_pscore import bids, derivatives, participant, qc
 from bids_pscore.cli import run as cli
 from bids_pscore.errors import OutputNotWritableError
 from bids_pscore.progress import Progress
 
 from .badinputs import cut_short
-from .helpers import make_bids, small_image
+from .helpers import gate_record_of_a_box, make_bids, small_image
 from .test_subject_report import TEMPLATE, preprocessed_session
 
 
@@ -41,9 +41,8 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
         return write_normative(output_dir, entities, *args)
 
     monkeypatch.setattr(participant, "preprocess", preprocessed)
-    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
     monkeypatch.setattr(derivatives, "write_normative", full_disk_for_ses_3)
-    code = cli.main([str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work")])
+    code = cli.main([str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off"])
     printed = capsys.readouterr()
     assert code == 1 and "Traceback" not in printed.out + printed.err
     summaries = {ses: out / bids.output_path({"sub": "01", "ses": ses}, "summary", TEMPLATE) for ses in sessions}
@@ -65,15 +64,19 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
     assert "DEBUG bids_pscore.participant: sub-01 ses-4: " in debug.read_text() and "selected cubes hold brain" not in printed.out
     assert "WARNING bids_pscore.participant: sub-01 ses-2: NOT SCORED, scoring failed: " in debug.read_text()
     assert [json.loads(summaries[s].read_text())["Model"]["Name"] for s in ("1", "4")] == ["demo-ixi"] * 2
+    # the gate measured the sessions around the failing ones; ses-2's image could not be measured, so it has no record
+    t1w = {t.entities["ses"]: t for t in bids.find_t1w(bids.load_layout(bids_dir, validate=False))}
+    for ses in ("1", "4"):
+        gate_record_of_a_box(out, t1w[ses])
+    assert not (out / bids.output_path(t1w["2"].entities, "qc")).exists()
 
 
 def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_path, monkeypatch, caplog):
     """The summary is what the group level and the reports take for a whole set: a rescore killed
     after its first tables must not leave the earlier run's summary beside them."""
-    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
-    bundle = participant.load_model()
+    bundle, gate_off = participant.load_model(), qc.parse_thresholds("off")  # a box, no head
     item = preprocessed_session(tmp_path, "1")
-    participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+    participant.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     paths = bids.session_outputs(item.entities, TEMPLATE, bids.PSCORE)
     assert (tmp_path / paths["summary"]).is_file()
     earlier_table = (tmp_path / paths["region_table"]).stat().st_mtime_ns
@@ -87,7 +90,7 @@ def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_p
 
     monkeypatch.setattr(derivatives, "_write_map", killed_at_the_voxel_map)
     with pytest.raises(KeyboardInterrupt):
-        participant.score_sessions([item], tmp_path, bundle, TEMPLATE, None, tmp_path / "logs")
+        participant.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     assert (tmp_path / paths["region_table"]).stat().st_mtime_ns != earlier_table  # the new tables were written
     assert not (tmp_path / paths["summary"]).exists() and bids.summary_files(tmp_path) == []
     assert participant.read_session_result(tmp_path, item, TEMPLATE) is None
@@ -112,8 +115,7 @@ def test_a_report_that_cannot_be_drawn_costs_only_its_subject(tmp_path, monkeypa
         return progress
 
     monkeypatch.setattr(participant, "preprocess", preprocessed)
-    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
-    args = [str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work")]
+    args = [str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off"]
     code = cli.main(args)
     printed = capsys.readouterr()
     assert code == 1 and "Traceback" not in printed.out + printed.err
