@@ -113,31 +113,24 @@ def test_relevance_finds_the_block_the_classifier_looks_at(method):
     assert voxel_map[mask].sum() == pytest.approx(0.7)
 
 
-def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path, monkeypatch):
+def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path):
     """Relevance and normative files of an earlier model would be shown as current (--reports-only too)."""
     import dataclasses
 
-    import nibabel as nib
+    from bids_pscore import bids, participant, qc
 
-    from bids_pscore import bids, participant
-    from bids_pscore.bids import T1wInput
-    from bids_pscore.grid import GRID_AFFINE
+    from .helpers import gate_record_of_a_box
+    from .test_subject_report import TEMPLATE, preprocessed_session
 
-    template = "MNI152NLin2009aSym"
-    item = T1wInput(tmp_path / "raw.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz", {"sub": "01"})
-    paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING)
-    mask = np.zeros(GRID_SHAPE, np.uint8)
-    mask[20:100, 20:120, 15:100] = 1
-    for key, data in (("t1w_grid", mask * np.float32(0.5)), ("mask_grid", mask)):
-        (tmp_path / paths[key]).parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(data, GRID_AFFINE), tmp_path / paths[key])
-    monkeypatch.setattr(participant, "quality_gate", lambda *args: {"Passed": True, "Measures": {}})
-    bundle = participant.load_model()
-    participant.score_sessions([item], tmp_path, bundle, template, None, tmp_path / "logs")
-    earlier = list(bids.session_outputs(item.entities, template, bids.RELEVANCE, bids.NORMATIVE).values())
+    item = preprocessed_session(tmp_path, "1")
+    bundle, gate_off = participant.load_model(), qc.parse_thresholds("off")  # a box, no head
+    participant.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
+    earlier = list(bids.session_outputs(item.entities, TEMPLATE, bids.RELEVANCE, bids.NORMATIVE).values())
     assert all((tmp_path / rel).is_file() for rel in earlier)
 
     plain = {k: v for k, v in bundle.metadata.items() if k not in ("relevance", "normative")}
-    participant.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=plain, normative=None), template, None, tmp_path / "logs")
+    results, _ = participant.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=plain, normative=None), TEMPLATE, gate_off,
+                                            tmp_path / "logs")  # fmt: skip
     left = [rel for rel in earlier for path in (rel, bids.sidecar_path(rel)) if (tmp_path / path).exists()]
-    assert not left and all((tmp_path / rel).is_file() for rel in bids.session_outputs(item.entities, template, bids.PSCORE).values())
+    assert not left and all((tmp_path / rel).is_file() for rel in bids.session_outputs(item.entities, TEMPLATE, bids.PSCORE).values())
+    assert results[0].qc == gate_record_of_a_box(tmp_path, item)["Measures"]  # the rescore's own gate record, not removed with the rest

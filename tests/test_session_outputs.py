@@ -7,11 +7,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_pscore import bids, derivatives, participant
+from bids_pscore import bids, derivatives, participant, qc
 from bids_pscore.bids import T1wInput
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.preprocess import PreprocParams
 from bids_pscore.preprocess.interfaces import DerivativesSink
+
+from .helpers import BRAIN_BOX, gate_record_of_a_box
 
 TEMPLATE = PreprocParams().template
 # names that share a prefix: sub-01 and sub-010, run-1 and run-10
@@ -22,7 +24,7 @@ def sunk_session(out, scratch, entities):
     """A T1w whose preprocessing outputs the workflow's own sink wrote (from stand-in images)."""
     scratch.mkdir(parents=True, exist_ok=True)
     mask = np.zeros(GRID_SHAPE, np.uint8)
-    mask[20:100, 20:120, 15:100] = 1
+    mask[BRAIN_BOX] = 1
     files = {}
     for key, data in (("t1w_grid", mask * np.float32(0.5)), ("mask_grid", mask), ("mask_native", mask), ("xfm_warp", mask)):
         files[key] = scratch / f"{key}.nii.gz"
@@ -41,13 +43,12 @@ def on_disk(out, sub):
     return {p.relative_to(out) for p in (out / f"sub-{sub}").rglob("*") if p.is_file()}
 
 
-def test_what_a_scored_session_leaves_is_what_the_description_names_and_removal_takes_exactly_that(tmp_path, monkeypatch):
-    monkeypatch.setattr(participant, "gate_record", lambda *args: {"Passed": True, "Measures": {"snr": 1.0}, "Failures": []})
+def test_what_a_scored_session_leaves_is_what_the_description_names_and_removal_takes_exactly_that(tmp_path):
     out = tmp_path / "out"
     items = [sunk_session(out, tmp_path / "scratch" / str(i), entities) for i, entities in enumerate(ENTITIES)]
     bundle = participant.load_model()
     assert bundle.metadata.get("relevance") and bundle.normative is not None, "the demo model should write every kind of output"
-    results, stopped = participant.score_sessions(items, out, bundle, TEMPLATE, None, tmp_path / "logs")
+    results, stopped = participant.score_sessions(items, out, bundle, TEMPLATE, qc.parse_thresholds("off"), tmp_path / "logs")  # boxes, no heads
     assert not stopped
     participant.write_run_reports(out, items, items, results, {}, bundle.metadata, TEMPLATE, {"run": "test"})
     described = {item.relpath: set(bids.with_sidecars(bids.session_outputs(item.entities, TEMPLATE))) for item in items}
@@ -63,6 +64,8 @@ def test_what_a_scored_session_leaves_is_what_the_description_names_and_removal_
         expected = bids.session_outputs(item.entities, TEMPLATE, *data_steps)
         assert result.paths == expected
         assert participant.read_session_result(out, item, TEMPLATE).paths == expected
+        # each T1w's gate record is its own, measured on the images its sink wrote
+        assert result.qc == participant.read_session_result(out, item, TEMPLATE).qc == gate_record_of_a_box(out, item)["Measures"]
     assert bids.summary_files(out) == sorted(out / bids.output_path(item.entities, "summary") for item in items)
     # a file that only ends like a summary (an entity no T1w has) is not taken for one
     decoy = out / "sub-01" / "anat" / "sub-01_foo-1_desc-summary_pscore.json"
