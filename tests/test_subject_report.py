@@ -15,6 +15,7 @@ from bids_pscore.atlas import region_table
 from bids_pscore.bids import T1wInput
 from bids_pscore.fileio import write_tsv
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
+from bids_pscore.report.html import named_regions
 
 from .helpers import BRAIN_BOX, gate_record_of_a_box
 
@@ -117,3 +118,8 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path):
     assert results[0].qc == measures
     shown = f"brain_volume_ml {measures['brain_volume_ml']:g}, template_correlation {measures['template_correlation']:g}, wm_gm_ratio 1"
     assert f"Image quality gate passed: {shown} (<code>sub-01/ses-1/anat/sub-01_ses-1_qc.json</code>)." in page
+    # the box lies far from the normative reference: its flags are counted with why, their list folded
+    assert not summary["Normative"]["Reliable"] and summary["Normative"]["NumberOfAtrophicRegions"] > 20
+    folded = re.search(r"<td><details><summary>([^<]+)</summary>([^<]+)</details></td>", page)
+    assert folded and folded[1].startswith("not reliable: this scan is far from the normative reference (median |z|")
+    assert html.unescape(folded[2]) == named_regions(summary["Normative"]["AtrophicRegions"])

@@ -1,6 +1,7 @@
 """The reports' pages: Jinja2 templates in ``templates/`` (``base.html`` and one per report),
 filled with plain values; every value is escaped."""
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import jinja2
@@ -35,6 +36,14 @@ def region_name(label):
 def named_regions(labels):
     """Regions listed by code and full name, or "none"."""
     return ", ".join(region_name(label) for label in labels) or "none"
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A table cell that shows ``summary`` and opens to ``details`` (a list that would bury the table)."""
+
+    summary: str
+    details: str
 
 
 def frame_rows(frame, columns, top=None):

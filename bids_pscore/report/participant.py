@@ -19,7 +19,7 @@ from ..model.bundle import model_warnings
 from ..model.splits import SPLITS
 from . import figures
 from .citation import CITATION_BIB, CITATION_MD
-from .html import TRUTH_COLUMNS, named_regions, region_name, render, truth_cells, truth_note
+from .html import TRUTH_COLUMNS, Folded, named_regions, region_name, render, truth_cells, truth_note
 
 # below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
 SMALL_BRAIN_VOXELS = 270_000
@@ -238,15 +238,24 @@ def flag_rows(result, metadata):
         if unseen:
             rate += f"; {unseen['false_flags_per_healthy_image']:.2f} per control of the test split ({unseen['images']} images)"
         rows.append(("atrophic regions against healthy people (normative)", result.normative["Rule"], result.normative["NumberOfAtrophicRegions"],
-                     named_regions(result.normative["AtrophicRegions"]), rate))  # fmt: skip
+                     atrophic_regions(result.normative), rate))  # fmt: skip
     return rows
+
+
+def atrophic_regions(normative):
+    """The regions flagged atrophic; for a scan far from the reference, where they mean nothing, why, with the list folded."""
+    listed = named_regions(normative["AtrophicRegions"])
+    if normative.get("Reliable", True):
+        return listed
+    return Folded(f"not reliable: this scan is far from the normative reference (median |z| {normative['Distance']:.2f} > "
+                  f"{normative['DistanceThreshold']:.2f}), e.g. another scanner; open for the list", listed)  # fmt: skip
 
 
 def summary_row(result, with_normative):
     row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
            len(result.degenerative), named_regions(result.degenerative))  # fmt: skip
     if result.normative is not None:
-        row += (result.normative["NumberOfAtrophicRegions"], named_regions(result.normative["AtrophicRegions"]))
+        row += (result.normative["NumberOfAtrophicRegions"], atrophic_regions(result.normative))
     elif with_normative:  # another session of the subject has them: keep the columns in line
         row += ("n/a", "no normative reference")
     if result.relevance is not None:
