@@ -1,7 +1,11 @@
 """bids_pscore-train on a labelled dataset with generated grid images (--preprocessed)."""
 
+import contextlib
+import io
 import json
 import shutil
+from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -23,17 +27,22 @@ from .helpers import make_bids, small_image
 RECORDED = PreprocParams(fwhm_mm=6.0, registration_seed=7)
 
 
+def labelled_bids(root, groups):
+    """A BIDS dataset of tiny raw T1w, sub-01, sub-02, ... labelled ``groups`` in participants.tsv."""
+    rows = ["participant_id\tgroup"] + [f"sub-{i:02d}\t{g}" for i, g in enumerate(groups, 1)]
+    return make_bids(root, {
+        "participants.tsv": "\n".join(rows) + "\n",
+        **{f"sub-{i:02d}/anat/sub-{i:02d}_T1w.nii.gz": small_image() for i in range(1, len(groups) + 1)},
+    })  # fmt: skip
+
+
 def labelled_dataset(tmp_path, groups, noise=()):
     """A BIDS dataset (tiny raw T1w) and grid images of it as bids_pscore would write them: the
     template's brain with noise, which passes the quality gate, or noise alone for the subjects
     numbered in ``noise``, which fails it."""
     from bids_pscore.preprocess.steps import template_on_grid
 
-    rows = ["participant_id\tgroup"] + [f"sub-{i:02d}\t{g}" for i, g in enumerate(groups, 1)]
-    root = make_bids(tmp_path / "bids", {
-        "participants.tsv": "\n".join(rows) + "\n",
-        **{f"sub-{i:02d}/anat/sub-{i:02d}_T1w.nii.gz": small_image() for i in range(1, len(groups) + 1)},
-    })  # fmt: skip
+    root = labelled_bids(tmp_path / "bids", groups)
     rng = np.random.default_rng(0)
     template, template_mask = (np.asarray(img.dataobj) for img in template_on_grid("MNI152NLin2009aSym"))
     mask = template_mask > 0
@@ -41,7 +50,7 @@ def labelled_dataset(tmp_path, groups, noise=()):
     for i, group in enumerate(groups, 1):
         brain = rng.uniform(0.3, 0.7, GRID_SHAPE) if i in noise else template / template.max() + rng.uniform(-0.1, 0.1, GRID_SHAPE)
         image = np.where(mask, brain, 0).astype(np.float32)
-        if group == "AD":  # as strong as the template's own contrast, so that 3 epochs on 8 images learn it
+        if group == "AD":  # as strong as the template's own contrast, so that 3 epochs on 2 images learn it
             image[40:60, 60:80, 40:60] += 1.0
         paths = bids.session_outputs({"sub": f"{i:02d}"}, "MNI152NLin2009aSym", bids.PREPROCESSING)
         # the brain mask in the T1w's own space is the grid's here: the gate measures the brain's volume in it
@@ -53,6 +62,7 @@ def labelled_dataset(tmp_path, groups, noise=()):
 
 
 def train_args(root, tmp_path, pre, *extra):
+    """The command line of a small training, on the grid images in ``pre`` (None: on the raw T1w, which the run preprocesses)."""
     return [
         str(root),
         str(tmp_path / "model"),
@@ -62,8 +72,7 @@ def train_args(root, tmp_path, pre, *extra):
         "AD",
         "--negative",
         "CN",
-        "--preprocessed",
-        str(pre),
+        *(["--preprocessed", str(pre)] if pre else []),
         "-w",
         str(tmp_path / "work"),
         "--epochs",
@@ -82,16 +91,49 @@ def train_args(root, tmp_path, pre, *extra):
     ]
 
 
-def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
-    root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6 + ["MCI", "MCI"])
-    assert main(train_args(root, tmp_path, pre)) == 0
-    out = capsys.readouterr().out
-    assert "labels from participants.tsv: 6 AD, 6 CN; left out (other values): {'MCI': 2}" in out
-    bundle = load_bundle(tmp_path / "model")
+def run_training(args):
+    """``main(args)``'s exit code and what it printed (a module's fixture has no capsys)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(args)
+    return code, printed.getvalue()
+
+
+# made once for the module: the tests only read them (one that changes a dataset changes a copy)
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """8 labelled subjects, of which sub-03 (AD) and sub-04 (CN), both of the train split, fail the
+    quality gate; and 2 MCI, left out."""
+    return labelled_dataset(tmp_path_factory.mktemp("dataset"), ["AD", "CN"] * 4 + ["MCI", "MCI"], noise=(3, 4))
+
+
+class Trained(NamedTuple):
+    """A training's command line, exit code, what it printed, and its model folder."""
+
+    args: list
+    code: int
+    printed: str
+    model: Path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, dataset):
+    """The training on ``dataset`` whose bundle and messages several tests read."""
+    root, pre = dataset
+    folder = tmp_path_factory.mktemp("trained")
+    args = train_args(root, folder, pre)
+    return Trained(args, *run_training(args), folder / "model")
+
+
+def test_trains_and_writes_a_bundle_that_loads(trained, tmp_path_factory, capsys):
+    assert trained.code == 0
+    out = trained.printed
+    assert "labels from participants.tsv: 4 AD, 4 CN; left out (other values): {'MCI': 2}" in out
+    bundle = load_bundle(trained.model)
     meta = bundle.metadata
     assert len(meta["selected_cubes"]) == 5 and meta["labels"]["left_out"] == {"MCI": 2}
     split = meta["training"]["split"]
-    assert sorted(split) == [f"{i:02d}" for i in range(1, 13)]
+    assert sorted(split) == [f"{i:02d}" for i in range(1, 9)]
     assert set(split.values()) == {"train", "validation", "test"}
     assert np.isfinite(meta["reference"]["lambda"]) and len(meta["reference"]["region_min"]) == 246
     relevance = meta["relevance"]
@@ -99,21 +141,21 @@ def test_trains_and_writes_a_bundle_that_loads(tmp_path, capsys):
     assert len(relevance["reference"]["region_max"]) == 246 and relevance["reference"]["region_max"] != meta["reference"]["region_max"]
     # the images' own preprocessing, read from their sidecars, travels with the model to inference
     assert meta["preprocessing"] == RECORDED.to_dict() and meta["training"]["seeds"] == {"training": 0, "registration": 7}
-    history = pd.read_csv(tmp_path / "model" / "training.tsv", sep="\t")
+    history = pd.read_csv(trained.model / "training.tsv", sep="\t")
     assert len(history) == meta["training"]["epochs_run"] <= 3
     assert set(meta["training"]["metrics"]["test"]) >= {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"}
-    assert json.loads((tmp_path / "model" / "model.json").read_text())["weights"]["sha256"]
+    assert json.loads((trained.model / "model.json").read_text())["weights"]["sha256"]
     # SPEC 7: what served each step; the dataset named, not a path of this machine
     assert meta["training"]["fitted_on"]["meta_classifier"] == meta["training"]["fitted_on"]["reference_statistics"] == "validation"
-    assert meta["training"]["dataset"] == "test" and str(tmp_path) not in json.dumps(meta)
-    # SPEC 10: 5 control subjects are too few for a normative reference, and the run says so
+    assert meta["training"]["dataset"] == "test" and str(tmp_path_factory.getbasetemp()) not in json.dumps(meta)
+    # SPEC 10: 2 control subjects are too few for a normative reference, and the run says so
     assert "normative" not in meta and bundle.normative is None
     assert "fewer than the 20 a normative reference needs: the model gets none" in out
     # a second training into the same folder is refused before anything is read or written
-    before = {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()}
-    assert main(train_args(root, tmp_path, pre)) == 2
+    before = {p.name: p.read_bytes() for p in trained.model.iterdir()}
+    assert main(trained.args) == 2
     assert "already holds a model bundle, and training never overwrites one" in capsys.readouterr().err
-    assert {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()} == before
+    assert {p.name: p.read_bytes() for p in trained.model.iterdir()} == before
 
 
 @pytest.mark.slow
@@ -139,8 +181,9 @@ def test_the_controls_of_the_train_and_validation_splits_make_the_normative_refe
     (["AD", "AD", "CN", "CN", "CN", "CN"], "'AD' has 2 subject"),
 ])  # fmt: skip
 def test_unsplittable_labels_fail_before_training(tmp_path, capsys, groups, words):
-    root, pre = labelled_dataset(tmp_path, groups)
-    assert main(train_args(root, tmp_path, pre)) == 2
+    root = labelled_bids(tmp_path / "bids", groups)
+    # no grid image is there: the split is checked before any is looked for
+    assert main(train_args(root, tmp_path, tmp_path / "pre")) == 2
     assert words in capsys.readouterr().err
     assert not list((tmp_path / "work").glob("**/cube_cache.npy")) and not (tmp_path / "model").exists()
 
@@ -161,15 +204,14 @@ def test_labels_per_session_from_sessions_tsv(tmp_path):
     assert [label_of(t, labels) for t in found] == [0, 1, 0, None]
 
 
-def test_cat12_images_on_the_grid(tmp_path, capsys):
-    groups = ["AD", "CN"] * 6
-    root, pre = labelled_dataset(tmp_path, groups)
+def test_cat12_images_on_the_grid(tmp_path, capsys, dataset):
+    root, pre = dataset
     cat12 = tmp_path / "cat12" / "mri"
     cat12.mkdir(parents=True)
-    for i in range(1, len(groups) + 1):
-        paths = bids.session_outputs({"sub": f"{i:02d}"}, "MNI152NLin2009aSym", bids.PREPROCESSING)
+    for subject in sorted(p.name for p in root.glob("sub-*")):
+        paths = bids.session_outputs({"sub": subject.removeprefix("sub-")}, "MNI152NLin2009aSym", bids.PREPROCESSING)
         data = 3.0 * nib.load(pre / paths["t1w_grid"]).get_fdata()  # CAT12's scale is not [0, 1]
-        nib.Nifti1Image(data.astype(np.float32), GRID_AFFINE).to_filename(cat12 / f"smwp1sub-{i:02d}_T1w.nii")
+        nib.Nifti1Image(data.astype(np.float32), GRID_AFFINE).to_filename(cat12 / f"smwp1{subject}_T1w.nii")
     args = train_args(root, tmp_path, tmp_path / "cat12", "--cat12-prefix", "smwp1")
     assert main(args) == 0
     meta = load_bundle(tmp_path / "model").metadata
@@ -194,8 +236,8 @@ def test_first_session_is_the_lowest_label_as_a_number_and_subjects_without_t1w_
     assert "1 labelled subject(s) have no T1w and are left out: sub-03" in capsys.readouterr().out
 
 
-def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path, capsys):
-    root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6)
+def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path, capsys, dataset):
+    root, pre = dataset[0], shutil.copytree(dataset[1], tmp_path / "pre")
     missing = pre / bids.session_outputs({"sub": "03"}, "MNI152NLin2009aSym", bids.PREPROCESSING)["t1w_grid"]
     missing.unlink()
     assert main(train_args(root, tmp_path, pre)) == 2
@@ -204,8 +246,8 @@ def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path,
     assert not (tmp_path / "model").exists() and not (tmp_path / "work").exists()
 
 
-def test_preprocessed_images_must_say_how_they_were_made_and_agree(tmp_path, capsys):
-    root, pre = labelled_dataset(tmp_path, ["AD", "CN"] * 6)
+def test_preprocessed_images_must_say_how_they_were_made_and_agree(tmp_path, capsys, dataset):
+    root, pre = dataset[0], shutil.copytree(dataset[1], tmp_path / "pre")
     sidecar = pre / bids.sidecar_path(bids.session_outputs({"sub": "04"}, "MNI152NLin2009aSym", bids.PREPROCESSING)["t1w_grid"])
     write_json(sidecar, {"PreprocessingParameters": {**RECORDED.to_dict(), "registration_seed": 8}})
     assert main(train_args(root, tmp_path, pre)) == 2
@@ -257,16 +299,14 @@ def test_runs_sharing_a_work_folder_get_their_own_scratch(tmp_path):
 
 
 @pytest.mark.parametrize("path", ["--preprocessed", "raw"])
-def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(tmp_path, capsys, monkeypatch, path):
+def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(request, tmp_path, monkeypatch, dataset, path):
     from types import SimpleNamespace
 
     from bids_pscore import train
     from bids_pscore.cli.train import parse_args
     from bids_pscore.qc import DEFAULT_THRESHOLDS
 
-    groups = ["AD", "CN"] * 6
-    root, pre = labelled_dataset(tmp_path, groups, noise=(3, 8))
-    args = train_args(root, tmp_path, pre)
+    root, pre = dataset
     if path == "raw":
         # the preprocessing writes the images that labelled_dataset made (the real one takes minutes an image)
         def preprocess(t1w_inputs, bids_dir, output_dir, *rest):
@@ -274,27 +314,29 @@ def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(tmp_pat
             return SimpleNamespace(failed=[])
 
         monkeypatch.setattr(train, "preprocess", preprocess)
-        args.remove("--preprocessed")
-        args.remove(str(pre))
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    for sub in ("03", "08"):
+        args = train_args(root, tmp_path, None)
+        code, out = run_training(args)
+        model = tmp_path / "model"
+    else:
+        args, code, out, model = request.getfixturevalue("trained")
+    assert code == 0
+    for sub in ("03", "04"):
         assert f"sub-{sub}: left out of training, it failed the quality gate: template_correlation" in out
     assert out.count("failed the quality gate") == 3  # a line each, and the count in the closing line
     closing = next(line for line in out.splitlines() if "model bundle written to" in line)
     assert closing.endswith("; 2 T1w skipped (failed the quality gate, see above)")
-    assert sum(load_bundle(tmp_path / "model").metadata["training"]["images"].values()) == 10
+    assert sum(load_bundle(model).metadata["training"]["images"].values()) == 6
     # the gate's bounds are the participant level's option
     assert parse_args([*args, "--qc-thresholds", "off"]).qc_thresholds == {name: (None, None) for name in DEFAULT_THRESHOLDS}
     assert parse_args(args).qc_thresholds == DEFAULT_THRESHOLDS
 
 
-def test_a_split_that_the_quality_gate_empties_ends_training_before_any_cube_is_cut(tmp_path, capsys):
-    groups = ["AD", "CN"] * 6
-    root, pre = labelled_dataset(tmp_path, groups, noise=range(1, 13))
-    assert main(train_args(root, tmp_path, pre)) == 1
+def test_a_split_that_the_quality_gate_empties_ends_training_before_any_cube_is_cut(tmp_path, capsys, dataset):
+    root, pre = dataset
+    # a correlation with the template above 1 is a bound that no image meets
+    assert main(train_args(root, tmp_path, pre, "--qc-thresholds", '{"template_correlation": [1.01, null]}')) == 1
     captured = capsys.readouterr()
-    assert captured.out.count("left out of training, it failed the quality gate") == 12
+    assert captured.out.count("left out of training, it failed the quality gate") == 8
     assert "the train and validation and test split(s) hold no image" in captured.err and captured.err.count("\n") == 1
     assert "Traceback" not in captured.err and not list((tmp_path / "work").glob("**/cube_cache.npy"))
     assert not (tmp_path / "model" / "model.json").exists()
