@@ -204,6 +204,24 @@ def test_labels_per_session_from_sessions_tsv(tmp_path):
     assert [label_of(t, labels) for t in found] == [0, 1, 0, None]
 
 
+def test_one_seed_trains_the_same_weights_and_another_seed_others(tmp_path, dataset, trained):
+    root, pre = dataset
+
+    def checksum_and_split(model):
+        meta = load_bundle(model).metadata  # which checks the weights file against its recorded checksum
+        return meta["weights"]["sha256"], meta["training"]["split"]
+
+    again, other = (tmp_path / name for name in ("again", "other"))
+    # the module's training had the default seed, 0
+    assert main(train_args(root, again, pre)) == 0
+    # seed 200 splits these subjects as seed 0 does: the weights differ by the seed of the networks and their batches alone
+    assert main(train_args(root, other, pre, "--seed", "200")) == 0
+    checksum, split = checksum_and_split(trained.model)
+    assert checksum_and_split(again / "model") == (checksum, split)
+    other_checksum, other_split = checksum_and_split(other / "model")
+    assert other_split == split and other_checksum != checksum
+
+
 def test_cat12_images_on_the_grid(tmp_path, capsys, dataset):
     root, pre = dataset
     cat12 = tmp_path / "cat12" / "mri"
