@@ -326,7 +326,8 @@ def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(request
 
     root, pre = dataset
     if path == "raw":
-        # the preprocessing writes the images that labelled_dataset made (the real one takes minutes an image)
+        # the preprocessing writes the images that labelled_dataset made (the real one takes a minute an
+        # image: test_trains_on_raw_t1w_through_the_preprocessing_workflow runs it)
         def preprocess(t1w_inputs, bids_dir, output_dir, *rest):
             shutil.copytree(pre, output_dir, dirs_exist_ok=True)
             return SimpleNamespace(failed=[])
@@ -358,3 +359,22 @@ def test_a_split_that_the_quality_gate_empties_ends_training_before_any_cube_is_
     assert "the train and validation and test split(s) hold no image" in captured.err and captured.err.count("\n") == 1
     assert "Traceback" not in captured.err and not list((tmp_path / "work").glob("**/cube_cache.npy"))
     assert not (tmp_path / "model" / "model.json").exists()
+
+
+@pytest.mark.slow
+def test_trains_on_raw_t1w_through_the_preprocessing_workflow(tmp_path):
+    """The workflow's own images, not grid images made up as above: the fewest T1w that training
+    accepts (3 AD and 3 CN generated heads, one of each class in each split), preprocessed with a
+    registration seed that is not the default."""
+    from bids_pscore.synth import write_dataset
+    from bids_pscore.train import dataset_work_dir
+
+    bids_dir = write_dataset(tmp_path / "bids", n_subjects=6, seed=3)
+    assert main(train_args(bids_dir, tmp_path, None, "--random-seed", "3")) == 0
+    meta = load_bundle(tmp_path / "model").metadata
+    assert meta["training"]["preprocessed_by"] == "bids_pscore" and sum(meta["training"]["images"].values()) == 6
+    # the bundle records what the workflow wrote in the images' sidecars, so that inference preprocesses alike
+    sidecars = sorted((dataset_work_dir(tmp_path / "work", bids_dir) / "preprocessed").glob("sub-*/ses-*/anat/*_desc-preproc_T1w.json"))
+    assert len(sidecars) == 6
+    assert all(json.loads(p.read_text())["PreprocessingParameters"] == meta["preprocessing"] for p in sidecars)
+    assert meta["preprocessing"] == PreprocParams(registration_seed=3).to_dict() and meta["training"]["seeds"] == {"training": 0, "registration": 3}
