@@ -34,7 +34,8 @@ Without --base the cohort is made of template heads (seed 2026, --subjects of th
 each subject of a BIDS dataset of healthy heads becomes a cohort subject (bids_pscore-synth
 --base; docs/disease_model.md), by default the first half of those the demo model's recipe kept
 out (every fourth subject in label order: bids_pscore.synth.demo.validation_labels; the quick
-start's demo heads come from the other half), with 3 sessions; the re-scan is of the first session.
+start's demo heads come from the other half), with 3 sessions on the base scans themselves; the re-scan is of the
+first session, scanned anew by the generator's scanner model (--simulate-scanner: another pose, grid, bias and noise).
 Targets: AUC >= 0.95 (template) or reported (base), region AUC >= 0.85, lambda < 1, at most 5% of
 an AD session's regions tied at its maximum, ICC >= 0.95, median correlation >= 0.9.
 """
@@ -275,10 +276,11 @@ def make_cohorts(opts):
         if opts.base is None:
             write_dataset(bids_dir, opts.subjects, opts.sessions, opts.seed, acquisition_seed)
         else:
-            # the re-scan is of the first session: test-retest needs no more, and each session costs a preprocessing
+            # the re-scan is of the first session: test-retest needs no more, and each session costs a preprocessing; a
+            # session on a real head is its base scan, so the re-scan is the generator's (pose, grid, bias field, noise)
             write_cohort(bids_dir, opts.base, opts.sessions if name == "test" else 1, opts.seed, acquisition_seed,
                          participant_labels=opts.base_labels or validation_labels(opts.base),
-                         cache_dir=opts.work / "bases", n_procs=2)  # fmt: skip
+                         cache_dir=opts.work / "bases", n_procs=2, simulate_scanner=name == "retest")  # fmt: skip
     return folders
 
 

@@ -5,9 +5,11 @@ import filecmp
 import re
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from bids_pscore import bids
 from bids_pscore.atlas import region_table
@@ -88,6 +90,16 @@ def test_demo_dataset_has_an_atrophied_and_a_healthy_subject_with_two_visits_and
         assert healthy.group == "CN" and not healthy.atrophied.any() and healthy.loss.max() < ATROPHIED_FROM
     for sub, ses in sessions:
         assert (demo / GROUNDTRUTH / sub / ses / "anat" / f"{sub}_{ses}_atlas-Brainnetome_dseg.nii.gz").is_file()
+    # each session is its head's own scan: sub-02's first, at its base's age with no disease, is the shipped head voxel for
+    # voxel; every other keeps the head's grid and scaling, and changes only inside the brain
+    heads = pd.read_csv(DEMO_HEADS / "heads.tsv", sep="\t").set_index("participant_id")
+    for sub, ses in sessions:
+        scan = nib.load(DEMO_HEADS / heads.loc[sub, "t1w"])
+        session = nib.load(demo / sub / ses / "anat" / f"{sub}_{ses}_T1w.nii.gz")
+        assert np.array_equal(session.affine, scan.affine) and session.dataobj.slope == scan.dataobj.slope
+        changed = np.asanyarray(session.dataobj.get_unscaled()) != np.asanyarray(scan.dataobj.get_unscaled())
+        brain = np.asarray(nib.load(demo / GROUNDTRUTH / sub / ses / "anat" / f"{sub}_{ses}_desc-brain_mask.nii.gz").dataobj) > 0
+        assert (changed.sum() == 0) == ((sub, ses) == ("sub-02", "ses-1")) and not (changed & ~ndimage.binary_dilation(brain)).any()
 
 
 @pytest.mark.slow
@@ -109,6 +121,8 @@ def test_demo_command_line_refuses_options_it_does_not_take(tmp_path, capsys):
     assert exit_code.value.code == 2 and "the demo's subjects are fixed" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         synth_cli.main([str(tmp_path / "bids"), "--n-subjects", "2", "--base", str(tmp_path)])
+    with pytest.raises(SystemExit):  # no scanner is simulated for a session on a real head
+        synth_cli.main([str(tmp_path / "bids"), "--acquisition-seed", "3"])
 
 
 @pytest.mark.slow

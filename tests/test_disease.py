@@ -1,9 +1,10 @@
-"""The disease model of cohorts on real heads: subtypes, stages, ageing, who is AD."""
+"""The disease model of cohorts on real heads: subtypes, stages, ageing, who is AD, and a session on its base scan."""
 
+import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore.synth import disease
+from bids_pscore.synth import Anatomy, disease, realheads
 
 
 @pytest.mark.parametrize("subtype", list(disease.SUBTYPES))
@@ -56,12 +57,49 @@ def test_prodromal_subjects_lose_little_in_few_regions():
     assert not disease.disease_losses(None, order, np.ones(len(order))).any()
 
 
-def test_ageing_grows_with_age_and_starts_at_fifty():
-    assert disease.ageing(30) == (0.0, 0.0) and disease.ageing(50) == (0.0, 0.0)
-    grey70, ventricles70 = disease.ageing(70)
-    grey80, ventricles80 = disease.ageing(80)
-    assert grey70 == pytest.approx(0.02) and ventricles70 == pytest.approx(0.20)
-    assert grey80 > grey70 and ventricles80 > ventricles70
+def test_ageing_starts_at_fifty_and_from_the_base_heads_own_age():
+    assert disease.ageing(30, 30) == disease.ageing(30, 50) == (0.0, 0.0)
+    # a real head already shows its own age: none at the base's age, however old
+    assert disease.ageing(70, 70) == (0.0, 0.0)
+    grey, ventricles = disease.ageing(40, 70)
+    assert grey == pytest.approx(0.02) and ventricles == pytest.approx(0.20)
+    assert disease.ageing(60, 70) == pytest.approx((0.01, 0.10)) and disease.ageing(60, 80) > disease.ageing(60, 70)
+
+
+def test_a_session_on_a_real_head_is_its_base_scan_changed_only_where_tissue_moved(tmp_path):
+    """A 2 mm uint8 scan with its own scaling, its 1 mm image, and a tissue move in one corner: the
+    session keeps every stored voxel elsewhere, and where tissue moved takes the 1 mm change as a ratio."""
+    rng = np.random.default_rng(0)
+    stored = rng.integers(20, 200, (6, 6, 6)).astype(np.uint8)
+    scan = nib.Nifti1Image(stored, np.diag([2.0, 2.0, 2.0, 1.0]))
+    scan.header.set_slope_inter(3.5, 0.0)
+    scan.to_filename(tmp_path / "base.nii.gz")
+    scan = nib.load(tmp_path / "base.nii.gz")
+
+    def session(image):
+        """The session's T1w as written and read back, its stored voxels, and its mask and labels."""
+        t1w, mask, dseg = realheads.on_base_scan(scan, base, image, labels)
+        t1w.to_filename(tmp_path / "session.nii.gz")
+        t1w = nib.load(tmp_path / "session.nii.gz")
+        return t1w, np.asanyarray(t1w.dataobj.get_unscaled()), mask, dseg
+
+    fine_affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    fine_affine[:3, 3] = -0.5  # the 1 mm grid over the same field of view: voxel centres half a fine voxel in
+    fine = np.repeat(np.repeat(np.repeat(stored / 255.0, 2, 0), 2, 1), 2, 2).astype(np.float32)
+    labels = np.ones(fine.shape, np.int16)
+    base = realheads.BaseHead(Anatomy(fine, np.ones(fine.shape, bool), labels, fine_affine), np.zeros(fine.shape, bool), 0.1)
+    t1w, written, *_ = session(fine)  # nothing moved: the scan itself
+    assert np.array_equal(written, stored) and t1w.dataobj.slope == pytest.approx(3.5)
+    moved = fine.copy()
+    moved[:2, :2, :2] *= 0.5  # the first coarse voxel's tissue halved (to CSF)
+    moved[2, 2, 2] *= 0.5  # one of the eight fine voxels of coarse voxel (1, 1, 1)
+    t1w, written, mask, dseg = session(moved)
+    assert t1w.get_data_dtype() == np.uint8 and t1w.dataobj.slope == pytest.approx(3.5) and np.allclose(t1w.affine, scan.affine)
+    assert written[0, 0, 0] == round(int(stored[0, 0, 0]) * 0.5) and written[1, 1, 1] == round(int(stored[1, 1, 1]) * 15 / 16)
+    untouched = np.ones(stored.shape, bool)
+    untouched[0, 0, 0] = untouched[1, 1, 1] = False
+    assert np.array_equal(written[untouched], stored[untouched])
+    assert mask.shape == dseg.shape == stored.shape and np.asarray(mask.dataobj).all() and (np.asarray(dseg.dataobj) == 1).all()
 
 
 def test_ad_subjects_are_older_on_average():

@@ -44,15 +44,13 @@ def demo_labels(base_dir):
     return [label for label in held_out[len(held_out) // 2 :] if ages[f"sub-{label}"] >= DEMO_MIN_AGE][:2]
 
 
-def write_demo(out_dir, n_sessions=DEMO_SESSIONS, seed=0, acquisition_seed=None):
+def write_demo(out_dir, n_sessions=DEMO_SESSIONS, seed=0):
     """The quick start's dataset from the shipped heads (``heads.tsv``): sub-01 with simulated AD of a
-    stated course (DEMO_COURSE), sub-02 healthy, sessions about a year apart, and the truth
-    in derivatives/groundtruth. ``seed`` draws the region jitter and visit dates, ``acquisition_seed``
-    the scans."""
+    stated course (DEMO_COURSE), sub-02 healthy, sessions about a year apart, each on its head's own
+    scan, and the truth in derivatives/groundtruth. ``seed`` draws the region jitter and visit dates."""
     from .realheads import SubjectJob, write_subjects
 
     out_dir = Path(out_dir)
-    acquisition_seed = seed if acquisition_seed is None else acquisition_seed
     heads = pd.read_csv(DEMO_HEADS / "heads.tsv", sep="\t", dtype={"participant_id": str})
     jobs = [
         SubjectJob(
@@ -64,7 +62,6 @@ def write_demo(out_dir, n_sessions=DEMO_SESSIONS, seed=0, acquisition_seed=None)
             head.group == "AD",
             n_sessions,
             seed,
-            acquisition_seed,
             prepared=str(DEMO_HEADS / head.prepared),
             course=DEMO_COURSE if head.group == "AD" else None,
         )  # fmt: skip
@@ -75,7 +72,7 @@ def write_demo(out_dir, n_sessions=DEMO_SESSIONS, seed=0, acquisition_seed=None)
         "BIDSVersion": BIDS_VERSION, "DatasetType": "raw", "License": "CC BY-SA 3.0",
         "HowToAcknowledge": "IXI dataset, https://brain-development.org/ixi-dataset/ (CC BY-SA 3.0)",
         "GeneratedBy": [{"Name": "bids_pscore-synth",
-                         "Description": f"the demo: simulated atrophy on the shipped IXI heads; seed {seed}, acquisition seed {acquisition_seed}"}],
+                         "Description": f"the demo: simulated atrophy on the shipped IXI heads, on their own scans; seed {seed}"}],
         "SourceDatasets": [{"URL": "https://brain-development.org/ixi-dataset/", "Name": "IXI (Hammersmith Hospital T1w, 2 mm copies)"}],
     }  # fmt: skip
     readme = ("The demo of bids_pscore: two real healthy IXI heads (CC BY-SA 3.0, brain-development.org), sub-01 given simulated "

@@ -48,8 +48,8 @@ FIRST_STAGE = (0.1, 4.5)  # an AD subject's stage at its first session, uniform:
 RATE = (0.5, 1.5)  # stages per year, uniform per subject
 REGION_JITTER = (0.8, 1.2)  # each region's loss times a factor of this range, per subject
 HEMISPHERE_BIAS = 0.15  # one hemisphere loses up to this fraction more, per subject
-# ageing, for everyone, beyond the real anatomy's own: grey-matter loss and ventricular growth per
-# year of age past AGEING_FROM
+# ageing, for everyone, beyond the real anatomy's own (from the base's age on): grey-matter loss and
+# ventricular growth per year of age past AGEING_FROM
 AGEING_FROM = 50.0
 GLOBAL_LOSS_PER_YEAR = 0.001
 VENTRICLE_GROWTH_PER_YEAR = 0.01
@@ -91,9 +91,10 @@ def disease_losses(stage, order, jitter):
     return loss * jitter
 
 
-def ageing(age):
-    """(grey-matter loss of every region, relative growth of the ventricles) at an age in years."""
-    years = max(float(age) - AGEING_FROM, 0.0)
+def ageing(base_age, age):
+    """(grey-matter loss of every region, relative growth of the ventricles) from ``base_age`` to ``age``
+    in years: a real head already shows its own age, so a session at the base's age has none."""
+    years = max(float(age) - AGEING_FROM, 0.0) - max(float(base_age) - AGEING_FROM, 0.0)
     return GLOBAL_LOSS_PER_YEAR * years, VENTRICLE_GROWTH_PER_YEAR * years
 
 

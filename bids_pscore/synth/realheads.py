@@ -5,7 +5,10 @@ registration to the template. The Brainnetome atlas reaches the head through the
 registration, on a 1 mm grid over the head (the base's voxels, resampled), and its ventricles are
 found as the dark, deep, unlabelled part of the brain. Each session then shrinks regions by the
 disease model of ``disease`` and by ageing, fills what they leave with the head's own CSF
-intensity, widens the ventricles, and is scanned by ``acquire`` (pose, grid, bias field, noise).
+intensity, and widens the ventricles. By default the session is the base scan itself: its grid,
+header and stored voxels, changed only where tissue moved (``on_base_scan``), so that a healthy
+session at the base's age is the real scan, and AD and healthy sessions differ by the disease
+alone. The generator's scanner model (``acquire``: pose, grid, bias field, noise) is an option.
 """
 
 import hashlib
@@ -18,6 +21,7 @@ from datetime import datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -196,14 +200,14 @@ def widen_ventricles(image, labels, ventricles, mask, growth, csf_intensity):
     return image, labels
 
 
-def session_anatomy(base, age, disease):
-    """One session's brain: ``disease`` ({index: loss}) and ageing at ``age`` on the base head.
+def session_anatomy(base, base_age, age, disease):
+    """One session's brain: ``disease`` ({index: loss}) and ageing from ``base_age`` to ``age`` on the base head.
 
     Returns (image, labels, target loss per label 0..246): the disease and ageing losses
     combined as 1 - (1 - disease)(1 - ageing); the ventricles' growth takes more from their
     neighbours, which the label maps count.
     """
-    grey_loss, ventricle_growth = ageing(age)
+    grey_loss, ventricle_growth = ageing(base_age, age)
     target = np.full(N_LABELS, grey_loss)
     target[0] = 0.0
     for index, loss in disease.items():
@@ -225,10 +229,11 @@ class SubjectJob:
     is_ad: bool
     n_sessions: int
     seed: int
-    acquisition_seed: int
+    acquisition_seed: int | None = None  # with simulate_scanner: the scans' pose, grid, bias field and noise
     cache_dir: str | None = None  # where prepare_base's result is kept
     prepared: str | None = None  # a preparation save_prepared wrote (the demo heads ship theirs)
     course: dict | None = None  # subtype, stage0 and rate that replace the drawn ones (draw_course)
+    simulate_scanner: bool = False  # scan each session anew (acquire) rather than keep the base scan's grid and voxels
 
 
 def _subject(job):
@@ -248,11 +253,14 @@ def _subject(job):
         ses = f"ses-{k}"
         stage = None if stage0 is None else stage0 + rate * years
         disease = dict(zip(order["index"], disease_losses(stage, order, jitter))) if is_ad else {}
-        image, labels, target = session_anatomy(base, age + years, disease)
+        image, labels, target = session_anatomy(base, age, age + years, disease)
         realised = 1.0 - np.bincount(labels.ravel(), minlength=N_LABELS) / np.maximum(healthy, 1)
-        t1w, mask, dseg = acquire(image, labels, base.anatomy.mask, base.anatomy.affine,
-                                  np.random.default_rng([acquisition_seed, zlib.crc32(label.encode()), k]),
-                                  noise=EXTRA_NOISE, voxel_sizes=BASE_VOXEL_SIZES)  # fmt: skip
+        if job.simulate_scanner:
+            t1w, mask, dseg = acquire(image, labels, base.anatomy.mask, base.anatomy.affine,
+                                      np.random.default_rng([acquisition_seed, zlib.crc32(label.encode()), k]),
+                                      noise=EXTRA_NOISE, voxel_sizes=BASE_VOXEL_SIZES)  # fmt: skip
+        else:
+            t1w, mask, dseg = on_base_scan(nib.load(job.t1w_path), base, image, labels)
         stem = f"{sub}_{ses}"
         write_nifti(Path(out_dir) / sub / ses / "anat" / f"{stem}_T1w.nii.gz", t1w)
         truth_dir = Path(out_dir) / GROUNDTRUTH / sub / ses / "anat"
@@ -271,6 +279,36 @@ def _subject(job):
         years += gap
     write_tsv(Path(out_dir) / sub / f"{sub}_sessions.tsv", pd.DataFrame(sessions), "%.6g")
     return truth_sessions, truth_regions
+
+
+def on_base_scan(scan, base, image, labels):
+    """A session as the base ``scan`` itself: the T1w on its grid with its header and stored voxels,
+    changed only in the voxels that moved tissue (``image`` against the base's 1 mm image) reaches,
+    by the ratio of the two 1 mm images averaged onto them, so that the scan's own bias field and
+    noise stay; and the brain mask and labels on that grid. Returns (T1w, mask, labels) images."""
+    fine, shape = base.anatomy, scan.shape[:3]
+
+    def onto_scan(data, order):
+        return _onto(data, fine.affine, shape, scan.affine, order)
+
+    stored = np.asanyarray(scan.dataobj.get_unscaled()).reshape(shape)
+    moved = onto_scan(image != fine.image, 1) > 0
+    if moved.any():
+        ratio = onto_scan(image, 1)[moved] / np.maximum(onto_scan(fine.image, 1)[moved], 1e-3)
+        changed = stored[moved] * ratio
+        if np.issubdtype(stored.dtype, np.integer):
+            changed = np.clip(np.rint(changed), np.iinfo(stored.dtype).min, np.iinfo(stored.dtype).max)
+        stored = stored.copy()
+        stored[moved] = changed.astype(stored.dtype)
+    t1w = nib.Nifti1Image(stored, scan.affine, scan.header)
+    t1w.header.set_slope_inter(scan.dataobj.slope, scan.dataobj.inter)  # the scan's own scaling, so its stored voxels mean what they did
+    mask = nib.Nifti1Image((onto_scan(fine.mask, 1) >= 0.5).astype(np.uint8), scan.affine)
+    dseg = nib.Nifti1Image(onto_scan(labels, 0).astype(np.int16), scan.affine)
+    for img in (mask, dseg):
+        img.header.set_xyzt_units("mm")
+        img.set_qform(img.affine, 1)
+        img.set_sform(img.affine, 1)
+    return t1w, mask, dseg
 
 
 def base_subjects(base_dir, participant_labels=None):
@@ -299,12 +337,14 @@ def base_subjects(base_dir, participant_labels=None):
 
 
 def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None, ad_fraction=0.5,
-                 participant_labels=None, cache_dir=None, n_procs=1):  # fmt: skip
+                 participant_labels=None, cache_dir=None, n_procs=1, simulate_scanner=False):  # fmt: skip
     """A BIDS dataset with one subject per base subject, AD or CN, and its ground truth.
 
     Anatomy, age and sex are the base subject's; group, subtype and disease course come from
-    ``seed``; pose, voxel grid, bias field and noise from ``acquisition_seed`` (default:
-    ``seed``), so two cohorts that differ only in the latter are a test-retest pair.
+    ``seed``. Each session keeps the base scan's grid and voxels where no tissue moved; with
+    ``simulate_scanner``, it is scanned anew, pose, voxel grid, bias field and noise coming from
+    ``acquisition_seed`` (default: ``seed``), so two cohorts that differ only in the latter are a
+    test-retest pair.
     """
     out_dir, base_dir = Path(out_dir), Path(base_dir)
     acquisition_seed = seed if acquisition_seed is None else acquisition_seed
@@ -312,6 +352,7 @@ def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None,
     ages = np.array([age for _, _, age, _ in subjects])
     ad = set(choose_ad(ages, int(round(len(subjects) * ad_fraction)), np.random.default_rng([seed, 0])).tolist())
     base_description = dataset_description(base_dir)
+    scans = f"scanner simulated, acquisition seed {acquisition_seed}" if simulate_scanner else "on the base scans' own grids and voxels"
     base_name = base_description.get("Name", base_dir.name)
     description = {
         "Name": f"{DATASET_NAME}: simulated atrophy on {base_name}",
@@ -319,12 +360,13 @@ def write_cohort(out_dir, base_dir, n_sessions=1, seed=0, acquisition_seed=None,
         "License": base_description.get("License", "see the base dataset"),
         "HowToAcknowledge": base_description.get("HowToAcknowledge", ""),
         "GeneratedBy": [{"Name": "bids_pscore-synth",
-                         "Description": f"simulated atrophy on real heads; seed {seed}, acquisition seed {acquisition_seed}"}],
+                         "Description": f"simulated atrophy on real heads; seed {seed}, {scans}"}],
         "SourceDatasets": [{"URL": base_dir.resolve().as_uri(), "Name": base_name}],
     }  # fmt: skip
     readme = (f"Real healthy T1w heads from {base_name} with simulated AD-like atrophy and ageing made by bids_pscore-synth; "
               "the truth is in derivatives/groundtruth. The atrophy is not real.\n")  # fmt: skip
-    jobs = [SubjectJob(str(out_dir), label, str(path), age, sex, i in ad, n_sessions, seed, acquisition_seed, str(cache_dir) if cache_dir else None)
+    jobs = [SubjectJob(str(out_dir), label, str(path), age, sex, i in ad, n_sessions, seed, acquisition_seed, str(cache_dir) if cache_dir else None,
+                       simulate_scanner=simulate_scanner)
             for i, (label, path, age, sex) in enumerate(subjects)]  # fmt: skip
     return write_subjects(out_dir, description, readme, jobs, n_procs)
 
