@@ -139,11 +139,11 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
     folder of bids_pscore's participant level (its images are used as they are, when they were
     made with ``params``). Returns (T1w, folder of their grid images, the raw dataset).
     """
+    from .cohort import recorded_params
     from .errors import UsageError
     from .execution import preprocess
     from .participant import passing_quality_gate
     from .qc import DEFAULT_THRESHOLDS
-    from .train import recorded_params
 
     healthy_dir = Path(healthy_dir)
     if is_bids_pscore_output(healthy_dir):
@@ -186,12 +186,12 @@ def in_sample_pscores(subjects, split):
 def add_to_bundle(config):
     """``bids_pscore-normative``: a copy of a trained bundle with a normative reference built from
     healthy images (``config.NormativeRunConfig``); returns 0."""
+    from .cohort import load_grid_images
     from .config import write_config
     from .errors import UsageError
     from .execution import make_run_folders
     from .model.bundle import add_normative
     from .participant import load_model, preprocessing_params
-    from .train import load_grid_images
 
     out_dir = Path(config.out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):

@@ -6,7 +6,6 @@ reference statistics on the validation split (SPEC 7) -> normative reference of 
 """
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +14,7 @@ import numpy as np
 
 from . import bids, derivatives
 from .atlas import ATLAS_NAME, CITATION, N_REGIONS
+from .cohort import load_grid_images, recorded_params
 from .config import write_config
 from .errors import TrainingError, UsageError
 from .execution import make_run_folders, preprocess
@@ -75,47 +75,6 @@ def select_inputs(layout, labels, sessions, participant_labels):
     return t1w
 
 
-def _on_grid(path):
-    import nibabel as nib
-
-    from .grid import is_on_grid
-
-    try:
-        img = nib.load(path)
-    except (OSError, nib.filebasedimages.ImageFileError) as exc:
-        raise UsageError(f"{path}: cannot be read as NIfTI ({exc}); preprocess that T1w again") from None
-    if not is_on_grid(img.shape, img.affine):
-        raise UsageError(f"{path}: is not on the 121 x 145 x 121, 1.5 mm grid; preprocess it with bids_pscore (or CAT12 with vox=1.5, bb=16)")
-    return np.asarray(img.dataobj, np.float32)
-
-
-def _cat12_image(item, source_dir, prefix):
-    stem = item.path.name.split(".nii")[0]
-    found = sorted(source_dir.rglob(f"{prefix}{stem}.nii*"))
-    if len(found) != 1:
-        raise UsageError(
-            f"{source_dir}: {'no' if not found else len(found)} file(s) named {prefix}{stem}.nii[.gz] for {item.relpath}; check --cat12-prefix"
-        )
-    return found[0]
-
-
-def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
-    """Each T1w's preprocessed image and brain mask on the grid, checked against the grid.
-
-    CAT12 images are masked by their non-zero voxels and scaled to [0, 1] as SPEC 2.7 says.
-    """
-    from .preprocess.steps import normalise
-
-    for item in t1w_inputs:
-        if cat12_prefix:
-            image = _on_grid(_cat12_image(item, source_dir, cat12_prefix))
-            mask = image > 0
-            yield normalise(image, mask, params.norm_percentile), mask
-        else:
-            paths = bids.session_outputs(item.entities, params.template, bids.PREPROCESSING)
-            yield _on_grid(source_dir / paths["t1w_grid"]), _on_grid(source_dir / paths["mask_grid"]) > 0
-
-
 def check_both_classes(parts, y, positive, negative):
     """The split was checked before preprocessing; failures since may have emptied a part of it, or
     of one class (``parts``: split name -> row numbers; ``y``: 1 for ``positive``)."""
@@ -127,29 +86,6 @@ def check_both_classes(parts, y, positive, negative):
     if short:
         raise TrainingError(f"after the failures above, the {' and '.join(short)} split(s) no longer hold both {positive} and "
                             f"{negative} images: fix those T1w (see the summary) and train again")  # fmt: skip
-
-
-def recorded_params(t1w_inputs, source_dir, template):
-    """The preprocessing parameters that the participant level recorded in the sidecars of the
-    images under ``source_dir``: the bundle must carry those the model was trained on."""
-    from .preprocess import PreprocParams
-
-    found = {}
-    for item in t1w_inputs:
-        sidecar = source_dir / bids.sidecar_path(bids.output_path(item.entities, "t1w_grid", template))
-        try:
-            values = json.loads(sidecar.read_text())["PreprocessingParameters"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError(
-                f"{sidecar}: missing or without PreprocessingParameters, so how its image was made is unknown; "
-                "preprocess it again with bids_pscore participant (or train without --preprocessed)"
-            ) from None
-        found.setdefault(json.dumps(values, sort_keys=True), sidecar)
-    if len(found) > 1:
-        first, second = list(found.values())[:2]
-        raise UsageError(f"{first} and {second} were preprocessed with different parameters; a model needs images made alike: "
-                         "preprocess them again with one bids_pscore version and seed")  # fmt: skip
-    return PreprocParams.from_dict(json.loads(next(iter(found))))
 
 
 def build_cube_cache(images, n_images, cache_path):
