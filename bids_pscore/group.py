@@ -379,7 +379,7 @@ def run_group(config):
     from .groundtruth import read_truth
     from .model.bundle import threshold_warning
     from .pscore import whole_brain
-    from .report import write_group_report
+    from .report.group import write_group_report
 
     options, output_dir, selection = config.group, Path(config.output_dir), config.selection
     # reading refuses an empty folder or mixed models before anything is written
@@ -495,16 +495,12 @@ def run_group(config):
     for line in said:
         log.warning("%s", line)
     # what every sidecar says beside its columns
-    notes = {
-        **({"Selection": subset} if subset else {}),
-        **({"Warnings": said} if said else {}),
-        "MinimumCohortSessions": MIN_COHORT_SESSIONS,
-        **({"MinimumSubjectsPerGroup": MIN_SUBJECTS_PER_GROUP} if options.label_column else {}),
-    }
+    minimums = {"MinimumCohortSessions": MIN_COHORT_SESSIONS, **({"MinimumSubjectsPerGroup": MIN_SUBJECTS_PER_GROUP} if options.label_column else {})}
+    notes = {**({"Selection": subset} if subset else {}), **({"Warnings": said} if said else {}), **minimums}
     written = write_group_tables(folder, tables, options.normalisation, threshold, model, flag_kind, flag_threshold, notes)
     truth = read_truth(config.bids_dir)
     write_group_report(folder, tables, traj_scores, flag_threshold, model, options, flag_kind,
-                       truth_rows(ordered, flags, flag_kind, truth, labels), warnings, comparison_note, subset)  # fmt: skip
+                       truth_rows(ordered, flags, flag_kind, truth, labels), warnings, comparison_note, subset, minimums)  # fmt: skip
     log.log(
         RESULT,
         "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s",

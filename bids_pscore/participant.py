@@ -400,7 +400,7 @@ def participant_run(config, console):
     from . import derivatives
     from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
-    from .report import write_citation
+    from .report.citation import write_citation
 
     selection = config.selection
     layout = bids.load_layout(config.bids_dir, validate=not selection.skip_bids_validation, database_dir=selection.bids_database_dir)
@@ -532,7 +532,7 @@ def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, meta
     ``results`` and those of ``subject_t1w`` that earlier runs scored with this model (a run of one
     session must not drop the others from the subject's report). ``record_dir`` (score_sessions')
     keeps which model the model's figure was drawn for."""
-    from .report import write_subject_reports
+    from .report.participant import write_subject_reports
 
     earlier = earlier_results(output_dir, [t for t in subject_t1w if t not in t1w_inputs], template, metadata)
     every = sorted(results + earlier, key=lambda r: r.t1w.relpath)
@@ -545,7 +545,8 @@ def rebuild_reports(t1w_inputs, config):
     derivatives are read, never written. Sessions without outputs are named as not scored."""
     from .groundtruth import read_truth
     from .progress import Outcome
-    from .report import write_citation, write_subject_reports
+    from .report.citation import write_citation
+    from .report.participant import write_subject_reports
 
     output_dir = Path(config.output_dir)
     bundle = load_model(config.model)

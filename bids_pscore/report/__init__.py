@@ -1,7 +1,4 @@
-"""HTML reports with figures, and the methods text to cite."""
+"""HTML reports with figures, and the methods text to cite (``participant``, ``group``, ``citation``).
 
-from .citation import write_citation
-from .group import write_group_report
-from .participant import write_subject_reports
-
-__all__ = ["write_citation", "write_group_report", "write_subject_reports"]
+Nothing is imported here: the preprocessing's reportlets import ``figures`` alone, and a package
+that pulled in every report would bring the preprocessing back through the methods text."""

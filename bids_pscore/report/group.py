@@ -17,16 +17,16 @@ BARS = 25
 FIGURES = ("whole_brain_by_group", "degeneration_frequency_bars", "degeneration_frequency_map", "trajectories_plot", "onset_order_plot")
 
 
-def write_group_report(folder, tables, norm, threshold, model, options, flags, truth, warnings, comparison_note, subset):
+def write_group_report(folder, tables, norm, threshold, model, options, flags, truth, warnings, comparison_note, subset, minimums):
     """Figures and report.html in ``folder`` (group.group_folder); returns the report's path. ``norm`` and
     ``threshold`` are what the trajectories follow: normalised scores and lambda with patent
     flags, grey-level z and the calibrated threshold with normative ones. ``truth``: (header, rows)
     of the sessions' truth beside their results (group.truth_rows), or None. ``warnings``: the
     model's and the analysis' (shown at the top); ``comparison_note``: why there is no comparison of
-    the groups, or None; ``subset``: the sentence saying which subset this is, or None."""
+    the groups, or None; ``subset``: the sentence saying which subset this is, or None; ``minimums``: the
+    analysis' rules as the tables' sidecars state them (MinimumCohortSessions, and MinimumSubjectsPerGroup with labels)."""
     from ..atlas import atlas_on_grid
     from ..derivatives import FLAG_DESCRIPTIONS
-    from ..group import MIN_COHORT_SESSIONS, MIN_SUBJECTS_PER_GROUP
     from ..preprocess.steps import template_on_grid
     from ..pscore import paint_regions
 
@@ -104,9 +104,9 @@ def write_group_report(folder, tables, norm, threshold, model, options, flags, t
         ("normalisation", options.normalisation), ("flags counted", f"{flags}: {FLAG_DESCRIPTIONS[flags]}"),
         ("threshold of the flags", f"{threshold:.3f}"),
         ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
-        ("cohort normalisation", f"needs {MIN_COHORT_SESSIONS} sessions or more (a warning says when there are fewer)"),
-        *([("group comparison", f"Mann-Whitney on each subject's first session, made when each group has {MIN_SUBJECTS_PER_GROUP} subjects or more")]
-          if options.label_column else []),
+        ("cohort normalisation", f"needs {minimums['MinimumCohortSessions']} sessions or more (a warning says when there are fewer)"),
+        *([("group comparison", "Mann-Whitney on each subject's first session, made when each group has "
+                                f"{minimums['MinimumSubjectsPerGroup']} subjects or more")] if options.label_column else []),
         ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
     ]  # fmt: skip
     comparison = None
