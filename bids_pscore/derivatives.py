@@ -389,6 +389,7 @@ def normative_summary(deviation, record, labels, age, sex):
         "Age": float(age) if known_age else None,
         "Sex": sex if sex not in (None, "", "n/a") else None,
         "AgeAdjusted": deviation.age_adjusted and record["covariates"]["age"],
+        "MedianRegionZ": deviation.overall_level,  # the flags' z are relative to it
         "Distance": deviation.distance,
         "DistanceThreshold": record["distance_threshold"],
         "Reliable": deviation.reliable,
@@ -418,8 +419,10 @@ NORMATIVE_COLUMNS = {
     "index": REGION_COLUMNS["index"], "label": REGION_COLUMNS["label"], "name": REGION_COLUMNS["name"],
     "hemisphere": REGION_COLUMNS["hemisphere"], "lobe": REGION_COLUMNS["lobe"], "gyrus": REGION_COLUMNS["gyrus"],
     "grey_level": "mean preprocessed grey level of the region (what the networks see)",
-    "grey_level_expected": "the healthy mean grey level for the person's age and sex (the normative reference)",
-    "grey_level_z": "(grey_level - grey_level_expected) / the reference's robust spread; negative: less tissue than expected",
+    "grey_level_expected": "the healthy mean grey level for the person's age and sex (the normative reference), shifted by the "
+                           "brain's overall level (the summary's MedianRegionZ spreads): what the region would show without regional loss",
+    "grey_level_z": "(grey_level - grey_level_expected) / the reference's robust spread: the region's z relative to the median z of the "
+                    "brain's regions; negative: less tissue than the rest of the brain would say",
     "pscore": "normalised region P-score (as in the region table of the P-scores)",
     "pscore_expected": "the healthy normalised region P-score for the person's age and sex",
     "pscore_z": "-(pscore - pscore_expected) / the reference's robust spread; negative: more degeneration than expected",
@@ -444,8 +447,8 @@ def write_normative(output_dir, entities, template, deviation, summary, model_ca
                  {"Description": "each region against the model's normative reference of healthy images (SPEC 10)", **reference,
                   "Sources": sources, "Model": _model_record(model_card)})  # fmt: skip
     _write_map(paths["normative_voxel_map"], deviation.voxel_z, {
-        "Description": "voxel-wise deviation from the normative reference: (grey level - expected for age and sex) / robust spread; "
-                       "negative: less tissue than expected; 0 outside the template's brain mask",
+        "Description": "voxel-wise deviation from the normative reference: (grey level - expected for age and sex) / robust spread, "
+                       "relative to the median of the brain's voxels; negative: less tissue than expected; 0 outside the template's brain mask",
         "Units": "z (standard deviations of healthy people)", **reference, "Sources": sources, "Model": _model_record(model_card),
     }, template)  # fmt: skip
     return paths

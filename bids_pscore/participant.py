@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
 
 
-def load_model(path=None):
-    """The model bundle at ``path``, or the demo model that ships with the package."""
+def load_model(path=None, normative=True):
+    """The model bundle at ``path``, or the demo model that ships with the package (``normative``:
+    with its normative reference)."""
     from .model.bundle import BundleError, load_bundle
 
     try:
-        return load_bundle(path or DEMO_MODEL)
+        return load_bundle(path or DEMO_MODEL, normative)
     except BundleError as exc:
         raise ModelError(f"{exc} (--model)") from None
 

@@ -57,13 +57,19 @@ def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble
         raise UsageError(f"{dataset_dir}: {len(set(subjects))} healthy subject(s) passed preprocessing and the quality gate; a normative "
                          f"reference needs at least {MIN_REFERENCE_SUBJECTS} (tens: the more, the closer its threshold to what a healthy "
                          "head shows)")  # fmt: skip
+    ages, codes, subjects = np.asarray(ages, np.float64), np.array([normative.sex_code(s) for s in sexes]), np.asarray(subjects)
+    fitted = normative.fitted_images(ages, codes, subjects, MIN_REFERENCE_SUBJECTS)
+    left_out = sorted(set(subjects[~fitted]))
+    if left_out:
+        log.warning("left out of the reference %d image(s) without an age or sex in participants.tsv (the others have them, and the "
+                    "reference adjusts for them): %s", int((~fitted).sum()), ", ".join(left_out))  # fmt: skip
+    ages, codes, subjects = ages[fitted], codes[fitted], subjects[fitted]
+    images = (image for image, kept in zip(images, fitted) if kept)
     voxel_mask, voxels, regions = features(images, template, ensemble, reference)
-    codes = np.array([normative.sex_code(s) for s in sexes])
     built = normative.build(voxels, voxel_mask, regions, ages, codes, subjects, FLAGS_PER_HEALTHY_IMAGE, N_FOLDS)
     if not -np.inf < built.calibration.threshold < 0:
         raise UsageError(f"{dataset_dir}: the calibrated threshold came out at z = {built.calibration.threshold:.3g}, which no healthy "
                          "reference gives; check the images (their quality reports) and their ages")  # fmt: skip
-    ages = np.asarray(ages, np.float64)
     known = ages[np.isfinite(ages)]
     cal, ref = built.calibration, built.reference
     description = {
@@ -73,12 +79,15 @@ def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble
             "age": {"known": int(known.size), **({"min": float(known.min()), "median": float(np.median(known)),
                                                   "max": float(known.max())} if known.size else {})},
             "sex": {"F": int((codes > 0).sum()), "M": int((codes < 0).sum()), "unknown": int(np.isnan(codes).sum())},
+            **({"left_out_without_age_or_sex": left_out} if left_out else {}),
         },
         "feature_descriptions": {name: normative.FEATURES[name]["description"] for name in regions},
         "statistics": "per voxel (the template's brain mask on the grid) and per region: Huber-weighted least squares "
                       f"(k = {normative.HUBER_K}) on {covariate_text(ref.covariates)}, spread = MAD of the residuals x "
-                      f"{normative.MAD_TO_SD}; z negative = less tissue than expected",
-        "rule": f"a region is atrophic when the z of its {normative.FLAG_FEATURE.replace('_', ' ')} is below {cal.threshold:.2f}",
+                      f"{normative.MAD_TO_SD}; z negative = less tissue than expected; the {normative.FLAG_FEATURE.replace('_', ' ')}'s z "
+                      "(per region and per voxel) relative to the image's overall level, the median of its z",
+        "rule": f"a region is atrophic when the z of its {normative.FLAG_FEATURE.replace('_', ' ')}, relative to the median z of the "
+                f"image's regions, is below {cal.threshold:.2f}",
         "calibration": {
             "method": f"cross-fitting by subject ({min(N_FOLDS, len(set(subjects)))} folds): each reference image's z against "
                       "statistics fitted without its subject; the threshold leaves the target number of flags per image",
@@ -196,7 +205,7 @@ def add_to_bundle(config):
     out_dir = Path(config.out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageError(f"{out_dir}: is not empty; the new bundle needs a new folder (the model given is never changed)")
-    bundle = load_model(config.model_dir)
+    bundle = load_model(config.model_dir, normative=False)  # the reference it may have is replaced
     params = preprocessing_params(bundle.metadata)
     out_dir, work_dir = make_run_folders(out_dir, config.execution.work_dir, config.healthy_dir)
     log_dir = work_dir / "logs" / f"run-{config.run_id}"

@@ -45,7 +45,7 @@ def write_scored_session(out_dir, key, region_norm, ad_probability, model="synth
         z = np.asarray(region_z, float)
         far = float(np.median(np.abs(z)))
         deviation = Deviation(empty, {"grey_level": z}, {"grey_level": np.zeros(N_REGIONS)}, {"grey_level": z},
-                              z < SCORED_NORMATIVE_THRESHOLD, far, far <= 1.0, True)  # fmt: skip
+                              z < SCORED_NORMATIVE_THRESHOLD, float(np.median(z)), far, far <= 1.0, True)  # fmt: skip
         summary = normative_summary(deviation, NORMATIVE_RECORD, region_table()["label"].to_numpy(), 70.0, "F")
         write_normative(out_dir, entities, "MNI152NLin2009aSym", deviation, summary, card, t1w)
     write_session(out_dir, entities, "MNI152NLin2009aSym", scores, empty, empty, ad_probability,

@@ -101,6 +101,30 @@ def test_deviation_of_one_image():
     assert set(np.flatnonzero(result.atrophic)) == {3, 100} and not result.age_adjusted and result.reliable
     assert result.region_z["grey_level"][3] < -5 and np.count_nonzero(result.voxel_z) <= mask.sum()
     assert result.voxel_z[~mask].max() == 0
+    # the table's columns keep z's formula: z = (value - expected) / spread, expected shifted by the overall level
+    spread = reference.regions["grey_level"].spread
+    np.testing.assert_allclose((region - result.region_expected["grey_level"]) / spread, result.region_z["grey_level"])
+    # a brain darker everywhere (contrast, not tissue) by 3 spreads: no flag, the distance says it is far; the two
+    # darker regions are still flagged against the rest of that brain
+    darker_image = image.copy()
+    darker_image[mask] -= 3 * reference.voxel.spread
+    darker = normative.deviation(reference, darker_image, {"grey_level": region - 3 * spread}, np.nan, np.nan)
+    assert set(np.flatnonzero(darker.atrophic)) == {3, 100} and not darker.reliable
+    assert darker.overall_level == pytest.approx(result.overall_level - 3.0, abs=1e-9)
+    np.testing.assert_allclose(darker.region_z["grey_level"], result.region_z["grey_level"], atol=1e-9)
+    np.testing.assert_allclose(darker.voxel_z, result.voxel_z, atol=1e-4)
+
+
+def test_an_image_without_an_age_is_left_out_of_the_reference_not_the_age():
+    ages = np.array([30.0, 40.0, np.nan, 60.0, 70.0, 80.0])
+    sexes = np.array([0.5, -0.5, 0.5, np.nan, 0.5, -0.5])
+    subjects = np.array(["a", "b", "c", "d", "e", "f"])
+    # enough subjects keep each covariate: c (no age) and d (no sex) are left out, age and sex are adjusted for
+    assert normative.fitted_images(ages, sexes, subjects, min_subjects=4).tolist() == [True, True, False, False, True, True]
+    # too few would keep the sex: it is not adjusted for, and d stays in
+    assert normative.fitted_images(ages, sexes, subjects, min_subjects=5).tolist() == [True, True, False, True, True, True]
+    # no age known at all: nobody is left out (the reference adjusts for nothing)
+    assert normative.fitted_images(np.full(6, np.nan), np.full(6, np.nan), subjects, 4).all()
 
 
 @pytest.fixture
@@ -129,6 +153,16 @@ def test_the_reference_travels_in_the_bundle(normative_bundle):
     assert json.loads((folder / METADATA).read_text())["normative"]["reference"]["images"] == 12
 
 
+def test_a_reference_calibrated_before_flags_were_relative_is_refused(normative_bundle):
+    from bids_pscore.model.bundle import BundleError, load_normative
+
+    folder, _ = normative_bundle
+    meta = json.loads((folder / METADATA).read_text())
+    del meta["normative"]["relative_to_overall_level"]
+    with pytest.raises(BundleError, match="build the reference again with bids_pscore-normative"):
+        load_normative(folder, meta)
+
+
 def test_a_tampered_reference_is_refused_with_exit_65(normative_bundle, tmp_path, capsys):
     folder, _ = normative_bundle
     data = bytearray((folder / NORMATIVE).read_bytes())
@@ -152,7 +186,7 @@ def test_the_summary_says_when_flags_are_unreliable_or_the_age_is_unknown_or_out
     flags[[4, 9]] = True
 
     def summary(distance, age):
-        deviation = normative.Deviation(np.zeros(1), {}, {}, {}, flags, distance, distance <= 1.5, age == age)
+        deviation = normative.Deviation(np.zeros(1), {}, {}, {}, flags, 0.0, distance, distance <= 1.5, age == age)
         return normative_summary(deviation, record, labels, age, "F")
 
     ok = summary(0.7, 50.0)

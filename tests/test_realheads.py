@@ -138,10 +138,6 @@ def test_simulated_loss_lowers_the_grey_level_z_of_the_atrophied_regions(twins):
     assert twins["CN"][2]["Normative"]["Reliable"] and twins["CN"][2]["Normative"]["AgeAdjusted"]
 
 
-# The shipped reference is made of the generator's earlier renderings of IXI heads (resampled, re-biased, noised), not of
-# real scans; on sessions that are the real scan (issue 40, part 1) it found 1 region where it found 3 or more on the
-# renderings. A reference of real heads (issue 40, part 2) is to make this pass, and strict makes that seen.
-@pytest.mark.xfail(strict=True, reason="the shipped normative reference was built from the generator's renderings, not real scans")
 def test_simulated_loss_is_flagged_by_the_demo_reference_and_the_healthy_twin_stays_within_it(twins):
     _, table, summary = twins["AD"]
     truth = truly_lost(twins)
@@ -150,3 +146,18 @@ def test_simulated_loss_is_flagged_by_the_demo_reference_and_the_healthy_twin_st
     # allows; the rest are truly atrophied
     assert flagged.sum() >= 3 and (truth[flagged] < 0.05).sum() <= 1
     assert twins["CN"][2]["NumberOfAtrophicRegions"] <= 1
+
+
+def test_the_shipped_reference_is_the_real_heads_that_neither_validation_nor_the_demo_uses(shared_data):
+    import json
+
+    from bids_pscore.participant import DEMO_MODEL
+    from bids_pscore.synth.demo import demo_labels, reference_labels, validation_labels
+
+    labels = reference_labels(IXI)
+    assert not set(labels) & (set(validation_labels(IXI)) | set(demo_labels(IXI))) and HELD_OUT not in labels
+    record = json.loads((DEMO_MODEL / "model.json").read_text())["normative"]["reference"]
+    ages = pd.read_csv(IXI / "participants.tsv", sep="\t").set_index("participant_id")["age"]
+    without_age = sorted(label for label in labels if pd.isna(ages[f"sub-{label}"]))
+    assert record["left_out_without_age_or_sex"] == without_age
+    assert record["images"] == len(labels) - len(without_age) == 121

@@ -249,6 +249,9 @@ def load_normative(folder, meta):
     if record is None:
         return None
     path = Path(folder) / NORMATIVE
+    if record.get("relative_to_overall_level") is not True:
+        raise BundleError(f"{path}: its threshold was calibrated on z that are not relative to the image's overall level (made by an "
+                          "earlier bids_pscore): build the reference again with bids_pscore-normative")  # fmt: skip
     if not path.is_file():
         raise BundleError(f"{path}: missing, though {METADATA} names a normative reference; the bundle is incomplete")
     if sha256(path) != record["sha256"]:
@@ -275,8 +278,9 @@ def _looks_like_pickle(path):
     return False
 
 
-def load_bundle(folder):
-    """Load and check a bundle; raise BundleError with a message that says what is wrong."""
+def load_bundle(folder, normative=True):
+    """Load and check a bundle; raise BundleError with a message that says what is wrong.
+    ``normative=False`` leaves its normative reference unread (bids_pscore-normative replaces it)."""
     folder = Path(folder)
     meta_path, weights_path = folder / METADATA, folder / WEIGHTS
     if not meta_path.is_file():
@@ -332,4 +336,4 @@ def load_bundle(folder):
     if not torch.allclose(ensemble.meta.weights, torch.tensor(meta["cube_weights"], dtype=torch.float32), atol=1e-6):
         raise BundleError(f"{meta_path}: cube_weights differ from the meta-classifier's weights in {WEIGHTS}")
     ensemble.eval()
-    return Bundle(folder, meta, ensemble, load_normative(folder, meta))
+    return Bundle(folder, meta, ensemble, load_normative(folder, meta) if normative else None)

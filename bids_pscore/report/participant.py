@@ -91,8 +91,10 @@ def normative_figure(out, image, paths, summary, kept=()):
     rate = summary.get("FalseFlagsPerHealthyImage")
     return [(name, f"Grey level against the model's normative reference of healthy people ({summary['Reference'].get('images')} images), "
                    f"{'adjusted for age and sex where known' if summary.get('AgeAdjusted') else 'without age adjustment'}: red is "
-                   f"darker than expected (less tissue), blue brighter. Regions whose mean is below z = {summary['Threshold']:.2f} are outlined "
-                   f"in yellow as atrophic; healthy images held out of the reference got {rate:.2f} such flags on average.")]  # fmt: skip
+                   f"darker than expected (less tissue), blue brighter, than the rest of this brain says (its median region lies at "
+                   f"z = {summary['MedianRegionZ']:+.2f} against healthy people; map and flags are relative to it). "
+                   f"Regions whose mean is below z = {summary['Threshold']:.2f} are outlined in yellow as atrophic;"
+                   f" healthy images held out of the reference got {rate:.2f} such flags on average.")]  # fmt: skip
 
 
 def input_rows(t1w):

@@ -44,6 +44,14 @@ def demo_labels(base_dir):
     return [label for label in held_out[len(held_out) // 2 :] if ages[f"sub-{label}"] >= DEMO_MIN_AGE][:2]
 
 
+def reference_labels(base_dir):
+    """The subjects of the demo model's normative reference: every base subject that neither the
+    validation benchmark nor the demo uses (a head is never compared with its own healthy self)."""
+    labels = sorted(pd.read_csv(Path(base_dir) / "participants.tsv", sep="\t")["participant_id"].str.removeprefix("sub-"))
+    kept_out = set(validation_labels(base_dir)) | set(demo_labels(base_dir))
+    return [label for label in labels if label not in kept_out]
+
+
 def write_demo(out_dir, n_sessions=DEMO_SESSIONS, seed=0):
     """The quick start's dataset from the shipped heads (``heads.tsv``): sub-01 with simulated AD of a
     stated course (DEMO_COURSE), sub-02 healthy, sessions about a year apart, each on its head's own

@@ -6,11 +6,13 @@
 # atrophy or none (docs/disease_model.md) and train the model; the fourth are kept out: the first
 # half of them (18, IXI015 to IXI282) for benchmarks/validate_synthetic.py --base, and of the other
 # half the first two aged 60 or more (IXI313, IXI438) are the quick start's demo heads
-# (bids_pscore/data/demo_heads/recipe.py, bids_pscore.synth.demo). The trained weights derive from IXI and carry its
-# licence, CC BY-SA 3.0. About 2-2.5 hours on 2 CPUs: 32-46 minutes generating the cohort (105 subjects with
-# an age, 2 sessions each; 5 when the prepared base heads are already in $build/bases), about 70
-# preprocessing its 210 T1w (as the 60 reference heads below took: 21 minutes), 14 training (60 epochs
-# of 14 s on idle cores; anything else running on them, even niced, makes an epoch 85 s).
+# (bids_pscore/data/demo_heads/recipe.py, bids_pscore.synth.demo). The normative reference is made of
+# the 125 heads that are neither validation nor demo heads, unaltered. The trained weights and the
+# reference derive from IXI and carry its licence, CC BY-SA 3.0. About 3.5 hours on 2 CPUs: 32-46
+# minutes generating the cohort (105 subjects with an age, 2 sessions each; 5 when the prepared base
+# heads are already in $build/bases), about 70 preprocessing its 210 T1w, 14 training (60 epochs of
+# 14 s on idle cores; anything else running on them, even niced, makes an epoch 85 s), about 80 the
+# reference.
 set -euo pipefail
 build=${1:-demo_build}
 base=${2:-../shared/data/ixi_hh}
@@ -27,15 +29,14 @@ bids_pscore-train "$build/cohort" "$build/model" \
   -w "$build/work" --name demo-ixi \
   --description "Demo P-score ensemble trained on simulated AD-like atrophy (docs/disease_model.md) applied to real healthy IXI heads (bids_pscore-synth --base, seed 1000)" \
   --warning "DEMO MODEL trained on simulated atrophy applied to real healthy IXI heads (IXI dataset, brain-development.org, CC BY-SA 3.0; the weights carry that licence): not for research or clinical use. Train your own with bids_pscore-train (see README)."
-# The normative reference (SPEC 10): 60 of the training subjects (the first in label order), simulated
-# healthy (simulated ageing and scanner, as the generator's test images have, no atrophy) with another
-# seed, preprocessed with the model's parameters; none of them is among the subjects kept out for
-# benchmarks/validate_synthetic.py. About 25 minutes on 2 CPUs (measured: 22).
-ref_labels=$(echo "$train_labels" | head -60)
+# The normative reference (SPEC 10): real heads as the scanner gave them, never the generator's
+# renderings (those flagged 9 regions per unaltered real head): every IXI subject that neither the
+# validation benchmark nor the demo uses, unaltered, preprocessed with the model's parameters; the 4
+# without an age in participants.tsv are left out by bids_pscore-normative (121 heads). About 80
+# minutes on 2 CPUs (preprocessing; the statistics take one).
+ref_labels=$(python -c 'import sys; from bids_pscore.synth.demo import reference_labels; print(*reference_labels(sys.argv[1]))' "$base")
 # shellcheck disable=SC2086  # one word per label
-[ -f "$build/reference/derivatives/groundtruth/atrophy_order.tsv" ] ||
-  bids_pscore-synth "$build/reference" --base "$base" --participant-label $ref_labels --n-sessions 1 --ad-fraction 0 --seed 2001 \
-    -w "$build/bases" --n-procs 2
-bids_pscore-normative "$build/model" "$build/reference" "$build/model_normative" -w "$build/reference_work" --skip-bids-validation
+bids_pscore-normative "$build/model" "$base" "$build/model_normative" --participant-label $ref_labels -w "$build/reference_work" \
+  --skip-bids-validation
 cp "$build/model_normative/weights.safetensors" "$build/model_normative/model.json" "$build/model_normative/normative.safetensors" \
   "$build/model/training.tsv" "$here/"
