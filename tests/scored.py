@@ -11,9 +11,9 @@ from bids_pscore.bids import BIDS_VERSION
 from bids_pscore.derivatives import normative_summary, write_normative, write_session
 from bids_pscore.fileio import write_json, write_tsv
 from bids_pscore.grid import GRID_SHAPE, N_CUBES
-from bids_pscore.normative import Deviation
+from bids_pscore.normative import Deviation, distance
 from bids_pscore.pscore import AD_THRESHOLD, Scores
-from bids_pscore.synth import region_order, stage_losses
+from bids_pscore.synth.disease import disease_losses, subtype_order
 
 SCORED_LAMBDA = 0.5
 SCORED_NORMATIVE_THRESHOLD = -3.0
@@ -43,9 +43,9 @@ def write_scored_session(out_dir, key, region_norm, ad_probability, model="synth
     summary = None
     if region_z is not None:
         z = np.asarray(region_z, float)
-        far = float(np.median(np.abs(z)))
-        deviation = Deviation(empty, {"grey_level": z}, {"grey_level": np.zeros(N_REGIONS)}, {"grey_level": z},
-                              z < SCORED_NORMATIVE_THRESHOLD, float(np.median(z)), far, far <= 1.0, True)  # fmt: skip
+        far = float(distance(z))
+        deviation = Deviation(empty, {"grey_level": z}, {"grey_level": np.zeros(N_REGIONS)}, {"grey_level": z}, z < SCORED_NORMATIVE_THRESHOLD,
+                              float(np.median(z)), far, far <= NORMATIVE_RECORD["distance_threshold"], True)  # fmt: skip
         summary = normative_summary(deviation, NORMATIVE_RECORD, region_table()["label"].to_numpy(), 70.0, "F")
         write_normative(out_dir, entities, "MNI152NLin2009aSym", deviation, summary, card, t1w)
     write_session(out_dir, entities, "MNI152NLin2009aSym", scores, empty, empty, ad_probability,
@@ -54,18 +54,19 @@ def write_scored_session(out_dir, key, region_norm, ad_probability, model="synth
 
 
 def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0, normative=False):
-    """A longitudinal cohort's participant-level outputs, scores following the disease course of ``region_order``.
+    """A longitudinal cohort's participant-level outputs, scores following the disease course of the typical subtype.
 
     Half the subjects are AD: the normalised score of an atrophied region is its volume loss /
     0.25 plus noise (so it crosses lambda = 0.5 at 12.5% loss); every other score is uniform noise
     below 0.35. With ``normative``, each session also has a grey-level z: normal noise, minus
     20 per unit of loss in atrophied regions (crossing z = -3 at about 15% loss). Writes the
     outputs to ``out_dir`` and participants.tsv and sessions.tsv (acq_time, about a year apart)
-    to ``bids_dir``; returns (bids_dir, the regions of ``region_order`` that cross lambda in some
-    subject).
+    to ``bids_dir``; returns (bids_dir, the regions of ``subtype_order("typical")`` that cross lambda
+    in some session whose flags count: with ``normative``, one within the reference's distance; the
+    typical subtype's late sessions, with over a third of the regions atrophied, lie beyond it).
     """
     rng = np.random.default_rng(seed)
-    order = region_order()
+    order = subtype_order("typical")
     position = region_table().set_index("index").index.get_indexer(order["index"])
     bids_dir, participants, crossed = Path(bids_dir), [], np.zeros(len(order), bool)
     write_json(bids_dir / "dataset_description.json", {"Name": "scored synthetic cohort", "BIDSVersion": BIDS_VERSION})
@@ -79,13 +80,14 @@ def write_scored_cohort(out_dir, bids_dir, n_subjects, n_sessions, seed=0, norma
         participants.append({"participant_id": f"sub-{sub}", "group": "AD" if is_ad else "CN"})
         for k in range(n_sessions):
             years = (times[k] - times[0]).days / 365.25
-            loss = stage_losses(stage0 + rate * years if is_ad else None, order, np.ones(len(order)))
-            crossed |= loss / 0.25 > SCORED_LAMBDA
+            loss = disease_losses(stage0 + rate * years if is_ad else None, order, np.ones(len(order)))
             norm = rng.uniform(0.0, 0.35, N_REGIONS)
             z = rng.normal(0, 1, N_REGIONS)
             if is_ad:
                 norm[position] = np.clip(loss / 0.25 + rng.normal(0, 0.05, len(loss)), 0, 1)
                 z[position] -= 20 * loss
+            if not normative or distance(z) <= NORMATIVE_RECORD["distance_threshold"]:
+                crossed |= loss / 0.25 > SCORED_LAMBDA
             write_scored_session(out_dir, (sub, str(k + 1)), norm, 0.9 if is_ad else 0.1, region_z=z if normative else None)
     write_tsv(bids_dir / "participants.tsv", pd.DataFrame(participants))
     return bids_dir, order[crossed]

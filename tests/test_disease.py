@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore.synth import Anatomy, disease, realheads
+from bids_pscore.synth import Anatomy, Head, disease, realheads
 
 
 @pytest.mark.parametrize("subtype", list(disease.SUBTYPES))
@@ -87,7 +87,7 @@ def test_a_session_on_a_real_head_is_its_base_scan_changed_only_where_tissue_mov
     fine_affine[:3, 3] = -0.5  # the 1 mm grid over the same field of view: voxel centres half a fine voxel in
     fine = np.repeat(np.repeat(np.repeat(stored / 255.0, 2, 0), 2, 1), 2, 2).astype(np.float32)
     labels = np.ones(fine.shape, np.int16)
-    base = realheads.BaseHead(Anatomy(fine, np.ones(fine.shape, bool), labels, fine_affine), np.zeros(fine.shape, bool), 0.1)
+    base = Head(Anatomy(fine, np.ones(fine.shape, bool), labels, fine_affine), np.zeros(fine.shape, bool), 0.1)
     t1w, written, *_ = session(fine)  # nothing moved: the scan itself
     assert np.array_equal(written, stored) and t1w.dataobj.slope == pytest.approx(3.5)
     moved = fine.copy()

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_pscore import bids
+from bids_pscore import bids, synth
 from bids_pscore.cli.synth import main as synth_main
 from bids_pscore.synth import GROUNDTRUTH, disease, realheads
 
@@ -40,7 +40,7 @@ def test_native_atrophy_reaches_its_target_and_leaves_the_rest_of_the_head_uncha
     order = disease.subtype_order("typical")
     losses = disease.disease_losses(3.0, order, np.ones(len(order)))
     atrophied = dict(zip(order["index"], losses))
-    image, labels, target = realheads.session_anatomy(young, 45.0, 45.0, atrophied)  # no ageing at the base's own age
+    image, labels, target = synth.session_anatomy(young, 45.0, 45.0, atrophied)  # no ageing at the base's own age
     healthy = np.bincount(young.anatomy.labels.ravel(), minlength=247)
     realised = 1.0 - np.bincount(labels.ravel(), minlength=247) / np.maximum(healthy, 1)
     checked = np.flatnonzero(target >= 0.05)
@@ -55,12 +55,12 @@ def test_native_atrophy_reaches_its_target_and_leaves_the_rest_of_the_head_uncha
 
 def test_ageing_shrinks_every_region_and_widens_the_ventricles_into_their_nearest_voxels(young):
     grey, growth = disease.ageing(50.0, 80.0)
-    _, labels, _ = realheads.session_anatomy(young, 50.0, 80.0, {})
+    _, labels, _ = synth.session_anatomy(young, 50.0, 80.0, {})
     healthy = np.bincount(young.anatomy.labels.ravel(), minlength=247)[1:]
     realised = 1.0 - np.bincount(labels.ravel(), minlength=247)[1:] / healthy
     assert np.median(realised) == pytest.approx(grey, abs=0.003) and realised.min() >= grey - 0.003
     anatomy = young.anatomy
-    image, labels = realheads.widen_ventricles(anatomy.image, anatomy.labels, young.ventricles, anatomy.mask, growth, 0.25)
+    image, labels = synth.widen_ventricles(anatomy.image, anatomy.labels, young.ventricles, anatomy.mask, growth, 0.25)
     grown = image != anatomy.image
     assert grown.sum() == round(growth * young.ventricles.sum()) and np.all(image[grown] == np.float32(0.25))
     assert np.all(labels[grown] == 0) and not np.any(grown & (~anatomy.mask | young.ventricles))

@@ -10,6 +10,7 @@ import pytest
 
 from bids_pscore import bids, synth
 from bids_pscore.cli import synth as synth_cli
+from bids_pscore.synth import disease
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +36,36 @@ def test_dataset_is_valid_bids_with_groups_times_and_varied_scans(cohort):
 
 
 @pytest.mark.slow
-def test_truth_tables_say_who_atrophies_and_that_it_grows(cohort):
-    test = cohort
-    truth = test / synth.GROUNDTRUTH
-    regions = pd.read_csv(truth / "regions.tsv", sep="\t")
-    groups = pd.read_csv(test / "participants.tsv", sep="\t").set_index("participant_id")["group"]
-    loss = regions.pivot_table(index=["participant_id", "session_id"], columns="label", values="volume_loss")
-    ad = groups[groups == "AD"].index[0]
-    cn = groups[groups == "CN"].index[0]
-    assert (loss.loc[cn] == 0).all().all()
-    assert (loss.loc[(ad, "ses-2")] >= loss.loc[(ad, "ses-1")] - 0.01).all() and loss.loc[(ad, "ses-2")].max() >= 0.1
-    stages = pd.read_csv(truth / "sessions.tsv", sep="\t").set_index(["participant_id", "session_id"])["disease_stage"]
-    assert stages.loc[(ad, "ses-2")] > stages.loc[(ad, "ses-1")] and np.isnan(stages.loc[(cn, "ses-1")])
-    for sub, ses in loss.index:
+def test_truth_tables_follow_the_disease_model_of_the_real_heads(cohort):
+    """Template heads get the one disease model: an AD subject's subtype involves its regions up to
+    its stage, which grows; everyone ages from the second session on; the images realise the losses."""
+    truth = cohort / synth.GROUNDTRUTH
+    regions = pd.read_csv(truth / "regions.tsv", sep="\t").set_index(["participant_id", "session_id", "index"]).sort_index()
+    sessions = pd.read_csv(truth / "sessions.tsv", sep="\t", na_values="n/a").set_index(["participant_id", "session_id"])
+    groups = pd.read_csv(cohort / "participants.tsv", sep="\t").set_index("participant_id")["group"]
+    ad, cn = groups[groups == "AD"].index[0], groups[groups == "CN"].index[0]
+    assert len(regions) == 4 * 246 and sessions.loc[cn, "subtype"].eq("none").all() and sessions.loc[cn, "disease_stage"].isna().all()
+    # CN: no disease, no ageing at the first session (the healthy anatomy shows its own age), a little at the second
+    assert (regions.loc[cn, "disease_loss"] == 0).all() and (regions.loc[(cn, "ses-1"), "volume_loss"] == 0).all()
+    grey, _ = disease.ageing(*sessions.loc[cn, "age"])
+    assert 0 < grey < 0.002 and np.median(regions.loc[(cn, "ses-2"), "target_loss"]) == pytest.approx(grey, abs=1e-5)
+    assert 0 < (regions.loc[(cn, "ses-2"), "volume_loss"] > 0).mean() and regions.loc[(cn, "ses-2"), "volume_loss"].median() < 0.005
+    subtype = sessions.loc[(ad, "ses-1"), "subtype"]
+    order = disease.subtype_order(subtype).set_index("index")
+    stages = sessions.loc[ad, "disease_stage"]
+    assert subtype in disease.SUBTYPES and stages.iloc[1] > stages.iloc[0] >= disease.FIRST_STAGE[0]
+    for ses, stage in stages.items():
+        rows = regions.loc[(ad, ses)]
+        assert set(rows.index[rows["disease_loss"] > 0]) == set(order.index[order["onset_stage"] < stage])
+        assert (rows["disease_loss"].reindex(order.index) <= order["max_loss"] * disease.REGION_JITTER[1] * (1 + disease.HEMISPHERE_BIAS)).all()
+    growth = regions.loc[(ad, "ses-2"), "disease_loss"] - regions.loc[(ad, "ses-1"), "disease_loss"]
+    assert (growth >= 0).all() and growth.max() > 0
+    # the label maps lose what the model says (the first session: disease alone, no ventricles widening)
+    first = regions.loc[(ad, "ses-1")]
+    atrophied = first["target_loss"] > 0
+    assert np.all(np.abs(first["volume_loss"] - first["target_loss"])[atrophied] <= 0.1 * first["target_loss"][atrophied] + 0.002)
+    assert (first["volume_loss"][~atrophied] == 0).all()
+    for sub, ses in sessions.index:
         assert (truth / sub / ses / "anat" / f"{sub}_{ses}_desc-brain_mask.nii.gz").is_file()
         assert (truth / sub / ses / "anat" / f"{sub}_{ses}_atlas-Brainnetome_dseg.nii.gz").is_file()
 

@@ -1,12 +1,14 @@
-"""The synthetic anatomy: healthy variation, atrophy in the order of involvement, and losses that
-the scanned label maps confirm (apart from test_synth.py, so that the two run side by side)."""
+"""The template heads' anatomy: healthy variation, the disease model's losses that the scanned label
+maps confirm, and ventricles and ageing as on real heads (apart from test_synth.py, so that the two
+run side by side)."""
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
+from scipy import ndimage
 
 from bids_pscore import synth
+from bids_pscore.synth import disease
 
 
 def _volumes_ml(img, indices):
@@ -17,10 +19,10 @@ def _volumes_ml(img, indices):
 @pytest.mark.slow
 def test_volume_loss_measured_on_the_scanned_label_maps_matches_the_truth():
     """Healthy and atrophied scans of one brain, each in its own pose and voxel grid."""
-    order = synth.region_order()
+    order = disease.subtype_order("typical")
     indices = order["index"].to_numpy()
     anatomy = synth.make_anatomy(np.random.default_rng(3))
-    target = synth.stage_losses(4.0, order, np.ones(len(order)))
+    target = disease.disease_losses(4.0, order, np.ones(len(order)))
     brain, labels = synth.atrophy(anatomy, dict(zip(indices, target)))
     healthy = np.bincount(anatomy.labels.ravel(), minlength=247)[indices]
     truth = 1.0 - np.bincount(labels.ravel(), minlength=247)[indices] / healthy
@@ -45,17 +47,27 @@ def test_healthy_regional_volumes_vary_by_about_ten_percent():
     assert 0.06 <= np.median(cv) <= 0.15
 
 
-def test_losses_follow_the_order_of_involvement_and_stay_between_5_and_30_percent():
-    order = synth.region_order()
-    assert list(order.loc[order["rank"] == 1, "label"]) == ["L.mAmyg", "R.mAmyg", "L.lAmyg", "R.lAmyg"]
-    ones = np.ones(len(order))
-    assert not synth.stage_losses(None, order, ones).any()
-    early, late = synth.stage_losses(0.5, order, ones), synth.stage_losses(4.5, order, ones)
-    assert set(order.loc[early > 0, "group"]) == {"amygdala"}
-    assert np.all(late >= early) and late[order["rank"] <= 5].min() >= 0.05 and late.max() <= 0.30
-    # regions of an earlier group never lose less than those of a later group at the same stage (without jitter)
-    by_rank = pd.Series(late).groupby(order["rank"]).min()
-    assert by_rank[1] >= by_rank[2] and by_rank[4] >= by_rank[5]
+@pytest.mark.slow
+def test_template_heads_have_ventricles_and_age_as_real_heads_do():
+    head = synth.TemplateHead().prepare(np.random.default_rng(3))
+    anatomy = head.anatomy
+    assert 15 <= head.ventricles.sum() / 1000 <= 60  # ml: the MNI152 brain's lateral and third ventricles, deformed
+    assert not (head.ventricles & (anatomy.labels > 0)).any() and anatomy.mask[head.ventricles].all()
+    grey, growth = disease.ageing(60.0, 80.0)
+    image, labels, target = synth.session_anatomy(head, 60.0, 80.0, {})
+    assert np.allclose(target[1:], grey) and target[0] == 0
+    healthy = np.bincount(anatomy.labels.ravel(), minlength=247)[1:]
+    realised = 1.0 - np.bincount(labels.ravel(), minlength=247)[1:] / healthy
+    assert np.median(realised) == pytest.approx(grey, abs=0.003) and realised.min() >= grey - 0.003
+    # the ventricles took growth of their volume from the brain next to them, which became CSF (a few of
+    # those voxels were CSF already: what the shrunk regions left)
+    shrunk, _ = synth.atrophy(anatomy, {i: grey for i in range(1, 247)})
+    widened, n_new = image != shrunk, round(growth * head.ventricles.sum())
+    assert 0.9 * n_new <= widened.sum() <= n_new and np.all(image[widened] == np.float32(synth.CSF_INTENSITY))
+    assert (labels[widened] == 0).all() and ndimage.distance_transform_edt(~head.ventricles)[widened].max() <= 3
+    # the first session shows the healthy anatomy itself: no ageing at its own age, no disease
+    image, labels, _ = synth.session_anatomy(head, 60.0, 60.0, {})
+    assert np.array_equal(image, anatomy.image) and np.array_equal(labels, anatomy.labels)
 
 
 @pytest.mark.slow

@@ -1,29 +1,26 @@
-"""Synthetic T1w cohorts with known regional atrophy, made from what the installed packages carry.
+"""Synthetic T1w cohorts with known regional atrophy: heads, the anatomy's changes, and the scanner.
 
-A subject's anatomy is nilearn's MNI152 brain (with the shipped Brainnetome atlas as its label
-map) under a smooth random deformation (healthy inter-subject variation, about 10% SD of regional
-volume). An AD subject's disease stage grows over its sessions; regions become involved in a fixed
-order (default: the patent's amygdala, nucleus accumbens, insula, hippocampus, temporal pole, then
-entorhinal and parahippocampal cortex) and lose 5-30% of their volume: each atrophied region
-shrinks towards its centre (Jacobian < 1 inside it) and the space it leaves becomes CSF. Each
-session is then acquired: CSF, skull and scalp layers, a random pose, a random voxel size and
-orientation, a bias field, noise and an intensity scale. The truth (volume loss per session and
-region, brain masks, label maps, disease stages, order of involvement) is written under
-``derivatives/groundtruth``.
+Two kinds of head share one disease model (``disease``: AD subtypes, stages, ageing) and one
+dataset writer (``dataset``). A template head is nilearn's MNI152 brain (with the shipped
+Brainnetome atlas as its label map) under a smooth random deformation (healthy inter-subject
+variation, about 10% SD of regional volume); a real head is a healthy base scan (``realheads``).
+Either way, a session's anatomy is the healthy one with the disease's and ageing's losses: each
+region shrinks towards its centre (Jacobian < 1 inside it), the space it leaves becomes CSF, and
+the ventricles widen (``session_anatomy``). A template session is then wrapped in CSF, skull and
+scalp layers and acquired: a random pose, a random voxel size and orientation, a bias field,
+noise and an intensity scale (``acquire``). The truth is written under ``derivatives/groundtruth``.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 from scipy import ndimage
 
 from ..bids import BIDS_VERSION
-from ..fileio import write_json, write_nifti, write_text, write_tsv
+from .disease import ageing, choose_ad
 
 # tissue layers outside the brain: (outer distance from the brain in mm, intensity)
 LAYERS = ((3.0, 0.12), (8.0, 0.04), (13.0, 0.75))
@@ -32,18 +29,10 @@ PAD_MM = 20
 DATASET_NAME = "bids_pscore synthetic heads"
 GROUNDTRUTH = Path("derivatives") / "groundtruth"
 N_LABELS = 247  # background and the 246 Brainnetome regions
+WORK_MM = 1.0  # the grid of a head's anatomy, on which regions shrink: fine enough that small regions keep their shape
+VENTRICLE_DEPTH_MM = 8.0  # ventricles lie this far inside the brain mask at least
+VENTRICLE_MIN_ML = 1.0  # connected dark parts smaller than this are sulci or noise, not ventricles
 
-# order of involvement: (name, Brainnetome abbreviations, largest volume loss); both hemispheres
-ATROPHY_ORDER = (
-    ("amygdala", ("mAmyg", "lAmyg"), 0.30),
-    ("nucleus accumbens", ("NAC",), 0.20),
-    ("insula", ("G", "vIa", "dIa", "vId/vIg", "dIg", "dId"), 0.20),
-    ("hippocampus", ("rHipp", "cHipp"), 0.30),
-    ("temporal pole", ("A38m", "A38l"), 0.20),
-    ("entorhinal and parahippocampal cortex", ("A28/34", "A35/36r", "A35/36c", "TL", "TH"), 0.20),
-)
-ONSET_LOSS = 0.05  # a region's loss when it becomes involved
-LOSS_PER_STAGE = 0.10  # how much more it loses per unit of disease stage (about a year)
 # healthy variation: a displacement field drawn on a coarse lattice, linearly interpolated
 VARIATION_SPACING_MM = 12.0
 VARIATION_SD_MM = 2.4
@@ -76,29 +65,6 @@ def template_space():
     for array in (brain, mask, labels):
         array.flags.writeable = False
     return brain, mask, labels, affine
-
-
-def region_order():
-    """One row per atrophied region: rank of its group, group name, index, label, largest loss."""
-    from ..atlas import region_table
-
-    table = region_table()
-    rows = []
-    for rank, (name, abbreviations, max_loss) in enumerate(ATROPHY_ORDER, start=1):
-        for abbreviation in abbreviations:
-            for _, region in table[table["abbreviation"] == abbreviation].iterrows():
-                rows.append({"rank": rank, "group": name, "onset_stage": float(rank - 1), "index": int(region["index"]),
-                             "label": region["label"], "max_loss": max_loss})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def stage_losses(stage, order, hemisphere_jitter):
-    """Volume loss of each region of ``order`` at a disease stage (0 everywhere for stage None)."""
-    if stage is None:
-        return np.zeros(len(order))
-    since = stage - order["onset_stage"].to_numpy()
-    loss = np.minimum(ONSET_LOSS + LOSS_PER_STAGE * since, order["max_loss"].to_numpy()) * hemisphere_jitter
-    return np.where(since >= 0, np.clip(loss, 0.0, 0.30), 0.0)
 
 
 @dataclass
@@ -200,6 +166,67 @@ def atrophy(anatomy, losses, csf_intensity=CSF_INTENSITY):
     return image, labels
 
 
+@dataclass
+class Head:
+    """A subject's healthy head as the disease and ageing act on it: its anatomy on a WORK_MM grid,
+    its ventricles, and the intensity of the CSF that fills what tissue leaves."""
+
+    anatomy: Anatomy
+    ventricles: np.ndarray
+    csf_intensity: float
+
+
+def find_ventricles(image, mask, labels):
+    """The ventricles: dark, unlabelled brain voxels deep inside the brain mask, in large pieces.
+
+    Dark: below halfway between the darkest deep brain voxels (1st percentile) and the labelled
+    grey matter (median).
+    """
+    deep = ndimage.distance_transform_edt(mask) > VENTRICLE_DEPTH_MM / WORK_MM
+    darkest = float(np.percentile(image[deep], 1))
+    grey = float(np.median(image[labels > 0]))
+    candidates = deep & (labels == 0) & (image < 0.5 * (darkest + grey))
+    pieces, n = ndimage.label(candidates)
+    sizes = np.bincount(pieces.ravel(), minlength=n + 1) * WORK_MM**3 / 1000.0
+    sizes[0] = 0.0
+    ventricles = np.isin(pieces, np.flatnonzero(sizes >= VENTRICLE_MIN_ML))
+    if not ventricles.any():
+        raise ValueError("no ventricles found: is this a T1w head?")
+    return ventricles
+
+
+def widen_ventricles(image, labels, ventricles, mask, growth, csf_intensity):
+    """The ventricles grown by ``growth`` of their volume into the nearest brain voxels (darkest first)."""
+    n_new = int(round(growth * ventricles.sum()))
+    if n_new <= 0:
+        return image, labels
+    distance = ndimage.distance_transform_edt(~ventricles)
+    candidates = np.flatnonzero((mask & ~ventricles).ravel())
+    ranked = candidates[np.lexsort((image.ravel()[candidates], distance.ravel()[candidates]))][:n_new]
+    image, labels = image.copy(), labels.copy()
+    image.ravel()[ranked] = csf_intensity
+    labels.ravel()[ranked] = 0
+    return image, labels
+
+
+def session_anatomy(head, base_age, age, disease):
+    """One session's anatomy of a ``Head``: ``disease`` ({index: loss}) and ageing from ``base_age``
+    (the age its healthy anatomy shows: the first session's) to ``age``.
+
+    Returns (image, labels, target loss per label 0..246): the disease and ageing losses
+    combined as 1 - (1 - disease)(1 - ageing); the ventricles' growth takes more from their
+    neighbours, which the label maps count.
+    """
+    grey_loss, ventricle_growth = ageing(base_age, age)
+    target = np.full(N_LABELS, grey_loss)
+    target[0] = 0.0
+    for index, loss in disease.items():
+        target[index] = 1.0 - (1.0 - loss) * (1.0 - grey_loss)
+    image, labels = atrophy(head.anatomy, {i: target[i] for i in range(1, N_LABELS)}, head.csf_intensity)
+    image, labels = widen_ventricles(image, labels, head.ventricles, head.anatomy.mask, ventricle_growth, head.csf_intensity)
+    return image, labels, target
+
+
 def random_affine(rng, max_rotation_deg=12.0, max_shift_mm=10.0, max_scale=0.05):
     """A random rigid pose with a small anisotropic scaling, as a 4x4 world-space matrix."""
     angles = np.deg2rad(rng.uniform(-max_rotation_deg, max_rotation_deg, 3))
@@ -296,73 +323,41 @@ def make_head(rng, noise=0.02, bias=0.2):
     return t1w, mask
 
 
+@dataclass(frozen=True)
+class TemplateHead:
+    """How a template head is made and scanned (``dataset.SubjectJob.head``): the MNI152 brain under a
+    random deformation, its ventricles found as on a real head, and each session wrapped in CSF,
+    skull and scalp and scanned anew (``acquire``)."""
+
+    origin = ""  # whose the subject's age and sex are, for participants.json: drawn for the template heads
+
+    def prepare(self, rng):
+        anatomy = make_anatomy(rng)
+        return Head(anatomy, find_ventricles(anatomy.image, anatomy.mask, anatomy.labels), CSF_INTENSITY)
+
+    def scan(self, head, image, labels, rng):
+        return acquire(add_head(image, head.anatomy.mask), labels, head.anatomy.mask, head.anatomy.affine, rng)
+
+
 def write_dataset(out_dir, n_subjects=1, n_sessions=1, seed=0, acquisition_seed=None, ad_fraction=0.5):
     """A BIDS dataset of synthetic heads (AD and CN) with its ground truth in derivatives/groundtruth.
 
-    Anatomy, group and disease course come from ``seed``; pose, voxel grid, bias field and noise
-    from ``acquisition_seed`` (default: ``seed``), so two datasets that differ only in the latter
-    are a test-retest pair of the same brains.
+    Ages (55-84) and sexes, who is AD (``disease.choose_ad``), anatomy and disease course come
+    from ``seed``; pose, voxel grid, bias field and noise from ``acquisition_seed`` (default:
+    ``seed``), so two datasets that differ only in the latter are a test-retest pair of the same brains.
     """
-    out_dir = Path(out_dir)
+    from .dataset import SubjectJob, write_subjects
+
     acquisition_seed = seed if acquisition_seed is None else acquisition_seed
-    cohort = np.random.default_rng([seed, 0])
-    n_ad = int(round(n_subjects * ad_fraction))
-    groups = cohort.permutation(["AD"] * n_ad + ["CN"] * (n_subjects - n_ad))
-    order = region_order()
-    truth_root = out_dir / GROUNDTRUTH
-    write_json(out_dir / "dataset_description.json", {
+    people = np.random.default_rng([seed, 0])
+    ages, sexes = people.integers(55, 85, n_subjects), people.choice(["F", "M"], n_subjects)
+    ad = set(choose_ad(ages, int(round(n_subjects * ad_fraction)), people).tolist())
+    description = {
         "Name": DATASET_NAME, "BIDSVersion": BIDS_VERSION, "DatasetType": "raw", "License": "CC0",
         "GeneratedBy": [{"Name": "bids_pscore-synth", "Description": f"seed {seed}, acquisition seed {acquisition_seed}"}],
-    })  # fmt: skip
-    write_text(out_dir / "README", "Synthetic T1w heads made by bids_pscore-synth; AD subjects have regional "
-               "atrophy whose truth is in derivatives/groundtruth. Not real data.\n")  # fmt: skip
-    participants, truth_sessions, truth_regions = [], [], []
-    for s in range(1, n_subjects + 1):
-        sub, group = f"sub-{s:02d}", str(groups[s - 1])
-        subject = np.random.default_rng([seed, s])
-        age = int(subject.integers(55, 85))
-        participants.append({"participant_id": sub, "group": group, "age": age, "sex": str(subject.choice(["F", "M"]))})
-        anatomy = make_anatomy(subject)
-        healthy_volumes = np.bincount(anatomy.labels.ravel(), minlength=N_LABELS)[order["index"]]
-        # disease stage at the first session and its growth per year (AD only)
-        stage0, rate = (subject.uniform(0.3, 2.5), subject.uniform(0.7, 1.3)) if group == "AD" else (None, 0.0)
-        jitter = subject.uniform(0.85, 1.15, len(order))
-        visit = datetime(2015, 1, 1, 8, 0) + timedelta(days=int(subject.integers(0, 5 * 365)), minutes=int(subject.integers(0, 600)))
-        years, sessions = 0.0, []
-        for k in range(1, n_sessions + 1):
-            ses = f"ses-{k}"
-            stage = None if stage0 is None else stage0 + rate * years
-            losses = stage_losses(stage, order, jitter)
-            brain, labels = atrophy(anatomy, dict(zip(order["index"], losses)))
-            realised = 1.0 - np.bincount(labels.ravel(), minlength=N_LABELS)[order["index"]] / healthy_volumes
-            head = add_head(brain, anatomy.mask)
-            t1w, mask, dseg = acquire(head, labels, anatomy.mask, anatomy.affine, np.random.default_rng([acquisition_seed, s, k]))
-            stem = f"{sub}_{ses}"
-            write_nifti(out_dir / sub / ses / "anat" / f"{stem}_T1w.nii.gz", t1w)
-            truth_dir = truth_root / sub / ses / "anat"
-            write_nifti(truth_dir / f"{stem}_desc-brain_mask.nii.gz", mask)
-            write_nifti(truth_dir / f"{stem}_atlas-Brainnetome_dseg.nii.gz", dseg)
-            sessions.append({"session_id": ses, "acq_time": visit.strftime("%Y-%m-%dT%H:%M:%S")})
-            truth_sessions.append({"participant_id": sub, "session_id": ses, "group": group,
-                                   "years_from_first": round(years, 3), "disease_stage": stage})  # fmt: skip
-            for (_, region), target, loss, volume in zip(order.iterrows(), losses, realised, healthy_volumes):
-                truth_regions.append({"participant_id": sub, "session_id": ses, "index": region["index"], "label": region["label"],
-                                      "healthy_volume_mm3": volume, "target_loss": target, "volume_loss": loss})  # fmt: skip
-            gap = subject.uniform(0.8, 1.3)
-            visit += timedelta(days=int(gap * 365.25))
-            years += gap
-        write_tsv(out_dir / sub / f"{sub}_sessions.tsv", pd.DataFrame(sessions), "%.6g")
-    write_tsv(out_dir / "participants.tsv", pd.DataFrame(participants), "%.6g")
-    write_json(out_dir / "participants.json", {
-        "group": {"Description": "diagnosis", "Levels": {"AD": "synthetic atrophy", "CN": "synthetic control"}},
-        "age": {"Description": "age at the first session", "Units": "year"},
-        "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
-    })  # fmt: skip
-    write_json(truth_root / "dataset_description.json", {
-        "Name": "ground truth of the synthetic heads", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "bids_pscore-synth"}],
-    })  # fmt: skip
-    write_tsv(truth_root / "sessions.tsv", pd.DataFrame(truth_sessions), "%.6g")
-    write_tsv(truth_root / "regions.tsv", pd.DataFrame(truth_regions), "%.6g")
-    write_tsv(truth_root / "atrophy_order.tsv", order, "%.6g")
-    return out_dir
+    }  # fmt: skip
+    readme = ("Synthetic T1w heads made by bids_pscore-synth from the MNI152 template; AD subjects have simulated regional "
+              "atrophy and everyone ages, whose truth is in derivatives/groundtruth. Not real data.\n")  # fmt: skip
+    jobs = [SubjectJob(str(out_dir), f"{s:02d}", TemplateHead(), int(ages[s - 1]), str(sexes[s - 1]), s - 1 in ad, n_sessions, seed, acquisition_seed)
+            for s in range(1, n_subjects + 1)]  # fmt: skip
+    return write_subjects(out_dir, description, readme, jobs)

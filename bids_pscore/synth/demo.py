@@ -56,7 +56,8 @@ def write_demo(out_dir, n_sessions=DEMO_SESSIONS, seed=0):
     """The quick start's dataset from the shipped heads (``heads.tsv``): sub-01 with simulated AD of a
     stated course (DEMO_COURSE), sub-02 healthy, sessions about a year apart, each on its head's own
     scan, and the truth in derivatives/groundtruth. ``seed`` draws the region jitter and visit dates."""
-    from .realheads import SubjectJob, write_subjects
+    from .dataset import SubjectJob, write_subjects
+    from .realheads import BaseScan
 
     out_dir = Path(out_dir)
     heads = pd.read_csv(DEMO_HEADS / "heads.tsv", sep="\t", dtype={"participant_id": str})
@@ -64,13 +65,12 @@ def write_demo(out_dir, n_sessions=DEMO_SESSIONS, seed=0):
         SubjectJob(
             str(out_dir),
             head.participant_id.removeprefix("sub-"),
-            str(DEMO_HEADS / head.t1w),
+            BaseScan(str(DEMO_HEADS / head.t1w), prepared=str(DEMO_HEADS / head.prepared)),
             float(head.age),
             head.sex,
             head.group == "AD",
             n_sessions,
             seed,
-            prepared=str(DEMO_HEADS / head.prepared),
             course=DEMO_COURSE if head.group == "AD" else None,
         )  # fmt: skip
         for head in heads.itertuples()

@@ -1,8 +1,11 @@
-"""A disease model for cohorts on real heads: AD subtypes with their own orders, stages, ageing.
+"""The disease model of every synthetic cohort, template and real heads alike: AD subtypes with
+their own orders, stages, ageing, and who is AD.
 
 Written down with its sources in ``docs/disease_model.md``. Pure numpy and pandas: which regions
 lose how much volume at a stage, how a subject's stage moves with time, and how much every
-subject loses to ageing. The images are made in ``realheads``.
+subject loses to ageing. ``dataset`` draws each subject's course; the anatomy changes in
+``synth.session_anatomy``, and the images are made by the head (``synth.TemplateHead``,
+``realheads.BaseScan``).
 """
 
 from functools import cache
