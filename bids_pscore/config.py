@@ -136,6 +136,7 @@ class NormativeRunConfig:
     execution: Execution
     command_line: str
     run_id: str
+    calibrate_class: bool = False
 
 
 def _plain(value):

@@ -393,6 +393,8 @@ def normative_summary(deviation, record, labels, age, sex):
         "Distance": deviation.distance,
         "DistanceThreshold": record["distance_threshold"],
         "Reliable": deviation.reliable,
+        # the AD probability's decision moved by the reference's controls (bids_pscore-normative --calibrate-class)
+        **({"ClassCalibration": record["class_calibration"]} if "class_calibration" in record else {}),
     }
     cautions = []
     if not deviation.reliable:

@@ -274,7 +274,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
             paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING, bids.QC)
             image = read_preprocessed(output_dir / paths["t1w_grid"])
             mask = read_preprocessed(output_dir / paths["mask_grid"]) > 0
-            scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes)
+            scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes, bundle.class_offset)
             scores, ad_probability = scored.scores, scored.ad_probability
             predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
             written = {}

@@ -26,30 +26,35 @@ MIN_REFERENCE_SUBJECTS = 20
 def features(images, template, ensemble=None, reference=None):
     """The features of each (image, brain mask) on the grid: the grey level at the template's brain
     voxels, and per region its mean grey level and, given the ensemble and its SPEC 5 reference,
-    the normalised region P-score. Returns (voxel mask, voxel values (n, V), {feature: (n, 246)})."""
+    the normalised region P-score and the meta-classifier's logit. Returns (voxel mask, voxel values
+    (n, V), {feature: (n, 246)}, logits (n,) or None without the ensemble)."""
     from .inference import score_image
     from .preprocess.steps import template_on_grid
 
     voxel_mask = np.asarray(template_on_grid(template)[1].dataobj) > 0
     grid_atlas = atlas_on_grid()
     sizes = pscore.region_sizes(grid_atlas)
-    voxels, regions = [], {"grey_level": []}
+    voxels, regions, logits = [], {"grey_level": []}, []
     if ensemble is not None:
         regions["pscore"] = []
     for image, mask in images:
         voxels.append(np.asarray(image, np.float32)[voxel_mask])
         regions["grey_level"].append(pscore.region_means(image, grid_atlas, sizes)[0])
         if ensemble is not None:
-            regions["pscore"].append(score_image(ensemble, reference, image, mask, grid_atlas, sizes).scores.region_norm[0])
-    return voxel_mask, np.stack(voxels), {name: np.stack(values) for name, values in regions.items()}
+            scored = score_image(ensemble, reference, image, mask, grid_atlas, sizes)
+            regions["pscore"].append(scored.scores.region_norm[0])
+            logits.append(scored.image_logit)
+    return voxel_mask, np.stack(voxels), {name: np.stack(values) for name, values in regions.items()}, np.array(logits) if logits else None
 
 
-def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble=None, reference=None):
+def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble=None, reference=None, calibrate_class=False):
     """The reference and the description the bundle keeps of it (who, how many, ages, licence,
     calibration).
 
     ``source`` says how the images were chosen (e.g. "controls of the training data"); the
-    description names their dataset (``dataset_dir``) and its licence, never a path.
+    description names their dataset (``dataset_dir``) and its licence, never a path. With
+    ``calibrate_class`` (and the ensemble), the description also holds the class offset that makes
+    these healthy images be called control as often as ``normative.CLASS_SPECIFICITY`` says.
     """
     from .errors import UsageError
 
@@ -65,7 +70,7 @@ def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble
                     "reference adjusts for them): %s", int((~fitted).sum()), ", ".join(left_out))  # fmt: skip
     ages, codes, subjects = ages[fitted], codes[fitted], subjects[fitted]
     images = (image for image, kept in zip(images, fitted) if kept)
-    voxel_mask, voxels, regions = features(images, template, ensemble, reference)
+    voxel_mask, voxels, regions, logits = features(images, template, ensemble, reference)
     built = normative.build(voxels, voxel_mask, regions, ages, codes, subjects, FLAGS_PER_HEALTHY_IMAGE, N_FOLDS)
     if not -np.inf < built.calibration.threshold < 0:
         raise UsageError(f"{dataset_dir}: the calibrated threshold came out at z = {built.calibration.threshold:.3g}, which no healthy "
@@ -96,6 +101,7 @@ def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble
         },
         "distance": {"measure": "median |z| of the regions' grey level", "threshold": ref.distance_threshold,
                      "set_on": "the largest of the held-out reference images"},
+        **({"class_calibration": class_calibration(logits, subjects)} if calibrate_class else {}),
     }  # fmt: skip
     log.info(
         "normative reference: %d healthy image(s) of %d subject(s) (%s), %s; flags below z = %.2f (held out: %.2f false flags per "
@@ -104,6 +110,19 @@ def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble
         100 * cal.share_with_any_flag, ref.distance_threshold,
     )  # fmt: skip
     return ref, description
+
+
+def class_calibration(logits, subjects):
+    """The record of a class offset set on healthy images' meta-classifier logits (SPEC 10's
+    site reference, beyond SPEC 4: the decision moved, the weights unchanged)."""
+    offset = normative.class_offset(logits)
+    called = normative.heldout_called_control(logits, subjects)
+    log.info("class calibrated on these healthy images: logit offset %.2f (they were called AD %d of %d times); held out, %.0f%% of them "
+             "are called control", offset, int((logits >= 0).sum()), len(logits), 100 * called)  # fmt: skip
+    return {"logit_offset": offset, "specificity": normative.CLASS_SPECIFICITY, "images": int(len(logits)),
+            "called_ad_before": int((logits >= 0).sum()), "heldout_called_control": called,
+            "method": f"the offset added to the meta-classifier's logit is minus the {normative.CLASS_SPECIFICITY:g} quantile of these healthy "
+                      "images' logits; held out: the share called control by an offset set without their subject (10 folds)"}  # fmt: skip
 
 
 def count_flags(reference, images, ages, sexes):
@@ -214,10 +233,13 @@ def add_to_bundle(config):
                                           not config.skip_bids_validation)  # fmt: skip
     subjects = [t.entities["sub"] for t in t1w]
     ensemble = None if in_sample_pscores(subjects, bundle.metadata.get("training", {}).get("split", {})) else bundle.ensemble
+    if config.calibrate_class and ensemble is None:
+        raise UsageError(f"{config.healthy_dir}: --calibrate-class needs healthy subjects the model did not train on (their AD probabilities "
+                         "would be in-sample); leave it out, or give controls of another dataset")  # fmt: skip
     ages, sexes = bids.ages_and_sexes(raw, t1w)
     images = load_grid_images(t1w, source_dir, params)
     reference, description = build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (bids_pscore-normative)",
-                                   raw, ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]))  # fmt: skip
+                                   raw, ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]), config.calibrate_class)  # fmt: skip
     description["added"] = {"by": "bids_pscore-normative", "date": time.strftime("%Y-%m-%d")}
     add_normative(bundle.folder, out_dir, reference, description)
     log.info("bundle with the normative reference written to %s (weights unchanged, new model.json checksum)", out_dir)

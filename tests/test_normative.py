@@ -127,6 +127,13 @@ def test_an_image_without_an_age_is_left_out_of_the_reference_not_the_age():
     assert normative.fitted_images(np.full(6, np.nan), np.full(6, np.nan), subjects, 4).all()
 
 
+def test_the_class_offset_by_hand():
+    # minus the quantile: with the median, half of [0, 1, 2, 3] lies below the offset's zero
+    assert normative.class_offset([0.0, 1.0, 2.0, 3.0], specificity=0.5) == -1.5
+    # held out (one subject a fold): 0 and 1 stay below the median of the other three (2), 2 and 3 do not (1)
+    assert normative.heldout_called_control([0.0, 1.0, 2.0, 3.0], ["a", "b", "c", "d"], specificity=0.5, n_folds=4) == 0.5
+
+
 @pytest.fixture
 def normative_bundle(tmp_path):
     torch.manual_seed(0)
@@ -195,3 +202,6 @@ def test_the_summary_says_when_flags_are_unreliable_or_the_age_is_unknown_or_out
     unknown = summary(0.7, float("nan"))
     assert "unknown" in unknown["Caution"] and not unknown["AgeAdjusted"] and unknown["Age"] is None
     assert "outside the normative reference's ages (20-75)" in summary(0.7, 84.0)["Caution"]
+    # a site's class calibration travels into every session's summary
+    record["class_calibration"] = {"logit_offset": -7.4, "specificity": 0.95, "images": 38, "heldout_called_control": 0.89}
+    assert summary(0.7, 50.0)["ClassCalibration"]["logit_offset"] == -7.4

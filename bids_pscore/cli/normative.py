@@ -30,6 +30,10 @@ def build_parser():
     parser.add_argument("healthy_dir", type=Path, help="healthy T1w: a BIDS dataset, or a bids_pscore output folder preprocessed with this model")
     parser.add_argument("out_dir", type=Path, help="where the new bundle is written (a new folder)")
     parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="only these healthy subjects")
+    parser.add_argument("--calibrate-class", action="store_true",
+                        help="also move the AD/control decision so that these healthy heads are called control 97%% of the time "
+                             "(for another scanner, where the model may call every head AD; docs/normative.md); needs controls the model "
+                             "did not train on")  # fmt: skip
     parser.add_argument("--skip-bids-validation", action="store_true")
     add_execution_options(parser, "seed of the registration (default: the model's)")
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
@@ -42,6 +46,7 @@ def parse_args(argv=None):
     return NormativeRunConfig(
         model_dir=opts.model_dir, healthy_dir=opts.healthy_dir, out_dir=opts.out_dir,
         participant_label=tuple(opts.participant_label or ()), skip_bids_validation=opts.skip_bids_validation,
+        calibrate_class=opts.calibrate_class,
         execution=execution_config(opts), command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(),
     )  # fmt: skip
 

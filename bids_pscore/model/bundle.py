@@ -242,6 +242,13 @@ class Bundle:
     ensemble: Ensemble
     normative: NormativeReference | None = None  # SPEC 10; None for a model without one
 
+    @property
+    def class_offset(self):
+        """What a site's controls add to the meta-classifier's logit (bids_pscore-normative --calibrate-class); 0 without."""
+        if self.normative is None:
+            return 0.0
+        return float(self.metadata["normative"].get("class_calibration", {}).get("logit_offset", 0.0))
+
 
 def load_normative(folder, meta):
     """The bundle's normative reference, checked like the weights; None when it has none."""

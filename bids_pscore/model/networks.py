@@ -147,4 +147,5 @@ class Ensemble(nn.Module):
             "features": features,
             "p_cube": torch.softmax(logits, dim=-1)[..., 1],
             "p_image": torch.softmax(meta_logits, dim=-1)[..., 1],
+            "image_logit": meta_logits[..., 1] - meta_logits[..., 0],  # p_image = sigmoid(image_logit)
         }

@@ -211,6 +211,11 @@ def normative_rows(record):
     if "unseen_controls" in record:
         unseen = record["unseen_controls"]
         rows.append(("false flags per unseen control (test split)", f"{unseen['false_flags_per_healthy_image']:.2f} ({unseen['images']} images)"))
+    if "class_calibration" in record:
+        moved = record["class_calibration"]
+        rows.append(("AD probability calibrated on the reference's controls",
+                     f"logit offset {moved['logit_offset']:+.2f}: {moved['called_ad_before']} of its {moved['images']} healthy images were "
+                     f"called AD before; held out, {moved['heldout_called_control']:.0%} are called control"))  # fmt: skip
     if "added_to_trained_model" in record:
         rows.append(
             ("reference added after training", f"by {record['added_to_trained_model'].get('by')} on {record['added_to_trained_model'].get('date')}")
