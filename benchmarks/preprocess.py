@@ -80,7 +80,8 @@ def main():
     opts = parser.parse_args()
 
     from bids_pscore.model.bundle import load_bundle
-    from bids_pscore.preprocess import PreprocParams, steps
+    from bids_pscore.model.preprocessing import PreprocParams
+    from bids_pscore.preprocess import steps
 
     heads = opts.heads or [h for h in DEFAULT_HEADS if h.is_file()]
     if not heads:

@@ -165,7 +165,7 @@ def normative_baselines(out_dir, sessions, is_ad, truth):
     from bids_pscore import bids, pscore
     from bids_pscore.atlas import atlas_on_grid
     from bids_pscore.grid import N_CUBES, cube_index_map
-    from bids_pscore.preprocess import PreprocParams
+    from bids_pscore.model.preprocessing import PreprocParams
 
     atlas = atlas_on_grid()
     sizes = pscore.region_sizes(atlas)

@@ -631,6 +631,9 @@ def summary_files(output_dir):
 
 # the group level's outputs, under <output_dir>/group/ (a subset's beside it: group.group_folder; both in .bidsignore)
 GROUP_DIR = "group"
+# the methods paragraph and its references (bids_pscore.citation writes them)
+CITATION_MD = "logs/CITATION.md"
+CITATION_BIB = "logs/CITATION.bib"
 GROUP_FILES = {
     "sessions": "sessions.tsv", "regions": "regions.tsv", "frequency": "degeneration_frequency.tsv",
     "sets": "codegeneration_sets.tsv", "trajectories": "trajectories.tsv", "onset": "onset_order.tsv",

@@ -54,7 +54,7 @@ def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
 def recorded_params(t1w_inputs, source_dir, template):
     """The preprocessing parameters that the participant level recorded in the sidecars of the
     images under ``source_dir``: the bundle must carry those the model was trained on."""
-    from .preprocess import PreprocParams
+    from .model.preprocessing import PreprocParams
 
     found = {}
     for item in t1w_inputs:

@@ -372,7 +372,7 @@ def check_inputs(layout, t1w_inputs, skip_validation):
 
 def preprocessing_params(metadata, random_seed=None):
     """The model's preprocessing, with ``--random-seed`` (when given) as the registration seed."""
-    from .preprocess import PreprocParams
+    from .model.preprocessing import PreprocParams
 
     params = PreprocParams.from_dict(metadata["preprocessing"])
     if random_seed is not None and random_seed != params.registration_seed:
@@ -399,9 +399,9 @@ def participant_run(config, console):
     import pandas as pd
 
     from . import derivatives
+    from .citation import write_citation
     from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
-    from .report.citation import write_citation
 
     selection = config.selection
     layout = bids.load_layout(config.bids_dir, validate=not selection.skip_bids_validation, database_dir=selection.bids_database_dir)
@@ -544,9 +544,9 @@ def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, meta
 def rebuild_reports(t1w_inputs, config):
     """--reports-only: the reports and the methods text drawn again from the outputs on disk; the
     derivatives are read, never written. Sessions without outputs are named as not scored."""
+    from .citation import write_citation
     from .groundtruth import read_truth
     from .progress import Outcome
-    from .report.citation import write_citation
     from .report.participant import write_subject_reports
 
     output_dir = Path(config.output_dir)

@@ -212,8 +212,8 @@ def run(config):
     from . import reference as reference_module
     from .fileio import write_tsv
     from .model.bundle import save_bundle, threshold_warning
+    from .model.preprocessing import PreprocParams
     from .model.splits import SPLITS, split_subjects
-    from .preprocess import PreprocParams
 
     if any((Path(config.model_dir) / name).exists() for name in ("model.json", "weights.safetensors")):
         raise UsageError(f"{config.model_dir}: already holds a model bundle, and training never overwrites one: "

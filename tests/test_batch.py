@@ -9,7 +9,8 @@ import pytest
 
 from bids_pscore import bids, execution
 from bids_pscore.cli.run import parse_args
-from bids_pscore.preprocess import PreprocParams, init_participant_wf
+from bids_pscore.model.preprocessing import PreprocParams
+from bids_pscore.preprocess import init_participant_wf
 from bids_pscore.preprocess.workflow import workflow_name
 
 

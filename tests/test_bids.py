@@ -154,8 +154,8 @@ def test_a_full_disk_while_drawing_a_figure_names_the_file_and_leaves_nothing(tm
 
     import matplotlib.figure
 
+    from bids_pscore import viz
     from bids_pscore.errors import EXIT_OUTPUT_NOT_WRITABLE, OutputNotWritableError
-    from bids_pscore.report import figures
 
     def fails_with(code, message):
         def savefig(fig, fname, **kwargs):
@@ -169,13 +169,13 @@ def test_a_full_disk_while_drawing_a_figure_names_the_file_and_leaves_nothing(tm
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fills_the_disk)
     target = tmp_path / "figures" / "sub-01_desc-regions_pscore.png"
     with pytest.raises(OutputNotWritableError, match=r"sub-01_desc-regions_pscore.png: cannot be written \(No space left") as caught:
-        figures.ranked_bars(target, ["A", "B"], [0.2, 0.9], "P-score")
+        viz.ranked_bars(target, ["A", "B"], [0.2, 0.9], "P-score")
     assert caught.value.exit_code == EXIT_OUTPUT_NOT_WRITABLE
     assert list(target.parent.iterdir()) == []
     # an error that is not the user's to fix stays what it is
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fails_with(errno.EIO, "I/O error"))
     with pytest.raises(OSError, match="I/O error"):
-        figures.ranked_bars(target, ["A", "B"], [0.2, 0.9], "P-score")
+        viz.ranked_bars(target, ["A", "B"], [0.2, 0.9], "P-score")
 
 
 def test_every_t1w_like_file_left_out_is_listed_with_why(dataset, tmp_path, capsys):
@@ -264,7 +264,7 @@ def test_a_label_with_a_space_is_left_out_and_named_not_a_crash(tmp_path):
 def test_t1w_told_apart_by_any_entity_bids_allows_get_apart_outputs_node_names_and_filters(tmp_path):
     from bidsschematools.schema import load_schema
 
-    from bids_pscore.preprocess import PreprocParams
+    from bids_pscore.model.preprocessing import PreprocParams
     from bids_pscore.preprocess.workflow import init_participant_wf
 
     # two echoes of a MEMPRAGE, two tasks, the magnitude and phase parts, two chunks

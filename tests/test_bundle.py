@@ -12,8 +12,8 @@ import torch
 
 from bids_pscore.model.bundle import METADATA, WEIGHTS, BundleError, load_bundle, metadata_sha256, model_warnings, save_bundle
 from bids_pscore.model.networks import Ensemble
+from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.model.relevance import RELEVANCE
-from bids_pscore.preprocess import PreprocParams
 
 METADATA_FIELDS = {
     "name": "test", "version": "0", "preprocessing": PreprocParams().to_dict(),

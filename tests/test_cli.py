@@ -150,7 +150,7 @@ def test_registration_seed_is_the_models_unless_given_and_then_said(capsys):
 
 
 def test_a_registration_seed_of_0_is_refused_as_ants_would_seed_it_from_the_clock(tmp_path, capsys):
-    from bids_pscore.preprocess import PreprocParams
+    from bids_pscore.model.preprocessing import PreprocParams
 
     code, out = run(capsys, tmp_path, tmp_path / "o", "participant", "--random-seed", "0")
     assert code == errors.EXIT_USAGE and "--random-seed must be at least 1" in out.err and "clock" in out.err

@@ -13,7 +13,7 @@ from bids_pscore.cli.run import main
 from bids_pscore.grid import GRID_SHAPE
 from bids_pscore.model.bundle import METADATA, NORMATIVE, load_bundle, save_bundle
 from bids_pscore.model.networks import Ensemble
-from bids_pscore.preprocess import PreprocParams
+from bids_pscore.model.preprocessing import PreprocParams
 
 from .helpers import make_bids, small_image
 

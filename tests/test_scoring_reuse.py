@@ -9,10 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids, participant, qc
+from bids_pscore import bids, participant, qc, viz
 from bids_pscore.cli import run as cli
 from bids_pscore.progress import Progress
-from bids_pscore.report import figures
 
 from .helpers import gate_record_of_a_box, make_bids, small_image
 from .test_subject_report import TEMPLATE, preprocessed_session
@@ -101,8 +100,8 @@ def test_a_session_is_scored_again_when_what_decides_its_scores_changed(scored, 
     summary = out / bids.output_path(item.entities, "summary", TEMPLATE)
     written = summary.stat().st_mtime_ns
     drawn = []
-    draw = figures.mosaic
-    monkeypatch.setattr(figures, "mosaic", lambda path, *args, **kwargs: drawn.append(Path(path)) or draw(path, *args, **kwargs))
+    draw = viz.mosaic
+    monkeypatch.setattr(viz, "mosaic", lambda path, *args, **kwargs: drawn.append(Path(path)) or draw(path, *args, **kwargs))
     run = {"bundle": bundle, **change(out, item, bundle)}  # score_and_report's arguments, one of them changed (or a file)
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
         result = score_and_report(out, item, **run)

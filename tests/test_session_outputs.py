@@ -10,7 +10,7 @@ import numpy as np
 from bids_pscore import bids, derivatives, participant, qc
 from bids_pscore.bids import T1wInput
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
-from bids_pscore.preprocess import PreprocParams
+from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.preprocess.interfaces import DerivativesSink
 
 from .helpers import BRAIN_BOX, gate_record_of_a_box

@@ -11,7 +11,8 @@ from scipy import ndimage
 
 from bids_pscore.errors import InputImageError
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, is_on_grid
-from bids_pscore.preprocess import PreprocParams, steps
+from bids_pscore.model.preprocessing import PreprocParams
+from bids_pscore.preprocess import steps
 from bids_pscore.preprocess.steps import (
     FWHM_TO_SIGMA,
     as_image,

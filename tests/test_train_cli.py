@@ -17,8 +17,8 @@ from bids_pscore.cli.train import main
 from bids_pscore.fileio import write_json
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.bundle import load_bundle, model_warnings
+from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.model.relevance import METHODS
-from bids_pscore.preprocess import PreprocParams
 
 from .helpers import make_bids, small_image
 

@@ -144,7 +144,7 @@ def check_schema(meta, meta_path):
 def check_preprocessing(record, meta_path):
     """The preprocessing values' ranges, as PreprocParams checks them (the schema checks their types)."""
     from ..errors import UsageError
-    from ..preprocess.params import PreprocParams
+    from ..model.preprocessing import PreprocParams
 
     try:
         PreprocParams.from_dict(record)

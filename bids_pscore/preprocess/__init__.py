@@ -11,7 +11,6 @@ os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 import logging  # noqa: E402
 
 from ..config import read_worker_verbosity  # noqa: E402
-from .params import PreprocParams  # noqa: E402
 from .workflow import init_participant_wf, init_preproc_wf  # noqa: E402
 
 
@@ -27,4 +26,4 @@ if _worker_verbosity is not None:
     for _name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         logging.getLogger(_name).setLevel(nipype_log_level(_worker_verbosity))
 
-__all__ = ["PreprocParams", "init_preproc_wf", "init_participant_wf", "nipype_log_level"]
+__all__ = ["init_preproc_wf", "init_participant_wf", "nipype_log_level"]

@@ -141,18 +141,18 @@ class PreprocReportlets(SimpleInterface):
     def _run_interface(self, runtime):
         from nibabel.processing import resample_from_to, resample_to_output
 
-        from ..report import figures
+        from .. import viz
 
         head = resample_to_output(nib.load(self.inputs.t1w), voxel_sizes=REPORT_DISPLAY_MM, order=1)
         mask = np.asarray(resample_from_to(nib.load(self.inputs.mask), head, order=0).dataobj) > 0
         out = os.path.join(runtime.cwd, "brainmask.png")
-        figures.mosaic(out, np.asarray(head.dataobj, np.float32), contour=mask, cuts=figures.cuts_through(mask), left_first=True,
+        viz.mosaic(out, np.asarray(head.dataobj, np.float32), contour=mask, cuts=viz.cuts_through(mask), left_first=True,
                        title="bias-corrected T1w in its own space, brain mask in red")  # fmt: skip
         self._results["figure_brainmask"] = out
         out = os.path.join(runtime.cwd, "registration.png")
         _, brain = _load(self.inputs.grid_brain)
         _, template = _load(self.inputs.template)
-        figures.mosaic(out, brain, outline=(template, TEMPLATE_WM_LEVEL), title="registration: template white-matter edge in cyan")
+        viz.mosaic(out, brain, outline=(template, TEMPLATE_WM_LEVEL), title="registration: template white-matter edge in cyan")
         self._results["figure_registration"] = out
         return runtime
 

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from ..errors import InputImageError
 from ..grid import GRID_AFFINE, GRID_VOXEL_MM, grid_at
-from .params import PreprocParams
+from ..model.preprocessing import PreprocParams
 
 MIN_VOXEL_MM = 0.3
 MAX_VOXEL_MM = 3.0

@@ -40,7 +40,7 @@ PREPROC_OUTPUTS = (
 # what the steps' results depend on beside their inputs: this package's code that they run, and
 # the tools they call
 PACKAGE = Path(__file__).resolve().parents[1]
-STEP_CODE = (*sorted(Path(__file__).resolve().parent.glob("*.py")), PACKAGE / "grid.py", PACKAGE / "report" / "figures.py")
+STEP_CODE = (*sorted(Path(__file__).resolve().parent.glob("*.py")), PACKAGE / "grid.py", PACKAGE / "viz.py", PACKAGE / "model" / "preprocessing.py")
 STEP_TOOLS = ("antspyx", "deepbet", "nilearn", "nibabel", "nipype", "numpy", "scipy", "torch")
 
 

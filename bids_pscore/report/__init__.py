@@ -1,4 +1,2 @@
-"""HTML reports with figures, and the methods text to cite (``participant``, ``group``, ``citation``).
-
-Nothing is imported here: the preprocessing's reportlets import ``figures`` alone, and a package
-that pulled in every report would bring the preprocessing back through the methods text."""
+"""HTML reports with figures (``participant``, ``group``): readers of the output folder, drawn with
+``bids_pscore.viz``. Nothing is imported here, so that importing one report imports no other."""

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import bids
+from .. import bids, viz
 from ..fileio import write_text
-from . import figures
 from .html import frame_rows, render, truth_note
 
 # rows shown of each table (the TSV files hold them all), and bars of the frequency chart
@@ -40,7 +39,7 @@ def write_group_report(folder, tables, norm, threshold, model, options, flags, t
     drawn = {"cohort": [], "frequency": [], "onset": []}
 
     groups = sessions["diagnosis"] if "diagnosis" in sessions else "predicted " + sessions["predicted_class"]
-    figures.by_group(fig_dir / "whole_brain_by_group.png", whole, groups.to_numpy(), "whole-brain P-score (0-246)", "whole-brain P-score by group")
+    viz.by_group(fig_dir / "whole_brain_by_group.png", whole, groups.to_numpy(), "whole-brain P-score (0-246)", "whole-brain P-score by group")
     drawn["cohort"].append(
         ("whole_brain_by_group", "Whole-brain P-score of every session by " + ("diagnosis" if "diagnosis" in sessions else "predicted class") + ".")
     )
@@ -50,14 +49,14 @@ def write_group_report(folder, tables, norm, threshold, model, options, flags, t
     else:
         no_frequency = "No session is predicted AD, so there is no degeneration frequency to draw or rank."
     if len(flagged):
-        figures.ranked_bars(fig_dir / "degeneration_frequency_bars.png", flagged["label"], flagged["frequency_predicted_ad"],
+        viz.ranked_bars(fig_dir / "degeneration_frequency_bars.png", flagged["label"], flagged["frequency_predicted_ad"],
                             "share of sessions predicted AD", top=BARS, title="regions most often degenerative")  # fmt: skip
         drawn_bars = f"the {len(flagged)} regions" if len(flagged) <= BARS else f"the {BARS} most frequent of the {len(flagged)} regions"
         caption = f"Share of the sessions predicted AD in which each region is degenerative ({drawn_bars} degenerative in any)."
         drawn["frequency"].append(("degeneration_frequency_bars", caption))
         by_index = frequency.set_index("index")["frequency_predicted_ad"].fillna(0).sort_index().to_numpy()
         template = np.asarray(template_on_grid(model["Space"])[0].dataobj, np.float32)
-        figures.mosaic(fig_dir / "degeneration_frequency_map.png", template, overlay=paint_regions(by_index, atlas_on_grid())[0], cmap="hot",
+        viz.mosaic(fig_dir / "degeneration_frequency_map.png", template, overlay=paint_regions(by_index, atlas_on_grid())[0], cmap="hot",
                        vmin=0, vmax=1, title="degeneration frequency among sessions predicted AD", colorbar_label="share of sessions")  # fmt: skip
         drawn["frequency"].append(("degeneration_frequency_map", "Degeneration frequency painted over the regions on the template."))
 
@@ -82,13 +81,13 @@ def write_group_report(folder, tables, norm, threshold, model, options, flags, t
                 lines.append((sessions.loc[rows, x_column].to_numpy(float), norm[rows, index - 1]))
             panels.append((label, lines))
         followed = "grey-level z against the healthy reference" if flags == "normative" else "normalised score"
-        figures.trajectories(fig_dir / "trajectories_plot.png", panels, f"{unit}s from the first session", threshold,
+        viz.trajectories(fig_dir / "trajectories_plot.png", panels, f"{unit}s from the first session", threshold,
                              "grey-level z" if flags == "normative" else "normalised region P-score")  # fmt: skip
         drawn["onset"].append(
             ("trajectories_plot", f"The {followed} of the earliest-involved regions over each subject's sessions; dashed: {crossing}.")
         )
         if len(involved):
-            figures.onset_dots(fig_dir / "onset_order_plot.png", involved["label"], involved["median_onset"], involved["subjects_involved"],
+            viz.onset_dots(fig_dir / "onset_order_plot.png", involved["label"], involved["median_onset"], involved["subjects_involved"],
                                involved["unit"].iloc[0])  # fmt: skip
             drawn["onset"].append(
                 ("onset_order_plot", "Regions in their order of involvement across subjects, with the number of subjects behind each.")

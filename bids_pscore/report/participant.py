@@ -12,13 +12,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .. import bids, derivatives
+from .. import bids, derivatives, viz
 from ..atlas import N_REGIONS
 from ..fileio import write_json, write_text
 from ..model.bundle import model_warnings
 from ..model.splits import SPLITS
-from . import figures
-from .citation import CITATION_BIB, CITATION_MD
 from .html import TRUTH_COLUMNS, Folded, named_regions, region_name, render, truth_cells, truth_note
 
 # below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
@@ -45,9 +43,9 @@ def score_figures(out, image, mask, paths, threshold, kind, kept=()):
     # the 99th percentile of the brain's voxels instead of the maximum
     limit = float(np.percentile(np.abs(voxel[mask]), 99)) if mask.any() else 0.0
     limit = limit or float(np.abs(voxel).max()) or 1.0
-    cmap, vmin, vmax, factor, unit, colours = figures.score_scale(voxel, limit)
+    cmap, vmin, vmax, factor, unit, colours = viz.score_scale(voxel, limit)
     if name not in kept:
-        figures.mosaic(out / name, image, overlay=voxel * factor, cmap=cmap, vmin=vmin, vmax=vmax,
+        viz.mosaic(out / name, image, overlay=voxel * factor, cmap=cmap, vmin=vmin, vmax=vmax,
                        title=f"{what}voxel-level P-score", colorbar_label=f"P_voxel{unit}")  # fmt: skip
     drawn.append((name, f"Voxel-level {what}P-score: each selected cube's score {spread}; voxels of the cubes the model does not "
                         f"use carry none and are not coloured. Colours: {colours}; the scale{unit} stops at the 99th percentile of "
@@ -55,7 +53,7 @@ def score_figures(out, image, mask, paths, threshold, kind, kept=()):
     name = paths[f"{key}region_figure"]
     if name not in kept:  # cyan, since red outlines vanish in the red of the "hot" scale
         regions = _load(out / paths[f"{key}region_map"])
-        figures.mosaic(out / name, image, overlay=regions, contour=regions > threshold, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
+        viz.mosaic(out / name, image, overlay=regions, contour=regions > threshold, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
                        title=f"{what}region-level P-score (normalised), degenerative regions outlined in cyan",
                        colorbar_label="normalised P_region (0-1)")  # fmt: skip
     above = int((table["p_region_norm"] > threshold).sum())
@@ -65,7 +63,7 @@ def score_figures(out, image, mask, paths, threshold, kind, kept=()):
                         f"regions scoring 0 not coloured); {flagged}."))  # fmt: skip
     name = paths[f"{key}bars_figure"]
     if name not in kept:
-        figures.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
+        viz.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
                             f"normalised {what}region P-score", threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
     bars = (f"red bars are the regions above lambda = {threshold:.2f} (dashed line), the degenerative ones" if above
             else f"none is above lambda = {threshold:.2f} (dashed line), so no bar is red")  # fmt: skip
@@ -85,7 +83,7 @@ def normative_figure(out, image, paths, summary, kept=()):
         table = pd.read_csv(out / paths["normative_region_table"], sep="\t")
         flagged = paint_regions(table["atrophic"].astype(str).str.lower().eq("true").to_numpy(float), atlas_on_grid())[0] > 0
         # red is less tissue on this scale, so the flagged regions are outlined in yellow
-        figures.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5, contour_colour="yellow",
+        viz.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5, contour_colour="yellow",
                        title="deviation from healthy people (z), atrophic regions outlined in yellow",
                        colorbar_label="z of the grey level (scale stops at -5 and 5)")  # fmt: skip
     rate = summary.get("FalseFlagsPerHealthyImage")
@@ -315,7 +313,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         summary={"header": header, "rows": [summary_row(r, any(s.normative for s in results)) for r in results]},
         truth=truth_section(results, truth), errors=errors, sessions=sessions,
         model={"rows": model_rows(metadata), "figure": weights_fig[0], "caption": weights_fig[1]},
-        citation_md=CITATION_MD, citation_bib=CITATION_BIB, run_info=list(run_info.items()),
+        citation_md=bids.CITATION_MD, citation_bib=bids.CITATION_BIB, run_info=list(run_info.items()),
         software=sorted(derivatives.software_versions().items()),
     )  # fmt: skip
     path = bids.subject_report_path(subject)
@@ -351,7 +349,7 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
     weights = np.zeros(N_CUBES)
     weights[metadata["selected_cubes"]] = metadata["cube_weights"]
     limit = float(np.abs(weights).max()) or 1.0
-    cmap, vmin, vmax, factor, unit, colours = figures.score_scale(weights, limit)
+    cmap, vmin, vmax, factor, unit, colours = viz.score_scale(weights, limit)
     path = Path(output_dir) / weights_path
     try:
         drawn = model_figure_kept_in is not None and json.loads(Path(model_figure_kept_in).read_text()) == model_figure_record(path, metadata)
@@ -359,7 +357,7 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
         drawn = False
     if not drawn:
         template_image = np.asarray(template_on_grid(template)[0].dataobj, np.float32)
-        figures.mosaic(path, template_image, overlay=paint_cubes(weights * factor), cmap=cmap,
+        viz.mosaic(path, template_image, overlay=paint_cubes(weights * factor), cmap=cmap,
                        vmin=vmin, vmax=vmax, title="meta-classifier weight of each cube", colorbar_label=f"w_c{unit}")  # fmt: skip
         if model_figure_kept_in is not None:
             with contextlib.suppress(OSError, OutputNotWritableError):  # without it the next run draws it again, that is all

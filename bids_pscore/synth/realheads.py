@@ -68,8 +68,8 @@ def prepare_base(t1w_path, seed=None):
     import ants
 
     from ..atlas import source_image
+    from ..model.preprocessing import PreprocParams
     from ..preprocess import steps
-    from ..preprocess.params import PreprocParams
 
     params = PreprocParams()
     n4 = _n4(t1w_path)
@@ -100,8 +100,8 @@ def prepare_base(t1w_path, seed=None):
 
 def _n4(t1w_path):
     """The T1w, bias-corrected with the app's default N4."""
+    from ..model.preprocessing import PreprocParams
     from ..preprocess import steps
-    from ..preprocess.params import PreprocParams
 
     params = PreprocParams()
     return steps.n4_correct(steps.load_t1w(t1w_path), params.n4_shrink_mm, params.n4_iterations, params.n4_mask_fraction)

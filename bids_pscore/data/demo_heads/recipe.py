@@ -23,7 +23,7 @@ os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 import pandas as pd  # noqa: E402
 
 from bids_pscore.fileio import write_tsv  # noqa: E402
-from bids_pscore.preprocess.params import PreprocParams  # noqa: E402
+from bids_pscore.model.preprocessing import PreprocParams  # noqa: E402
 from bids_pscore.synth.demo import DEMO_HEADS, demo_labels  # noqa: E402
 from bids_pscore.synth.realheads import prepare_base, save_prepared  # noqa: E402
 

@@ -15,7 +15,7 @@ import lzma
 import numpy as np
 
 from bids_pscore.fileio import atomic_path
-from bids_pscore.preprocess.params import PreprocParams
+from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.preprocess.steps import SHIPPED_TEMPLATE_MAPS, resample_template_map, shipped_map_path
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ matplotlib.use("Agg")  # reports are drawn on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..fileio import atomic_path  # noqa: E402
-from ..grid import GRID_AFFINE  # noqa: E402
+from .fileio import atomic_path  # noqa: E402
+from .grid import GRID_AFFINE  # noqa: E402
 
 # where the mosaics cut: MNI mm (axial z, coronal y), through the temporal lobes and the cortex
 AXIAL_MM = (-30, -18, -6, 6, 18, 30, 42, 54)

@@ -3,11 +3,9 @@ logs/CITATION.bib (the same references in BibTeX)."""
 
 from pathlib import Path
 
-from .. import derivatives
-from ..fileio import write_text
-
-CITATION_MD = "logs/CITATION.md"
-CITATION_BIB = "logs/CITATION.bib"
+from . import derivatives
+from .bids import CITATION_BIB, CITATION_MD
+from .fileio import write_text
 
 # every paper the README and the methods paragraph cite: (BibTeX key, type, fields)
 REFERENCES = (
@@ -74,7 +72,7 @@ def bibtex():
 
 def methods_text(params, metadata):
     """The paragraph, from the preprocessing workflow's own description and the model's card."""
-    from ..preprocess import init_preproc_wf
+    from .preprocess import init_preproc_wf
 
     versions = derivatives.software_versions()
     preprocessing = init_preproc_wf(params).__desc__
