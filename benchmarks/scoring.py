@@ -77,7 +77,7 @@ def main():
     score_s = time.perf_counter() - start
     assert scores.region.shape == (1000, 246)
 
-    # a reference the size of the demo model's: the template's brain voxels, 60 healthy images
+    # a reference of 60 healthy images over the template's brain voxels (the demo model's has 121)
     voxel_mask = masks[0]
     images = rng.uniform(0.2, 0.8, (60, int(voxel_mask.sum()))).astype(np.float32)
     regions = {"grey_level": rng.uniform(0.2, 0.8, (60, 246)), "pscore": rng.uniform(0, 1, (60, 246))}

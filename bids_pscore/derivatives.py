@@ -221,7 +221,12 @@ def _region_frame(scores):
 
 
 def _model_record(model_card):
-    model = {"Name": model_card.get("name"), "Version": model_card.get("version"), "SHA256": model_card.get("sha256")}
+    model = {
+        "Name": model_card.get("name"),
+        "Version": model_card.get("version"),
+        "SHA256": model_card.get("sha256"),
+        "MetadataSHA256": model_card.get("metadata_sha256"),
+    }
     if model_card.get("warning"):
         model["Warning"] = model_card["warning"]
     return model

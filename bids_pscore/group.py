@@ -83,7 +83,9 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
         try:
             summary = json.loads(path.read_text())
             model = {**summary["Model"], "Space": summary["Space"]}
-            model_sha256 = model["SHA256"]  # read here, so that a summary without it is left out like any other damaged one
+            # model.json's checksum (weights, reference, rule, class offset), read here so that a summary without it is left out
+            # like any other damaged one
+            model_checksum = model["MetadataSHA256"]
             scored = {"ad_probability": float(summary["ADProbability"]), "predicted_class": str(summary["PredictedClass"]),
                       "lambda": float(summary["Lambda"])}  # fmt: skip
             entities = bids.source_entities(path)
@@ -104,7 +106,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
             damaged.append(f"{path.name}: unreadable or incomplete outputs ({str(exc).splitlines()[0][:120]}); "
                            "run the participant level again for this session")  # fmt: skip
             continue
-        models.setdefault(model_sha256, (model, path))
+        models.setdefault(model_checksum, (model, path))
         raw.append(table["p_region"].to_numpy())
         norm.append(table["p_region_norm"].to_numpy())
         deviations.append(deviation)
@@ -116,8 +118,10 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     if len(models) > 1:
         (first, first_path), (second, second_path) = list(models.values())[:2]
         raise ModelError(
-            f"{output_dir}: holds outputs of {len(models)} different models ({first['Name']} in {first_path.name}, "
-            f"{second['Name']} in {second_path.name}); their scores cannot be pooled: give each model its own output folder"
+            f"{output_dir}: holds outputs of {len(models)} different models ({first['Name']} in {first_path.name}, {second['Name']} "
+            f"in {second_path.name}; model.json checksums {first['MetadataSHA256'][:8]} and {second['MetadataSHA256'][:8]}: other weights, "
+            "normative reference or class offset); their scores cannot be pooled: give each model its own output folder, or score "
+            "them again with one"
         )
     if not rows:
         raise NoT1wError(f"{output_dir}: none of its {len(summaries)} scored session(s) can be read: {damaged[0]}")

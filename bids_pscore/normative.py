@@ -318,8 +318,6 @@ class Built:
 
     reference: NormativeReference
     calibration: Calibration
-    heldout_z: np.ndarray  # (n, 246) cross-fitted z of the flag feature, relative to each image's overall level
-    heldout_distance: np.ndarray  # (n,)
 
 
 def build(voxel_values, voxel_mask, region_values, ages, sexes, subjects, flags_per_image=1.0, n_folds=10):
@@ -334,10 +332,9 @@ def build(voxel_values, voxel_mask, region_values, ages, sexes, subjects, flags_
     regions = {name: fit(values, design) for name, values in region_values.items()}
     heldout = cross_fitted_z(region_values[FLAG_FEATURE], design, subjects, n_folds, FEATURES[FLAG_FEATURE]["orientation"])
     calibration = calibrate(relative(heldout), flags_per_image)
-    distances = distance(heldout)
     reference = NormativeReference(covariates, np.asarray(voxel_mask, bool), fit(voxel_values, design), regions,
-                                   calibration.threshold, float(distances.max()))  # fmt: skip
-    return Built(reference, calibration, relative(heldout), distances)
+                                   calibration.threshold, float(distance(heldout).max()))  # fmt: skip
+    return Built(reference, calibration)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,13 @@ def load_model(path=None, normative=True):
 def model_card(bundle):
     """What the outputs and reports say about the model that made them."""
     meta = bundle.metadata
-    return {"name": meta["name"], "version": meta["version"], "sha256": meta["weights"]["sha256"], "warning": meta.get("warning")}
+    return {
+        "name": meta["name"],
+        "version": meta["version"],
+        "sha256": meta["weights"]["sha256"],
+        "metadata_sha256": meta["metadata_sha256"],
+        "warning": meta.get("warning"),
+    }
 
 
 @dataclass
@@ -46,7 +52,7 @@ class SessionResult:
     predicted_class: str
     degenerative: list
     relevance: dict | None = None  # whole-brain score, lambda and degenerative regions of the relevance-weighted map
-    model_sha256: str | None = None
+    model_checksum: str | None = None  # model.json's metadata_sha256: the weights, the reference, its rule and class offset
     qc: dict | None = None  # the quality gate's measures
     normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
     reused: bool = False  # this run found it scored from the same inputs and kept its outputs (its figures too, where they exist)
@@ -494,15 +500,15 @@ def read_session_result(output_dir, t1w, template):
     if "Normative" in summary and all((output_dir / p).is_file() for p in normative_paths.values()):
         paths.update(normative_paths)
     return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
-                         summary["DegenerativeRegions"], relevance, summary["Model"]["SHA256"], measures,
+                         summary["DegenerativeRegions"], relevance, summary["Model"].get("MetadataSHA256"), measures,
                          summary.get("Normative"))  # fmt: skip
 
 
 def scored_by(result, metadata):
-    """Whether a session read back from disk was scored by this model and its normative reference."""
-    return result.model_sha256 == metadata["weights"]["sha256"] and (
-        not result.normative or result.normative.get("SHA256") == (metadata.get("normative") or {}).get("sha256")
-    )
+    """Whether a session read back from disk was scored by this model.json: these weights, this normative
+    reference with its rule and threshold, this class offset (a reference rebuilt from the same controls
+    can hold the same statistics under another rule)."""
+    return result.model_checksum == metadata["metadata_sha256"]
 
 
 def earlier_results(output_dir, t1w_inputs, template, metadata):

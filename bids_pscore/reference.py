@@ -116,13 +116,13 @@ def class_calibration(logits, subjects):
     """The record of a class offset set on healthy images' meta-classifier logits (SPEC 10's
     site reference, beyond SPEC 4: the decision moved, the weights unchanged)."""
     offset = normative.class_offset(logits)
-    called = normative.heldout_called_control(logits, subjects)
+    called = normative.heldout_called_control(logits, subjects, n_folds=N_FOLDS)
     log.info("class calibrated on these healthy images: logit offset %.2f (they were called AD %d of %d times); held out, %.0f%% of them "
              "are called control", offset, int((logits >= 0).sum()), len(logits), 100 * called)  # fmt: skip
     return {"logit_offset": offset, "specificity": normative.CLASS_SPECIFICITY, "images": int(len(logits)),
             "called_ad_before": int((logits >= 0).sum()), "heldout_called_control": called,
             "method": f"the offset added to the meta-classifier's logit is minus the {normative.CLASS_SPECIFICITY:g} quantile of these healthy "
-                      "images' logits; held out: the share called control by an offset set without their subject (10 folds)"}  # fmt: skip
+                      f"images' logits; held out: the share called control by an offset set without their subject ({N_FOLDS} folds)"}  # fmt: skip
 
 
 def count_flags(reference, images, ages, sexes):
@@ -233,9 +233,11 @@ def add_to_bundle(config):
                                           not config.skip_bids_validation)  # fmt: skip
     subjects = [t.entities["sub"] for t in t1w]
     ensemble = None if in_sample_pscores(subjects, bundle.metadata.get("training", {}).get("split", {})) else bundle.ensemble
-    if config.calibrate_class and ensemble is None:
-        raise UsageError(f"{config.healthy_dir}: --calibrate-class needs healthy subjects the model did not train on (their AD probabilities "
-                         "would be in-sample); leave it out, or give controls of another dataset")  # fmt: skip
+    fitted_on = sorted(set(subjects) & {s for s, part in bundle.metadata.get("training", {}).get("split", {}).items() if part != "test"})
+    if config.calibrate_class and fitted_on:
+        raise UsageError(f"{config.healthy_dir}: --calibrate-class needs controls the model was not fitted on, but {len(fitted_on)} are in its "
+                         f"training or validation split ({', '.join(fitted_on[:3])}{', ...' if len(fitted_on) > 3 else ''}), whose AD "
+                         "probabilities are in-sample; give controls of another dataset, or leave --calibrate-class out")  # fmt: skip
     ages, sexes = bids.ages_and_sexes(raw, t1w)
     images = load_grid_images(t1w, source_dir, params)
     reference, description = build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (bids_pscore-normative)",

@@ -39,7 +39,8 @@ def write_scored_session(out_dir, key, region_norm, ad_probability, model="synth
         region=region_norm, region_norm=region_norm, whole=region_norm.sum(axis=1), degenerative=region_norm > SCORED_LAMBDA,
     )  # fmt: skip
     empty = np.zeros(GRID_SHAPE, np.float32)
-    card, t1w = {"name": model, "version": "1", "sha256": f"{model:0>64}"[-64:]}, f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz"
+    card = {"name": model, "version": "1", "sha256": f"{model:0>64}"[-64:], "metadata_sha256": f"{model + '-json':0>64}"[-64:]}
+    t1w = f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz"
     summary = None
     if region_z is not None:
         z = np.asarray(region_z, float)

@@ -411,17 +411,19 @@ def test_normative_flags_need_normative_outputs(tmp_path, capsys):
     assert "use --flags patent" in capsys.readouterr().err and not (tmp_path / "out" / "group").exists()
 
 
-def test_a_summary_without_the_model_sha256_is_named_and_left_out_without_a_traceback(tmp_path, capsys):
+def test_a_summary_without_the_model_checksum_is_named_and_left_out_without_a_traceback(tmp_path, capsys):
     bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=3, n_sessions=1, seed=5)
     out = tmp_path / "out"
     damaged = bids.summary_files(out)[0]
     summary = json.loads(damaged.read_text())
-    del summary["Model"]["SHA256"]
+    del summary["Model"]["MetadataSHA256"]  # as an earlier bids_pscore wrote it
     write_json(damaged, summary)
     code = cli.main([str(bids_dir), str(out), "group"])
     printed = capsys.readouterr().out
     assert code == errors.EXIT_SESSION_FAILED and "Traceback" not in printed
-    assert f"left out {damaged.name}: unreadable or incomplete outputs ('SHA256'); run the participant level again for this session" in printed
+    assert (
+        f"left out {damaged.name}: unreadable or incomplete outputs ('MetadataSHA256'); run the participant level again for this session" in printed
+    )
 
 
 def _cohort_without_a_special_region(out, n_sessions=12, seed=6):

@@ -82,9 +82,10 @@ def test_a_site_reference_from_its_controls_calibrates_the_flags_and_the_class(t
 
 
 def test_the_class_is_not_calibrated_on_heads_the_model_trained_on(tmp_path, capsys):
-    trained_on = sorted(s for s, part in json.loads((DEMO_MODEL / "model.json").read_text())["training"]["split"].items() if part == "train")
+    # validation subjects: the meta-classifier was fitted on them, so their logits are in-sample though no base network saw them
+    trained_on = sorted(s for s, part in json.loads((DEMO_MODEL / "model.json").read_text())["training"]["split"].items() if part == "validation")
     out, _ = site_output(tmp_path, trained_on[:2], [40.0, 50.0])
     code = normative_main([str(DEMO_MODEL), str(out), str(tmp_path / "site_model"), "-w", str(tmp_path / "work"), "--calibrate-class",
                            "--skip-bids-validation"])  # fmt: skip
-    assert code == errors.EXIT_USAGE and "--calibrate-class needs healthy subjects the model did not train on" in capsys.readouterr().err
+    assert code == errors.EXIT_USAGE and "--calibrate-class needs controls the model was not fitted on" in capsys.readouterr().err
     assert not (tmp_path / "site_model").exists() or not any((tmp_path / "site_model").iterdir())

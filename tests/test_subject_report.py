@@ -48,7 +48,7 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
     participant.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     summary_path = tmp_path / bids.output_path(other_model.entities, "summary", TEMPLATE)
     summary = json.loads(summary_path.read_text())
-    summary["Model"]["SHA256"] = "another model"
+    summary["Model"]["MetadataSHA256"] = "another model.json"
     summary_path.write_text(json.dumps(summary))
 
     results, _ = participant.score_sessions([second], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")  # a later run with --session-label 2

@@ -31,9 +31,9 @@ def build_parser():
     parser.add_argument("out_dir", type=Path, help="where the new bundle is written (a new folder)")
     parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="only these healthy subjects")
     parser.add_argument("--calibrate-class", action="store_true",
-                        help="also move the AD/control decision so that these healthy heads are called control 97%% of the time "
-                             "(for another scanner, where the model may call every head AD; docs/normative.md); needs controls the model "
-                             "did not train on")  # fmt: skip
+                        help="also move the AD/control decision to the 0.97 quantile of these healthy heads' logits (for another "
+                             "scanner, where the model may call every head AD: held out, 95%% of a site's controls were then called control; "
+                             "docs/normative.md); needs controls the model was not fitted on")  # fmt: skip
     parser.add_argument("--skip-bids-validation", action="store_true")
     add_execution_options(parser, "seed of the registration (default: the model's)")
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")

@@ -31,6 +31,7 @@ FORMAT = "bids_pscore-model"
 FORMAT_VERSION = 3  # 2: per-cube input standardisation in the weights; 3: N4 fitted on the head only
 WEIGHTS = "weights.safetensors"
 NORMATIVE = "normative.safetensors"
+MODEL_CARD = "MODEL_CARD.md"
 METADATA = "model.json"
 # the JSON Schema of model.json in this format version, shipped beside this module
 SCHEMA = f"model-v{FORMAT_VERSION}.schema.json"
@@ -144,7 +145,7 @@ def check_schema(meta, meta_path):
 def check_preprocessing(record, meta_path):
     """The preprocessing values' ranges, as PreprocParams checks them (the schema checks their types)."""
     from ..errors import UsageError
-    from ..model.preprocessing import PreprocParams
+    from .preprocessing import PreprocParams
 
     try:
         PreprocParams.from_dict(record)
@@ -226,7 +227,8 @@ def add_normative(source, folder, reference, description):
     source, folder = Path(source), Path(folder)
     meta = json.loads((source / METADATA).read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS, *(p.name for p in source.iterdir() if p.suffix in (".tsv", ".md", ".sh"))):
+    # the licence, recipe and training table travel; a model card describes the reference it shipped with, not the new one
+    for name in (WEIGHTS, *(p.name for p in source.iterdir() if p.suffix in (".tsv", ".md", ".sh") and p.name != MODEL_CARD)):
         shutil.copy2(source / name, folder / name)
     meta["normative"] = write_normative(folder, reference, description)
     meta["normative"]["added_to_trained_model"] = {"metadata_sha256_before": meta["metadata_sha256"], **description.get("added", {})}
@@ -245,9 +247,7 @@ class Bundle:
     @property
     def class_offset(self):
         """What a site's controls add to the meta-classifier's logit (bids_pscore-normative --calibrate-class); 0 without."""
-        if self.normative is None:
-            return 0.0
-        return float(self.metadata["normative"].get("class_calibration", {}).get("logit_offset", 0.0))
+        return float(((self.metadata.get("normative") or {}).get("class_calibration") or {}).get("logit_offset", 0.0))
 
 
 def load_normative(folder, meta):

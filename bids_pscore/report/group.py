@@ -80,7 +80,7 @@ def write_group_report(folder, tables, norm, threshold, model, options, flags, t
                 rows = (sessions["participant_id"] == participant).to_numpy()
                 lines.append((sessions.loc[rows, x_column].to_numpy(float), norm[rows, index - 1]))
             panels.append((label, lines))
-        followed = "grey-level z against the healthy reference" if flags == "normative" else "normalised score"
+        followed = "grey-level z against the healthy reference, relative to the brain's median region" if flags == "normative" else "normalised score"
         viz.trajectories(fig_dir / "trajectories_plot.png", panels, f"{unit}s from the first session", threshold,
                              "grey-level z" if flags == "normative" else "normalised region P-score")  # fmt: skip
         drawn["onset"].append(

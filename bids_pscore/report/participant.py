@@ -90,7 +90,7 @@ def normative_figure(out, image, paths, summary, kept=()):
     return [(name, f"Grey level against the model's normative reference of healthy people ({summary['Reference'].get('images')} images), "
                    f"{'adjusted for age and sex where known' if summary.get('AgeAdjusted') else 'without age adjustment'}: red is "
                    f"darker than expected (less tissue), blue brighter, than the rest of this brain says (its median region lies at "
-                   f"z = {summary['MedianRegionZ']:+.2f} against healthy people; map and flags are relative to it). "
+                   f"z = {summary['MedianRegionZ']:+.2f} against healthy people: the flags are relative to it, the map to its median voxel). "
                    f"Regions whose mean is below z = {summary['Threshold']:.2f} are outlined in yellow as atrophic;"
                    f" healthy images held out of the reference got {rate:.2f} such flags on average.")]  # fmt: skip
 
