@@ -74,7 +74,7 @@ def run(bids_dir, plugin, model=None):
 
 
 def main():
-    from bids_pscore.synth import write_dataset
+    from bids_pscore.synth.templateheads import write_dataset
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=10)

@@ -264,9 +264,9 @@ def retest_correlation(regions, retest_regions, common):
 
 def make_cohorts(opts):
     """Write the test and re-test cohorts (once) and return their folders."""
-    from bids_pscore.synth import write_dataset
     from bids_pscore.synth.demo import validation_labels
     from bids_pscore.synth.realheads import write_cohort
+    from bids_pscore.synth.templateheads import write_dataset
 
     folders = {}
     for name, acquisition_seed in (("test", opts.seed), ("retest", opts.seed + 1)):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore.synth import write_dataset
+from bids_pscore.synth.templateheads import write_dataset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from bids_pscore.cli import run as cli
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.bundle import metadata_sha256
 from bids_pscore.participant import DEMO_MODEL, load_model
-from bids_pscore.synth import write_dataset
+from bids_pscore.synth.templateheads import write_dataset
 
 TEMPLATE = "MNI152NLin2009aSym"
 

@@ -16,7 +16,7 @@ import pytest
 
 from bids_pscore import bids, fileio
 from bids_pscore.errors import EXIT_INTERRUPTED
-from bids_pscore.synth import write_dataset
+from bids_pscore.synth.templateheads import write_dataset
 
 from .helpers import half_written, killed_while_writing
 

@@ -10,7 +10,7 @@ from nibabel.processing import resample_to_output
 
 from bids_pscore import bids, qc
 from bids_pscore.cli import run as cli
-from bids_pscore.synth import write_dataset
+from bids_pscore.synth.templateheads import write_dataset
 
 from .badinputs import meaningless_images
 

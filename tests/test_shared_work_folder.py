@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bids_pscore import bids
-from bids_pscore.synth import write_dataset
+from bids_pscore.synth.templateheads import write_dataset
 
 pytestmark = pytest.mark.slow
 

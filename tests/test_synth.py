@@ -10,12 +10,12 @@ import pytest
 
 from bids_pscore import bids, synth
 from bids_pscore.cli import synth as synth_cli
-from bids_pscore.synth import disease
+from bids_pscore.synth import disease, templateheads
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    return synth.write_dataset(tmp_path_factory.mktemp("synth") / "test", n_subjects=2, n_sessions=2, seed=11)
+    return templateheads.write_dataset(tmp_path_factory.mktemp("synth") / "test", n_subjects=2, n_sessions=2, seed=11)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from bids_pscore import synth
-from bids_pscore.synth import disease
+from bids_pscore.synth import disease, templateheads
 
 
 def _volumes_ml(img, indices):
@@ -49,7 +49,7 @@ def test_healthy_regional_volumes_vary_by_about_ten_percent():
 
 @pytest.mark.slow
 def test_template_heads_have_ventricles_and_age_as_real_heads_do():
-    head = synth.TemplateHead().prepare(np.random.default_rng(3))
+    head = templateheads.TemplateHead().prepare(np.random.default_rng(3))
     anatomy = head.anatomy
     assert 15 <= head.ventricles.sum() / 1000 <= 60  # ml: the MNI152 brain's lateral and third ventricles, deformed
     assert not (head.ventricles & (anatomy.labels > 0)).any() and anatomy.mask[head.ventricles].all()
@@ -72,8 +72,8 @@ def test_template_heads_have_ventricles_and_age_as_real_heads_do():
 
 @pytest.mark.slow
 def test_another_acquisition_seed_rescans_the_same_brains(tmp_path):
-    test = synth.write_dataset(tmp_path / "test", n_subjects=1, seed=11, ad_fraction=1.0)
-    retest = synth.write_dataset(tmp_path / "retest", n_subjects=1, seed=11, acquisition_seed=99, ad_fraction=1.0)
+    test = templateheads.write_dataset(tmp_path / "test", n_subjects=1, seed=11, ad_fraction=1.0)
+    retest = templateheads.write_dataset(tmp_path / "retest", n_subjects=1, seed=11, acquisition_seed=99, ad_fraction=1.0)
     for name in ("participants.tsv", "derivatives/groundtruth/regions.tsv"):
         assert (test / name).read_text() == (retest / name).read_text()
     first = nib.load(test / "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz")

@@ -366,7 +366,7 @@ def test_trains_on_raw_t1w_through_the_preprocessing_workflow(tmp_path):
     """The workflow's own images, not grid images made up as above: the fewest T1w that training
     accepts (3 AD and 3 CN generated heads, one of each class in each split), preprocessed with a
     registration seed that is not the default."""
-    from bids_pscore.synth import write_dataset
+    from bids_pscore.synth.templateheads import write_dataset
     from bids_pscore.train import dataset_work_dir
 
     bids_dir = write_dataset(tmp_path / "bids", n_subjects=6, seed=3)

@@ -13,7 +13,7 @@ import pytest
 from bids_pscore import __version__, bids, execution
 from bids_pscore.cli import run as cli
 from bids_pscore.preprocess import workflow
-from bids_pscore.synth import write_dataset
+from bids_pscore.synth.templateheads import write_dataset
 
 from .test_batch import participant_wf
 

@@ -13,7 +13,8 @@ from bids_pscore.cli.run import main
 from bids_pscore.grid import GRID_VOXEL_MM, is_on_grid
 from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.preprocess import steps
-from bids_pscore.synth import bias_field, move, random_affine, write_dataset
+from bids_pscore.synth import bias_field, move, random_affine
+from bids_pscore.synth.templateheads import write_dataset
 
 from .helpers import dice
 

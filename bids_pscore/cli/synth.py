@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UsageError
-from ..synth import DATASET_NAME, GROUNDTRUTH, write_dataset
+from ..synth import DATASET_NAME, GROUNDTRUTH
 from ..synth.demo import DEMO_SESSIONS, write_demo
+from ..synth.templateheads import write_dataset
 from . import configure_logging, run_command
 
 PROG = "bids_pscore-synth"

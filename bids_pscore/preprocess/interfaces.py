@@ -14,7 +14,18 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from . import steps
+from .steps import (
+    apply_to_grid,
+    as_image,
+    brain_mask,
+    load_t1w,
+    n4_correct,
+    normalise,
+    on_source_grid,
+    register,
+    smooth_in_mask,
+    voxel_sizes,
+)
 
 
 def _save(img, runtime, name):
@@ -43,7 +54,7 @@ class LoadT1w(SimpleInterface):
     output_spec = _OutFileSpec
 
     def _run_interface(self, runtime):
-        self._results["out_file"] = _save(steps.load_t1w(self.inputs.in_file), runtime, "t1w_ras.nii")
+        self._results["out_file"] = _save(load_t1w(self.inputs.in_file), runtime, "t1w_ras.nii")
         return runtime
 
 
@@ -61,7 +72,7 @@ class N4BiasCorrect(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        out = steps.n4_correct(img, self.inputs.shrink_mm, self.inputs.iterations, self.inputs.mask_fraction)
+        out = n4_correct(img, self.inputs.shrink_mm, self.inputs.iterations, self.inputs.mask_fraction)
         self._results["out_file"] = _save(out, runtime, "t1w_n4.nii")
         return runtime
 
@@ -86,11 +97,11 @@ class SkullStrip(SimpleInterface):
 
     def _run_interface(self, runtime):
         img, data = _load(self.inputs.in_file)
-        mask, stripped = steps.brain_mask(img, self.inputs.stripped_max_volume_ml, self.inputs.network_size, self.inputs.num_threads)
+        mask, stripped = brain_mask(img, self.inputs.stripped_max_volume_ml, self.inputs.network_size, self.inputs.num_threads)
         inside = np.asarray(mask.dataobj) > 0
-        mask_img = steps.as_image(inside, img.affine, np.uint8)
+        mask_img = as_image(inside, img.affine, np.uint8)
         self._results["out_mask"] = _save(mask_img, runtime, "brain_mask.nii.gz")
-        brain = steps.as_image(np.where(inside, data, 0), img.affine)
+        brain = as_image(np.where(inside, data, 0), img.affine)
         self._results["out_brain"] = _save(brain, runtime, "brain.nii")
         self._results["input_skull_stripped"] = stripped
         return runtime
@@ -107,7 +118,7 @@ class OnSourceGrid(SimpleInterface):
     output_spec = _OutFileSpec
 
     def _run_interface(self, runtime):
-        img = steps.on_source_grid(nib.load(self.inputs.in_file), self.inputs.source_file)
+        img = on_source_grid(nib.load(self.inputs.in_file), self.inputs.source_file)
         self._results["out_file"] = _save(img, runtime, "brain_mask_source_grid.nii.gz")
         return runtime
 
@@ -179,7 +190,7 @@ class RegisterToTemplate(SimpleInterface):
     output_spec = _RegisterOutputSpec
 
     def _run_interface(self, runtime):
-        warp, affine = steps.register(
+        warp, affine = register(
             nib.load(self.inputs.in_brain),
             nib.load(self.inputs.coarse_template),
             nib.load(self.inputs.template),
@@ -219,13 +230,13 @@ class ResampleToGrid(SimpleInterface):
     def _run_interface(self, runtime):
         template = nib.load(self.inputs.template)
         transforms = [self.inputs.warp, self.inputs.affine]
-        brain = steps.apply_to_grid(nib.load(self.inputs.in_brain), template, transforms, self.inputs.interpolation)
+        brain = apply_to_grid(nib.load(self.inputs.in_brain), template, transforms, self.inputs.interpolation)
         # a linearly interpolated mask cut at one half keeps the edge where it was
-        mask = steps.apply_to_grid(nib.load(self.inputs.in_mask), template, transforms, "linear")
+        mask = apply_to_grid(nib.load(self.inputs.in_mask), template, transforms, "linear")
         inside = np.asarray(mask.dataobj) >= 0.5
-        brain = steps.as_image(np.where(inside, np.clip(brain.dataobj, 0, None), 0), brain.affine)
+        brain = as_image(np.where(inside, np.clip(brain.dataobj, 0, None), 0), brain.affine)
         self._results["out_file"] = _save(brain, runtime, "brain_grid.nii")
-        self._results["out_mask"] = _save(steps.as_image(inside, mask.affine, np.uint8), runtime, "mask_grid.nii.gz")
+        self._results["out_mask"] = _save(as_image(inside, mask.affine, np.uint8), runtime, "mask_grid.nii.gz")
         return runtime
 
 
@@ -246,8 +257,8 @@ class SmoothInMask(SimpleInterface):
     def _run_interface(self, runtime):
         img, data = _load(self.inputs.in_file)
         mask = np.asarray(nib.load(self.inputs.mask).dataobj) > 0
-        out = steps.smooth_in_mask(data, mask, self.inputs.fwhm_mm, float(steps.voxel_sizes(img)[0]))
-        self._results["out_file"] = _save(steps.as_image(out, img.affine), runtime, "smoothed_grid.nii")
+        out = smooth_in_mask(data, mask, self.inputs.fwhm_mm, float(voxel_sizes(img)[0]))
+        self._results["out_file"] = _save(as_image(out, img.affine), runtime, "smoothed_grid.nii")
         return runtime
 
 
@@ -264,8 +275,8 @@ class NormaliseIntensity(SimpleInterface):
     def _run_interface(self, runtime):
         img, data = _load(self.inputs.in_file)
         mask = np.asarray(nib.load(self.inputs.mask).dataobj) > 0
-        out = steps.normalise(data, mask, self.inputs.percentile)
-        self._results["out_file"] = _save(steps.as_image(out, img.affine), runtime, "preproc_grid.nii.gz")
+        out = normalise(data, mask, self.inputs.percentile)
+        self._results["out_file"] = _save(as_image(out, img.affine), runtime, "preproc_grid.nii.gz")
         return runtime
 
 

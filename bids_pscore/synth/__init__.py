@@ -1,7 +1,7 @@
 """Synthetic T1w cohorts with known regional atrophy: heads, the anatomy's changes, and the scanner.
 
 Two kinds of head share one disease model (``disease``: AD subtypes, stages, ageing) and one
-dataset writer (``dataset``). A template head is nilearn's MNI152 brain (with the shipped
+dataset writer (``dataset``). A template head is nilearn's MNI152 brain (``templateheads``, with the shipped
 Brainnetome atlas as its label map) under a smooth random deformation (healthy inter-subject
 variation, about 10% SD of regional volume); a real head is a healthy base scan (``realheads``).
 Either way, a session's anatomy is the healthy one with the disease's and ageing's losses: each
@@ -19,8 +19,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..bids import BIDS_VERSION
-from .disease import ageing, choose_ad
+from .disease import ageing
 
 # tissue layers outside the brain: (outer distance from the brain in mm, intensity)
 LAYERS = ((3.0, 0.12), (8.0, 0.04), (13.0, 0.75))
@@ -321,43 +320,3 @@ def make_head(rng, noise=0.02, bias=0.2):
     head = add_head(anatomy.image, anatomy.mask)
     t1w, mask, _ = acquire(head, anatomy.labels, anatomy.mask, anatomy.affine, rng, noise, bias)
     return t1w, mask
-
-
-@dataclass(frozen=True)
-class TemplateHead:
-    """How a template head is made and scanned (``dataset.SubjectJob.head``): the MNI152 brain under a
-    random deformation, its ventricles found as on a real head, and each session wrapped in CSF,
-    skull and scalp and scanned anew (``acquire``)."""
-
-    origin = ""  # whose the subject's age and sex are, for participants.json: drawn for the template heads
-
-    def prepare(self, rng):
-        anatomy = make_anatomy(rng)
-        return Head(anatomy, find_ventricles(anatomy.image, anatomy.mask, anatomy.labels), CSF_INTENSITY)
-
-    def scan(self, head, image, labels, rng):
-        return acquire(add_head(image, head.anatomy.mask), labels, head.anatomy.mask, head.anatomy.affine, rng)
-
-
-def write_dataset(out_dir, n_subjects=1, n_sessions=1, seed=0, acquisition_seed=None, ad_fraction=0.5):
-    """A BIDS dataset of synthetic heads (AD and CN) with its ground truth in derivatives/groundtruth.
-
-    Ages (55-84) and sexes, who is AD (``disease.choose_ad``), anatomy and disease course come
-    from ``seed``; pose, voxel grid, bias field and noise from ``acquisition_seed`` (default:
-    ``seed``), so two datasets that differ only in the latter are a test-retest pair of the same brains.
-    """
-    from .dataset import SubjectJob, write_subjects
-
-    acquisition_seed = seed if acquisition_seed is None else acquisition_seed
-    people = np.random.default_rng([seed, 0])
-    ages, sexes = people.integers(55, 85, n_subjects), people.choice(["F", "M"], n_subjects)
-    ad = set(choose_ad(ages, int(round(n_subjects * ad_fraction)), people).tolist())
-    description = {
-        "Name": DATASET_NAME, "BIDSVersion": BIDS_VERSION, "DatasetType": "raw", "License": "CC0",
-        "GeneratedBy": [{"Name": "bids_pscore-synth", "Description": f"seed {seed}, acquisition seed {acquisition_seed}"}],
-    }  # fmt: skip
-    readme = ("Synthetic T1w heads made by bids_pscore-synth from the MNI152 template; AD subjects have simulated regional "
-              "atrophy and everyone ages, whose truth is in derivatives/groundtruth. Not real data.\n")  # fmt: skip
-    jobs = [SubjectJob(str(out_dir), f"{s:02d}", TemplateHead(), int(ages[s - 1]), str(sexes[s - 1]), s - 1 in ad, n_sessions, seed, acquisition_seed)
-            for s in range(1, n_subjects + 1)]  # fmt: skip
-    return write_subjects(out_dir, description, readme, jobs)

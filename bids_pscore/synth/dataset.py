@@ -2,7 +2,7 @@
 
 A subject is a ``SubjectJob``: who it is (label, age, sex, AD or not, a stated course) and its
 head, which says how the healthy anatomy is made (``prepare``: the template under a random
-deformation, ``synth.TemplateHead``, or a real base head, ``realheads.BaseScan``) and how a
+deformation, ``templateheads.TemplateHead``, or a real base head, ``realheads.BaseScan``) and how a
 session's image is made from the session's anatomy (``scan``). The rest is the same for every
 kind of head: the disease course of ``disease`` (subtype, stage, rate, region jitter), drawn
 from the subject's own random stream; visits about a year apart; disease and ageing on the 1 mm

@@ -4,7 +4,7 @@ their own orders, stages, ageing, and who is AD.
 Written down with its sources in ``docs/disease_model.md``. Pure numpy and pandas: which regions
 lose how much volume at a stage, how a subject's stage moves with time, and how much every
 subject loses to ageing. ``dataset`` draws each subject's course; the anatomy changes in
-``synth.session_anatomy``, and the images are made by the head (``synth.TemplateHead``,
+``synth.session_anatomy``, and the images are made by the head (``templateheads.TemplateHead``,
 ``realheads.BaseScan``).
 """
 
