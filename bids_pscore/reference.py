@@ -198,12 +198,15 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
     return passing_quality_gate(t1w, source_dir, params.template, DEFAULT_THRESHOLDS, "the reference"), source_dir, raw
 
 
+def labels_in_split(subjects, split, parts):
+    """The subjects whose labels lie in these ``parts`` of the model's ``split`` (subject -> split name), sorted."""
+    return sorted(set(subjects) & {s for s, part in split.items() if part in parts})
+
+
 def in_sample_pscores(subjects, split):
     """Whether images of these subjects may have trained the model's networks (their labels are in
-    the train part of ``split``, subject -> split name): then their P-scores are in-sample and the
-    P-score feature is left out."""
-    trained_on = {s for s, part in split.items() if part == "train"}
-    overlap = sorted(trained_on & set(subjects))
+    the train part of ``split``): then their P-scores are in-sample and the P-score feature is left out."""
+    overlap = labels_in_split(subjects, split, ("train",))
     if overlap:
         log.info("%d healthy subject label(s) are in the model's training split (%s%s): if they are the same people their P-scores "
                  "are in-sample, so the reference holds the grey level only", len(overlap), ", ".join(overlap[:5]),
@@ -232,8 +235,10 @@ def add_to_bundle(config):
     t1w, source_dir, raw = healthy_inputs(config.healthy_dir, params, work_dir, config.execution, log_dir, config.participant_label,
                                           not config.skip_bids_validation)  # fmt: skip
     subjects = [t.entities["sub"] for t in t1w]
-    ensemble = None if in_sample_pscores(subjects, bundle.metadata.get("training", {}).get("split", {})) else bundle.ensemble
-    fitted_on = sorted(set(subjects) & {s for s, part in bundle.metadata.get("training", {}).get("split", {}).items() if part != "test"})
+    split = bundle.metadata.get("training", {}).get("split", {})
+    ensemble = None if in_sample_pscores(subjects, split) else bundle.ensemble
+    # the meta-classifier was fitted on the validation split (SPEC 7): those logits are in-sample too
+    fitted_on = labels_in_split(subjects, split, ("train", "validation"))
     if config.calibrate_class and fitted_on:
         raise UsageError(f"{config.healthy_dir}: --calibrate-class needs controls the model was not fitted on, but {len(fitted_on)} are in its "
                          f"training or validation split ({', '.join(fitted_on[:3])}{', ...' if len(fitted_on) > 3 else ''}), whose AD "
