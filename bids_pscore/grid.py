@@ -93,13 +93,18 @@ def paint_cubes(values):
     return values[..., _CUBE_MAP]
 
 
+def cube_origins():
+    """(150, 3): the grid voxel (i, j, k) of each cube's first voxel; negative where it lies in the padding."""
+    ijk = np.stack(np.unravel_index(np.arange(N_CUBES), CUBES_PER_AXIS), axis=1)
+    return ijk * CUBE_SIZE - [before for before, _ in CUBE_PAD]
+
+
 def cube_bounds():
     """Per cube: its position (ix, iy, iz), the grid voxels it covers ([start, stop) per axis,
     padding excluded) and the MNI extent of those voxels' centres in mm (min, max per axis)."""
     rows = []
-    for c in range(N_CUBES):
+    for c, start in enumerate(cube_origins()):
         ijk = np.array(np.unravel_index(c, CUBES_PER_AXIS))
-        start = ijk * CUBE_SIZE - [p[0] for p in CUBE_PAD]
         stop = np.minimum(start + CUBE_SIZE, GRID_SHAPE)
         start = np.maximum(start, 0)
         corners = GRID_AFFINE @ np.array([[*start, 1], [*(stop - 1), 1]]).T
