@@ -141,6 +141,11 @@ def test_trains_and_writes_a_bundle_that_loads(trained, tmp_path_factory, capsys
     assert len(relevance["reference"]["region_max"]) == 246 and relevance["reference"]["region_max"] != meta["reference"]["region_max"]
     # the images' own preprocessing, read from their sidecars, travels with the model to inference
     assert meta["preprocessing"] == RECORDED.to_dict() and meta["training"]["seeds"] == {"training": 0, "registration": 7}
+    # the scanner's randomisation, on by default, as the networks had it
+    recorded = meta["training"]["config"]
+    assert (recorded["scanner_augmentation"], recorded["gamma_range"], recorded["contrast_jitter"], recorded["bias_coefficient"]) == (
+        True, [0.6, 2.3], 0.15, 0.1,
+    )  # fmt: skip
     history = pd.read_csv(trained.model / "training.tsv", sep="\t")
     assert len(history) == meta["training"]["epochs_run"] <= 3
     assert set(meta["training"]["metrics"]["test"]) >= {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"}
@@ -220,6 +225,14 @@ def test_one_seed_trains_the_same_weights_and_another_seed_others(tmp_path, data
     assert checksum_and_split(again / "model") == (checksum, split)
     other_checksum, other_split = checksum_and_split(other / "model")
     assert other_split == split and other_checksum != checksum
+
+
+def test_scanner_augmentation_is_on_unless_switched_off(tmp_path):
+    from bids_pscore.cli.train import parse_args
+
+    args = train_args(tmp_path / "bids", tmp_path, tmp_path / "pre")
+    assert parse_args(args).training.scanner_augmentation is True
+    assert parse_args([*args, "--no-scanner-augmentation"]).training.scanner_augmentation is False
 
 
 def test_cat12_images_on_the_grid(tmp_path, capsys, dataset):

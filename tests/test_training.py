@@ -6,7 +6,18 @@ import torch
 
 from bids_pscore.grid import GRID_SHAPE, cut_cubes
 from bids_pscore.model.networks import Ensemble
-from bids_pscore.model.training import TrainConfig, auc, augment, binary_metrics, fit_ensemble, select_cubes, train_meta
+from bids_pscore.model.training import (
+    TrainConfig,
+    auc,
+    augment,
+    bias_fields,
+    binary_metrics,
+    fit_ensemble,
+    intensity_curve,
+    randomise_scanner,
+    select_cubes,
+    train_meta,
+)
 
 INFORMATIVE = [12, 75, 131]
 
@@ -82,6 +93,63 @@ def test_augment_mirrors_the_whole_brain_never_a_cube_in_place():
     assert 0 < sum(kinds) < len(kinds)  # mirrored at random
     # cube ix takes the x-mirrored content of cube 4 - ix (here ix 0 <- 4, iy 2, iz 3)
     assert torch.equal(mirrored[0 * 30 + 2 * 5 + 3], cubes[4 * 30 + 2 * 5 + 3].flip(0))
+
+
+def brains(n, seed=0):
+    """n images as cubes: a ball of brain, intensities in (0, 1] with some voxels at 1, and exact 0 outside."""
+    rng = np.random.default_rng(seed)
+    inside = (((np.indices(GRID_SHAPE).T - np.array(GRID_SHAPE) / 2) / 50.0) ** 2).sum(-1).T < 1
+    volumes = np.where(inside, rng.uniform(0.05, 1.2, (n, *GRID_SHAPE)).clip(0, 1), 0.0)
+    return torch.from_numpy(cut_cubes(volumes).astype(np.float32))
+
+
+def test_randomise_scanner_is_seeded_one_draw_per_image_and_keeps_the_background_and_the_range():
+    batch = brains(3)
+    config = TrainConfig()
+    first, again = (randomise_scanner(batch, config, np.random.default_rng(7)) for _ in range(2))
+    other = randomise_scanner(batch, config, np.random.default_rng(8))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert not torch.equal(first, batch) and not torch.equal(first[0], first[1])  # each image its own scanner
+    background = batch == 0
+    assert (first[background] == 0).all() and (first[~background] > 0).all()
+    assert first.min() >= 0 and first.max() == 1.0
+    # the curve and the gamma act on intensity alone, the same way in every cube of an image
+    alike = batch[:, :1].repeat(1, 150, 1, 1, 1)
+    curved = randomise_scanner(alike, TrainConfig(bias_coefficient=0.0), np.random.default_rng(7))
+    assert all(torch.equal(image[0], image[c]) for image in curved for c in (1, 75, 149))
+
+
+def test_scanner_augmentation_off_changes_nothing_and_draws_nothing():
+    batch, rng = brains(2), np.random.default_rng(7)
+    state = rng.bit_generator.state
+    assert randomise_scanner(batch, TrainConfig(scanner_augmentation=False), rng) is batch
+    assert rng.bit_generator.state == state  # so training without it is the training it was before
+
+
+def test_scanner_augmentation_by_hand():
+    batch = brains(2)
+    gamma_alone = TrainConfig(gamma_range=(2.0, 2.0), contrast_jitter=0.0, bias_coefficient=0.0)
+    assert torch.allclose(randomise_scanner(batch, gamma_alone, np.random.default_rng(0)), batch**2, atol=1e-6)
+    # slopes 0.5, 1.5, 1, 1 over the quarters of [0, 1]; flat outside
+    x = torch.tensor([-0.1, 0.0, 0.25, 0.375, 0.5, 0.9, 1.0, 1.2]).view(1, 1, 1, 1, -1)
+    curve = intensity_curve(x, torch.tensor([[0.5, 1.5, 1.0, 1.0]])).flatten()
+    assert torch.allclose(curve, torch.tensor([0.0, 0.0, 0.125, 0.3125, 0.5, 0.9, 1.0, 1.0]))
+    # log of the field a * x over the grid, x from -1 at grid voxel i = 0 to 1 at i = 120: cube
+    # ix = 0 holds i = 0 at its voxel 2 (the padding comes first), cube ix = 2 holds i = 60 at its voxel 12
+    field = bias_fields(torch.tensor([[0.2, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0.2, 0]]))
+    assert field.shape == (2, 150, 25, 25, 25)
+    assert torch.allclose(field[0, 0 * 30 + 3 * 5 + 1, 2], torch.tensor(np.exp(-0.2), dtype=torch.float32))
+    assert torch.allclose(field[0, 2 * 30 + 3 * 5 + 1, 12], torch.tensor(1.0))
+    # x * z: 1 at the grid's corner i = 0, k = 0, where both are -1; cube 0's voxel (2, ., 2)
+    assert torch.allclose(field[1, 0, 2, :, 2], torch.tensor(np.exp(0.2), dtype=torch.float32))
+
+
+def test_a_bundle_trained_before_scanner_augmentation_still_loads():
+    from bids_pscore.model.bundle import load_bundle
+    from bids_pscore.participant import DEMO_MODEL
+
+    config = load_bundle(DEMO_MODEL).metadata["training"]["config"]
+    assert "scanner_augmentation" not in config and config["flip"] is True
 
 
 def informative_features(n, rng):

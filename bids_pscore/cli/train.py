@@ -40,6 +40,13 @@ def build_parser():
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-shift", type=int, default=2, help="augmentation: move each training image by up to this many voxels (0: off)")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="do not mirror training images left-right at random")
+    parser.add_argument(
+        "--no-scanner-augmentation",
+        dest="scanner_augmentation",
+        action="store_false",
+        help="do not randomise each training image's contrast (a monotone intensity curve and a gamma) and bias field, "
+        "as other scanners would give it",
+    )
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay of the base classifiers")
     parser.add_argument(
         "--meta-weight-prior",
@@ -99,7 +106,7 @@ def parse_args(argv=None):
     if opts.preprocessed is not None and opts.random_seed is not None:
         raise UsageError("--random-seed: the images under --preprocessed are registered already; their seed is read from their sidecars")
     training = TrainConfig(opts.epochs, opts.batch_size, opts.patience, opts.learning_rate, opts.n_selected, opts.seed, opts.device,
-                           opts.max_shift, opts.flip, opts.weight_decay, opts.meta_weight_prior)  # fmt: skip
+                           opts.max_shift, opts.flip, opts.weight_decay, opts.meta_weight_prior, opts.scanner_augmentation)  # fmt: skip
     return TrainRunConfig(
         bids_dir=opts.bids_dir, model_dir=opts.model_dir, label_column=opts.label_column, positive=opts.positive,
         negative=opts.negative, sessions=opts.sessions, participant_label=tuple(opts.participant_label or ()),

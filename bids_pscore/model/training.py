@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..grid import CUBE_SIZE, N_CUBES, mirror_cubes
+from ..grid import CUBE_SIZE, GRID_SHAPE, N_CUBES, cube_origins, mirror_cubes
 from .networks import BaseClassifiers, Ensemble
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,15 @@ class TrainConfig:
     flip: bool = True
     weight_decay: float = 1e-4
     meta_weight_prior: float = 100.0
+    # each training image as another scanner would give it (randomise_scanner, docs/training.md).
+    # A white/grey ratio r becomes r ** gamma: 2.3 takes the training scanner's lowest, 1.24, to
+    # another 3T site's highest, 1.64; 0.6 takes 1.28 to 1.16, a flatter contrast
+    scanner_augmentation: bool = True
+    gamma_range: tuple = (0.6, 2.3)
+    # log of the largest change of the curve's slope in one band of intensities (e^0.15: 16%)
+    contrast_jitter: float = 0.15
+    # largest coefficient of the bias field's log, a polynomial of degree 2 in the grid position
+    bias_coefficient: float = 0.1
 
 
 def auc(scores, labels):
@@ -159,6 +168,71 @@ def augment(batch, max_shift, flip, rng):
     return torch.stack(moved)
 
 
+# the intensity curve's bands: a quarter of [0, 1] each, so that dark (CSF-rich), grey and white
+# voxels change their contrast independently
+CURVE_BANDS = 4
+
+
+def intensity_curve(images, slopes):
+    """A monotone piecewise-linear curve of each image (n, 150, 25, 25, 25), from 0 at 0 to
+    ``slopes.mean()`` at 1 and flat outside [0, 1]; ``slopes`` (n, CURVE_BANDS) are its positive
+    slopes over the bands."""
+    width = 1.0 / slopes.shape[1]
+    curve, ramp = torch.zeros_like(images), torch.empty_like(images)
+    for band, slope in enumerate(slopes.T):  # in place: a batch is 19 million voxels
+        torch.sub(images, band * width, out=ramp).clamp_(0.0, width)
+        curve.addcmul_(ramp, slope.view(-1, 1, 1, 1, 1))
+    return curve
+
+
+def cube_positions():
+    """Each cube voxel's grid position along x, y and z, scaled to [-1, 1] over the grid (a little
+    beyond in the padding); shaped (150, 25, 1, 1), (150, 1, 25, 1) and (150, 1, 1, 25)."""
+    index = cube_origins()[:, :, None] + np.arange(CUBE_SIZE)  # (150, 3, 25)
+    scaled = torch.from_numpy(2.0 * index / (np.array(GRID_SHAPE)[:, None] - 1) - 1.0).float()
+    return scaled[:, 0, :, None, None], scaled[:, 1, None, :, None], scaled[:, 2, None, None, :]
+
+
+def bias_fields(coefficients):
+    """exp of a polynomial of degree 2 (no constant) in the grid position, at every cube voxel:
+    (n, 150, 25, 25, 25) for ``coefficients`` (n, 9) of x, y, z, x², y², z², xy, xz, yz."""
+    x, y, z = (axis.to(coefficients.device) for axis in cube_positions())
+    c = coefficients.view(*coefficients.shape, 1, 1, 1, 1).unbind(1)
+    # the terms grouped by the plane they vary in, so that only the last products are full-size
+    in_xy = c[0] * x + c[1] * y + c[3] * x * x + c[4] * y * y + c[6] * x * y
+    in_xz = c[2] * z + c[5] * z * z + c[7] * x * z
+    in_yz = c[8] * y * z
+    return in_xy.exp() * in_xz.exp() * in_yz.exp()
+
+
+def randomise_scanner(batch, config, rng):
+    """Each image of a training batch (batch, 150, 25, 25, 25), intensities in [0, 1] and 0 outside
+    the brain (SPEC 2), as another scanner would give it: a random monotone intensity curve (each
+    tissue's contrast), a gamma (the white/grey ratio, which differs between sites: a model trained
+    at one called every healthy head of another AD) and a smooth multiplicative bias field (what
+    N4 leaves). One draw for all cubes of an image, as a scanner acts on the whole head; 0 stays 0
+    and values stay in [0, 1].
+
+    No added blur or noise: FWHMs add in quadrature, so a 3 mm acquisition rather than a 1 mm one
+    widens the 8 mm smoothing by at most half a millimetre, and the smoothing averages the noise of
+    a 1 mm acquisition over about 1700 mm^3, dividing its SD by about 40; white noise added on the
+    smoothed grid would be an image that cannot occur (SPEC 7).
+    """
+    if not config.scanner_augmentation:
+        return batch
+    n = len(batch)
+    gamma = np.exp(rng.uniform(*np.log(config.gamma_range), n))  # log-uniform: steepening by g as likely as flattening by 1/g
+    slopes = np.exp(rng.uniform(-config.contrast_jitter, config.contrast_jitter, (n, CURVE_BANDS)))
+    slopes /= slopes.mean(axis=1, keepdims=True)  # 1 stays 1: the curve moves tissues, not the scale
+    coefficients = rng.uniform(-config.bias_coefficient, config.bias_coefficient, (n, 9))
+
+    def tensor(values):
+        return torch.as_tensor(values, dtype=batch.dtype, device=batch.device)
+
+    scanned = intensity_curve(batch, tensor(slopes)).pow_(tensor(gamma).view(-1, 1, 1, 1, 1))
+    return scanned.mul_(bias_fields(tensor(coefficients))).clamp_(0.0, 1.0)
+
+
 def _per_cube_loss(logits, labels):
     """Cross-entropy of each cube over the batch; (150,)."""
     batch, n_cubes, _ = logits.shape
@@ -199,6 +273,7 @@ def train_base(train_cubes, train_labels, val_cubes, val_labels, config):
         train_loss = []
         for rows in _batches(len(train_cubes), config.batch_size, rng):
             batch = augment(_tensor(train_cubes, rows, device), config.max_shift, config.flip, rng)
+            batch = randomise_scanner(batch, config, rng)
             _, logits = base(batch)
             loss = _per_cube_loss(logits, y_train[rows])
             optimiser.zero_grad()
