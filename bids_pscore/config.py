@@ -14,6 +14,10 @@ from pathlib import Path
 from .fileio import write_json
 
 CONFIG_VARIABLE = "BIDS_PSCORE_RUN_CONFIG"
+# --skull-strip-t1w, as fMRIPrep names it: "auto" takes an input whose non-zero region is
+# brain-sized as already skull-stripped, "force" runs deepbet on every input, "skip" trusts that
+# every input is a brain already
+SKULL_STRIP_MODES = ("auto", "force", "skip")
 
 
 def new_run_id():
@@ -39,6 +43,8 @@ class Execution:
     verbosity: int
     # None: the model's (app) or the preprocessing's standard seed (training)
     random_seed: int | None
+    # --skull-strip-t1w, one of SKULL_STRIP_MODES
+    skull_strip_t1w: str = "auto"
 
 
 # deepbet's network gains little from more threads than this

@@ -216,7 +216,7 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, lo
         template_files = write_template_files(work_dir / name / "templates", params.template, params.registration_mm)
         omp_nthreads = threads_per_step(execution, len(readable))
         log.debug("deepbet on %d thread(s) per T1w", omp_nthreads)
-        wf = init_participant_wf(readable, output_dir, params, template_files, name, omp_nthreads)
+        wf = init_participant_wf(readable, output_dir, params, template_files, name, omp_nthreads, execution.skull_strip_t1w)
         wf.base_dir = str(work_dir)
         batch_environment(os.environ)
         job_resources(wf, execution.plugin, execution.plugin_args)

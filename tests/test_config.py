@@ -19,14 +19,16 @@ def test_the_configuration_is_frozen_and_written_with_every_option_and_version(t
     filters = tmp_path / "filters.json"
     filters.write_text('{"t1w": {"acquisition": "mprage"}}')
     config = parse_args([str(tmp_path / "bids"), str(tmp_path / "out"), "participant", "--participant-label", "02", "sub-01",
-                         "--bids-filter-file", str(filters), "--n-cpus", "3", "--mem", "5", "-vv", "--random-seed", "4"])  # fmt: skip
+                         "--bids-filter-file", str(filters), "--n-cpus", "3", "--mem", "5", "-vv", "--random-seed", "4",
+                         "--skull-strip-t1w", "skip"])  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.execution.n_cpus = 8
     path = write_config(config, tmp_path / "logs" / f"run-{config.run_id}")
     written = json.loads(path.read_text())
     execution = written["config"]["execution"]
     assert (execution["n_cpus"], execution["omp_nthreads"], execution["mem_gb"], execution["verbosity"],
-            execution["random_seed"]) == (3, None, 5, 2, 4)  # fmt: skip
+            execution["random_seed"], execution["skull_strip_t1w"]) == (3, None, 5, 2, 4, "skip")  # fmt: skip
+    assert parse_args([str(tmp_path), str(tmp_path / "o"), "participant"]).execution.skull_strip_t1w == "auto"
     assert written["config"]["selection"]["participant_label"] == ["01", "02"]
     assert written["config"]["selection"]["bids_filters"] == {"acquisition": "mprage"}  # read once, recorded as used
     assert written["config"]["output_dir"] == str((tmp_path / "out").absolute()) and written["config"]["command_line"].startswith("bids_pscore ")

@@ -1,5 +1,6 @@
 """The preprocessing against ground truth, on generated and real heads (slow: minutes, apart from the registration levels)."""
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -117,6 +118,29 @@ def test_skull_stripping_of_a_moved_colin27_against_its_bet_mask(colin27, tmp_pa
     )
     assert not stripped
     assert dice(np.asarray(mask.dataobj) > 0, moved_truth) >= 0.92
+
+
+def test_skull_strip_modes_take_the_non_zero_region_or_run_deepbet():
+    # the MNI template's brain (1.5 mm) with zeros around it: brain-sized, so taken as skull-stripped
+    template, template_mask = steps.template_on_grid(PARAMS.template)
+    inside = template_mask.get_fdata() > 0
+    brain = steps.as_image(np.where(inside, template.get_fdata(), 0), template.affine)
+    strip = functools.partial(steps.brain_mask, stripped_max_volume_ml=PARAMS.stripped_max_volume_ml, network_size=128)
+    for mode in ("auto", "skip"):
+        mask, stripped = strip(brain, mode=mode)
+        assert stripped
+        np.testing.assert_array_equal(np.asarray(mask.dataobj) > 0, steps.nonzero_region(brain.get_fdata()))
+    # a 3 l block of non-zero voxels is too big for a brain: auto runs deepbet, skip still trusts it
+    block = np.zeros(inside.shape, np.float32)
+    block[10:110, 10:130, 10:110] = 1.0
+    assert block.sum() * 1.5**3 / 1000 > PARAMS.stripped_max_volume_ml / 1000
+    mask, stripped = strip(steps.as_image(block, template.affine), mode="skip")
+    assert stripped and (np.asarray(mask.dataobj) > 0).sum() == block.sum()
+    # force runs deepbet on the brain too: its mask is its own, not the non-zero region
+    mask, stripped = strip(brain, mode="force")
+    assert not stripped
+    forced = np.asarray(mask.dataobj) > 0
+    assert dice(forced, inside) > 0.8 and not np.array_equal(forced, inside)
 
 
 def test_registration_levels_halve_the_spacing_and_skip_trailing_levels_of_no_iterations():

@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from ..config import MAX_DEFAULT_THREADS, Execution
+from ..config import MAX_DEFAULT_THREADS, SKULL_STRIP_MODES, Execution
 from ..errors import UsageError
 
 # nipype's Graph plugins (SLURMGraph, SGEGraph, PBSGraph) are not offered: they submit the jobs and
@@ -83,6 +83,14 @@ def add_execution_options(parser, seed_help):
         "--stop-on-first-crash", action="store_true", help="stop the whole run at the first step that fails (default: the other T1w go on)"
     )
     perf.add_argument("--random-seed", type=int, metavar="N", help=seed_help)
+    perf.add_argument(
+        "--skull-strip-t1w",
+        choices=SKULL_STRIP_MODES,
+        default="auto",
+        help="auto (default): an input whose non-zero region is brain-sized (under 2.5 l) is taken as already skull-stripped and "
+        "keeps its own brain, others are skull-stripped with deepbet; force: deepbet on every input; skip: every input is "
+        "already a brain (e.g. an OpenNeuro dataset defaced by skull stripping), its non-zero region is the mask",
+    )
     messages = parser.add_mutually_exclusive_group()
     messages.add_argument(
         "-v",
@@ -109,4 +117,5 @@ def execution_config(opts):
         work_dir=opts.work_dir, n_cpus=opts.n_cpus, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb,
         plugin=opts.nipype_plugin, plugin_args=opts.nipype_plugin_args, stop_on_first_crash=opts.stop_on_first_crash,
         clean_workdir=opts.clean_workdir, verbosity=-1 if opts.quiet else opts.verbose, random_seed=opts.random_seed,
+        skull_strip_t1w=opts.skull_strip_t1w,
     )  # fmt: skip

@@ -14,6 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..config import SKULL_STRIP_MODES
 from .steps import (
     apply_to_grid,
     as_image,
@@ -80,6 +81,7 @@ class N4BiasCorrect(SimpleInterface):
 class _SkullStripInputSpec(_InFileSpec):
     stripped_max_volume_ml = traits.Float(mandatory=True)
     network_size = traits.Int(mandatory=True, desc="deepbet's input size (voxels a side)")
+    mode = traits.Enum(*SKULL_STRIP_MODES, usedefault=True, desc="--skull-strip-t1w")
     num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 
@@ -97,7 +99,7 @@ class SkullStrip(SimpleInterface):
 
     def _run_interface(self, runtime):
         img, data = _load(self.inputs.in_file)
-        mask, stripped = brain_mask(img, self.inputs.stripped_max_volume_ml, self.inputs.network_size, self.inputs.num_threads)
+        mask, stripped = brain_mask(img, self.inputs.stripped_max_volume_ml, self.inputs.network_size, self.inputs.num_threads, self.inputs.mode)
         inside = np.asarray(mask.dataobj) > 0
         mask_img = as_image(inside, img.affine, np.uint8)
         self._results["out_mask"] = _save(mask_img, runtime, "brain_mask.nii.gz")

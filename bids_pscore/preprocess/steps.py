@@ -158,22 +158,24 @@ def nonzero_region(data):
     return ndimage.binary_fill_holes(labels == largest)
 
 
-def brain_mask(img, stripped_max_volume_ml, network_size, n_threads=1):
+def brain_mask(img, stripped_max_volume_ml, network_size, n_threads=1, mode="auto"):
     """Brain mask in the image's space: deepbet, or the input itself if already skull-stripped.
 
     deepbet resamples the head's bounding box to ``network_size`` voxels a side for its network
     (256 in deepbet's own ``run``): 192 took half the time at a Dice of 0.986-0.993 with 256's
     mask on six real and generated heads, and 0.937 (256: 0.935) with Colin27's reference brain.
 
-    Returns (mask image, input_was_skull_stripped). A skull-stripped input is recognised by
-    its non-zero region being brain-sized; its mask is that region, so deepbet cannot cut
-    into a brain that someone already extracted.
+    Returns (mask image, input_was_skull_stripped). With ``mode`` "auto", a skull-stripped input is
+    recognised by its non-zero region being brain-sized; its mask is that region, so deepbet
+    cannot cut into a brain that someone already extracted. "skip" takes every input's non-zero
+    region, "force" runs deepbet on every input (``config.SKULL_STRIP_MODES``).
     """
     data = np.asarray(img.dataobj, dtype=np.float32)
-    region = nonzero_region(data)
-    region_ml = region.sum() * float(np.prod(voxel_sizes(img))) / 1000.0
-    if region_ml < stripped_max_volume_ml:
-        return as_image(region, img.affine), True
+    if mode != "force":
+        region = nonzero_region(data)
+        region_ml = region.sum() * float(np.prod(voxel_sizes(img))) / 1000.0
+        if mode == "skip" or region_ml < stripped_max_volume_ml:
+            return as_image(region, img.affine), True
     import torch
     from deepbet import BrainExtraction
 

@@ -70,18 +70,26 @@ def workflow_name(work_dir):
     return f"bids_pscore_{re.sub(r'[^A-Za-z0-9]', '_', __version__)}_{code_fingerprint()[:12]}_{where}_wf"
 
 
-def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
+SKULL_STRIP_TEXT = {
+    "auto": "skull-stripped with deepbet (its network at {size} voxels a side; inputs that were already skull-stripped kept their own brain)",
+    "force": "skull-stripped with deepbet (its network at {size} voxels a side)",
+    "skip": "taken as already skull-stripped (its non-zero region is the brain)",
+}
+
+
+def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto"):
     """Raw T1w -> preprocessed image on the reference grid (SPEC section 2).
 
     Inputs: ``t1w`` (path), ``template`` (template on the grid), ``coarse_template``
     (the template on the coarser registration grid). Outputs: the grid image,
     the brain mask on the grid and on the raw T1w's own voxel grid, and the forward transforms.
+    ``skull_strip`` is --skull-strip-t1w (``steps.SKULL_STRIP_MODES``).
     """
     wf = pe.Workflow(name=name)
     wf.__desc__ = (
         f"The T1w image was checked and reoriented to RAS+, corrected for intensity "
-        f"non-uniformity with N4 (ANTs, fitted at about {params.n4_shrink_mm:g} mm), and skull-stripped with deepbet "
-        f"(its network at {params.skullstrip_network_size} voxels a side; inputs that were already skull-stripped kept their own brain). "
+        f"non-uniformity with N4 (ANTs, fitted at about {params.n4_shrink_mm:g} mm), and "
+        f"{SKULL_STRIP_TEXT[skull_strip].format(size=params.skullstrip_network_size)}. "
         f"The brain was registered to the {params.template} template (nilearn) with rigid and affine stages on a "
         f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, one call, single-threaded, seed {params.registration_seed}), "
         f"resampled onto the {GRID_TEXT} SPM12/CAT12 grid with "
@@ -99,7 +107,12 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
         mem_gb=STEP_MEM_GB["n4"],
     )
     skullstrip = pe.Node(
-        SkullStrip(stripped_max_volume_ml=params.stripped_max_volume_ml, network_size=params.skullstrip_network_size, num_threads=omp_nthreads),
+        SkullStrip(
+            stripped_max_volume_ml=params.stripped_max_volume_ml,
+            network_size=params.skullstrip_network_size,
+            num_threads=omp_nthreads,
+            mode=skull_strip,
+        ),
         name="skullstrip",
         n_procs=omp_nthreads,
         mem_gb=STEP_MEM_GB["skullstrip"],
@@ -148,13 +161,13 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf"):
     return wf
 
 
-def init_participant_wf(t1w_inputs, output_dir, params, template_files, name, omp_nthreads=1):
+def init_participant_wf(t1w_inputs, output_dir, params, template_files, name, omp_nthreads=1, skull_strip="auto"):
     """One preprocessing workflow and one derivatives sink per T1w; ``template_files`` are the
     template on the grid and its coarse copy (``steps.write_template_files``), shared by all;
-    ``name`` is ``workflow_name``'s."""
+    ``name`` is ``workflow_name``'s; ``skull_strip`` is --skull-strip-t1w."""
     wf = pe.Workflow(name=name)
     for t1w in t1w_inputs:
-        preproc = init_preproc_wf(params, omp_nthreads, name=f"{t1w.ident}_wf")
+        preproc = init_preproc_wf(params, omp_nthreads, name=f"{t1w.ident}_wf", skull_strip=skull_strip)
         preproc.inputs.inputnode.t1w = str(t1w.path)
         preproc.inputs.inputnode.template = template_files["template"]
         preproc.inputs.inputnode.coarse_template = template_files["coarse_template"]
