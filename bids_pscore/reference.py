@@ -248,6 +248,28 @@ def add_to_bundle(config):
     reference, description = build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (bids_pscore-normative)",
                                    raw, ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]), config.calibrate_class)  # fmt: skip
     description["added"] = {"by": "bids_pscore-normative", "date": time.strftime("%Y-%m-%d")}
-    add_normative(bundle.folder, out_dir, reference, description)
+    new_domain = class_domain_change(bundle.metadata, description, config.calibrate_class)
+    add_normative(bundle.folder, out_dir, reference, description, new_domain)
     log.info("bundle with the normative reference written to %s (weights unchanged, new model.json checksum)", out_dir)
     return 0
+
+
+def class_domain_change(metadata, description, calibrate_class):
+    """Whether the reference just built becomes the bundle's class domain (the heads of the scanner the
+    class was set on), said in the log: with --calibrate-class the class is set on these heads, and a
+    model without a domain gets its first reference as one (of its training scanner, as the demo recipe
+    builds it); otherwise the domain and the class offset it goes with are carried over unchanged."""
+    domain = metadata.get("class_domain")
+    if calibrate_class or domain is None:
+        log.info("class domain: these %d healthy images (%s), where %s; a scan far from them gets no reliable class",
+                 description["reference"]["images"], description["reference"]["dataset"],
+                 "the class was just calibrated" if calibrate_class else
+                 "the model had none: this first reference of it is taken to be of its training scanner")  # fmt: skip
+        return True
+    # a new reference leaves the class as it was: its offset (a site's calibration) travels with the domain it was set on
+    carried = (metadata.get("normative") or {}).get("class_calibration")
+    if carried:
+        description["class_calibration"] = carried
+    log.info("class domain carried over unchanged: %s images of %s%s", domain["reference"].get("images"), domain["reference"].get("dataset"),
+             ", the class calibrated on them (its offset kept)" if domain["from_class_calibration"] else "")  # fmt: skip
+    return False

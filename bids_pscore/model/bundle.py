@@ -31,6 +31,9 @@ FORMAT = "bids_pscore-model"
 FORMAT_VERSION = 3  # 2: per-cube input standardisation in the weights; 3: N4 fitted on the head only
 WEIGHTS = "weights.safetensors"
 NORMATIVE = "normative.safetensors"
+# the normative reference of heads of the scanner the model's class was set on, in NORMATIVE's format: a scan far
+# from them gets no reliable class (healthy heads of another scanner were all called AD; docs/normative.md)
+DOMAIN = "domain.safetensors"
 MODEL_CARD = "MODEL_CARD.md"
 METADATA = "model.json"
 # the JSON Schema of model.json in this format version, shipped beside this module
@@ -195,6 +198,19 @@ def write_normative(folder, reference, description):
     return {**description, **reference.record(), "file": NORMATIVE, "sha256": sha256(Path(folder) / NORMATIVE)}
 
 
+def write_class_domain(folder, reference, description):
+    """Copy the normative reference just written in ``folder`` as the bundle's class domain; returns
+    the record that ``model.json`` keeps under "class_domain" (who its heads are, and whether a
+    class calibration on them set the class: ``description`` holds "class_calibration" then)."""
+    import shutil
+
+    folder = Path(folder)
+    with atomic_path(folder / DOMAIN) as tmp:
+        shutil.copyfile(folder / NORMATIVE, tmp)
+    return {**reference.record(), "file": DOMAIN, "sha256": sha256(folder / DOMAIN), "reference": description.get("reference", {}),
+            "from_class_calibration": "class_calibration" in description}  # fmt: skip
+
+
 def save_bundle(folder, ensemble, metadata, normative=None):
     """Write the ensemble's weights and ``metadata`` (plus grid, cubes, architecture, checksum),
     and ``normative`` = (NormativeReference, description) when given."""
@@ -213,25 +229,32 @@ def save_bundle(folder, ensemble, metadata, normative=None):
     }  # fmt: skip
     if normative is not None:
         record["normative"] = write_normative(folder, *normative)
+        # the reference training builds is of the training data's scanner, on which the class was set
+        record["class_domain"] = write_class_domain(folder, *normative)
     record["metadata_sha256"] = metadata_sha256(record)
     write_json(folder / METADATA, record)
     return folder
 
 
-def add_normative(source, folder, reference, description):
+def add_normative(source, folder, reference, description, new_domain):
     """A copy of the bundle ``source`` in the new ``folder`` with ``reference`` as its normative
     reference (replacing any it had); the weights are copied unchanged, model.json gets a new
-    checksum and says what was added, when, and the checksum it had before."""
+    checksum and says what was added, when, and the checksum it had before. With ``new_domain``
+    the reference becomes the class domain too; otherwise the source's domain travels unchanged."""
     import shutil
 
     source, folder = Path(source), Path(folder)
     meta = json.loads((source / METADATA).read_text())
     folder.mkdir(parents=True, exist_ok=True)
     # the licence, recipe and training table travel; a model card describes the reference it shipped with, not the new one
-    for name in (WEIGHTS, *(p.name for p in source.iterdir() if p.suffix in (".tsv", ".md", ".sh") and p.name != MODEL_CARD)):
+    kept = [WEIGHTS, *(p.name for p in source.iterdir() if p.suffix in (".tsv", ".md", ".sh") and p.name != MODEL_CARD)]
+    for name in kept + ([] if new_domain else [DOMAIN]):
         shutil.copy2(source / name, folder / name)
     meta["normative"] = write_normative(folder, reference, description)
     meta["normative"]["added_to_trained_model"] = {"metadata_sha256_before": meta["metadata_sha256"], **description.get("added", {})}
+    if new_domain:
+        meta["class_domain"] = write_class_domain(folder, reference, description)
+    meta.pop("metadata_sha256")  # written last, as training writes it
     meta["metadata_sha256"] = metadata_sha256(meta)
     write_json(folder / METADATA, meta)
     return folder
@@ -243,6 +266,7 @@ class Bundle:
     metadata: dict
     ensemble: Ensemble
     normative: NormativeReference | None = None  # SPEC 10; None for a model without one
+    class_domain: NormativeReference | None = None  # DOMAIN; None for a bundle made before it (the class is not checked)
 
     @property
     def class_offset(self):
@@ -250,19 +274,21 @@ class Bundle:
         return float(((self.metadata.get("normative") or {}).get("class_calibration") or {}).get("logit_offset", 0.0))
 
 
-def load_normative(folder, meta):
-    """The bundle's normative reference, checked like the weights; None when it has none."""
-    record = meta.get("normative")
+def load_normative(folder, meta, key="normative"):
+    """The bundle's normative reference (``key`` "class_domain": its class domain), checked like the
+    weights; None when it has none."""
+    record = meta.get(key)
     if record is None:
         return None
-    path = Path(folder) / NORMATIVE
+    name, what = {"normative": (NORMATIVE, "the normative reference"), "class_domain": (DOMAIN, "the class domain")}[key]
+    path = Path(folder) / name
     if record.get("relative_to_overall_level") is not True:
         raise BundleError(f"{path}: its threshold was calibrated on z that are not relative to the image's overall level (made by an "
                           "earlier bids_pscore): build the reference again with bids_pscore-normative")  # fmt: skip
     if not path.is_file():
-        raise BundleError(f"{path}: missing, though {METADATA} names a normative reference; the bundle is incomplete")
+        raise BundleError(f"{path}: missing, though {METADATA} names {what}; the bundle is incomplete")
     if sha256(path) != record["sha256"]:
-        raise BundleError(f"{path}: checksum does not match {METADATA}: the normative reference was changed or truncated; restore it")
+        raise BundleError(f"{path}: checksum does not match {METADATA}: {what} was changed or truncated; restore it")
     try:
         arrays = load_arrays(str(path))
         return NormativeReference.from_arrays(arrays, record, GRID_SHAPE, N_REGIONS)
@@ -293,7 +319,7 @@ def load_bundle(folder, normative=True):
     if not meta_path.is_file():
         raise BundleError(f"{folder}: not a bids_pscore model bundle (no {METADATA}); pass the folder that bids_pscore-train wrote")
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (METADATA,)):
-        if path not in (weights_path, folder / NORMATIVE) and _looks_like_pickle(path):
+        if path not in (weights_path, folder / NORMATIVE, folder / DOMAIN) and _looks_like_pickle(path):
             raise BundleError(f"{path}: is a pickle file; a bundle holds safetensors only, since a pickle can run code when loaded: remove it")
     try:
         meta = json.loads(meta_path.read_text())
@@ -343,4 +369,4 @@ def load_bundle(folder, normative=True):
     if not torch.allclose(ensemble.meta.weights, torch.tensor(meta["cube_weights"], dtype=torch.float32), atol=1e-6):
         raise BundleError(f"{meta_path}: cube_weights differ from the meta-classifier's weights in {WEIGHTS}")
     ensemble.eval()
-    return Bundle(folder, meta, ensemble, load_normative(folder, meta) if normative else None)
+    return Bundle(folder, meta, ensemble, load_normative(folder, meta) if normative else None, load_normative(folder, meta, "class_domain"))

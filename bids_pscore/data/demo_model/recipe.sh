@@ -38,5 +38,6 @@ ref_labels=$(python -c 'import sys; from bids_pscore.synth.demo import reference
 # shellcheck disable=SC2086  # one word per label
 bids_pscore-normative "$build/model" "$base" "$build/model_normative" --participant-label $ref_labels -w "$build/reference_work" \
   --skip-bids-validation
+# This first reference of the model, of its training scanner, is also its class domain (domain.safetensors, the same bytes).
 cp "$build/model_normative/weights.safetensors" "$build/model_normative/model.json" "$build/model_normative/normative.safetensors" \
-  "$build/model/training.tsv" "$here/"
+  "$build/model_normative/domain.safetensors" "$build/model/training.tsv" "$here/"
