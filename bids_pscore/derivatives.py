@@ -344,12 +344,14 @@ def write_session(
     model_card,
     t1w_relpath,
     normative=None,
+    class_domain=None,
 ):
     """Write the cube, voxel, region and whole-brain outputs of one session; return their paths.
 
     ``scores`` is a ``pscore.Scores`` of one image; ``voxel_map`` and ``region_map`` are its
     P_voxel and normalised P_region painted on the grid; ``normative`` (``normative_summary``)
-    adds the regions flagged against the normative reference to the summary.
+    adds the regions flagged against the normative reference to the summary, ``class_domain``
+    (``class_domain_summary``) whether its class is reliable (null without: not checked).
     """
     root = Path(output_dir)
     paths = {k: root / v for k, v in bids.session_outputs(entities, template, bids.PSCORE).items()}
@@ -369,7 +371,7 @@ def write_session(
         "region_map": "normalised P_region of each Brainnetome region painted over the region; 0 outside the atlas",
         "normalisation": "reference: the model's reference images (min and max per region; the validation split of models trained by this version)",
     }, threshold, template, _model_record(model_card), sources, {},
-        {"ADProbability": float(ad_probability), "PredictedClass": predicted_class,
+        {"ADProbability": float(ad_probability), "PredictedClass": predicted_class, **(class_domain or class_domain_summary(None, None)),
          **({"NumberOfAtrophicRegions": normative["NumberOfAtrophicRegions"], "AtrophicRegions": normative["AtrophicRegions"],
              "Normative": normative} if normative else {})})  # fmt: skip
     return paths
@@ -420,6 +422,32 @@ def normative_summary(deviation, record, labels, age, sex):
     if cautions:
         summary["Caution"] = "; ".join(cautions)
     return summary
+
+
+def class_domain_summary(deviation, record):
+    """What the summary says beside the AD probability of whether the class can be given for this scan:
+    its ``deviation`` from the class domain (the heads the class was set on; ``record``: model.json's
+    "class_domain"). Both None for a bundle without a domain: the class was not checked."""
+    if record is None:
+        return {"ClassReliable": None, "ClassDomain": None}
+    domain = {"Distance": deviation.distance, "DistanceThreshold": record["distance_threshold"], "Reference": record["reference"],
+              "FromClassCalibration": record["from_class_calibration"], "SHA256": record["sha256"]}  # fmt: skip
+    if not deviation.reliable:
+        domain["Caution"] = (
+            f"the class is not reliable: this scan is far from the heads the model's class was set on (median |z| {deviation.distance:.2f} > "
+            f"{record['distance_threshold']:.2f}, the most they reach), e.g. another scanner, where a model may call every healthy head AD; "
+            "calibrate the class on healthy scans of this scanner (bids_pscore-normative --calibrate-class) or use a model trained on it"
+        )
+    return {"ClassReliable": deviation.reliable, "ClassDomain": domain}
+
+
+def class_mark(class_domain):
+    """The words beside the AD probability of a scan whose class is not reliable (the console and the
+    report); "" otherwise (``class_domain``: the summary's "ClassDomain")."""
+    if not class_domain or "Caution" not in class_domain:
+        return ""
+    heads = "the site's heads the class was calibrated on" if class_domain["FromClassCalibration"] else "the model's training scanner"
+    return f"class not reliable: scan unlike {heads}"
 
 
 NORMATIVE_COLUMNS = {
@@ -495,6 +523,9 @@ GROUP_COLUMNS = {
     "years_from_first": "years since the subject's first session (n/a when ordered by label)",
     "diagnosis": "diagnosis from --label-column", "ad_probability": "the meta-classifier's probability of AD",
     "predicted_class": f"AD if ad_probability >= {AD_THRESHOLD:g}, else control",
+    "class_reliable": "the session lies within the distance threshold of the heads the model's class was set on (its class domain); "
+                      "false (e.g. another scanner): its AD probability and predicted class are not reliable; n/a: not checked (a model "
+                      "without a class domain)",
     "whole_brain_pscore_reference": "sum of the region scores normalised by the model's reference cohort (0-246)",
     "whole_brain_pscore_cohort": "sum of the region scores normalised over the analysed sessions (0-246)",
     "normalisation": "normalisation of the P-scores (and of patent flags)",

@@ -86,8 +86,9 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
             # model.json's checksum (weights, reference, rule, class offset), read here so that a summary without it is left out
             # like any other damaged one
             model_checksum = model["MetadataSHA256"]
+            # ClassReliable: None where the model had no class domain (and in summaries written before it)
             scored = {"ad_probability": float(summary["ADProbability"]), "predicted_class": str(summary["PredictedClass"]),
-                      "lambda": float(summary["Lambda"])}  # fmt: skip
+                      "class_reliable": summary.get("ClassReliable"), "lambda": float(summary["Lambda"])}  # fmt: skip
             entities = bids.source_entities(path)
             # the session's other files, named by the one description of its outputs
             outputs = bids.session_outputs(entities, summary["Space"], bids.PSCORE, bids.NORMATIVE)

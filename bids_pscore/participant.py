@@ -55,6 +55,8 @@ class SessionResult:
     model_checksum: str | None = None  # model.json's metadata_sha256: the weights, the reference, its rule and class offset
     qc: dict | None = None  # the quality gate's measures
     normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
+    class_reliable: bool | None = None  # the summary's "ClassReliable": None where the model has no class domain
+    class_domain: dict | None = None  # the summary's "ClassDomain" (distance to the heads the class was set on)
     reused: bool = False  # this run found it scored from the same inputs and kept its outputs (its figures too, where they exist)
 
 
@@ -196,19 +198,25 @@ def reusable_result(item, output_dir, template, bundle, fingerprint, record):
 
 
 def log_result(result):
-    """The RESULT line of a scored session (and the caution of its normative comparison)."""
+    """The RESULT line of a scored session (and the cautions of its class and its normative comparison)."""
+    from .derivatives import class_mark
+
+    mark = class_mark(result.class_domain)
     log.log(
         RESULT,
-        "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s), %d degenerative region(s)%s%s",
+        "%s: whole-brain P-score %.1f of %d, AD probability %.2f (%s%s), %d degenerative region(s)%s%s",
         result.t1w.label,
         result.whole,
         N_REGIONS,
         result.ad_probability,
         result.predicted_class,
+        f"; {mark}" if mark else "",
         len(result.degenerative),
         "" if result.normative is None else f"; {result.normative['NumberOfAtrophicRegions']} atrophic against healthy people (normative)",
         "; scores reused from the work folder (same inputs, model and settings)" if result.reused else "",
     )
+    if mark:
+        log.warning("%s: %s", result.t1w.label, result.class_domain["Caution"])
     if result.normative is not None and "Caution" in result.normative:
         log.warning("%s: %s", result.t1w.label, result.normative["Caution"])
 
@@ -284,8 +292,13 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
             scores, ad_probability = scored.scores, scored.ad_probability
             predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
             written = {}
+            grey_level = pscore.region_means(image, grid_atlas, sizes)[0]
+            # how far the scan lies from the heads the class was set on: far, its class is not reliable
+            far_from_class = None if bundle.class_domain is None else normative.deviation(
+                bundle.class_domain, image, {"grey_level": grey_level}, age, normative.sex_code(sex))  # fmt: skip
+            class_summary = derivatives.class_domain_summary(far_from_class, bundle.metadata.get("class_domain"))
             if bundle.normative is not None:
-                region_values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
+                region_values = {"grey_level": grey_level, "pscore": scores.region_norm[0]}
                 deviation = normative.deviation(bundle.normative, image, region_values, age, normative.sex_code(sex))
                 normative_summary = derivatives.normative_summary(deviation, bundle.metadata["normative"], labels, age, sex)
                 written.update(derivatives.write_normative(output_dir, item.entities, template, deviation, normative_summary, card,
@@ -311,6 +324,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
                 region_map=pscore.paint_regions(scores.region_norm[0], grid_atlas)[0],
                 ad_probability=ad_probability, predicted_class=predicted, weights=weights, selected=selected,
                 threshold=reference.threshold, model_card=card, t1w_relpath=item.relpath, normative=normative_summary,
+                class_domain=class_summary,
             ))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - whatever fails in one session (an unreadable image, a full disk) fails that T1w only
             stopped[item.label] = scoring_failure(item, exc, log_dir)
@@ -321,7 +335,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
-                                     normative=normative_summary))  # fmt: skip
+                                     normative=normative_summary, **session_class(class_summary)))  # fmt: skip
         log_result(results[-1])
         if record_dir is not None and fingerprint:
             try:  # after the summary, the set's last file: a record names only a whole set
@@ -501,7 +515,12 @@ def read_session_result(output_dir, t1w, template):
         paths.update(normative_paths)
     return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
                          summary["DegenerativeRegions"], relevance, summary["Model"].get("MetadataSHA256"), measures,
-                         summary.get("Normative"))  # fmt: skip
+                         summary.get("Normative"), **session_class(summary))  # fmt: skip
+
+
+def session_class(summary):
+    """SessionResult's class fields from a summary (or class_domain_summary); None where it has none."""
+    return {"class_reliable": summary.get("ClassReliable"), "class_domain": summary.get("ClassDomain")}
 
 
 def scored_by(result, metadata):

@@ -79,6 +79,33 @@ def test_a_site_reference_from_its_controls_calibrates_the_flags_and_the_class(t
     assert 0.0 <= record["class_calibration"]["heldout_called_control"] <= 1.0
     # the demo model's own bundle moves nothing
     assert load_bundle(DEMO_MODEL).class_offset == 0.0
+    # the class is now set on the site's heads: they replace the demo's training scanner as the class domain
+    domain = bundle.metadata["class_domain"]
+    assert domain["from_class_calibration"] is True and domain["reference"] == record["reference"] and domain["sha256"] == record["sha256"]
+    assert domain["sha256"] != load_bundle(DEMO_MODEL).metadata["class_domain"]["sha256"]
+
+
+def test_the_first_reference_of_a_model_becomes_its_class_domain_and_a_later_one_keeps_it(tmp_path, capsys):
+    from .test_class_domain import without_class_domain
+
+    # subjects of the demo's training split: their P-scores are in-sample, so no image is scored (the grey level only)
+    trained_on = sorted(s for s, part in json.loads((DEMO_MODEL / "model.json").read_text())["training"]["split"].items() if part == "train")
+    old = without_class_domain(DEMO_MODEL, tmp_path / "old")
+    said = []
+    for run, (source, labels) in enumerate(((old, trained_on[:20]), (tmp_path / "first", trained_on[20:40]))):
+        out, _ = site_output(tmp_path / f"site{run}", labels, [30.0 + k for k in range(20)], seed=run)
+        code = normative_main([str(source), str(out), str(tmp_path / ("first", "second")[run]), "-w", str(tmp_path / f"work{run}"),
+                               "--skip-bids-validation"])  # fmt: skip
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        said.append(captured.out)
+    first, second = (load_bundle(tmp_path / name).metadata for name in ("first", "second"))
+    # the model had no domain: its first reference is taken as its training scanner's
+    assert first["class_domain"]["sha256"] == first["normative"]["sha256"] and first["class_domain"]["from_class_calibration"] is False
+    assert first["class_domain"]["reference"]["images"] == 20
+    # the second reference, without --calibrate-class, leaves the class and its domain as they were
+    assert second["class_domain"] == first["class_domain"] and second["normative"]["sha256"] != first["normative"]["sha256"]
+    assert "the model had none" in said[0] and "class domain carried over unchanged: 20 images of test" in said[1]
 
 
 def test_the_class_is_not_calibrated_on_heads_the_model_trained_on(tmp_path, capsys):

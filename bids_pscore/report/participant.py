@@ -161,6 +161,8 @@ def session_figures(output_dir, result, threshold, template):
         else:
             warnings.append(f"{result.t1w.label}: {checks[key]} is missing (the preprocessing draws it): run the participant level again")
     drawn += score_figures(out, image, mask, paths, threshold, "", kept)
+    if derivatives.class_mark(result.class_domain):
+        warnings.append(f"{result.t1w.label}: {result.class_domain['Caution']}")
     if "normative_voxel_map" in result.paths and result.normative:
         drawn += normative_figure(out, image, paths, result.normative, kept)
         if result.normative.get("Caution"):
@@ -187,7 +189,19 @@ def model_rows(metadata):
         ("selected cubes", len(metadata.get("selected_cubes", []))),
         ("lambda", f"{metadata['reference']['lambda']:.3f}"),
         ("weights SHA256", metadata["weights"]["sha256"]),
-    ] + normative_rows(metadata.get("normative"))  # fmt: skip
+    ] + normative_rows(metadata.get("normative")) + [("class domain", class_domain_text(metadata.get("class_domain")))]  # fmt: skip
+
+
+def class_domain_text(record):
+    """What the report says of the heads the model's class was set on (model.json's "class_domain")."""
+    if not record:
+        return "none: whether a scan is like the heads the class was set on is not checked (bids_pscore-normative adds it)"
+    who = record["reference"]
+    how = "a site's heads, the class calibrated on them" if record["from_class_calibration"] else "heads of the model's training scanner"
+    return (
+        f"{who.get('images')} healthy images of {who.get('dataset')} ({how}); a scan beyond median |z| "
+        f"{record['distance_threshold']:.2f} from them gets no reliable class"
+    )
 
 
 def normative_rows(record):
@@ -256,8 +270,14 @@ def atrophic_regions(normative):
                   f"{normative['DistanceThreshold']:.2f}), e.g. another scanner; open for the list", listed)  # fmt: skip
 
 
+def ad_probability_cell(result):
+    """The AD probability, and beside it, in capitals, that the class is not reliable where it is not."""
+    mark = derivatives.class_mark(result.class_domain)
+    return f"{result.ad_probability:.2f}" + (f" ({mark.upper()})" if mark else "")
+
+
 def summary_row(result, with_normative):
-    row = (result.t1w.label, f"{result.whole:.1f}", f"{result.ad_probability:.2f}", result.predicted_class,
+    row = (result.t1w.label, f"{result.whole:.1f}", ad_probability_cell(result), result.predicted_class,
            len(result.degenerative), named_regions(result.degenerative))  # fmt: skip
     if result.normative is not None:
         row += (result.normative["NumberOfAtrophicRegions"], atrophic_regions(result.normative))
