@@ -33,7 +33,9 @@ def build_parser():
     parser.add_argument("--calibrate-class", action="store_true",
                         help="also move the AD/control decision to the 0.97 quantile of these healthy heads' logits (for another "
                              "scanner, where the model may call every head AD: held out, 95%% of a site's controls were then called control; "
-                             "docs/normative.md); needs controls the model was not fitted on")  # fmt: skip
+                             "docs/normative.md); needs controls the model was not fitted on. These heads then become the class "
+                             "domain, against which each scan's class is marked reliable or not (without the option, a model's first "
+                             "reference becomes it and a later one keeps it)")  # fmt: skip
     parser.add_argument("--skip-bids-validation", action="store_true")
     add_execution_options(parser, "seed of the registration (default: the model's)")
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
