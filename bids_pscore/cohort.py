@@ -37,15 +37,15 @@ def _cat12_image(item, source_dir, prefix):
 def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
     """Each T1w's preprocessed image and brain mask on the grid, checked against the grid.
 
-    CAT12 images are masked by their non-zero voxels and scaled to [0, 1] as SPEC 2.7 says.
+    CAT12 images are masked by their non-zero voxels and put on [0, 1] as SPEC 2.7 and ``params`` say.
     """
-    from .preprocess.steps import normalise
+    from .preprocess.steps import standardise
 
     for item in t1w_inputs:
         if cat12_prefix:
             image = _on_grid(_cat12_image(item, source_dir, cat12_prefix))
             mask = image > 0
-            yield normalise(image, mask, params.norm_percentile), mask
+            yield standardise(image, mask, params), mask
         else:
             paths = bids.session_outputs(item.entities, params.template, bids.PREPROCESSING)
             yield _on_grid(source_dir / paths["t1w_grid"]), _on_grid(source_dir / paths["mask_grid"]) > 0

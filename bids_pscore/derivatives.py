@@ -17,6 +17,7 @@ from . import atlas as bn_atlas
 from . import bids
 from .fileio import write_json, write_nifti, write_text, write_tsv
 from .grid import GRID_AFFINE, GRID_TEXT, cube_bounds
+from .model.preprocessing import PreprocParams
 from .pscore import AD_THRESHOLD
 
 CUBE_COLUMNS = {
@@ -151,7 +152,7 @@ def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
             "InputSkullStripped": bool(input_skull_stripped),
             "SmoothingFWHM": params["fwhm_mm"],
             "SmoothingFWHMUnits": "mm",
-            "IntensityNormalisation": f"divided by the {params['norm_percentile']}th percentile of brain voxels, clipped to [0, 1]",
+            "IntensityNormalisation": PreprocParams.from_dict(params).standardisation_text,
             "PreprocessingParameters": params,
             **grid,
             **software,

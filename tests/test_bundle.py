@@ -22,6 +22,8 @@ METADATA_FIELDS = {
     "training": {"subjects": 10}, "software": {"torch": torch.__version__},
 }  # fmt: skip
 
+STANDARDISATION_KEYS = {"intensity_standardisation", "tissue_levels", "tissue_probabilities"}
+
 
 @pytest.fixture
 def bundle_dir(tmp_path):
@@ -158,7 +160,9 @@ def test_the_schema_describes_this_format_version_and_this_code():
     assert props["format"]["const"] == bundle.FORMAT and props["format_version"]["const"] == bundle.FORMAT_VERSION
     assert props["selected_cubes"]["items"]["maximum"] == N_CUBES - 1 and schema["$defs"]["regions"]["minItems"] == N_REGIONS
     preprocessing = props["preprocessing"]
-    assert set(preprocessing["required"]) == set(preprocessing["properties"]) == set(PreprocParams().to_dict())
+    assert set(preprocessing["properties"]) == set(PreprocParams().to_dict())
+    # the standardisation's parameters came after format 3 first shipped: absent, a bundle divided by its percentile
+    assert set(preprocessing["properties"]) - set(preprocessing["required"]) == STANDARDISATION_KEYS
     assert preprocessing["properties"]["template"]["enum"] == [PreprocParams().template]
     assert props["relevance"]["properties"]["method"]["enum"] == list(METHODS)
     assert props["weights"]["properties"]["file"]["const"] == WEIGHTS
@@ -179,10 +183,15 @@ def test_selected_cubes_that_differ_from_the_weights_are_refused(bundle_dir):
         load_bundle(folder)
 
 
-def test_the_demo_model_states_every_preprocessing_parameter():
+def test_the_demo_model_states_every_preprocessing_parameter_but_the_later_standardisation():
     from bids_pscore.participant import DEMO_MODEL
 
-    assert set(load_bundle(DEMO_MODEL).metadata["preprocessing"]) == set(PreprocParams().to_dict())
+    recorded = load_bundle(DEMO_MODEL).metadata["preprocessing"]
+    assert set(recorded) == set(PreprocParams().to_dict()) - STANDARDISATION_KEYS
+    # trained before the choice existed, it is applied as it was trained: divided by its percentile
+    assert PreprocParams.from_dict(recorded).intensity_standardisation == "percentile"
+    assert PreprocParams().intensity_standardisation == "tissue"
+    assert PreprocParams.from_dict(PreprocParams().to_dict()) == PreprocParams()
 
 
 def test_wrong_grid(bundle_dir):

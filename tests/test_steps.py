@@ -83,6 +83,44 @@ def test_normalise_divides_by_percentile_and_clips():
         normalise(data, np.zeros_like(mask), 99.0)
 
 
+def test_tissue_standardisation_puts_grey_and_white_matter_medians_at_their_levels():
+    mask = np.zeros((10, 10, 10), bool)
+    mask[1:9, 1:9, 1:9] = True
+    grey, white = np.zeros(mask.shape), np.zeros(mask.shape)
+    grey[1:4], white[5:9] = 0.8, 0.95  # the template's tissue: slabs of the brain
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0.0, 500.0, mask.shape)
+    data[1:4] = rng.uniform(300, 340, (3, 10, 10))  # grey matter, median about 320
+    data[5:9] = rng.uniform(450, 490, (4, 10, 10))  # white matter, median about 470
+    data[4, 4, 4], data[4, 4, 5] = 900.0, 10.0  # beyond the range on either side: clipped
+    g, w = np.median(data[1:4][mask[1:4]]), np.median(data[5:9][mask[5:9]])
+    out = steps.tissue_standardise(data, mask, grey, white, (0.6, 0.9), (0.7, 0.9))
+    expected = np.clip(0.6 + (data - g) * 0.3 / (w - g), 0, 1)
+    np.testing.assert_allclose(out[mask], expected[mask], rtol=1e-5)
+    assert np.median(out[1:4][mask[1:4]]) == pytest.approx(0.6, abs=1e-6) and np.median(out[5:9][mask[5:9]]) == pytest.approx(0.9, abs=1e-6)
+    assert not out[~mask].any() and out.min() == 0.0 and out.max() == 1.0
+    # the same head with another scanner's scale and contrast: the same image
+    np.testing.assert_allclose(steps.tissue_standardise(3 * data - 200, mask, grey, white, (0.6, 0.9), (0.7, 0.9)), out, atol=1e-5)
+    # the template's grey matter only where the probability is above 0.7: at 0.7 itself it is not taken
+    with pytest.raises(InputImageError, match="misses the template's grey or white matter"):
+        steps.tissue_standardise(data, mask, np.where(grey > 0, 0.7, 0), white, (0.6, 0.9), (0.7, 0.9))
+    with pytest.raises(InputImageError, match="not brighter than grey matter"):
+        steps.tissue_standardise(-data, mask, grey, white, (0.6, 0.9), (0.7, 0.9))
+
+
+def test_standardise_follows_the_parameters():
+    mask = np.zeros(GRID_SHAPE, bool)
+    mask[20:100, 20:120, 20:100] = True
+    data = np.where(mask, np.random.default_rng(1).uniform(1, 100, GRID_SHAPE), 0)
+    percentile = PreprocParams(intensity_standardisation="percentile")
+    np.testing.assert_array_equal(steps.standardise(data, mask, percentile), normalise(data, mask, percentile.norm_percentile))
+    tissue = PreprocParams()
+    grey, white = steps.tissue_on_grid(tissue.template)
+    np.testing.assert_array_equal(
+        steps.standardise(data, mask, tissue), steps.tissue_standardise(data, mask, grey, white, tissue.tissue_levels, tissue.tissue_probabilities)
+    )
+
+
 def test_nonzero_region_keeps_largest_blob_with_holes_filled():
     data = np.zeros((30, 30, 30))
     data[5:20, 5:20, 5:20] = 1.0

@@ -15,16 +15,17 @@ from nipype.interfaces.base import (
 )
 
 from ..config import SKULL_STRIP_MODES
+from ..model.preprocessing import PreprocParams
 from .steps import (
     apply_to_grid,
     as_image,
     brain_mask,
     load_t1w,
     n4_correct,
-    normalise,
     on_source_grid,
     register,
     smooth_in_mask,
+    standardise,
     voxel_sizes,
 )
 
@@ -265,11 +266,11 @@ class SmoothInMask(SimpleInterface):
 
 
 class _NormaliseInputSpec(_MaskedInputSpec):
-    percentile = traits.Float(mandatory=True)
+    params = traits.Dict(mandatory=True, desc="PreprocParams.to_dict(): the standardisation and its parameters")
 
 
 class NormaliseIntensity(SimpleInterface):
-    """Scale to [0, 1] by a robust maximum of the brain (SPEC 2.7)."""
+    """Put the smoothed brain on [0, 1]: by a robust maximum, or by its grey and white matter (SPEC 2.7)."""
 
     input_spec = _NormaliseInputSpec
     output_spec = _OutFileSpec
@@ -277,7 +278,7 @@ class NormaliseIntensity(SimpleInterface):
     def _run_interface(self, runtime):
         img, data = _load(self.inputs.in_file)
         mask = np.asarray(nib.load(self.inputs.mask).dataobj) > 0
-        out = normalise(data, mask, self.inputs.percentile)
+        out = standardise(data, mask, PreprocParams.from_dict(self.inputs.params))
         self._results["out_file"] = _save(as_image(out, img.affine), runtime, "preproc_grid.nii.gz")
         return runtime
 

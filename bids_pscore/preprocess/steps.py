@@ -358,6 +358,34 @@ def smooth_in_mask(data, mask, fwhm_mm, voxel_mm=GRID_VOXEL_MM):
     return out
 
 
+def standardise(data, mask, params):
+    """The smoothed brain on [0, 1] as ``params`` (``PreprocParams``) say (SPEC 2.7); 0 outside."""
+    if params.intensity_standardisation == "percentile":
+        return normalise(data, mask, params.norm_percentile)
+    grey, white = tissue_on_grid(params.template)
+    return tissue_standardise(data, mask, grey, white, params.tissue_levels, params.tissue_probabilities)
+
+
+def tissue_standardise(data, mask, grey, white, levels, probabilities):
+    """Map the brain linearly so that its median where the template's grey matter probability
+    (``grey``) is above ``probabilities[0]`` lands at ``levels[0]``, and where its white matter's is
+    above ``probabilities[1]`` at ``levels[1]``; clip to [0, 1], 0 outside the brain.
+
+    Two tissues fix both the scale and the contrast, which vary with the scanner; medians over
+    the template's tissue keep the anchors robust to a region's atrophy."""
+    mask = np.asarray(mask, bool)
+    grey_voxels = data[mask & (np.asarray(grey) > probabilities[0])]
+    white_voxels = data[mask & (np.asarray(white) > probabilities[1])]
+    if not grey_voxels.size or not white_voxels.size:
+        raise InputImageError("the brain mask on the grid misses the template's grey or white matter: registration or skull stripping failed")
+    grey_level, white_level = float(np.median(grey_voxels)), float(np.median(white_voxels))
+    if white_level <= grey_level:
+        raise InputImageError(f"white matter ({white_level:.4g}) is not brighter than grey matter ({grey_level:.4g}) after registration: "
+                              "not a T1w contrast, or the registration failed; check the image and its registration figure")  # fmt: skip
+    scale = (levels[1] - levels[0]) / (white_level - grey_level)
+    return np.where(mask, np.clip(levels[0] + (data - grey_level) * scale, 0.0, 1.0), 0.0).astype(np.float32)
+
+
 def normalise(data, mask, percentile):
     """Divide by a high percentile of the brain voxels and clip to [0, 1]; 0 outside."""
     mask = np.asarray(mask, bool)

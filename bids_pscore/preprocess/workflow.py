@@ -94,8 +94,7 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto
         f"{params.registration_mm:g} mm grid and SyN on the 1.5 mm grid (ANTs, one call, single-threaded, seed {params.registration_seed}), "
         f"resampled onto the {GRID_TEXT} SPM12/CAT12 grid with "
         f"{params.interpolation} interpolation, smoothed inside the brain mask with a "
-        f"{params.fwhm_mm:g} mm FWHM Gaussian and divided by the {params.norm_percentile:g}th "
-        f"percentile of brain intensities, clipped to [0, 1]."
+        f"{params.fwhm_mm:g} mm FWHM Gaussian and {params.standardisation_text}."
     )
     inputnode = pe.Node(IdentityInterface(fields=["t1w", "template", "coarse_template"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=list(PREPROC_OUTPUTS)), name="outputnode")
@@ -129,7 +128,7 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto
     )
     resample = pe.Node(ResampleToGrid(interpolation=params.interpolation), name="resample")
     smooth = pe.Node(SmoothInMask(fwhm_mm=params.fwhm_mm), name="smooth")
-    normalise = pe.Node(NormaliseIntensity(percentile=params.norm_percentile), name="normalise")
+    normalise = pe.Node(NormaliseIntensity(params=params.to_dict()), name="normalise")
     mask_to_source = pe.Node(OnSourceGrid(), name="mask_to_source")
     reportlets = pe.Node(PreprocReportlets(), name="reportlets")
 
