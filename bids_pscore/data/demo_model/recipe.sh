@@ -13,6 +13,10 @@
 # heads are already in $build/bases), about 70 preprocessing its 210 T1w, 14 training (60 epochs of
 # 14 s on idle cores; anything else running on them, even niced, makes an epoch 85 s), about 80 the
 # reference.
+# The shipped weights were trained before the tissue standardisation (model.preprocessing) and the
+# scanner augmentation (model.training) became the defaults: their model.json has no
+# intensity_standardisation (read as the percentile) and training.config no scanner_augmentation.
+# This recipe, run now, trains the next demo model with both.
 set -euo pipefail
 build=${1:-demo_build}
 base=${2:-../shared/data/ixi_hh}
