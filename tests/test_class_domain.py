@@ -23,6 +23,7 @@ from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.reference import class_domain_change
 
 from .test_subject_report import TEMPLATE, preprocessed_session
+from .test_summary_schema import summary_problems
 
 MASK = np.zeros(GRID_SHAPE, bool)
 MASK[50:60, 60:70, 50:60] = True
@@ -138,6 +139,7 @@ def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_p
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
         (result,), _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
+    assert summary_problems(summary) == []
     keys = list(summary)
     assert keys.index("ClassReliable") == keys.index("PredictedClass") + 1 and summary["ClassReliable"] is False
     domain = summary["ClassDomain"]
@@ -160,6 +162,7 @@ def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_p
         (old,), _ = participant.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=meta, class_domain=None), TEMPLATE,
                                                gate_off, tmp_path / "logs")  # fmt: skip
     summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
+    assert summary_problems(summary) == []
     assert summary["ClassReliable"] is None and summary["ClassDomain"] is None and old.class_reliable is None
     assert "class not reliable" not in caplog.text and f"AD probability {old.ad_probability:.2f} ({old.predicted_class})" in caplog.text
 

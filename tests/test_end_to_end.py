@@ -18,6 +18,8 @@ from bids_pscore.model.bundle import metadata_sha256
 from bids_pscore.participant import DEMO_MODEL, load_model
 from bids_pscore.synth.templateheads import write_dataset
 
+from .test_summary_schema import summary_problems
+
 TEMPLATE = "MNI152NLin2009aSym"
 
 
@@ -73,6 +75,7 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
         raw, native = nib.load(t1w.path), nib.load(out / paths["mask_native"])
         assert native.shape == raw.shape and np.allclose(native.affine, raw.affine)
         summary = json.loads((out / paths["summary"]).read_text())
+        assert summary_problems(summary) == []
         assert summary["WholeBrainPScore"] == pytest.approx(regions["p_region_norm"].sum(), abs=1e-6)
         assert summary["NumberOfDegenerativeRegions"] == int(regions["degenerative"].sum())
         assert 0 <= summary["ADProbability"] <= 1 and summary["Model"]["Name"] == "demo-ixi"
