@@ -5,7 +5,9 @@ Tables are TSV with 'n/a' for missing values, as BIDS does, and load straight in
 each table and map has a JSON sidecar that says what every value means.
 """
 
+import json
 import os
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -279,11 +281,12 @@ def write_atlas(output_dir, template, grid_atlas):
     return paths
 
 
-def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, template, model, sources, summary_head, summary_middle):
+def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, template, model, sources, summary_fields):
     """Region table, voxel map, region map and summary of one spread of the cube scores.
 
     ``keys`` name the four files in ``paths`` (region table, voxel map, region map, summary);
-    ``texts`` hold the region columns, the two maps' descriptions and the normalisation.
+    ``texts`` hold the region columns, the two maps' descriptions and the normalisation;
+    ``summary_fields`` the Summary's fields that only this spread has.
     """
     region_key, voxel_key, region_map_key, summary_key = keys
     regions = _region_frame(scores)
@@ -296,20 +299,77 @@ def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, 
         "Sources": sources + [bids.own_uri(bids.atlas_paths(template)["image"])], "Model": model,
     }, template)  # fmt: skip
     flagged = regions.loc[regions["degenerative"], "label"].tolist()
-    write_json(paths[summary_key], {
-        **summary_head,
-        "WholeBrainPScore": float(scores.whole[0]),
-        "WholeBrainPScoreRange": [0, len(regions)],
-        **summary_middle,
-        "Lambda": float(threshold),
-        "NumberOfDegenerativeRegions": len(flagged),
-        "DegenerativeRegions": flagged,
-        "Normalisation": texts["normalisation"],
-        "Atlas": bn_atlas.ATLAS_NAME,
-        "Space": template,
-        "Model": model,
-        "Sources": sources,
-    })  # fmt: skip
+    Summary(float(scores.whole[0]), float(threshold), flagged, texts["normalisation"], template, model, sources, **summary_fields).write(
+        paths[summary_key]
+    )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One spread's whole-brain results as its summary JSON says them: ``*_desc-summary_pscore.json``
+    (summary.schema.json beside this module) and the relevance-weighted ``*_desc-relevancesummary_pscore.json``,
+    which has no class. The one place the files' keys are spelt: the participant level writes them
+    through it, and --reports-only, a rerun's reuse and the group level read them back through it."""
+
+    whole: float  # whole-brain P-score
+    threshold: float  # lambda
+    degenerative: list  # labels of the regions above lambda
+    normalisation: str
+    space: str
+    model: dict  # _model_record
+    sources: list
+    ad_probability: float | None = None  # the class, the probability's summary only
+    predicted_class: str | None = None
+    class_reliable: bool | None = None  # None: the model has no class domain (not checked)
+    class_domain: dict | None = None  # class_domain_summary's "ClassDomain"
+    normative: dict | None = None  # normative_summary, with a normative reference
+    description: str | None = None  # the relevance summary's, with its voxel map's
+    voxel_map: str | None = None
+
+    @property
+    def model_checksum(self):
+        """model.json's metadata_sha256 (None if the summary has none): the model that scored the session."""
+        return self.model.get("MetadataSHA256")
+
+    @staticmethod
+    def class_fields(class_summary):
+        """The Summary's class fields from ``class_domain_summary``."""
+        return {"class_reliable": class_summary["ClassReliable"], "class_domain": class_summary["ClassDomain"]}
+
+    def to_json(self):
+        """The file's content, keys in the order the file has them."""
+        return {
+            **({"Description": self.description, "VoxelMap": self.voxel_map} if self.description is not None else {}),
+            "WholeBrainPScore": self.whole,
+            "WholeBrainPScoreRange": [0, bn_atlas.N_REGIONS],
+            **({"ADProbability": self.ad_probability, "PredictedClass": self.predicted_class, "ClassReliable": self.class_reliable,
+                "ClassDomain": self.class_domain} if self.ad_probability is not None else {}),
+            **({"NumberOfAtrophicRegions": self.normative["NumberOfAtrophicRegions"], "AtrophicRegions": self.normative["AtrophicRegions"],
+                "Normative": self.normative} if self.normative else {}),
+            "Lambda": self.threshold,
+            "NumberOfDegenerativeRegions": len(self.degenerative),
+            "DegenerativeRegions": self.degenerative,
+            "Normalisation": self.normalisation,
+            "Atlas": bn_atlas.ATLAS_NAME,
+            "Space": self.space,
+            "Model": self.model,
+            "Sources": self.sources,
+        }  # fmt: skip
+
+    def write(self, path):
+        write_json(path, self.to_json())
+
+    @classmethod
+    def from_json(cls, path, relevance=False):
+        """A summary file read back (``relevance``: the relevance-weighted one); KeyError if it lacks a key such a
+        file always has, ValueError if it is not JSON. Summaries written before the class domain have no class
+        reliability: None, as for a model without a domain."""
+        data = json.loads(Path(path).read_text())
+        spread = (data["WholeBrainPScore"], data["Lambda"], data["DegenerativeRegions"], data["Normalisation"], data["Space"], data["Model"],
+                  data["Sources"])  # fmt: skip
+        if relevance:
+            return cls(*spread, description=data["Description"], voxel_map=data["VoxelMap"])
+        return cls(*spread, data["ADProbability"], data["PredictedClass"], data.get("ClassReliable"), data.get("ClassDomain"), data.get("Normative"))
 
 
 def remove_outputs(output_dir, entities, template, preprocessing=True):
@@ -371,10 +431,10 @@ def write_session(
         "voxel": "P_voxel: each selected cube's P_cube spread evenly over its brain voxels; 0 outside the brain",
         "region_map": "normalised P_region of each Brainnetome region painted over the region; 0 outside the atlas",
         "normalisation": "reference: the model's reference images (min and max per region; the validation split of models trained by this version)",
-    }, threshold, template, _model_record(model_card), sources, {},
-        {"ADProbability": float(ad_probability), "PredictedClass": predicted_class, **(class_domain or class_domain_summary(None, None)),
-         **({"NumberOfAtrophicRegions": normative["NumberOfAtrophicRegions"], "AtrophicRegions": normative["AtrophicRegions"],
-             "Normative": normative} if normative else {})})  # fmt: skip
+    }, threshold, template, _model_record(model_card), sources, {
+        "ad_probability": float(ad_probability), "predicted_class": predicted_class, "normative": normative,
+        **Summary.class_fields(class_domain or class_domain_summary(None, None)),
+    })  # fmt: skip
     return paths
 
 
@@ -510,9 +570,10 @@ def write_relevance(output_dir, entities, template, scores, voxel_map, region_ma
         "voxel": spread,
         "region_map": "normalised relevance-weighted P_region of each Brainnetome region painted over the region; 0 outside the atlas",
         "normalisation": "reference: the model's reference images (min and max per region of the relevance-weighted scores)",
-    }, threshold, template, _model_record(model_card), sources,
-        {"Description": "whole-brain P-score and degenerative regions from the relevance-weighted voxel map (not SPEC's even spread)",
-         "VoxelMap": spread}, {})  # fmt: skip
+    }, threshold, template, _model_record(model_card), sources, {
+        "description": "whole-brain P-score and degenerative regions from the relevance-weighted voxel map (not SPEC's even spread)",
+        "voxel_map": spread,
+    })  # fmt: skip
     return paths
 
 

@@ -6,7 +6,6 @@ report. One row of every array is one scored T1w ("session").
 """
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -74,6 +73,8 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     the normative comparison (``Normative``) when every read session has one, else None).
     Refuses an empty folder and outputs of more than one model.
     """
+    from .derivatives import Summary
+
     summaries = select_summaries(bids.summary_files(output_dir), participant_labels, session_labels)
     if not summaries:
         raise NoT1wError(f"{output_dir}: holds no participant-level P-score outputs (*_desc-summary_pscore.json); "
@@ -81,28 +82,28 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     rows, raw, norm, models, damaged, deviations = [], [], [], {}, [], []
     for path in summaries:
         try:
-            summary = json.loads(path.read_text())
-            model = {**summary["Model"], "Space": summary["Space"]}
+            summary = Summary.from_json(path)
+            model = {**summary.model, "Space": summary.space}
             # model.json's checksum (weights, reference, rule, class offset), read here so that a summary without it is left out
             # like any other damaged one
             model_checksum = model["MetadataSHA256"]
-            # ClassReliable: None where the model had no class domain (and in summaries written before it)
-            scored = {"ad_probability": float(summary["ADProbability"]), "predicted_class": str(summary["PredictedClass"]),
-                      "class_reliable": summary.get("ClassReliable"), "lambda": float(summary["Lambda"])}  # fmt: skip
+            # class_reliable: None where the model had no class domain (and in summaries written before it)
+            scored = {"ad_probability": float(summary.ad_probability), "predicted_class": str(summary.predicted_class),
+                      "class_reliable": summary.class_reliable, "lambda": float(summary.threshold)}  # fmt: skip
             entities = bids.source_entities(path)
             # the session's other files, named by the one description of its outputs
-            outputs = bids.session_outputs(entities, summary["Space"], bids.PSCORE, bids.NORMATIVE)
+            outputs = bids.session_outputs(entities, summary.space, bids.PSCORE, bids.NORMATIVE)
             table = pd.read_csv(Path(output_dir) / outputs["region_table"], sep="\t", usecols=["p_region", "p_region_norm"])
             if len(table) != 246 or table.isna().any().any():
                 raise ValueError(f"{len(table)} rows, {int(table.isna().sum().sum())} missing values")
             deviation = None
-            if "Normative" in summary:
+            if summary.normative is not None:
                 z = pd.read_csv(Path(output_dir) / outputs["normative_region_table"], sep="\t", usecols=["grey_level_z", "atrophic"])
                 if len(z) != 246 or z.isna().any().any():
                     raise ValueError(f"normative table: {len(z)} rows, {int(z.isna().sum().sum())} missing values")
                 deviation = (z["grey_level_z"].to_numpy(float), z["atrophic"].astype(str).str.lower().eq("true").to_numpy(),
-                             float(summary["Normative"]["Threshold"]), summary["Normative"].get("SHA256"),
-                             bool(summary["Normative"].get("Reliable", True)))  # fmt: skip
+                             float(summary.normative["Threshold"]), summary.normative.get("SHA256"),
+                             bool(summary.normative.get("Reliable", True)))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError) as exc:  # JSON, pandas and NumPy parse errors are ValueErrors
             damaged.append(f"{path.name}: unreadable or incomplete outputs ({str(exc).splitlines()[0][:120]}); "
                            "run the participant level again for this session")  # fmt: skip
