@@ -335,7 +335,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
         paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
         results.append(SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                                      labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
-                                     normative=normative_summary, **session_class(class_summary)))  # fmt: skip
+                                     normative=normative_summary, **derivatives.Summary.class_fields(class_summary)))  # fmt: skip
         log_result(results[-1])
         if record_dir is not None and fingerprint:
             try:  # after the summary, the set's last file: a record names only a whole set
@@ -495,32 +495,28 @@ def read_session_result(output_dir, t1w, template):
     """A scored session's SessionResult read back from its outputs, or None if it has none."""
     import json
 
+    from .derivatives import Summary
+
     paths = bids.session_outputs(t1w.entities, template, bids.PREPROCESSING, bids.PSCORE)
     if not all((output_dir / p).is_file() for p in paths.values()):
         return None
-    summary = json.loads((output_dir / paths["summary"]).read_text())
+    summary = Summary.from_json(output_dir / paths["summary"])
     relevance = None
     relevance_paths = bids.session_outputs(t1w.entities, template, bids.RELEVANCE)
     if all((output_dir / p).is_file() for p in relevance_paths.values()):
         paths.update(relevance_paths)
-        weighted = json.loads((output_dir / relevance_paths["relevance_summary"]).read_text())
-        relevance = {"whole": weighted["WholeBrainPScore"], "lambda": weighted["Lambda"], "degenerative": weighted["DegenerativeRegions"]}
+        weighted = Summary.from_json(output_dir / relevance_paths["relevance_summary"], relevance=True)
+        relevance = {"whole": weighted.whole, "lambda": weighted.threshold, "degenerative": weighted.degenerative}
     gate = bids.output_path(t1w.entities, "qc")
     measures = None
     if (output_dir / gate).is_file():
         paths["qc"] = gate
         measures = json.loads((output_dir / gate).read_text())["Measures"]
     normative_paths = bids.session_outputs(t1w.entities, template, bids.NORMATIVE)
-    if "Normative" in summary and all((output_dir / p).is_file() for p in normative_paths.values()):
+    if summary.normative is not None and all((output_dir / p).is_file() for p in normative_paths.values()):
         paths.update(normative_paths)
-    return SessionResult(t1w, paths, summary["WholeBrainPScore"], summary["ADProbability"], summary["PredictedClass"],
-                         summary["DegenerativeRegions"], relevance, summary["Model"].get("MetadataSHA256"), measures,
-                         summary.get("Normative"), **session_class(summary))  # fmt: skip
-
-
-def session_class(summary):
-    """SessionResult's class fields from a summary (or class_domain_summary); None where it has none."""
-    return {"class_reliable": summary.get("ClassReliable"), "class_domain": summary.get("ClassDomain")}
+    return SessionResult(t1w, paths, summary.whole, summary.ad_probability, summary.predicted_class, summary.degenerative, relevance,
+                         summary.model_checksum, measures, summary.normative, summary.class_reliable, summary.class_domain)  # fmt: skip
 
 
 def scored_by(result, metadata):
