@@ -51,7 +51,8 @@ def summary_keys(summary, schema=SCHEMA, prefix=""):
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """Two summaries of derivatives.write_session: one with every key it can write (a normative reference with a
-    class calibration, both of its cautions, a class domain the scan lies beyond, the model's warning), one with none."""
+    class calibration, both of its cautions, a class domain the scan lies beyond, the model's warning), one with none;
+    each as (content, path)."""
     out = tmp_path_factory.mktemp("summaries")
     z = np.linspace(-5.0, 1.0, N_REGIONS)
     far = Deviation(np.zeros(GRID_SHAPE, np.float32), {"grey_level": z}, {"grey_level": np.zeros(N_REGIONS)}, {"grey_level": z}, z < -3.0,
@@ -73,12 +74,18 @@ def written(tmp_path_factory):
         paths = derivatives.write_session(out / folder, {"sub": "01"}, TEMPLATE, scores, empty, empty, ad_probability,
                                           "AD" if ad_probability >= 0.5 else "control", np.zeros(N_CUBES), np.zeros(N_CUBES, bool), 0.5,
                                           card, "sub-01/anat/sub-01_T1w.nii.gz", **optional)  # fmt: skip
-        return json.loads(paths["summary"].read_text())
+        return json.loads(paths["summary"].read_text()), paths["summary"]
 
     normative = derivatives.normative_summary(far, normative_record, region_table()["label"].to_numpy(), float("nan"), "F")
     every = summary("every", 0.9, {**card, "warning": "not for clinical use"}, normative=normative,
                     class_domain=derivatives.class_domain_summary(far, domain_record))  # fmt: skip
     return every, summary("none", 0.1, card)
+
+
+def test_the_summary_record_reads_and_writes_a_summary_back_byte_for_byte(written, tmp_path):
+    for _, path in written:
+        derivatives.Summary.from_json(path).write(tmp_path / path.name)
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes()
 
 
 def test_the_schema_is_draft_2020_12_gives_every_key_a_type_and_a_description_and_ships_in_the_wheel():
@@ -97,7 +104,7 @@ def test_the_schema_is_draft_2020_12_gives_every_key_a_type_and_a_description_an
 
 
 def test_what_the_writer_writes_validates_and_every_key_it_writes_is_in_the_schema_and_back(written):
-    every, none = written
+    (every, _), (none, _) = written
     assert summary_problems(every) == [] and summary_problems(none) == []
     # a key added to the writer and not to the schema fails here (and above: additionalProperties), and so does a key
     # of the schema that the writer no longer writes
@@ -128,7 +135,7 @@ MISTAKES = {
 
 @pytest.mark.parametrize("mistake", MISTAKES)
 def test_a_summary_with_a_misspelt_key_or_a_wrong_type_fails(written, mistake):
-    summary = json.loads(json.dumps(written[0]))
+    summary = json.loads(json.dumps(written[0][0]))
     MISTAKES[mistake](summary)
     assert summary_problems(summary)
 
