@@ -1,16 +1,103 @@
-"""Preprocessed grid images of a set of T1w, as training and the normative reference read them: each
-T1w's image and brain mask checked against the grid (bids_pscore's, or CAT12's), and the
-preprocessing parameters their sidecars record."""
+"""Gated grid images of a set of T1w: the one path from T1w to the images a model sees, which the
+participant level, training and the normative reference take alike. Preprocessing (a T1w that fails
+is left out), the quality gate under the run's bounds (--qc-thresholds), the grid images read back
+(bids_pscore's, or CAT12's) and the preprocessing parameters their sidecars record. Each T1w left
+out is said in one wording, naming what it is left out of (scoring, training, the reference)."""
 
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 
 from . import bids
-from .errors import UsageError
+from .errors import InputImageError, UsageError, in_one_line
+from .execution import preprocess
+
+log = logging.getLogger(__name__)
+
+# a preprocessed image that cannot be used is copied anew from the work folder by a rerun
+RESCORE_FIX = ("run the participant level again for this T1w (its preprocessed images are copied anew from the work folder; "
+               "--clean-workdir makes them anew)")  # fmt: skip
 
 
-def _on_grid(path):
+def preprocessed_t1w(t1w_inputs, bids_dir, source_dir, work_dir, params, execution, log_dir, left_out_of):
+    """``t1w_inputs`` preprocessed into ``source_dir`` as ``params`` say (``execution.preprocess``, its
+    cache in ``work_dir``). Returns those that went through, in input order, and {label: Outcome} of
+    the others, which are said left out of ``left_out_of``."""
+    progress = preprocess(t1w_inputs, bids_dir, source_dir, work_dir, params, execution, log_dir)
+    failed = {o.label: o for o in progress.failed}
+    if failed:
+        log.warning("left out of %s %d T1w whose preprocessing failed: %s", left_out_of, len(failed), ", ".join(sorted(failed)))
+    return [t for t in t1w_inputs if t.label not in failed], failed
+
+
+def read_preprocessed(path, on_grid=True):
+    """The data (float32) of one of a T1w's preprocessed images, checked to lie on the grid unless
+    ``on_grid`` is False (the brain mask in the T1w's own space); a damaged file is an
+    InputImageError naming it (at the participant level that T1w fails alone)."""
+    import nibabel as nib
+
+    from .grid import is_on_grid
+    from .preprocess.steps import NIFTI_READ_ERRORS
+
+    try:
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, np.float32)
+    except NIFTI_READ_ERRORS as exc:
+        raise InputImageError(f"{path}: cannot be read ({in_one_line(exc)}); {RESCORE_FIX}") from None
+    if on_grid and not is_on_grid(img.shape, img.affine):
+        raise InputImageError(f"{path}: is not on the 121 x 145 x 121, 1.5 mm grid; {RESCORE_FIX}")
+    return data
+
+
+def grid_image(item, source_dir, template):
+    """One T1w's preprocessed image and brain mask on the grid (float32, bool) in ``source_dir``: what
+    the gate measures, the participant level scores and training and the reference learn from."""
+    paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING)
+    return read_preprocessed(Path(source_dir) / paths["t1w_grid"]), read_preprocessed(Path(source_dir) / paths["mask_grid"]) > 0
+
+
+def gate_record(item, source_dir, template, bounds):
+    """The quality gate's record of one T1w (bids_pscore.qc) under ``bounds`` (the run's
+    --qc-thresholds), measured on its preprocessed images in ``source_dir``; nothing is written."""
+    import nibabel as nib
+
+    from . import qc
+    from .preprocess.steps import template_on_grid, tissue_on_grid
+
+    brain, mask = grid_image(item, source_dir, template)
+    native_path = Path(source_dir) / bids.output_path(item.entities, "mask_native", template)
+    native = read_preprocessed(native_path, on_grid=False)
+    voxel_ml = float(np.prod(nib.load(native_path).header.get_zooms()[:3])) / 1000
+    volume_ml = np.count_nonzero(native) * voxel_ml
+    reference, reference_mask = (np.asarray(i.dataobj) for i in template_on_grid(template))
+    values = qc.measures(brain, mask, reference, reference_mask > 0, *tissue_on_grid(template), volume_ml)
+    return qc.record(values, bounds)
+
+
+def gate_failures(record):
+    """Why the gate stopped a T1w, as every level says it: the measures outside their bounds, and the fix."""
+    return "; ".join(record["Failures"]) + " (--qc-thresholds loosens the gate)"
+
+
+def gated_out(item, record, left_out_of):
+    """Whether the gate's ``record`` stops ``item``; if it does, the T1w is said left out of ``left_out_of``."""
+    if record["Passed"]:
+        return False
+    log.warning("%s: left out of %s, it failed the quality gate: %s", item.label, left_out_of, gate_failures(record))
+    return True
+
+
+def passing_quality_gate(t1w_inputs, source_dir, template, bounds, left_out_of):
+    """The T1w whose preprocessed images in ``source_dir`` pass the quality gate under ``bounds``, as
+    the participant level would score them; each other is said left out of ``left_out_of``. Nothing
+    is written: ``source_dir`` may be the user's."""
+    return [item for item in t1w_inputs if not gated_out(item, gate_record(item, source_dir, template, bounds), left_out_of)]
+
+
+def _cat12_on_grid(path):
+    """A CAT12 image's data, checked against the grid: CAT12 is run by the user, hence the UsageError."""
     import nibabel as nib
 
     from .grid import is_on_grid
@@ -43,12 +130,11 @@ def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
 
     for item in t1w_inputs:
         if cat12_prefix:
-            image = _on_grid(_cat12_image(item, source_dir, cat12_prefix))
+            image = _cat12_on_grid(_cat12_image(item, source_dir, cat12_prefix))
             mask = image > 0
             yield standardise(image, mask, params), mask
         else:
-            paths = bids.session_outputs(item.entities, params.template, bids.PREPROCESSING)
-            yield _on_grid(source_dir / paths["t1w_grid"]), _on_grid(source_dir / paths["mask_grid"]) > 0
+            yield grid_image(item, source_dir, params.template)
 
 
 def recorded_params(t1w_inputs, source_dir, template):

@@ -16,6 +16,11 @@ EXIT_OUTPUT_NOT_WRITABLE = 73
 EXIT_INTERRUPTED = 130
 
 
+def in_one_line(exc):
+    """'TypeName: first line of the message' (at most 200 characters of it), for a one-line error."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+
+
 class PscoreError(Exception):
     """A problem with the user's input; ``exit_code`` is what the command line returns."""
 

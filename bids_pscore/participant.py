@@ -10,9 +10,10 @@ from pathlib import Path
 
 from . import bids
 from .atlas import N_REGIONS
+from .cohort import RESCORE_FIX, gate_failures, gate_record, gated_out, grid_image, preprocessed_t1w
 from .config import write_config
-from .errors import EXIT_OK, EXIT_SESSION_FAILED, InputImageError, ModelError, NoT1wError, OutputNotWritableError, PscoreError
-from .execution import make_run_folders, preprocess
+from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, OutputNotWritableError, PscoreError, in_one_line
+from .execution import make_run_folders
 from .fileio import remove_stale_temporaries, write_json, write_text, write_tsv
 from .progress import RESULT
 
@@ -60,16 +61,6 @@ class SessionResult:
     reused: bool = False  # this run found it scored from the same inputs and kept its outputs (its figures too, where they exist)
 
 
-# a session whose scoring failed is scored again from its preprocessing outputs
-RESCORE_FIX = ("run the participant level again for this T1w (its preprocessed images are copied anew from the work folder; "
-               "--clean-workdir makes them anew)")  # fmt: skip
-
-
-def in_one_line(exc):
-    """'TypeName: first line of the message' (at most 200 characters of it), for a one-line error."""
-    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-
-
 def write_crash(path, exc):
     """The traceback of ``exc`` in a crash file; returns its path, or None when the disk refuses it too
     (the disk that refused an output may refuse the log)."""
@@ -82,58 +73,11 @@ def write_crash(path, exc):
     return path
 
 
-def read_preprocessed(path):
-    """The data (float32) of one preprocessing output; a damaged file is an InputImageError naming it
-    (that T1w fails alone)."""
-    import nibabel as nib
-    import numpy as np
-
-    from .preprocess.steps import NIFTI_READ_ERRORS
-
-    try:
-        return np.asarray(nib.load(path).dataobj, np.float32)
-    except NIFTI_READ_ERRORS as exc:
-        raise InputImageError(f"{path}: cannot be read ({in_one_line(exc)}); {RESCORE_FIX}") from None
-
-
-def gate_record(item, source_dir, template, thresholds):
-    """The quality gate's record of one T1w (bids_pscore.qc), measured on its preprocessed images in ``source_dir``."""
-    import nibabel as nib
-    import numpy as np
-
-    from . import qc
-    from .preprocess.steps import template_on_grid, tissue_on_grid
-
-    paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING)
-    brain = read_preprocessed(source_dir / paths["t1w_grid"])
-    mask = read_preprocessed(source_dir / paths["mask_grid"]) > 0
-    native = read_preprocessed(source_dir / paths["mask_native"])
-    voxel_ml = float(np.prod(nib.load(source_dir / paths["mask_native"]).header.get_zooms()[:3])) / 1000
-    volume_ml = np.count_nonzero(native) * voxel_ml
-    reference, reference_mask = (np.asarray(i.dataobj) for i in template_on_grid(template))
-    values = qc.measures(brain, mask, reference, reference_mask > 0, *tissue_on_grid(template), volume_ml)
-    return qc.record(values, thresholds)
-
-
 def quality_gate(item, output_dir, template, thresholds):
     """The quality gate's record of one preprocessed T1w, written beside its outputs."""
     record = gate_record(item, output_dir, template, thresholds)
     write_json(output_dir / bids.output_path(item.entities, "qc"), {**record, "Sources": [bids.raw_uri(item.relpath)]})
     return record
-
-
-def passing_quality_gate(t1w_inputs, source_dir, template, thresholds, left_out_of):
-    """The T1w whose preprocessed images in ``source_dir`` pass the quality gate, as the participant
-    level would score them; each other is left out of ``left_out_of`` (training, a reference) with a
-    line saying why. Nothing is written: ``source_dir`` may be the user's."""
-    passed = []
-    for item in t1w_inputs:
-        gate = gate_record(item, Path(source_dir), template, thresholds)
-        if gate["Passed"]:
-            passed.append(item)
-        else:
-            log.warning("%s: left out of %s, it failed the quality gate: %s", item.label, left_out_of, "; ".join(gate["Failures"]))
-    return passed
 
 
 def scoring_failure(item, exc, log_dir):
@@ -278,16 +222,13 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_thresholds, log_
             # in between leaves no new tables beside an old summary
             derivatives.remove_outputs(output_dir, item.entities, template, preprocessing=False)
             gate = quality_gate(item, output_dir, template, qc_thresholds)
-            if not gate["Passed"]:
+            if gated_out(item, gate, "scoring"):
                 # garbage in must not come out as a score (the image itself, the mask and the QC record stay)
-                message = "; ".join(gate["Failures"]) + " (--qc-thresholds loosens the gate)"
-                stopped[item.label] = Outcome(item.label, "failed", failed_step="quality gate", message=message,
+                stopped[item.label] = Outcome(item.label, "failed", failed_step="quality gate", message=gate_failures(gate),
                                               log=str(bids.output_path(item.entities, "qc")))  # fmt: skip
-                log.warning("%s: NOT SCORED, failed the quality gate: %s", item.label, message)
                 continue
             paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING, bids.QC)
-            image = read_preprocessed(output_dir / paths["t1w_grid"])
-            mask = read_preprocessed(output_dir / paths["mask_grid"]) > 0
+            image, mask = grid_image(item, output_dir, template)
             scored = score_image(bundle.ensemble, reference, image, mask, grid_atlas, sizes, bundle.class_offset)
             scores, ad_probability = scored.scores, scored.ad_probability
             predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
@@ -440,15 +381,13 @@ def participant_run(config, console):
     for warning in model_warnings(bundle.metadata):
         log.warning("%s", warning)
     params = preprocessing_params(bundle.metadata, config.execution.random_seed)
-    progress = preprocess(t1w_inputs, config.bids_dir, output_dir, work_dir, params, config.execution, log_dir)
-    failed = {o.label: o for o in progress.failed}
+    done, failed = preprocessed_t1w(t1w_inputs, config.bids_dir, output_dir, work_dir, params, config.execution, log_dir, "scoring")
     for t1w in t1w_inputs:  # a T1w that failed now, not one that --stop-on-first-crash left unrun
         if t1w.label in failed and failed[t1w.label].status == "failed" and derivatives.remove_outputs(output_dir, t1w.entities, params.template):
             log.info("%s: the outputs of an earlier run were removed, since this run failed for it", t1w.label)
     if failed and config.execution.stop_on_first_crash:
         log.info("stopped at the first failure (--stop-on-first-crash); nothing was scored")
         return EXIT_SESSION_FAILED
-    done = [t for t in t1w_inputs if t.label not in failed]
     if done:
         log.info("P-scores of %d T1w", len(done))
     ages, sexes = bids.ages_and_sexes(config.bids_dir, done)

@@ -160,18 +160,16 @@ def is_bids_pscore_output(folder):
     return description.get("DatasetType") == "derivative" and any(isinstance(g, dict) and g.get("Name") == "bids_pscore" for g in generated)
 
 
-def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participant_label=None, validate=True):
-    """The T1w of a healthy dataset, preprocessed as ``params`` say, that passed the quality gate.
+def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, bounds, participant_label=None, validate=True):
+    """The T1w of a healthy dataset, preprocessed as ``params`` say, that passed the quality gate
+    under ``bounds`` (the run's --qc-thresholds, as for the images the reference is compared with).
 
     ``healthy_dir`` is a BIDS dataset (preprocessed here, into ``work_dir/normative``) or an output
     folder of bids_pscore's participant level (its images are used as they are, when they were
     made with ``params``). Returns (T1w, folder of their grid images, the raw dataset).
     """
-    from .cohort import recorded_params
+    from .cohort import passing_quality_gate, preprocessed_t1w, recorded_params
     from .errors import UsageError
-    from .execution import preprocess
-    from .participant import passing_quality_gate
-    from .qc import DEFAULT_THRESHOLDS
 
     healthy_dir = Path(healthy_dir)
     if is_bids_pscore_output(healthy_dir):
@@ -188,14 +186,10 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, participan
         source_dir = healthy_dir
     else:
         raw = healthy_dir
-        t1w = bids.find_t1w(bids.load_layout(raw, validate=validate), participant_label)
         source_dir = Path(work_dir) / "normative"
-        progress = preprocess(t1w, raw, source_dir, work_dir, params, execution, log_dir)
-        failed = {o.label for o in progress.failed}
-        if failed:
-            log.warning("left out of the reference %d T1w whose preprocessing failed: %s", len(failed), ", ".join(sorted(failed)))
-        t1w = [t for t in t1w if t.label not in failed]
-    return passing_quality_gate(t1w, source_dir, params.template, DEFAULT_THRESHOLDS, "the reference"), source_dir, raw
+        t1w, _ = preprocessed_t1w(bids.find_t1w(bids.load_layout(raw, validate=validate), participant_label), raw, source_dir, work_dir,
+                                  params, execution, log_dir, "the reference")  # fmt: skip
+    return passing_quality_gate(t1w, source_dir, params.template, bounds, "the reference"), source_dir, raw
 
 
 def labels_in_split(subjects, split, parts):
@@ -223,6 +217,7 @@ def add_to_bundle(config):
     from .execution import make_run_folders
     from .model.bundle import add_normative
     from .participant import load_model, preprocessing_params
+    from .qc import DEFAULT_THRESHOLDS
 
     out_dir = Path(config.out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -232,8 +227,8 @@ def add_to_bundle(config):
     out_dir, work_dir = make_run_folders(out_dir, config.execution.work_dir, config.healthy_dir)
     log_dir = work_dir / "logs" / f"run-{config.run_id}"
     write_config(config, log_dir)
-    t1w, source_dir, raw = healthy_inputs(config.healthy_dir, params, work_dir, config.execution, log_dir, config.participant_label,
-                                          not config.skip_bids_validation)  # fmt: skip
+    t1w, source_dir, raw = healthy_inputs(config.healthy_dir, params, work_dir, config.execution, log_dir, DEFAULT_THRESHOLDS,
+                                          config.participant_label, not config.skip_bids_validation)  # fmt: skip
     subjects = [t.entities["sub"] for t in t1w]
     split = bundle.metadata.get("training", {}).get("split", {})
     ensemble = None if in_sample_pscores(subjects, split) else bundle.ensemble

@@ -14,11 +14,10 @@ import numpy as np
 
 from . import bids, derivatives
 from .atlas import ATLAS_NAME, CITATION, N_REGIONS
-from .cohort import load_grid_images, recorded_params
+from .cohort import load_grid_images, passing_quality_gate, preprocessed_t1w, recorded_params
 from .config import write_config
 from .errors import TrainingError, UsageError
-from .execution import make_run_folders, preprocess
-from .participant import passing_quality_gate
+from .execution import make_run_folders
 from .progress import RESULT
 
 log = logging.getLogger(__name__)
@@ -165,6 +164,7 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
     healthy dataset, when given; else from the controls of the training and validation splits
     (the test split stays untouched). Returns None when there are too few controls."""
     from . import reference as reference_module
+    from .qc import DEFAULT_THRESHOLDS
 
     if config.normative is not None:
         healthy, healthy_source, raw = reference_module.healthy_inputs(
@@ -173,6 +173,7 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
             dataset_work_dir(work_dir, config.normative),
             config.execution,
             log_dir,
+            DEFAULT_THRESHOLDS,
             validate=not config.skip_bids_validation,
         )
         ages, sexes = bids.ages_and_sexes(raw, healthy)
@@ -253,18 +254,15 @@ def run(config):
     scratch = training_scratch(work_dir, config.bids_dir, config.run_id)
     scratch.run.mkdir(parents=True, exist_ok=True)
     source_dir = config.preprocessed or scratch.dataset / "preprocessed"
-    failed = set()
+    failed = {}
     if config.preprocessed is None:
-        progress = preprocess(t1w_inputs, config.bids_dir, source_dir, scratch.dataset, params, config.execution, log_dir)
-        failed = {o.label for o in progress.failed}
+        t1w_inputs, failed = preprocessed_t1w(t1w_inputs, config.bids_dir, source_dir, scratch.dataset, params, config.execution, log_dir,
+                                              "training")  # fmt: skip
         if failed and config.execution.stop_on_first_crash:
             raise TrainingError(
                 f"preprocessing stopped at the first failure (--stop-on-first-crash): {', '.join(sorted(failed))}; "
                 "nothing was trained (see the summary above)"
             )
-        t1w_inputs = [t for t in t1w_inputs if t.label not in failed]
-        if failed:
-            log.warning("left out %d T1w whose preprocessing failed: %s", len(failed), ", ".join(sorted(failed)))
     if config.cat12_prefix:
         log.info("CAT12's images are not checked by the quality gate: its measures need bids_pscore's brain masks")
         gated_out = 0

@@ -57,7 +57,7 @@ def test_meaningless_images_are_measured_and_not_scored_while_the_head_is(tmp_pa
         # nothing of it is scored; the run and its subject's report say what stopped it
         assert not any((out / p).exists() for p in bids.session_outputs(item.entities, TEMPLATE, *bids.SCORING_STEPS).values()), name
         stopped = "; ".join(record["Failures"])
-        assert f"{item.label}: NOT SCORED, failed the quality gate: {stopped}" in printed
+        assert f"{item.label}: left out of scoring, it failed the quality gate: {stopped}" in printed
         assert f"failed at step quality gate: {stopped}" in (out / f"sub-{name}.html").read_text()
     # the group level pools the scored head only
     assert cli.main([str(bids_dir), str(out), "group"]) == 0

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids, participant, qc, viz
+from bids_pscore import bids, cohort, participant, qc, viz
 from bids_pscore.cli import run as cli
 from bids_pscore.progress import Progress
 
@@ -124,7 +124,7 @@ def test_a_participant_rerun_keeps_the_outputs_of_its_scored_sessions(tmp_path, 
             outcome.status = "ok"
         return progress
 
-    monkeypatch.setattr(participant, "preprocess", preprocessed)
+    monkeypatch.setattr(cohort, "preprocess", preprocessed)
     command = [str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off"]
     assert cli.main(command) == 0
     item = bids.T1wInput(

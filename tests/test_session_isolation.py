@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids, derivatives, participant, qc
+from bids_pscore import bids, cohort, derivatives, participant, qc
 from bids_pscore.cli import run as cli
 from bids_pscore.errors import OutputNotWritableError
 from bids_pscore.progress import Progress
@@ -40,7 +40,7 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
             raise OutputNotWritableError(f"{output_dir}/sub-01/ses-3/...: cannot be written (No space left on device); free space there")
         return write_normative(output_dir, entities, *args)
 
-    monkeypatch.setattr(participant, "preprocess", preprocessed)
+    monkeypatch.setattr(cohort, "preprocess", preprocessed)
     monkeypatch.setattr(derivatives, "write_normative", full_disk_for_ses_3)
     code = cli.main([str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off"])
     printed = capsys.readouterr()
@@ -114,7 +114,7 @@ def test_a_report_that_cannot_be_drawn_costs_only_its_subject(tmp_path, monkeypa
             outcome.status = "ok"
         return progress
 
-    monkeypatch.setattr(participant, "preprocess", preprocessed)
+    monkeypatch.setattr(cohort, "preprocess", preprocessed)
     args = [str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off"]
     code = cli.main(args)
     printed = capsys.readouterr()

@@ -333,7 +333,7 @@ def test_runs_sharing_a_work_folder_get_their_own_scratch(tmp_path):
 def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(request, tmp_path, monkeypatch, dataset, path):
     from types import SimpleNamespace
 
-    from bids_pscore import train
+    from bids_pscore import cohort
     from bids_pscore.cli.train import parse_args
     from bids_pscore.qc import DEFAULT_THRESHOLDS
 
@@ -345,7 +345,7 @@ def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(request
             shutil.copytree(pre, output_dir, dirs_exist_ok=True)
             return SimpleNamespace(failed=[])
 
-        monkeypatch.setattr(train, "preprocess", preprocess)
+        monkeypatch.setattr(cohort, "preprocess", preprocess)
         args = train_args(root, tmp_path, None)
         code, out = run_training(args)
         model = tmp_path / "model"
