@@ -138,6 +138,7 @@ class NormativeRunConfig:
     healthy_dir: Path
     out_dir: Path
     participant_label: tuple[str, ...]
+    qc_thresholds: dict  # the quality gate's bounds for the healthy images, as the participant level's --qc-thresholds
     skip_bids_validation: bool
     execution: Execution
     command_line: str

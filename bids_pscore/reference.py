@@ -217,7 +217,6 @@ def add_to_bundle(config):
     from .execution import make_run_folders
     from .model.bundle import add_normative
     from .participant import load_model, preprocessing_params
-    from .qc import DEFAULT_THRESHOLDS
 
     out_dir = Path(config.out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -227,7 +226,7 @@ def add_to_bundle(config):
     out_dir, work_dir = make_run_folders(out_dir, config.execution.work_dir, config.healthy_dir)
     log_dir = work_dir / "logs" / f"run-{config.run_id}"
     write_config(config, log_dir)
-    t1w, source_dir, raw = healthy_inputs(config.healthy_dir, params, work_dir, config.execution, log_dir, DEFAULT_THRESHOLDS,
+    t1w, source_dir, raw = healthy_inputs(config.healthy_dir, params, work_dir, config.execution, log_dir, config.qc_thresholds,
                                           config.participant_label, not config.skip_bids_validation)  # fmt: skip
     subjects = [t.entities["sub"] for t in t1w]
     split = bundle.metadata.get("training", {}).get("split", {})

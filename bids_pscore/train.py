@@ -164,7 +164,6 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
     healthy dataset, when given; else from the controls of the training and validation splits
     (the test split stays untouched). Returns None when there are too few controls."""
     from . import reference as reference_module
-    from .qc import DEFAULT_THRESHOLDS
 
     if config.normative is not None:
         healthy, healthy_source, raw = reference_module.healthy_inputs(
@@ -173,7 +172,7 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
             dataset_work_dir(work_dir, config.normative),
             config.execution,
             log_dir,
-            DEFAULT_THRESHOLDS,
+            config.qc_thresholds,
             validate=not config.skip_bids_validation,
         )
         ages, sexes = bids.ages_and_sexes(raw, healthy)

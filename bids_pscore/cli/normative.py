@@ -5,7 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, qc
 from ..config import NormativeRunConfig, new_run_id
 from . import configure_logging, run_command
 from .execution import add_execution_options, execution_config
@@ -36,6 +36,10 @@ def build_parser():
                              "docs/normative.md); needs controls the model was not fitted on. These heads then become the class "
                              "domain, against which each scan's class is marked reliable or not (without the option, a model's first "
                              "reference becomes it and a later one keeps it)")  # fmt: skip
+    parser.add_argument("--qc-thresholds", metavar="JSON",
+                        help="the image quality gate's bounds, as for bids_pscore participant: JSON (inline or a file) of measure -> "
+                             "[low, high] over the defaults, or 'off'. A healthy T1w outside a range is left out of the reference, "
+                             "with a line saying why")  # fmt: skip
     parser.add_argument("--skip-bids-validation", action="store_true")
     add_execution_options(parser, "seed of the registration (default: the model's)")
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
@@ -47,7 +51,8 @@ def parse_args(argv=None):
     opts = build_parser().parse_args(argv)
     return NormativeRunConfig(
         model_dir=opts.model_dir, healthy_dir=opts.healthy_dir, out_dir=opts.out_dir,
-        participant_label=tuple(opts.participant_label or ()), skip_bids_validation=opts.skip_bids_validation,
+        participant_label=tuple(opts.participant_label or ()), qc_thresholds=qc.parse_thresholds(opts.qc_thresholds),
+        skip_bids_validation=opts.skip_bids_validation,
         calibrate_class=opts.calibrate_class,
         execution=execution_config(opts), command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(),
     )  # fmt: skip

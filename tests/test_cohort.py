@@ -1,0 +1,51 @@
+"""One path to gated grid images (bids_pscore.cohort): the participant level, training and the
+normative reference leave out the same T1w under the same bounds, and say so in the same words."""
+
+import logging
+import shutil
+
+import nibabel as nib
+import numpy as np
+
+from bids_pscore import bids, cohort, participant, qc, reference
+from bids_pscore.cli.normative import parse_args
+
+from .test_site_reference import site_output
+
+TEMPLATE = "MNI152NLin2009aSym"
+SAID = ", it failed the quality gate: "
+
+
+def test_a_tightened_bound_leaves_a_head_out_of_the_reference_as_out_of_scoring_and_training(tmp_path, caplog):
+    out, _ = site_output(tmp_path, ["site00", "site01"], [40.0, 50.0])
+    # sub-site01's brain mask in its own space loses every fourth slice: 1405 ml, within the default
+    # bounds (800-2400 ml), below a lower bound tightened to 1600 ml
+    native = out / bids.output_path({"sub": "site01"}, "mask_native", TEMPLATE)
+    mask = np.asarray(nib.load(native).dataobj).copy()
+    mask[::4] = 0
+    nib.Nifti1Image(mask, nib.load(native).affine).to_filename(native)
+    t1w = bids.find_t1w(bids.load_layout(tmp_path / "raw", validate=False))
+    assert all(cohort.gate_record(t, out, TEMPLATE, qc.DEFAULT_THRESHOLDS)["Passed"] for t in t1w)
+    option = '{"brain_volume_ml": [1600, 2400]}'  # as a user gives it
+    bounds = parse_args(["model", str(out), "new_model", "--qc-thresholds", option]).qc_thresholds
+    assert bounds == qc.parse_thresholds(option) != qc.DEFAULT_THRESHOLDS
+    failing = t1w[1]  # sub-site01
+    bundle = participant.load_model()
+
+    with caplog.at_level(logging.WARNING, logger="bids_pscore"):
+        kept, source_dir, _ = reference.healthy_inputs(out, participant.preprocessing_params(bundle.metadata), tmp_path / "work", None, None,
+                                                       bounds, validate=False)  # fmt: skip
+    assert [t.label for t in kept] == ["sub-site00"] and source_dir == out
+    (left_out,) = (r.getMessage() for r in caplog.records if SAID in r.getMessage())
+    assert left_out.startswith(f"sub-site01: left out of the reference{SAID}brain_volume_ml 1405.2 is below 1600 (")
+
+    # the participant level under the same bounds: the same head is not scored, said in the same words
+    caplog.clear()
+    scored = shutil.copytree(out, tmp_path / "participant")
+    with caplog.at_level(logging.WARNING, logger="bids_pscore"):
+        results, stopped = participant.score_sessions([failing], scored, bundle, TEMPLATE, bounds, tmp_path / "logs")
+    (not_scored,) = (r.getMessage() for r in caplog.records if SAID in r.getMessage())
+    assert not results and not_scored == left_out.replace("out of the reference", "out of scoring")
+    assert stopped[failing.label].failed_step == "quality gate" and not_scored.endswith(SAID + stopped[failing.label].message)
+    # and training's gate keeps what the reference kept
+    assert cohort.passing_quality_gate(t1w, out, TEMPLATE, bounds, "training") == kept
