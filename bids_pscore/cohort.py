@@ -124,15 +124,17 @@ def _cat12_image(item, source_dir, prefix):
 def load_grid_images(t1w_inputs, source_dir, params, cat12_prefix=None):
     """Each T1w's preprocessed image and brain mask on the grid, checked against the grid.
 
-    CAT12 images are masked by their non-zero voxels and put on [0, 1] as SPEC 2.7 and ``params`` say.
+    CAT12 images are masked by their non-zero voxels and divided by ``params``' percentile (SPEC
+    2.7): they are tissue maps (smwp1: grey matter), which hold no scanner contrast, and whose white
+    matter is darker than their grey, so the T1w's tissue standardisation does not apply.
     """
-    from .preprocess.steps import standardise
+    from .preprocess.steps import normalise
 
     for item in t1w_inputs:
         if cat12_prefix:
             image = _cat12_on_grid(_cat12_image(item, source_dir, cat12_prefix))
             mask = image > 0
-            yield standardise(image, mask, params), mask
+            yield normalise(image, mask, params.norm_percentile), mask
         else:
             yield grid_image(item, source_dir, params.template)
 
