@@ -48,7 +48,20 @@ def build_parser():
     # not argparse choices: an unknown level has its own exit code (17); the usage still shows them
     parser.add_argument("analysis_level", metavar="{participant,group}", help="participant: one result per T1w; group: over all participant outputs")
     parser.add_argument("--version", action="version", version=f"bids_pscore {__version__}")
+    add_selection_options(parser)
+    add_model_options(parser)
+    add_quality_gate_options(parser)
+    add_group_options(parser)
+    add_execution_options(
+        parser,
+        "seed of the registration's random sampling: same seed, same result (default: the model's, with which its training images were registered)",
+    )
+    add_other_options(parser)
+    return parser
 
+
+def add_selection_options(parser):
+    """--participant-label, --session-label, --bids-filter-file, --bids-database-dir, --skip-bids-validation."""
     select = parser.add_argument_group("selecting data")
     select.add_argument(
         "--participant-label", "--participant_label", nargs="+", metavar="LABEL", help="subjects to process, with or without 'sub-' (default: all)"
@@ -72,6 +85,9 @@ def build_parser():
         "subjects, nor refuse a dataset it finds errors in; pybids still reads every valid name",
     )
 
+
+def add_model_options(parser):
+    """--model."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",
@@ -81,6 +97,9 @@ def build_parser():
         "bids_pscore, trained on synthetic data and not for research or clinical use)",
     )
 
+
+def add_quality_gate_options(parser):
+    """--qc-thresholds: the quality gate's bounds."""
     gate = parser.add_argument_group("quality gate")
     gate.add_argument(
         "--qc-thresholds",
@@ -90,6 +109,9 @@ def build_parser():
         "every image. A T1w outside a range is not scored (exit 1); its measures are in sub-*/**/*_qc.json",
     )
 
+
+def add_group_options(parser):
+    """The group level's options: labels, normalisation, flags, and the sets of co-degenerating regions."""
     group = parser.add_argument_group(
         "group level",
         # the formatter keeps descriptions as written: the lines are broken here
@@ -128,11 +150,9 @@ def build_parser():
     )
     group.add_argument("--max-set-size", type=int, default=3, metavar="N", help="largest set of co-degenerating regions to look for (default 3)")
 
-    add_execution_options(
-        parser,
-        "seed of the registration's random sampling: same seed, same result (default: the model's, with which its training images were registered)",
-    )
 
+def add_other_options(parser):
+    """--reports-only."""
     other = parser.add_argument_group("other")
     other.add_argument(
         "--reports-only",
@@ -140,7 +160,6 @@ def build_parser():
         help="only draw the reports and the methods text again from the outputs already in output_dir "
         "(nothing is preprocessed or scored; the derivatives are not touched)",
     )
-    return parser
 
 
 def parse_args(argv=None):
