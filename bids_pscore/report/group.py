@@ -16,115 +16,142 @@ BARS = 25
 FIGURES = ("whole_brain_by_group", "degeneration_frequency_bars", "degeneration_frequency_map", "trajectories_plot", "onset_order_plot")
 
 
-def write_group_report(folder, tables, norm, threshold, model, options, flags, truth, warnings, comparison_note, subset, minimums):
+def write_group_report(folder, tables, norm, flag_cutoff, model, options, flags, truth, warnings, comparison_note, subset, minimums):
     """Figures and report.html in ``folder`` (group.group_folder); returns the report's path. ``norm`` and
-    ``threshold`` are what the trajectories follow: normalised scores and lambda with patent
+    ``flag_cutoff`` are what the trajectories follow: normalised scores and lambda with patent
     flags, grey-level z and the calibrated threshold with normative ones. ``truth``: (header, rows)
     of the sessions' truth beside their results (group.truth_rows), or None. ``warnings``: the
     model's and the analysis' (shown at the top); ``comparison_note``: why there is no comparison of
     the groups, or None; ``subset``: the sentence saying which subset this is, or None; ``minimums``: the
     analysis' rules as the tables' sidecars state them (MinimumCohortSessions, and MinimumSubjectsPerGroup with labels)."""
-    from ..atlas import atlas_on_grid
-    from ..derivatives import FLAG_DESCRIPTIONS
-    from ..preprocess.steps import template_on_grid
-    from ..pscore import paint_regions
-
     folder = Path(folder)
     fig_dir = folder / bids.GROUP_FILES["figures"]
-    sessions, frequency, onset, traj = tables["sessions"], tables["frequency"], tables["onset"], tables["trajectories"]
-    whole = sessions[f"whole_brain_pscore_{options.normalisation}"].to_numpy()
+    sessions, frequency, onset = tables["sessions"], tables["frequency"], tables["onset"]
     flagged = frequency[frequency["frequency_predicted_ad"] > 0]  # ranked, most frequent first
     involved = onset[onset["order"] > 0]
     # per section of the page, (figure name, caption) of what is drawn; a section with nothing to draw says why in a sentence
-    drawn = {"cohort": [], "frequency": [], "onset": []}
+    drawn = {
+        "cohort": [draw_whole_brain_by_group(fig_dir, sessions, options.normalisation)],
+        "frequency": draw_frequency(fig_dir, frequency, flagged, model),
+    }
+    no_onset, drawn["onset"] = draw_onset(fig_dir, sessions, frequency, tables["trajectories"], flagged, involved, norm, flag_cutoff, flags)
+    for name in set(FIGURES) - {name for section in drawn.values() for name, _ in section}:
+        (fig_dir / f"{name}.png").unlink(missing_ok=True)
 
+    onset_columns = ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"]
+    page = render(
+        "group.html", title="bids_pscore group report", warnings=warnings, subset=subset,
+        cohort=cohort_rows(sessions, options, flags, flag_cutoff, model, subset, minimums),
+        figures={section: [((Path(bids.GROUP_FILES["figures"]) / f"{name}.png").as_posix(), caption) for name, caption in items]
+                 for section, items in drawn.items()},
+        frequency=frame_rows(flagged, [c for c in frequency.columns if c != "name"], TOP) if len(flagged) else None,
+        no_frequency=no_frequency_sentence(sessions, flags),
+        min_support=f"{options.min_support:g}", max_set_size=options.max_set_size,
+        sets=frame_rows(tables["sets"], list(tables["sets"].columns), TOP),
+        onset=frame_rows(involved, onset_columns, TOP) if len(involved) else None, no_onset=no_onset,
+        comparison=comparison_section(tables, options, comparison_note),
+        truth={"note": truth_note(), "header": truth[0], "rows": truth[1]} if truth else None,
+    )  # fmt: skip
+    path = folder / bids.GROUP_FILES["report"]
+    write_text(path, page)
+    return path
+
+
+def draw_whole_brain_by_group(fig_dir, sessions, normalisation):
+    """The whole-brain P-score of every session by diagnosis (or predicted class); its (figure name, caption)."""
+    whole = sessions[f"whole_brain_pscore_{normalisation}"].to_numpy()
     groups = sessions["diagnosis"] if "diagnosis" in sessions else "predicted " + sessions["predicted_class"]
     viz.by_group(fig_dir / "whole_brain_by_group.png", whole, groups.to_numpy(), "whole-brain P-score (0-246)", "whole-brain P-score by group")
-    drawn["cohort"].append(
-        ("whole_brain_by_group", "Whole-brain P-score of every session by " + ("diagnosis" if "diagnosis" in sessions else "predicted class") + ".")
-    )
+    by = "diagnosis" if "diagnosis" in sessions else "predicted class"
+    return ("whole_brain_by_group", f"Whole-brain P-score of every session by {by}.")
 
+
+def no_frequency_sentence(sessions, flags):
+    """Why there is no degeneration frequency, shown where ``flagged`` is empty."""
     if (sessions["predicted_class"] == "AD").any():
-        no_frequency = f"No session predicted AD has a region flagged ({flags} flags), so there is no degeneration frequency to draw or rank."
-    else:
-        no_frequency = "No session is predicted AD, so there is no degeneration frequency to draw or rank."
-    if len(flagged):
-        viz.ranked_bars(fig_dir / "degeneration_frequency_bars.png", flagged["label"], flagged["frequency_predicted_ad"],
-                            "share of sessions predicted AD", top=BARS, title="regions most often degenerative")  # fmt: skip
-        drawn_bars = f"the {len(flagged)} regions" if len(flagged) <= BARS else f"the {BARS} most frequent of the {len(flagged)} regions"
-        caption = f"Share of the sessions predicted AD in which each region is degenerative ({drawn_bars} degenerative in any)."
-        drawn["frequency"].append(("degeneration_frequency_bars", caption))
-        by_index = frequency.set_index("index")["frequency_predicted_ad"].fillna(0).sort_index().to_numpy()
-        template = np.asarray(template_on_grid(model["Space"])[0].dataobj, np.float32)
-        viz.mosaic(fig_dir / "degeneration_frequency_map.png", template, overlay=paint_regions(by_index, atlas_on_grid())[0], cmap="hot",
-                       vmin=0, vmax=1, title="degeneration frequency among sessions predicted AD", colorbar_label="share of sessions")  # fmt: skip
-        drawn["frequency"].append(("degeneration_frequency_map", "Degeneration frequency painted over the regions on the template."))
+        return f"No session predicted AD has a region flagged ({flags} flags), so there is no degeneration frequency to draw or rank."
+    return "No session is predicted AD, so there is no degeneration frequency to draw or rank."
 
+
+def draw_frequency(fig_dir, frequency, flagged, model):
+    """The bars of the regions most often degenerative and their frequency painted on the template,
+    where any region is flagged; [(figure name, caption)] of what was drawn."""
+    from ..atlas import atlas_on_grid
+    from ..preprocess.steps import template_on_grid
+    from ..pscore import paint_regions
+
+    if not len(flagged):
+        return []
+    viz.ranked_bars(fig_dir / "degeneration_frequency_bars.png", flagged["label"], flagged["frequency_predicted_ad"],
+                        "share of sessions predicted AD", top=BARS, title="regions most often degenerative")  # fmt: skip
+    drawn_bars = f"the {len(flagged)} regions" if len(flagged) <= BARS else f"the {BARS} most frequent of the {len(flagged)} regions"
+    caption = f"Share of the sessions predicted AD in which each region is degenerative ({drawn_bars} degenerative in any)."
+    drawn = [("degeneration_frequency_bars", caption)]
+    by_index = frequency.set_index("index")["frequency_predicted_ad"].fillna(0).sort_index().to_numpy()
+    template = np.asarray(template_on_grid(model["Space"])[0].dataobj, np.float32)
+    viz.mosaic(fig_dir / "degeneration_frequency_map.png", template, overlay=paint_regions(by_index, atlas_on_grid())[0], cmap="hot",
+                   vmin=0, vmax=1, title="degeneration frequency among sessions predicted AD", colorbar_label="share of sessions")  # fmt: skip
+    drawn.append(("degeneration_frequency_map", "Degeneration frequency painted over the regions on the template."))
+    return drawn
+
+
+def draw_onset(fig_dir, sessions, frequency, traj, flagged, involved, norm, flag_cutoff, flags):
+    """The trajectories of the earliest-involved regions (else the most often degenerative) and the order
+    of involvement; (the sentence saying why there is no order, [(figure name, caption)] of what was drawn)."""
     crossing = "the calibrated threshold (below: atrophic)" if flags == "normative" else "lambda"
     # the regions followed: the earliest involved, else the most often degenerative
     top_regions = involved["index"].head(4).tolist() or flagged["index"].head(4).tolist()
     if not len(traj):
-        no_onset = "No subject has two or more sessions, so there are no trajectories and no order of involvement."
-    elif not top_regions:
-        no_onset = (f"No region crosses {crossing} over a subject's sessions or is flagged in a session predicted AD, so there is no "
-                    "involved region to follow and no order of involvement.")  # fmt: skip
-    else:
-        no_onset = f"No region crosses {crossing} over a subject's sessions, so there is no order of involvement to draw or rank."
-        unit = traj["unit"].iloc[0]
-        x_column = "years_from_first" if unit == "year" else "session_index"
-        panels = []
-        for index in top_regions:
-            label = frequency.loc[frequency["index"] == index, "label"].iloc[0]
-            lines = []
-            for participant in traj["participant_id"].unique():
-                rows = (sessions["participant_id"] == participant).to_numpy()
-                lines.append((sessions.loc[rows, x_column].to_numpy(float), norm[rows, index - 1]))
-            panels.append((label, lines))
-        followed = "grey-level z against the healthy reference, relative to the brain's median region" if flags == "normative" else "normalised score"
-        viz.trajectories(fig_dir / "trajectories_plot.png", panels, f"{unit}s from the first session", threshold,
-                             "grey-level z" if flags == "normative" else "normalised region P-score")  # fmt: skip
-        drawn["onset"].append(
-            ("trajectories_plot", f"The {followed} of the earliest-involved regions over each subject's sessions; dashed: {crossing}.")
-        )
-        if len(involved):
-            viz.onset_dots(fig_dir / "onset_order_plot.png", involved["label"], involved["median_onset"], involved["subjects_involved"],
-                               involved["unit"].iloc[0])  # fmt: skip
-            drawn["onset"].append(
-                ("onset_order_plot", "Regions in their order of involvement across subjects, with the number of subjects behind each.")
-            )
-    for name in set(FIGURES) - {name for section in drawn.values() for name, _ in section}:
-        (fig_dir / f"{name}.png").unlink(missing_ok=True)
+        return "No subject has two or more sessions, so there are no trajectories and no order of involvement.", []
+    if not top_regions:
+        return (f"No region crosses {crossing} over a subject's sessions or is flagged in a session predicted AD, so there is no "
+                "involved region to follow and no order of involvement."), []  # fmt: skip
+    no_onset = f"No region crosses {crossing} over a subject's sessions, so there is no order of involvement to draw or rank."
+    unit = traj["unit"].iloc[0]
+    x_column = "years_from_first" if unit == "year" else "session_index"
+    panels = []
+    for index in top_regions:
+        label = frequency.loc[frequency["index"] == index, "label"].iloc[0]
+        lines = []
+        for participant in traj["participant_id"].unique():
+            rows = (sessions["participant_id"] == participant).to_numpy()
+            lines.append((sessions.loc[rows, x_column].to_numpy(float), norm[rows, index - 1]))
+        panels.append((label, lines))
+    followed = "grey-level z against the healthy reference, relative to the brain's median region" if flags == "normative" else "normalised score"
+    viz.trajectories(fig_dir / "trajectories_plot.png", panels, f"{unit}s from the first session", flag_cutoff,
+                         "grey-level z" if flags == "normative" else "normalised region P-score")  # fmt: skip
+    drawn = [("trajectories_plot", f"The {followed} of the earliest-involved regions over each subject's sessions; dashed: {crossing}.")]
+    if len(involved):
+        viz.onset_dots(fig_dir / "onset_order_plot.png", involved["label"], involved["median_onset"], involved["subjects_involved"],
+                           involved["unit"].iloc[0])  # fmt: skip
+        drawn.append(("onset_order_plot", "Regions in their order of involvement across subjects, with the number of subjects behind each."))
+    return no_onset, drawn
+
+
+def cohort_rows(sessions, options, flags, flag_cutoff, model, subset, minimums):
+    """[(name, value)] of the report's cohort table: what was analysed and how."""
+    from ..derivatives import FLAG_DESCRIPTIONS
 
     ordered_by = sessions.groupby("participant_id")["order_by"].first().value_counts().to_dict()
-    cohort = [
+    return [
         ("analysed", subset or "every scored T1w in the output folder"),
         ("sessions", len(sessions)), ("subjects", sessions["participant_id"].nunique()),
         ("predicted AD", int((sessions["predicted_class"] == "AD").sum())),
         ("normalisation", options.normalisation), ("flags counted", f"{flags}: {FLAG_DESCRIPTIONS[flags]}"),
-        ("threshold of the flags", f"{threshold:.3f}"),
+        ("threshold of the flags", f"{flag_cutoff:.3f}"),
         ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
         ("cohort normalisation", f"needs {minimums['MinimumCohortSessions']} sessions or more (a warning says when there are fewer)"),
         *([("group comparison", "Mann-Whitney on each subject's first session, made when each group has "
                                 f"{minimums['MinimumSubjectsPerGroup']} subjects or more")] if options.label_column else []),
         ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
     ]  # fmt: skip
-    comparison = None
+
+
+def comparison_section(tables, options, comparison_note):
+    """The report's comparison of the groups (its table, or the note saying why there is none), or None without labels."""
     if "comparison" in tables:
         columns = ["label", "n_ad", "n_control", "median_ad", "median_control", "rank_biserial_r", "p", "q_fdr"]
-        comparison = {"title": f"{options.positive} against {options.negative}", "note": None, **frame_rows(tables["comparison"], columns, TOP)}
-    elif comparison_note:
-        comparison = {"title": f"{options.positive} against {options.negative}", "note": comparison_note[0].upper() + comparison_note[1:] + "."}
-    onset_columns = ["order", "label", "median_onset", "subjects_involved", "subjects_followed", "unit"]
-    page = render(
-        "group.html", title="bids_pscore group report", warnings=warnings, subset=subset, cohort=cohort,
-        figures={section: [((Path(bids.GROUP_FILES["figures"]) / f"{name}.png").as_posix(), caption) for name, caption in items]
-                 for section, items in drawn.items()},
-        frequency=frame_rows(flagged, [c for c in frequency.columns if c != "name"], TOP) if len(flagged) else None, no_frequency=no_frequency,
-        min_support=f"{options.min_support:g}", max_set_size=options.max_set_size,
-        sets=frame_rows(tables["sets"], list(tables["sets"].columns), TOP),
-        onset=frame_rows(involved, onset_columns, TOP) if len(involved) else None, no_onset=no_onset, comparison=comparison,
-        truth={"note": truth_note(), "header": truth[0], "rows": truth[1]} if truth else None,
-    )  # fmt: skip
-    path = folder / bids.GROUP_FILES["report"]
-    write_text(path, page)
-    return path
+        return {"title": f"{options.positive} against {options.negative}", "note": None, **frame_rows(tables["comparison"], columns, TOP)}
+    if comparison_note:
+        return {"title": f"{options.positive} against {options.negative}", "note": comparison_note[0].upper() + comparison_note[1:] + "."}
+    return None
