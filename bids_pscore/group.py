@@ -383,8 +383,6 @@ def run_group(config):
     from .atlas import region_table
     from .derivatives import write_group_tables
     from .groundtruth import read_truth
-    from .model.bundle import threshold_warning
-    from .pscore import whole_brain
     from .report.group import write_group_report
 
     options, output_dir, selection = config.group, Path(config.output_dir), config.selection
@@ -393,11 +391,7 @@ def run_group(config):
         output_dir, selection.participant_label, selection.session_label
     )
     folder, subset = group_folder(output_dir, selection.participant_label, selection.session_label)
-    threshold = model_lambda
-    flag_kind = options.flags or ("normative" if normative is not None else "patent")
-    if flag_kind == "normative" and normative is None:
-        raise UsageError(f"{output_dir}: --flags normative, but not every session has normative outputs (the model that scored them has "
-                         "no normative reference, or they were scored before it had one): use --flags patent, or score them again")  # fmt: skip
+    flag_kind = flag_kind_of(options, normative, output_dir)
     remove_stale_temporaries(output_dir)
     write_config(config, output_dir / "logs" / f"run-{config.run_id}")
     for line in damaged:
@@ -405,47 +399,112 @@ def run_group(config):
     if subset:
         log.info("group: %s", subset)
     ordered = order_sessions(sessions, bids.acquisition_times(config.bids_dir))
+    log_repeats(ordered)
+    rows = ordered["row"].to_numpy()
+    raw, reference_norm = raw[rows], reference_norm[rows]
+    ordered = with_participant_columns(ordered, Path(config.bids_dir) / "participants.tsv")
+    labelled_ad, is_labelled = with_diagnoses(ordered, config.bids_dir, options)
+    predicted_ad = ordered["predicted_class"].to_numpy() == "AD"
+    cohort_norm = cohort_normalise(raw)
+    lambda_ = model_lambda
+    if options.normalisation == "reference":
+        norm = reference_norm
+    else:
+        norm, lambda_ = cohort_norm, cohort_lambda(raw, predicted_ad if labelled_ad is None else labelled_ad, predicted_ad, flag_kind)
+    if normative is not None:
+        ordered["normative_reliable"] = normative.reliable[rows]
+    flags, traj_scores, flag_cutoff, unreliable_note = regional_flags(flag_kind, norm, lambda_, normative, rows)
+    log.info("group: counting %s flags (%s)", flag_kind, FLAG_TEXT[flag_kind])
+    regions = region_table()
+    labels = np.asarray(regions["label"])
+    tables = group_tables(ordered, raw, reference_norm, cohort_norm, flags, traj_scores, flag_kind, normative, rows, regions, predicted_ad,
+                          labelled_ad, options)  # fmt: skip
+    warnings = analysis_warnings(model, model_lambda, unreliable_note, len(ordered), options.normalisation)
+    comparison_note = None
+    if options.label_column:
+        comparison, comparison_note = group_comparison(ordered, norm, labelled_ad, is_labelled, regions, options)
+        if comparison is not None:
+            tables["comparison"] = comparison
+    said = warnings + ([comparison_note] if comparison_note else [])
+    for line in said:
+        log.warning("%s", line)
+    # what every sidecar says beside its columns
+    minimums = {"MinimumCohortSessions": MIN_COHORT_SESSIONS, **({"MinimumSubjectsPerGroup": MIN_SUBJECTS_PER_GROUP} if options.label_column else {})}
+    notes = {**({"Selection": subset} if subset else {}), **({"Warnings": said} if said else {}), **minimums}
+    written = write_group_tables(folder, tables, options.normalisation, lambda_, model, flag_kind, flag_cutoff, notes)
+    truth = read_truth(config.bids_dir)
+    write_group_report(folder, tables, traj_scores, flag_cutoff, model, options, flag_kind,
+                       truth_rows(ordered, flags, flag_kind, truth, labels), warnings, comparison_note, subset, minimums)  # fmt: skip
+    log.log(
+        RESULT,
+        "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s",
+        len(ordered),
+        ordered["participant_id"].nunique(),
+        predicted_ad.sum(),
+        written,
+    )
+    return EXIT_SESSION_FAILED if damaged else EXIT_OK
+
+
+def flag_kind_of(options, normative, output_dir):
+    """The flags counted (--flags, by default normative where every session has them, else patent);
+    refuses --flags normative without normative outputs."""
+    flag_kind = options.flags or ("normative" if normative is not None else "patent")
+    if flag_kind == "normative" and normative is None:
+        raise UsageError(f"{output_dir}: --flags normative, but not every session has normative outputs (the model that scored them has "
+                         "no normative reference, or they were scored before it had one): use --flags patent, or score them again")  # fmt: skip
+    return flag_kind
+
+
+def log_repeats(ordered):
+    """Say which T1w repeat a session already counted (e.g. run-2)."""
     if ordered["repeat"].any():
         log.info(
             "%d T1w repeat a session already counted (e.g. run-2): they are in the tables but not in trajectories or comparisons: %s",
             ordered["repeat"].sum(),
             ", ".join(ordered.loc[ordered["repeat"], "t1w"]),
         )
-    rows = ordered["row"].to_numpy()
-    raw, reference_norm = raw[rows], reference_norm[rows]
-    ordered = with_participant_columns(ordered, Path(config.bids_dir) / "participants.tsv")
-    labelled_ad = is_labelled = None
-    if options.label_column:
-        label_of, _, _ = bids.read_labels(config.bids_dir, options.label_column, options.positive, options.negative)
-        values = [label_of.get((sub, ses), label_of.get((sub, None))) for sub, ses in zip(ordered["sub"], ordered["ses"])]
-        is_labelled = np.array([v is not None for v in values])
-        labelled_ad = np.array([v == 1 for v in values])
-        ordered["diagnosis"] = [{1: options.positive, 0: options.negative}.get(v, "n/a") for v in values]
-    predicted_ad = ordered["predicted_class"].to_numpy() == "AD"
-    cohort_norm = cohort_normalise(raw)
-    if options.normalisation == "reference":
-        norm = reference_norm
-    else:
-        norm, threshold = cohort_norm, cohort_lambda(raw, predicted_ad if labelled_ad is None else labelled_ad, predicted_ad, flag_kind)
-    unreliable_note = None
-    if normative is not None:
-        ordered["normative_reliable"] = normative.reliable[rows]
-    if flag_kind == "normative":
-        # trajectories follow the grey-level z (falling with atrophy) and its calibrated threshold; the flags of a session
-        # far from the reference (another scanner) would swamp the counts, so they are counted apart
-        reliable = normative.reliable[rows]
-        flags, traj_scores, flag_threshold = normative.atrophic[rows] & reliable[:, None], normative.z[rows], normative.threshold
-        if not reliable.all():
-            unreliable_note = (f"{(~reliable).sum()} of {len(reliable)} session(s) lie far from the model's normative reference (e.g. another "
-                               f"scanner or protocol): their {int(normative.atrophic[rows][~reliable].sum())} atrophic flag(s) are not reliable "
-                               "and are left out of the frequencies, sets, trajectories and order (sessions.tsv: normative_reliable false); "
-                               "build a reference from your site's healthy scans with bids_pscore-normative")  # fmt: skip
-    else:
-        flags, traj_scores, flag_threshold = norm > threshold, norm, threshold
-    log.info("group: counting %s flags (%s)", flag_kind, FLAG_TEXT[flag_kind])
-    regions = region_table()
-    labels = np.asarray(regions["label"])
 
+
+def with_diagnoses(ordered, bids_dir, options):
+    """With --label-column: each session's diagnosis added to ``ordered`` (in place), and (labelled AD,
+    labelled at all) per session; (None, None) without labels."""
+    if not options.label_column:
+        return None, None
+    label_of, _, _ = bids.read_labels(bids_dir, options.label_column, options.positive, options.negative)
+    values = [label_of.get((sub, ses), label_of.get((sub, None))) for sub, ses in zip(ordered["sub"], ordered["ses"])]
+    is_labelled = np.array([v is not None for v in values])
+    labelled_ad = np.array([v == 1 for v in values])
+    ordered["diagnosis"] = [{1: options.positive, 0: options.negative}.get(v, "n/a") for v in values]
+    return labelled_ad, is_labelled
+
+
+def regional_flags(flag_kind, norm, lambda_, normative, rows):
+    """(flags (n, 246), the scores the trajectories follow, the cut-off they cross, a note on unreliable
+    sessions or None): normalised scores above lambda (patent), or grey-level z below the reference's
+    calibrated cut-off (normative)."""
+    if flag_kind != "normative":
+        return norm > lambda_, norm, lambda_, None
+    # trajectories follow the grey-level z (falling with atrophy) and its calibrated threshold; the flags of a session
+    # far from the reference (another scanner) would swamp the counts, so they are counted apart
+    reliable = normative.reliable[rows]
+    flags, traj_scores, flag_cutoff = normative.atrophic[rows] & reliable[:, None], normative.z[rows], normative.threshold
+    unreliable_note = None
+    if not reliable.all():
+        unreliable_note = (f"{(~reliable).sum()} of {len(reliable)} session(s) lie far from the model's normative reference (e.g. another "
+                           f"scanner or protocol): their {int(normative.atrophic[rows][~reliable].sum())} atrophic flag(s) are not reliable "
+                           "and are left out of the frequencies, sets, trajectories and order (sessions.tsv: normative_reliable false); "
+                           "build a reference from your site's healthy scans with bids_pscore-normative")  # fmt: skip
+    return flags, traj_scores, flag_cutoff, unreliable_note
+
+
+def group_tables(ordered, raw, reference_norm, cohort_norm, flags, traj_scores, flag_kind, normative, rows, regions, predicted_ad, labelled_ad,
+                 options):  # fmt: skip
+    """The group tables (sessions, regions, frequency, sets, trajectories, onset); adds the sessions' whole-brain
+    scores and flags to ``ordered`` (in place)."""
+    from .pscore import whole_brain
+
+    labels = np.asarray(regions["label"])
     ordered["whole_brain_pscore_reference"] = whole_brain(reference_norm)
     ordered["whole_brain_pscore_cohort"] = whole_brain(cohort_norm)
     ordered["normalisation"] = options.normalisation
@@ -453,7 +512,7 @@ def run_group(config):
     ordered["n_degenerative"] = flags.sum(axis=1)
     ordered["degenerative_regions"] = [" ".join(labels[f]) for f in flags]
     traj = trajectories(ordered, traj_scores, flags, regions)
-    tables = {
+    return {
         "sessions": ordered.drop(columns=["sub", "ses", "row", "lambda"]),
         "regions": pd.DataFrame(
             {
@@ -474,45 +533,34 @@ def run_group(config):
         "trajectories": traj,
         "onset": onset_order(traj, regions),
     }
-    # what the participant level said of the model, and what makes this analysis less certain
+
+
+def analysis_warnings(model, model_lambda, unreliable_note, n_sessions, normalisation):
+    """What the participant level said of the model, and what makes this analysis less certain."""
+    from .model.bundle import threshold_warning
+
     warnings = [w for w in (model.get("Warning"), threshold_warning(model_lambda), unreliable_note) if w]
-    if len(ordered) < MIN_COHORT_SESSIONS:
+    if n_sessions < MIN_COHORT_SESSIONS:
         warnings.append(
-            f"cohort normalisation is over {len(ordered)} session(s), fewer than the {MIN_COHORT_SESSIONS} it needs: each region's 0 and 1 "
+            f"cohort normalisation is over {n_sessions} session(s), fewer than the {MIN_COHORT_SESSIONS} it needs: each region's 0 and 1 "
             "are its lowest and highest session, so the *_cohort scores"
-            + (", the flags and lambda of this run (--normalisation cohort)" if options.normalisation == "cohort" else "")
+            + (", the flags and lambda of this run (--normalisation cohort)" if normalisation == "cohort" else "")
             + " say little more than which session is highest"
         )
-    comparison_note = None
-    if options.label_column:
-        first = (ordered["session_index"].to_numpy() == 0) & ~ordered["repeat"].to_numpy()
-        use = first & is_labelled
-        n_ad, n_control = int(labelled_ad[use].sum()), int((~labelled_ad[use]).sum())
-        if min(n_ad, n_control) >= MIN_SUBJECTS_PER_GROUP:
-            tables["comparison"] = compare_groups(norm[use], labelled_ad[use], regions)
-        else:
-            smallest_p = min(1.0, 2 / math.comb(n_ad + n_control, n_ad))
-            comparison_note = (
-                f"no comparison of {options.positive} and {options.negative}: their first sessions hold {n_ad} and {n_control} subject(s), and "
-                f"the Mann-Whitney test is made only with at least {MIN_SUBJECTS_PER_GROUP} in each group (with these, its smallest "
-                f"possible p is {smallest_p:.2g})"
-            )
-    said = warnings + ([comparison_note] if comparison_note else [])
-    for line in said:
-        log.warning("%s", line)
-    # what every sidecar says beside its columns
-    minimums = {"MinimumCohortSessions": MIN_COHORT_SESSIONS, **({"MinimumSubjectsPerGroup": MIN_SUBJECTS_PER_GROUP} if options.label_column else {})}
-    notes = {**({"Selection": subset} if subset else {}), **({"Warnings": said} if said else {}), **minimums}
-    written = write_group_tables(folder, tables, options.normalisation, threshold, model, flag_kind, flag_threshold, notes)
-    truth = read_truth(config.bids_dir)
-    write_group_report(folder, tables, traj_scores, flag_threshold, model, options, flag_kind,
-                       truth_rows(ordered, flags, flag_kind, truth, labels), warnings, comparison_note, subset, minimums)  # fmt: skip
-    log.log(
-        RESULT,
-        "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s",
-        len(ordered),
-        ordered["participant_id"].nunique(),
-        predicted_ad.sum(),
-        written,
+    return warnings
+
+
+def group_comparison(ordered, norm, labelled_ad, is_labelled, regions, options):
+    """(the comparison of the labelled groups on each subject's first session, or None, and the note saying
+    why there is none, or None): made only with MIN_SUBJECTS_PER_GROUP subjects in each group."""
+    first = (ordered["session_index"].to_numpy() == 0) & ~ordered["repeat"].to_numpy()
+    use = first & is_labelled
+    n_ad, n_control = int(labelled_ad[use].sum()), int((~labelled_ad[use]).sum())
+    if min(n_ad, n_control) >= MIN_SUBJECTS_PER_GROUP:
+        return compare_groups(norm[use], labelled_ad[use], regions), None
+    smallest_p = min(1.0, 2 / math.comb(n_ad + n_control, n_ad))
+    return None, (
+        f"no comparison of {options.positive} and {options.negative}: their first sessions hold {n_ad} and {n_control} subject(s), and "
+        f"the Mann-Whitney test is made only with at least {MIN_SUBJECTS_PER_GROUP} in each group (with these, its smallest "
+        f"possible p is {smallest_p:.2g})"
     )
-    return EXIT_SESSION_FAILED if damaged else EXIT_OK
