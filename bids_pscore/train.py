@@ -209,16 +209,48 @@ def run(config):
     """Train on the T1w ``config`` (``config.TrainRunConfig``) selects and write the bundle; returns 0."""
     import pandas as pd
 
-    from . import reference as reference_module
     from .fileio import write_tsv
-    from .model.bundle import save_bundle, threshold_warning
-    from .model.preprocessing import PreprocParams
-    from .model.splits import SPLITS, split_subjects
+    from .model.bundle import save_bundle
 
-    if any((Path(config.model_dir) / name).exists() for name in ("model.json", "weights.safetensors")):
-        raise UsageError(f"{config.model_dir}: already holds a model bundle, and training never overwrites one: "
-                         "give a new folder, or move this one away first")  # fmt: skip
+    refuse_existing_bundle(config.model_dir)
     layout = bids.load_layout(config.bids_dir, validate=not config.skip_bids_validation)
+    labels, left_out, source = read_training_labels(config)
+    t1w_inputs = select_inputs(layout, labels, config.sessions, config.participant_label)
+    # the split is made, and checked, before any image is touched
+    split = subject_split(t1w_inputs, labels, config)
+    params = training_params(config, t1w_inputs)
+    model_dir, work_dir = make_run_folders(config.model_dir, config.execution.work_dir, config.bids_dir)
+    log_dir = work_dir / "logs" / f"run-{config.run_id}"
+    log.info("this run's configuration and logs: %s", write_config(config, log_dir).parent)
+    scratch = training_scratch(work_dir, config.bids_dir, config.run_id)
+    scratch.run.mkdir(parents=True, exist_ok=True)
+    source_dir = config.preprocessed or scratch.dataset / "preprocessed"
+    t1w_inputs, failed, gated_out = gated_training_inputs(config, t1w_inputs, source_dir, scratch, params, log_dir)
+    y = np.array([label_of(t, labels) for t in t1w_inputs])
+    parts = split_rows(t1w_inputs, split, y, config.positive)
+    check_both_classes(parts, y, config.positive, config.negative)
+    images = load_grid_images(t1w_inputs, Path(source_dir), params, config.cat12_prefix)
+    cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), scratch.cube_cache)
+    ensemble, history, metrics, reference, relevance = fit_model(cubes, y, parts, brain, overlap, masks, sizes, config.training)
+    normative = training_reference(config, t1w_inputs, y, parts, split, Path(source_dir), params, work_dir, log_dir, ensemble, reference)
+    trained = {"split": split, "images": {k: int(len(v)) for k, v in parts.items()}, "epochs_run": len(history), "metrics": metrics}
+    metadata = bundle_metadata(config, model_dir, params, reference, relevance, {"source": source, "left_out": left_out}, trained)
+    save_bundle(model_dir, ensemble, metadata, normative)
+    write_tsv(model_dir / "training.tsv", pd.DataFrame(history))
+    scratch.cube_cache.unlink()  # gigabytes, and no later run reads another run's cache
+    log_trained(model_dir, metrics, reference, relevance, failed, gated_out)
+    return 0
+
+
+def refuse_existing_bundle(model_dir):
+    """Training never overwrites a model bundle."""
+    if any((Path(model_dir) / name).exists() for name in ("model.json", "weights.safetensors")):
+        raise UsageError(f"{model_dir}: already holds a model bundle, and training never overwrites one: "
+                         "give a new folder, or move this one away first")  # fmt: skip
+
+
+def read_training_labels(config):
+    """({(sub, ses): 1 or 0}, the values left out, where the labels came from), said in a line."""
     labels, left_out, source = bids.read_labels(config.bids_dir, config.label_column, config.positive, config.negative)
     log.info(
         "labels from %s: %d %s, %d %s; left out (other values): %s",
@@ -229,30 +261,40 @@ def run(config):
         config.negative,
         left_out or "none",
     )
-    t1w_inputs = select_inputs(layout, labels, config.sessions, config.participant_label)
-    # the split is made, and checked, before any image is touched; a subject with any AD
-    # session is stratified as AD
+    return labels, left_out, source
+
+
+def subject_split(t1w_inputs, labels, config):
+    """{subject: split name}, stratified by class; a subject with any AD session is stratified as AD."""
+    from .model.splits import split_subjects
+
     names, by_subject = {1: config.positive, 0: config.negative}, {}
     for t in t1w_inputs:
         by_subject[t.entities["sub"]] = max(by_subject.get(t.entities["sub"], 0), label_of(t, labels))
-    split = split_subjects({s: names[y] for s, y in by_subject.items()}, config.val_fraction, config.test_fraction, config.training.seed)
+    return split_subjects({s: names[y] for s, y in by_subject.items()}, config.val_fraction, config.test_fraction, config.training.seed)
+
+
+def training_params(config, t1w_inputs):
+    """The preprocessing of the training images: --random-seed's registration, or with --preprocessed those
+    the images were made with (every image checked before any folder is made, so a missing one leaves nothing behind)."""
+    from .model.preprocessing import PreprocParams
+
     seed = config.execution.random_seed
     params = PreprocParams() if seed is None else PreprocParams(registration_seed=seed)
-    if config.preprocessed is not None and not config.cat12_prefix:
-        # every image is checked before any folder is made, so a missing one leaves nothing behind
-        missing = [str(Path(config.preprocessed) / bids.output_path(t.entities, key, params.template)) for t in t1w_inputs
-                   for key in ("t1w_grid", "mask_grid", "mask_native")
-                   if not (Path(config.preprocessed) / bids.output_path(t.entities, key, params.template)).is_file()]  # fmt: skip
-        if missing:
-            raise UsageError(f"{config.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
-                             "level for those T1w, or leave their subjects out with --participant-label")  # fmt: skip
-        params = recorded_params(t1w_inputs, Path(config.preprocessed), params.template)
-    model_dir, work_dir = make_run_folders(config.model_dir, config.execution.work_dir, config.bids_dir)
-    log_dir = work_dir / "logs" / f"run-{config.run_id}"
-    log.info("this run's configuration and logs: %s", write_config(config, log_dir).parent)
-    scratch = training_scratch(work_dir, config.bids_dir, config.run_id)
-    scratch.run.mkdir(parents=True, exist_ok=True)
-    source_dir = config.preprocessed or scratch.dataset / "preprocessed"
+    if config.preprocessed is None or config.cat12_prefix:
+        return params
+    missing = [str(Path(config.preprocessed) / bids.output_path(t.entities, key, params.template)) for t in t1w_inputs
+               for key in ("t1w_grid", "mask_grid", "mask_native")
+               if not (Path(config.preprocessed) / bids.output_path(t.entities, key, params.template)).is_file()]  # fmt: skip
+    if missing:
+        raise UsageError(f"{config.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
+                         "level for those T1w, or leave their subjects out with --participant-label")  # fmt: skip
+    return recorded_params(t1w_inputs, Path(config.preprocessed), params.template)
+
+
+def gated_training_inputs(config, t1w_inputs, source_dir, scratch, params, log_dir):
+    """(the T1w that were preprocessed, unless --preprocessed, and passed the quality gate, {label: Outcome} of
+    those whose preprocessing failed, how many the gate left out)."""
     failed = {}
     if config.preprocessed is None:
         t1w_inputs, failed = preprocessed_t1w(t1w_inputs, config.bids_dir, source_dir, scratch.dataset, params, config.execution, log_dir,
@@ -264,13 +306,16 @@ def run(config):
             )
     if config.cat12_prefix:
         log.info("CAT12's images are not checked by the quality gate: its measures need bids_pscore's brain masks")
-        gated_out = 0
-    else:
-        # as at the participant level: what the gate refuses is never scored, so it must not train a model nor set its references
-        passed = passing_quality_gate(t1w_inputs, Path(source_dir), params.template, config.qc_thresholds, "training")
-        gated_out = len(t1w_inputs) - len(passed)
-        t1w_inputs = passed
-    y = np.array([label_of(t, labels) for t in t1w_inputs])
+        return t1w_inputs, failed, 0
+    # as at the participant level: what the gate refuses is never scored, so it must not train a model nor set its references
+    passed = passing_quality_gate(t1w_inputs, Path(source_dir), params.template, config.qc_thresholds, "training")
+    return passed, failed, len(t1w_inputs) - len(passed)
+
+
+def split_rows(t1w_inputs, split, y, positive):
+    """{split name: rows of ``t1w_inputs``}, each said in a line."""
+    from .model.splits import SPLITS
+
     parts = {name: np.array([i for i, t in enumerate(t1w_inputs) if split[t.entities["sub"]] == name], dtype=int) for name in SPLITS}
     for name, rows in parts.items():
         log.info(
@@ -279,15 +324,17 @@ def run(config):
             len(rows),
             len({t1w_inputs[i].entities["sub"] for i in rows}),
             y[rows].sum(),
-            config.positive,
+            positive,
         )
-    check_both_classes(parts, y, config.positive, config.negative)
-    images = load_grid_images(t1w_inputs, Path(source_dir), params, config.cat12_prefix)
-    cubes, brain, overlap, masks, sizes = build_cube_cache(images, len(t1w_inputs), scratch.cube_cache)
-    ensemble, history, metrics, reference, relevance = fit_model(cubes, y, parts, brain, overlap, masks, sizes, config.training)
-    normative = training_reference(config, t1w_inputs, y, parts, split, Path(source_dir), params, work_dir, log_dir, ensemble, reference)
+    return parts
 
-    metadata = {
+
+def bundle_metadata(config, model_dir, params, reference, relevance, labels, trained):
+    """model.json's record of the trained model: ``labels`` ({source, left_out}) where the labels came from,
+    ``trained`` ({split, images, epochs_run, metrics}) what the training made."""
+    from . import reference as reference_module
+
+    return {
         "name": config.name or model_dir.name,
         "version": "1",
         "description": config.description or f"P-score ensemble trained with bids_pscore-train on {config.bids_dir.resolve().name}",
@@ -296,16 +343,22 @@ def run(config):
         "reference": reference.to_dict(),
         "relevance": relevance,
         "atlas": {"name": ATLAS_NAME, "regions": N_REGIONS, "citation": CITATION},
-        "labels": {"column": config.label_column, "source": source, "positive": config.positive, "negative": config.negative, "left_out": left_out},
+        "labels": {
+            "column": config.label_column,
+            "source": labels["source"],
+            "positive": config.positive,
+            "negative": config.negative,
+            "left_out": labels["left_out"],
+        },
         "training": {
             "dataset": reference_module.dataset_name(config.bids_dir),
             "sessions": config.sessions,
             "preprocessed_by": f"CAT12 ({config.cat12_prefix} images)" if config.cat12_prefix else "bids_pscore",
-            "split": split,
-            "images": {k: int(len(v)) for k, v in parts.items()},
+            "split": trained["split"],
+            "images": trained["images"],
             "config": vars(config.training),
-            "epochs_run": len(history),
-            "metrics": metrics,
+            "epochs_run": trained["epochs_run"],
+            "metrics": trained["metrics"],
             # SPEC 7: which images served each step
             "fitted_on": {
                 "base_classifiers": "train",
@@ -318,9 +371,12 @@ def run(config):
         },  # fmt: skip
         "software": derivatives.software_versions(),
     }
-    save_bundle(model_dir, ensemble, metadata, normative)
-    write_tsv(model_dir / "training.tsv", pd.DataFrame(history))
-    scratch.cube_cache.unlink()  # gigabytes, and no later run reads another run's cache
+
+
+def log_trained(model_dir, metrics, reference, relevance, failed, gated_out):
+    """The RESULT line of a training (and the warning of a lambda too low to be trusted)."""
+    from .model.bundle import threshold_warning
+
     log.log(
         RESULT,
         f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
@@ -332,4 +388,3 @@ def run(config):
     warning = threshold_warning(reference.threshold)
     if warning:
         log.warning("%s", warning)
-    return 0
