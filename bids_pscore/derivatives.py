@@ -281,7 +281,7 @@ def write_atlas(output_dir, template, grid_atlas):
     return paths
 
 
-def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, template, model, sources, summary_fields):
+def _write_spread(paths, keys, scores, voxel_map, region_map, texts, lambda_, template, model, sources, summary_fields):
     """Region table, voxel map, region map and summary of one spread of the cube scores.
 
     ``keys`` name the four files in ``paths`` (region table, voxel map, region map, summary);
@@ -299,7 +299,7 @@ def _write_spread(paths, keys, scores, voxel_map, region_map, texts, threshold, 
         "Sources": sources + [bids.own_uri(bids.atlas_paths(template)["image"])], "Model": model,
     }, template)  # fmt: skip
     flagged = regions.loc[regions["degenerative"], "label"].tolist()
-    Summary(float(scores.whole[0]), float(threshold), flagged, texts["normalisation"], template, model, sources, **summary_fields).write(
+    Summary(float(scores.whole[0]), float(lambda_), flagged, texts["normalisation"], template, model, sources, **summary_fields).write(
         paths[summary_key]
     )
 
@@ -401,7 +401,7 @@ def write_session(
     predicted_class,
     weights,
     selected,
-    threshold,
+    lambda_,
     model_card,
     t1w_relpath,
     normative=None,
@@ -431,7 +431,7 @@ def write_session(
         "voxel": "P_voxel: each selected cube's P_cube spread evenly over its brain voxels; 0 outside the brain",
         "region_map": "normalised P_region of each Brainnetome region painted over the region; 0 outside the atlas",
         "normalisation": "reference: the model's reference images (min and max per region; the validation split of models trained by this version)",
-    }, threshold, template, _model_record(model_card), sources, {
+    }, lambda_, template, _model_record(model_card), sources, {
         "ad_probability": float(ad_probability), "predicted_class": predicted_class, "normative": normative,
         **Summary.class_fields(class_domain or class_domain_summary(None, None)),
     })  # fmt: skip
@@ -550,7 +550,7 @@ def write_normative(output_dir, entities, template, deviation, summary, model_ca
     return paths
 
 
-def write_relevance(output_dir, entities, template, scores, voxel_map, region_map, threshold, method, model_card, t1w_relpath):
+def write_relevance(output_dir, entities, template, scores, voxel_map, region_map, lambda_, method, model_card, t1w_relpath):
     """Write the relevance-weighted voxel, region and whole-brain outputs of one session beside
     SPEC's (which stay as they are); return their paths. ``method`` says how the relevance was made."""
     root = Path(output_dir)
@@ -570,7 +570,7 @@ def write_relevance(output_dir, entities, template, scores, voxel_map, region_ma
         "voxel": spread,
         "region_map": "normalised relevance-weighted P_region of each Brainnetome region painted over the region; 0 outside the atlas",
         "normalisation": "reference: the model's reference images (min and max per region of the relevance-weighted scores)",
-    }, threshold, template, _model_record(model_card), sources, {
+    }, lambda_, template, _model_record(model_card), sources, {
         "description": "whole-brain P-score and degenerative regions from the relevance-weighted voxel map (not SPEC's even spread)",
         "voxel_map": spread,
     })  # fmt: skip
@@ -633,7 +633,7 @@ FLAG_DESCRIPTIONS = {
 }  # fmt: skip
 
 
-def write_group_tables(folder, tables, normalisation, threshold, model, flags="patent", flag_threshold=None, notes=None):
+def write_group_tables(folder, tables, normalisation, lambda_, model, flags="patent", flag_cutoff=None, notes=None):
     """Write each group table as TSV with a JSON sidecar in ``folder`` (group.group_folder); return the folder.
     ``notes``: what every sidecar says besides (the selection, warnings, the minimum numbers the analysis needs)."""
     folder = Path(folder)
@@ -645,9 +645,9 @@ def write_group_tables(folder, tables, normalisation, threshold, model, flags="p
             "Normalisation": f"{normalisation}: " + ("the model's reference images" if normalisation == "reference"
                                                       else "minimum and maximum over the analysed sessions, and lambda over those "
                                                            "of them AD and predicted AD (SPEC 5's lambda, with the cohort as reference)"),
-            "Lambda": threshold, "Model": {"Name": model.get("Name"), "Version": model.get("Version"), "SHA256": model.get("SHA256")},
+            "Lambda": lambda_, "Model": {"Name": model.get("Name"), "Version": model.get("Version"), "SHA256": model.get("SHA256")},
             "Flags": f"{flags}: {FLAG_DESCRIPTIONS[flags]}",
-            **({"NormativeThreshold": flag_threshold} if flags == "normative" else {}),
+            **({"NormativeThreshold": flag_cutoff} if flags == "normative" else {}),
             **(notes or {}),
             **columns,
         })  # fmt: skip

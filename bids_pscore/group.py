@@ -175,7 +175,7 @@ def cohort_lambda(p_region, is_ad, predicted_ad, flag_kind):
     ``is_ad``: the sessions labelled AD, or without labels those predicted AD. None when no session
     is both, unless patent flags need it (then a UsageError)."""
     try:
-        threshold = reference_statistics(p_region, is_ad, predicted_ad).threshold
+        lambda_ = reference_statistics(p_region, is_ad, predicted_ad).threshold
     except ValueError:
         if flag_kind == "patent":
             raise UsageError(
@@ -184,8 +184,8 @@ def cohort_lambda(p_region, is_ad, predicted_ad, flag_kind):
             ) from None
         return None
     log.info("--normalisation cohort: lambda %.3f, computed over the %d session(s) AD and predicted AD, as SPEC 5 computes the model's "
-             "over its reference cohort", threshold, int((np.asarray(is_ad) & np.asarray(predicted_ad)).sum()))  # fmt: skip
-    return threshold
+             "over its reference cohort", lambda_, int((np.asarray(is_ad) & np.asarray(predicted_ad)).sum()))  # fmt: skip
+    return lambda_
 
 
 def order_sessions(sessions, times):

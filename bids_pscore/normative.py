@@ -201,14 +201,14 @@ def calibrate(heldout_z, flags_per_image=1.0):
     z = np.asarray(heldout_z, np.float64)
     ordered = np.sort(z.ravel())
     k = int(np.floor(flags_per_image * len(z)))
-    threshold = float(ordered[0] - 1.0) if k == 0 else float((ordered[k - 1] + ordered[min(k, ordered.size - 1)]) / 2.0)
-    flagged = z < threshold
-    return Calibration(threshold, float(flagged.sum() / len(z)), float(flagged.any(axis=1).mean()), int(len(z)))
+    flag_z = float(ordered[0] - 1.0) if k == 0 else float((ordered[k - 1] + ordered[min(k, ordered.size - 1)]) / 2.0)
+    flagged = z < flag_z
+    return Calibration(flag_z, float(flagged.sum() / len(z)), float(flagged.any(axis=1).mean()), int(len(z)))
 
 
-def atrophic(region_z, threshold):
+def atrophic(region_z, flag_z):
     """Regions flagged atrophic: z below the calibrated threshold; (n, 246) bool."""
-    return np.asarray(region_z) < threshold
+    return np.asarray(region_z) < flag_z
 
 
 def distance(region_z):

@@ -139,9 +139,9 @@ def whole_brain(p_region_norm):
     return np.asarray(p_region_norm).sum(axis=-1)
 
 
-def degenerative(p_region_norm, threshold):
+def degenerative(p_region_norm, lambda_):
     """Regions whose normalised score exceeds lambda; (n, 246) bool."""
-    return np.asarray(p_region_norm) > threshold
+    return np.asarray(p_region_norm) > lambda_
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,10 @@ def measures(brain, mask, template, template_mask, grey, white, brain_volume_ml)
             "wm_gm_ratio": round(ratio, 4)}  # fmt: skip
 
 
-def failures(values, thresholds=DEFAULT_THRESHOLDS):
+def failures(values, bounds=DEFAULT_THRESHOLDS):
     """One line per measure outside its range, e.g. 'template_correlation 0.41 is below 0.75'."""
     found = []
-    for name, (low, high) in thresholds.items():
+    for name, (low, high) in bounds.items():
         value = values[name]
         if low is not None and value < low:
             found.append(f"{name} {value:g} is below {low:g}")
@@ -63,11 +63,11 @@ def failures(values, thresholds=DEFAULT_THRESHOLDS):
     return found
 
 
-def record(values, thresholds=DEFAULT_THRESHOLDS):
+def record(values, bounds=DEFAULT_THRESHOLDS):
     """What a session's outputs say of its quality gate."""
-    failed = failures(values, thresholds)
+    failed = failures(values, bounds)
     return {"Passed": not failed, "Failures": failed, "Measures": values,
-            "Thresholds": {k: list(v) for k, v in thresholds.items()}, "Descriptions": DESCRIPTIONS}  # fmt: skip
+            "Thresholds": {k: list(v) for k, v in bounds.items()}, "Descriptions": DESCRIPTIONS}  # fmt: skip
 
 
 def parse_thresholds(text):

@@ -256,7 +256,7 @@ def score_t1w(item, output_dir, template, model, gate, age, sex):
         voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
         region_map=pscore.paint_regions(scores.region_norm[0], model.grid_atlas)[0],
         ad_probability=ad_probability, predicted_class=predicted, weights=model.weights, selected=model.selected,
-        threshold=model.reference.threshold, model_card=model.card, t1w_relpath=item.relpath, normative=normative_summary,
+        lambda_=model.reference.threshold, model_card=model.card, t1w_relpath=item.relpath, normative=normative_summary,
         class_domain=class_summary,
     ))  # fmt: skip
     paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
@@ -302,7 +302,7 @@ def write_relevance_scores(item, output_dir, template, model, scored, mask):
     weighted = pscore.score_regions(scores.p_ad, scores.cube, scores.brain_voxels, region, model.relevance_reference)
     written = derivatives.write_relevance(
         output_dir, item.entities, template, weighted, voxel_map=relevance_map,
-        region_map=pscore.paint_regions(weighted.region_norm[0], model.grid_atlas)[0], threshold=lambda_,
+        region_map=pscore.paint_regions(weighted.region_norm[0], model.grid_atlas)[0], lambda_=lambda_,
         method=model.relevance["description"], model_card=model.card, t1w_relpath=item.relpath,
     )  # fmt: skip
     return {"whole": float(weighted.whole[0]), "lambda": lambda_, "degenerative": model.labels[weighted.degenerative[0]].tolist()}, written
