@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bids_pscore import bids, participant, qc  # noqa: E402
+from bids_pscore import bids, qc, scoring  # noqa: E402
 
 
 def main():
@@ -36,7 +36,7 @@ def main():
     for t1w in bids.find_t1w(bids.load_layout(args.bids_dir, validate=False)):
         kind = kinds.get(f"sub-{t1w.entities['sub']}", "?")
         try:
-            record = participant.quality_gate(t1w, args.output_dir, "MNI152NLin2009aSym", qc.DEFAULT_THRESHOLDS)
+            record = scoring.quality_gate(t1w, args.output_dir, "MNI152NLin2009aSym", qc.DEFAULT_THRESHOLDS)
         except FileNotFoundError:  # preprocessing failed: nothing to measure, nothing scored
             rows.append({"T1w": t1w.label, "kind": kind, "verdict": "stopped before the gate"})
             continue

@@ -93,7 +93,7 @@ def session_key(entities):
 
 
 def checked_sessions(results, truth, labels):
-    """[(result, SessionTruth, FlagCheck, flag kind)] of the scored sessions (participant.SessionResult)
+    """[(result, SessionTruth, FlagCheck, flag kind)] of the scored sessions (results.SessionResult)
     that have a truth; their normative flags are checked when they have them, else the patent's."""
     checked = []
     for result in results:

@@ -14,10 +14,8 @@ from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, in_one
 from .execution import make_run_folders
 from .fileio import remove_stale_temporaries, write_tsv
 from .progress import RESULT
-
-# one T1w's results and its scoring have modules of their own; the tests and benchmarks reach them here too
-from .results import SessionResult, earlier_results, read_session_result, scored_by  # noqa: F401
-from .scoring import model_card, quality_gate, score_sessions, scoring_failure, write_crash  # noqa: F401
+from .results import earlier_results, read_session_result, scored_by
+from .scoring import model_card, score_sessions, write_crash
 
 log = logging.getLogger(__name__)
 DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))

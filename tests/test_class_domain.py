@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bids_pscore import bids, normative, participant, qc
+from bids_pscore import bids, normative, participant, qc, results, scoring
 from bids_pscore.atlas import N_REGIONS
 from bids_pscore.derivatives import class_domain_summary, class_mark
 from bids_pscore.fileio import write_json
@@ -142,7 +142,7 @@ def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_p
     item = preprocessed_session(tmp_path, "1")
     gate_off = qc.parse_thresholds("off")  # a box, no head
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
-        (result,), _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
+        (result,), _ = scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
     assert summary_problems(summary) == []
     keys = list(summary)
@@ -152,7 +152,7 @@ def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_p
     assert domain["Reference"]["images"] == 121 and domain["FromClassCalibration"] is False
     line = f"AD probability {result.ad_probability:.2f} ({result.predicted_class}; class not reliable: scan unlike the model's training scanner)"
     assert line in caplog.text and "the class is not reliable" in caplog.text
-    read_back = participant.read_session_result(tmp_path, item, TEMPLATE)  # --reports-only and earlier sessions in a report
+    read_back = results.read_session_result(tmp_path, item, TEMPLATE)  # --reports-only and earlier sessions in a report
     assert (read_back.class_reliable, read_back.class_domain) == (result.class_reliable, result.class_domain) == (False, domain)
     (report,), _ = participant.write_run_reports(tmp_path, [item], [item], [result], {}, bundle.metadata, TEMPLATE, {"run": "test"})
     page = (tmp_path / report).read_text()
@@ -164,7 +164,7 @@ def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_p
     meta = {k: v for k, v in bundle.metadata.items() if k != "class_domain"}
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
-        (old,), _ = participant.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=meta, class_domain=None), TEMPLATE,
+        (old,), _ = scoring.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=meta, class_domain=None), TEMPLATE,
                                                gate_off, tmp_path / "logs")  # fmt: skip
     summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
     assert summary_problems(summary) == []

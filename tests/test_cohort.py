@@ -7,7 +7,7 @@ import shutil
 import nibabel as nib
 import numpy as np
 
-from bids_pscore import bids, cohort, participant, qc, reference
+from bids_pscore import bids, cohort, participant, qc, reference, scoring
 from bids_pscore.cli.normative import parse_args
 
 from .test_site_reference import site_output
@@ -43,7 +43,7 @@ def test_a_tightened_bound_leaves_a_head_out_of_the_reference_as_out_of_scoring_
     caplog.clear()
     scored = shutil.copytree(out, tmp_path / "participant")
     with caplog.at_level(logging.WARNING, logger="bids_pscore"):
-        results, stopped = participant.score_sessions([failing], scored, bundle, TEMPLATE, bounds, tmp_path / "logs")
+        results, stopped = scoring.score_sessions([failing], scored, bundle, TEMPLATE, bounds, tmp_path / "logs")
     (not_scored,) = (r.getMessage() for r in caplog.records if SAID in r.getMessage())
     assert not results and not_scored == left_out.replace("out of the reference", "out of scoring")
     assert stopped[failing.label].failed_step == "quality gate" and not_scored.endswith(SAID + stopped[failing.label].message)

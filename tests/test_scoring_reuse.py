@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids, cohort, participant, qc, viz
+from bids_pscore import bids, cohort, participant, qc, results, scoring, viz
 from bids_pscore.cli import run as cli
 from bids_pscore.progress import Progress
 
@@ -27,7 +27,7 @@ def score_and_report(out, item, bundle, covariates=None, qc_thresholds="off"):
     """Score and report the T1w as a participant run would, the gate's bounds given as --qc-thresholds
     (off by default: the T1w's brain is a box, no head)."""
     records, bounds = out.parent / "work" / "scored", qc.parse_thresholds(qc_thresholds)
-    results, stopped = participant.score_sessions([item], out, bundle, TEMPLATE, bounds, out / "logs", covariates, records)
+    results, stopped = scoring.score_sessions([item], out, bundle, TEMPLATE, bounds, out / "logs", covariates, records)
     assert not stopped
     _, unwritten = participant.write_run_reports(out, [item], [item], results, {}, bundle.metadata, TEMPLATE, {"run": "test"}, None, records)
     assert not unwritten
@@ -53,7 +53,7 @@ def test_a_rerun_of_a_scored_session_keeps_its_outputs_and_figures_as_they_are(s
     assert set(figures.values()) | {bids.MODEL_FIGURE} <= set(before), "every figure was drawn"
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
         result = score_and_report(out, item, bundle)
-    assert result.reused and result == dataclasses.replace(participant.read_session_result(out, item, TEMPLATE), reused=True)
+    assert result.reused and result == dataclasses.replace(results.read_session_result(out, item, TEMPLATE), reused=True)
     assert result.qc == gate_record_of_a_box(out, item)["Measures"]  # the gate's measures come back with the scores
     assert session_files(out, item) == before  # the same bytes, not one file written again
     assert f"{item.label}: whole-brain P-score {result.whole:.1f} of " in caplog.text and "scores reused from the work folder" in caplog.text
@@ -108,7 +108,7 @@ def test_a_session_is_scored_again_when_what_decides_its_scores_changed(scored, 
     assert not result.reused and "reused" not in caplog.text and summary.stat().st_mtime_ns != written
     # the model's figure is drawn again for another model only (the same weights draw the same bytes, which leave the file as it was)
     assert ((out / bids.MODEL_FIGURE) in drawn) == (change is other_model)
-    assert participant.read_session_result(out, item, TEMPLATE) is not None  # a whole set again
+    assert results.read_session_result(out, item, TEMPLATE) is not None  # a whole set again
     assert result.qc == gate_record_of_a_box(out, item, run.get("qc_thresholds", "off"))["Measures"]  # the gate's record of this run's bounds
     assert score_and_report(out, item, **run).reused  # and its new record is kept for the next run
 

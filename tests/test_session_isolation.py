@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids, cohort, derivatives, participant, qc
+from bids_pscore import bids, cohort, derivatives, participant, qc, results, scoring
 from bids_pscore.cli import run as cli
 from bids_pscore.errors import OutputNotWritableError
 from bids_pscore.progress import Progress
@@ -76,7 +76,7 @@ def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_p
     after its first tables must not leave the earlier run's summary beside them."""
     bundle, gate_off = participant.load_model(), qc.parse_thresholds("off")  # a box, no head
     item = preprocessed_session(tmp_path, "1")
-    participant.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
+    scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     paths = bids.session_outputs(item.entities, TEMPLATE, bids.PSCORE)
     assert (tmp_path / paths["summary"]).is_file()
     earlier_table = (tmp_path / paths["region_table"]).stat().st_mtime_ns
@@ -90,12 +90,12 @@ def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_p
 
     monkeypatch.setattr(derivatives, "_write_map", killed_at_the_voxel_map)
     with pytest.raises(KeyboardInterrupt):
-        participant.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
+        scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     assert (tmp_path / paths["region_table"]).stat().st_mtime_ns != earlier_table  # the new tables were written
     assert not (tmp_path / paths["summary"]).exists() and bids.summary_files(tmp_path) == []
-    assert participant.read_session_result(tmp_path, item, TEMPLATE) is None
+    assert results.read_session_result(tmp_path, item, TEMPLATE) is None
     with caplog.at_level(logging.WARNING):
-        assert participant.earlier_results(tmp_path, [item], TEMPLATE, bundle.metadata) == []
+        assert results.earlier_results(tmp_path, [item], TEMPLATE, bundle.metadata) == []
 
 
 def test_a_report_that_cannot_be_drawn_costs_only_its_subject(tmp_path, monkeypatch, capsys):
@@ -135,6 +135,6 @@ def test_an_unexpected_scoring_error_names_the_t1w_and_keeps_its_traceback(tmp_p
     try:
         raise RuntimeError("the ensemble broke\nsecond line")
     except RuntimeError as exc:
-        outcome = participant.scoring_failure(item, exc, tmp_path)
+        outcome = scoring.scoring_failure(item, exc, tmp_path)
     assert outcome.message.startswith(f"{item.path}: RuntimeError: the ensemble broke; run the participant level again")
     assert "second line" not in outcome.message and "second line" in Path(outcome.log).read_text()

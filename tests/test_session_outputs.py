@@ -7,11 +7,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_pscore import bids, derivatives, participant, qc
+from bids_pscore import bids, derivatives, participant, qc, scoring
 from bids_pscore.bids import T1wInput
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.preprocess.interfaces import DerivativesSink
+from bids_pscore.results import read_session_result
 
 from .helpers import BRAIN_BOX, gate_record_of_a_box
 
@@ -48,7 +49,7 @@ def test_what_a_scored_session_leaves_is_what_the_description_names_and_removal_
     items = [sunk_session(out, tmp_path / "scratch" / str(i), entities) for i, entities in enumerate(ENTITIES)]
     bundle = participant.load_model()
     assert bundle.metadata.get("relevance") and bundle.normative is not None, "the demo model should write every kind of output"
-    results, stopped = participant.score_sessions(items, out, bundle, TEMPLATE, qc.parse_thresholds("off"), tmp_path / "logs")  # boxes, no heads
+    results, stopped = scoring.score_sessions(items, out, bundle, TEMPLATE, qc.parse_thresholds("off"), tmp_path / "logs")  # boxes, no heads
     assert not stopped
     participant.write_run_reports(out, items, items, results, {}, bundle.metadata, TEMPLATE, {"run": "test"})
     described = {item.relpath: set(bids.with_sidecars(bids.session_outputs(item.entities, TEMPLATE))) for item in items}
@@ -63,9 +64,9 @@ def test_what_a_scored_session_leaves_is_what_the_description_names_and_removal_
     for item, result in zip(items, results):
         expected = bids.session_outputs(item.entities, TEMPLATE, *data_steps)
         assert result.paths == expected
-        assert participant.read_session_result(out, item, TEMPLATE).paths == expected
+        assert read_session_result(out, item, TEMPLATE).paths == expected
         # each T1w's gate record is its own, measured on the images its sink wrote
-        assert result.qc == participant.read_session_result(out, item, TEMPLATE).qc == gate_record_of_a_box(out, item)["Measures"]
+        assert result.qc == read_session_result(out, item, TEMPLATE).qc == gate_record_of_a_box(out, item)["Measures"]
     assert bids.summary_files(out) == sorted(out / bids.output_path(item.entities, "summary") for item in items)
     # a file that only ends like a summary (an entity no T1w has) is not taken for one
     decoy = out / "sub-01" / "anat" / "sub-01_foo-1_desc-summary_pscore.json"
@@ -78,7 +79,7 @@ def test_what_a_scored_session_leaves_is_what_the_description_names_and_removal_
     scores = set(bids.with_sidecars(bids.session_outputs(items[0].entities, TEMPLATE, *bids.SCORING_STEPS)))
     assert derivatives.remove_outputs(out, items[0].entities, TEMPLATE, preprocessing=False) == len(scores)
     assert {p.relative_to(out) for p in before} - {p.relative_to(out) for p in out.rglob("*") if p.is_file()} == scores
-    assert participant.read_session_result(out, items[0], TEMPLATE) is None
+    assert read_session_result(out, items[0], TEMPLATE) is None
     # then the rest of run-1: nothing of the T1w is left, nothing of another is touched
     assert derivatives.remove_outputs(out, items[0].entities, TEMPLATE) == len(described[items[0].relpath] - scores)
     assert on_disk(out, "01") == described[items[1].relpath] and on_disk(out, "010") == described[items[2].relpath]

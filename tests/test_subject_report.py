@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from bids_pscore import bids, participant, qc
+from bids_pscore import bids, participant, qc, scoring
 from bids_pscore.atlas import region_table
 from bids_pscore.bids import T1wInput
 from bids_pscore.fileio import write_tsv
@@ -45,13 +45,13 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
     bundle = participant.load_model()
     first, second, other_model = (preprocessed_session(tmp_path, ses) for ses in ("1", "2", "3"))
     gate_off = qc.parse_thresholds("off")  # boxes, not heads
-    participant.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
+    scoring.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     summary_path = tmp_path / bids.output_path(other_model.entities, "summary", TEMPLATE)
     summary = json.loads(summary_path.read_text())
     summary["Model"]["MetadataSHA256"] = "another model.json"
     summary_path.write_text(json.dumps(summary))
 
-    results, _ = participant.score_sessions([second], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")  # a later run with --session-label 2
+    results, _ = scoring.score_sessions([second], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")  # a later run with --session-label 2
     with caplog.at_level(logging.WARNING):
         (report,), unwritten = participant.write_run_reports(tmp_path, [second], [first, second, other_model], results, {}, bundle.metadata,
                                                              TEMPLATE, {"run": "test"})  # fmt: skip
@@ -68,7 +68,7 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
 def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path):
     bundle = participant.load_model()
     item = preprocessed_session(tmp_path, "1")
-    results, _ = participant.score_sessions([item], tmp_path, bundle, TEMPLATE, qc.parse_thresholds("off"), tmp_path / "logs")
+    results, _ = scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, qc.parse_thresholds("off"), tmp_path / "logs")
     for run, scored in (("20000101-000000_0123abcd", item.relpath), ("20000101-120000_89abcdef", "sub-01/anat/sub-01_T1w.nii.gz")):
         write_tsv(tmp_path / "logs" / f"run-{run}" / "scored.tsv", pd.DataFrame({"t1w": [scored]}))  # as each participant run lists them
     scoring_run = "20000101-000000_0123abcd"  # the last run that scored this session
