@@ -204,3 +204,34 @@ def test_already_skull_stripped_bids_mini_is_not_damaged(shared_data, tmp_path):
     kept = np.logical_and(mask.get_fdata() > 0, source_ras.get_fdata() > 0).sum() / (source_ras.get_fdata() > 0).sum()
     assert kept >= 0.99
     assert not list(Path(root).rglob("*desc-*"))  # nothing was written into the BIDS folder
+
+
+@pytest.mark.slow
+def test_a_head_and_its_own_brain_get_close_scores(tmp_path):
+    """The same head with its skull and stripped (by the mask deepbet gave it): the stripped input
+    keeps its brain (auto), and its AD probability and flags stay close to the head's (measured on
+    this IXI head: 0.225 and 0.209, 3 and 4 normative flags)."""
+    from bids_pscore.synth.demo import DEMO_HEADS
+
+    root = tmp_path / "bids"
+    head_path = DEMO_HEADS / "IXI313_T1w.nii.gz"
+    (root / "sub-head" / "anat").mkdir(parents=True)
+    os.symlink(head_path, root / "sub-head" / "anat" / "sub-head_T1w.nii.gz")
+    (root / "dataset_description.json").write_text('{"Name": "a head and its brain", "BIDSVersion": "1.10.0"}')
+    (root / "participants.tsv").write_text("participant_id\tage\tsex\nsub-head\t65\tF\nsub-brain\t65\tF\n")
+    args = [str(root), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"), "--skip-bids-validation", "--nipype-plugin", "Linear"]
+    assert main(args) == 0
+    head = nib.load(head_path)
+    mask = nib.load(outputs_of(tmp_path / "out", "sub-head_T1w.nii.gz")["mask_native"]).get_fdata() > 0
+    (root / "sub-brain" / "anat").mkdir(parents=True)
+    brain = nib.Nifti1Image(np.where(mask, head.get_fdata(), 0).astype(np.float32), head.affine)
+    brain.to_filename(root / "sub-brain" / "anat" / "sub-brain_T1w.nii.gz")
+    assert main(args) == 0
+    summaries = {}
+    for label in ("head", "brain"):
+        paths = outputs_of(tmp_path / "out", f"sub-{label}_T1w.nii.gz")
+        summary = tmp_path / "out" / bids.output_path(bids.source_entities(f"sub-{label}_T1w.nii.gz"), "summary")
+        summaries[label] = json.loads(summary.read_text())
+        assert json.loads(bids.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is (label == "brain")
+    assert abs(summaries["head"]["ADProbability"] - summaries["brain"]["ADProbability"]) < 0.1
+    assert abs(summaries["head"]["NumberOfAtrophicRegions"] - summaries["brain"]["NumberOfAtrophicRegions"]) <= 3
