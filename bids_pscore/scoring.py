@@ -242,7 +242,7 @@ def score_t1w(item, output_dir, template, model, gate, age, sex):
     predicted = "AD" if ad_probability >= pscore.AD_THRESHOLD else "control"
     written = {}
     grey_level = pscore.region_means(image, model.grid_atlas, model.sizes)[0]
-    class_summary = class_domain_summary(bundle, image, grey_level, age, sex)
+    class_summary = class_domain_check(bundle, image, grey_level, age, sex)
     normative_summary = None
     if bundle.normative is not None:
         normative_summary, normative_written = write_normative_deviation(item, output_dir, template, model, image, grey_level, scores, age, sex)
@@ -266,7 +266,7 @@ def score_t1w(item, output_dir, template, model, gate, age, sex):
     return result, scores
 
 
-def class_domain_summary(bundle, image, grey_level, age, sex):
+def class_domain_check(bundle, image, grey_level, age, sex):
     """The summary's "ClassDomain": how far the scan lies from the heads the class was set on (far, its
     class is not reliable)."""
     from . import derivatives, normative
