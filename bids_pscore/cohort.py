@@ -64,9 +64,17 @@ def gate_record(item, source_dir, template, bounds):
     import nibabel as nib
 
     from . import qc
+    from .derivatives import recorded_intensity_map
     from .preprocess.steps import template_on_grid, tissue_on_grid
 
     brain, mask = grid_image(item, source_dir, template)
+    # the brain's own contrast, as it was before the standardisation (which gives every head the same)
+    sidecar = Path(source_dir) / bids.sidecar_path(bids.output_path(item.entities, "t1w_grid", template))
+    try:
+        subtracted, divided_by = recorded_intensity_map(json.loads(sidecar.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputImageError(f"{sidecar}: cannot be read ({in_one_line(exc)}); {RESCORE_FIX}") from None
+    brain = np.where(mask, brain * divided_by + subtracted, 0.0)
     native_path = Path(source_dir) / bids.output_path(item.entities, "mask_native", template)
     native = read_preprocessed(native_path, on_grid=False)
     voxel_ml = float(np.prod(nib.load(native_path).header.get_zooms()[:3])) / 1000

@@ -63,6 +63,8 @@ UNITS = {
 
 # "SoftwareVersions" is reserved by BIDS (a string, for the scanner); ours name every package
 TOOL_VERSIONS_KEY = "ToolVersions"
+# the preprocessed T1w's sidecar: how its intensity was put on [0, 1] (steps.standardise's map)
+INTENSITY_MAP_KEY = "IntensityMap"
 SOFTWARE = ("bids_pscore", "nipype", "antspyx", "deepbet", "nilearn", "nibabel", "pybids", "torch")
 
 
@@ -138,8 +140,16 @@ def output_readme(bids_dir):
     )
 
 
-def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
-    """JSON sidecars of the preprocessing derivatives, keyed like their ``bids.session_outputs``."""
+def recorded_intensity_map(sidecar):
+    """(subtracted, divided_by) that a preprocessed T1w's ``sidecar`` (a dict) records; (0, 1) for
+    outputs made before the map was recorded, all by a percentile, to which the gate's ratio is blind."""
+    recorded = sidecar.get(INTENSITY_MAP_KEY)
+    return (0.0, 1.0) if recorded is None else (float(recorded["Subtracted"]), float(recorded["DividedBy"]))
+
+
+def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped, intensity_map):
+    """JSON sidecars of the preprocessing derivatives, keyed like their ``bids.session_outputs``;
+    ``intensity_map`` is ``steps.standardise``'s (subtracted, divided_by)."""
     raw = bids.raw_uri(t1w_relpath)
     template = params["template"]
     grid = grid_metadata(template)
@@ -155,6 +165,12 @@ def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped):
             "SmoothingFWHM": params["fwhm_mm"],
             "SmoothingFWHMUnits": "mm",
             "IntensityNormalisation": PreprocParams.from_dict(params).standardisation_text,
+            INTENSITY_MAP_KEY: {
+                "Subtracted": intensity_map[0],
+                "DividedBy": intensity_map[1],
+                "Description": "the image is (I - Subtracted) / DividedBy inside the brain, clipped to [0, 1], "
+                "I the smoothed brain; the quality gate measures I",
+            },  # fmt: skip
             "PreprocessingParameters": params,
             **grid,
             **software,

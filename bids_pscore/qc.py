@@ -26,7 +26,8 @@ DEFAULT_THRESHOLDS = {
 DESCRIPTIONS = {
     "brain_volume_ml": "volume of the brain mask in the T1w's own space (ml)",
     "template_correlation": "correlation of the preprocessed brain with the template, inside the template's brain mask",
-    "wm_gm_ratio": "median intensity of the template's white matter over that of its grey matter, in the preprocessed brain (T1 contrast: above 1)",
+    "wm_gm_ratio": "median intensity of the template's white matter over that of its grey matter, in the smoothed brain before its "
+    "intensity was standardised (T1 contrast: above 1)",
 }
 
 

@@ -6,10 +6,14 @@ import shutil
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from bids_pscore import bids, cohort, participant, qc, reference, scoring
 from bids_pscore.cli.normative import parse_args
+from bids_pscore.model.preprocessing import PreprocParams
+from bids_pscore.preprocess import steps
 
+from .test_session_outputs import sunk_session
 from .test_site_reference import site_output
 
 TEMPLATE = "MNI152NLin2009aSym"
@@ -49,3 +53,16 @@ def test_a_tightened_bound_leaves_a_head_out_of_the_reference_as_out_of_scoring_
     assert stopped[failing.label].failed_step == "quality gate" and not_scored.endswith(SAID + stopped[failing.label].message)
     # and training's gate keeps what the reference kept
     assert cohort.passing_quality_gate(t1w, out, TEMPLATE, bounds, "training") == kept
+
+
+def test_the_gate_measures_the_brains_own_contrast_which_the_tissue_standardisation_hides(tmp_path):
+    # white matter 5% brighter than grey: no T1w contrast, below the gate's 1.1; the tissue
+    # standardisation puts the two at 0.758 and 0.941 (1.24) whatever they were
+    grey, white = steps.tissue_on_grid(TEMPLATE)
+    mask = (grey + white > 0.5).astype(np.uint8)
+    smoothed = np.where(white > 0.9, 105.0, 100.0) * mask
+    image, intensity_map = steps.standardise(smoothed, mask, PreprocParams(intensity_standardisation="tissue"))
+    assert np.median(image[(white > 0.9) & (mask > 0)]) / np.median(image[(grey > 0.6) & (white < 0.2) & (mask > 0)]) == pytest.approx(0.941 / 0.758)
+    item = sunk_session(tmp_path / "out", tmp_path / "scratch", {"sub": "01"}, image, mask, intensity_map)
+    record = cohort.gate_record(item, tmp_path / "out", TEMPLATE, qc.DEFAULT_THRESHOLDS)
+    assert record["Measures"]["wm_gm_ratio"] == 1.05 and "wm_gm_ratio 1.05 is below 1.1" in record["Failures"]

@@ -21,13 +21,16 @@ TEMPLATE = PreprocParams().template
 ENTITIES = ({"sub": "01", "run": "1"}, {"sub": "01", "run": "10"}, {"sub": "010", "run": "1"})
 
 
-def sunk_session(out, scratch, entities):
-    """A T1w whose preprocessing outputs the workflow's own sink wrote (from stand-in images)."""
+def sunk_session(out, scratch, entities, t1w_grid=None, mask=None, intensity_map=(0.0, 2.0)):
+    """A T1w whose preprocessing outputs the workflow's own sink wrote (from stand-in images: by
+    default a box of 0.5 on the grid, standardised by ``intensity_map``, as its mask)."""
     scratch.mkdir(parents=True, exist_ok=True)
-    mask = np.zeros(GRID_SHAPE, np.uint8)
-    mask[BRAIN_BOX] = 1
+    if mask is None:
+        mask = np.zeros(GRID_SHAPE, np.uint8)
+        mask[BRAIN_BOX] = 1
+    t1w_grid = mask * np.float32(0.5) if t1w_grid is None else t1w_grid
     files = {}
-    for key, data in (("t1w_grid", mask * np.float32(0.5)), ("mask_grid", mask), ("mask_native", mask), ("xfm_warp", mask)):
+    for key, data in (("t1w_grid", t1w_grid), ("mask_grid", mask), ("mask_native", mask), ("xfm_warp", mask)):
         files[key] = scratch / f"{key}.nii.gz"
         nib.save(nib.Nifti1Image(data, GRID_AFFINE), files[key])
     for key in ("xfm_affine", "figure_brainmask", "figure_registration"):
@@ -36,7 +39,7 @@ def sunk_session(out, scratch, entities):
     relpath = f"sub-{entities['sub']}/anat/{bids.t1w_name(entities)}_T1w.nii.gz"  # where the T1w lies in the dataset
     nib.save(nib.Nifti1Image(np.zeros((10, 12, 14), np.int16), np.eye(4)), scratch / "raw.nii.gz")
     DerivativesSink(output_dir=str(out), t1w_relpath=relpath, entities=entities, params=PreprocParams().to_dict(), input_skull_stripped=False,
-                    **{k: str(v) for k, v in files.items()}).run()  # fmt: skip
+                    intensity_map=intensity_map, **{k: str(v) for k, v in files.items()}).run()  # fmt: skip
     return T1wInput(scratch / "raw.nii.gz", relpath, entities)
 
 

@@ -94,18 +94,22 @@ def test_tissue_standardisation_puts_grey_and_white_matter_medians_at_their_leve
     data[5:9] = rng.uniform(450, 490, (4, 10, 10))  # white matter, median about 470
     data[4, 4, 4], data[4, 4, 5] = 900.0, 10.0  # beyond the range on either side: clipped
     g, w = np.median(data[1:4][mask[1:4]]), np.median(data[5:9][mask[5:9]])
-    out = steps.tissue_standardise(data, mask, grey, white, (0.6, 0.9), (0.7, 0.9))
+    intensity_map = steps.tissue_map(data, mask, grey, white, (0.6, 0.9), (0.7, 0.9))
+    assert intensity_map == pytest.approx((g - 0.6 * (w - g) / 0.3, (w - g) / 0.3))
+    out = steps.apply_intensity_map(data, mask, intensity_map)
     expected = np.clip(0.6 + (data - g) * 0.3 / (w - g), 0, 1)
     np.testing.assert_allclose(out[mask], expected[mask], rtol=1e-5)
     assert np.median(out[1:4][mask[1:4]]) == pytest.approx(0.6, abs=1e-6) and np.median(out[5:9][mask[5:9]]) == pytest.approx(0.9, abs=1e-6)
     assert not out[~mask].any() and out.min() == 0.0 and out.max() == 1.0
     # the same head with another scanner's scale and contrast: the same image
-    np.testing.assert_allclose(steps.tissue_standardise(3 * data - 200, mask, grey, white, (0.6, 0.9), (0.7, 0.9)), out, atol=1e-5)
+    other_scanner = 3 * data - 200
+    other_map = steps.tissue_map(other_scanner, mask, grey, white, (0.6, 0.9), (0.7, 0.9))
+    np.testing.assert_allclose(steps.apply_intensity_map(other_scanner, mask, other_map), out, atol=1e-5)
     # the template's grey matter only where the probability is above 0.7: at 0.7 itself it is not taken
     with pytest.raises(InputImageError, match="misses the template's grey or white matter"):
-        steps.tissue_standardise(data, mask, np.where(grey > 0, 0.7, 0), white, (0.6, 0.9), (0.7, 0.9))
+        steps.tissue_map(data, mask, np.where(grey > 0, 0.7, 0), white, (0.6, 0.9), (0.7, 0.9))
     with pytest.raises(InputImageError, match="not brighter than grey matter"):
-        steps.tissue_standardise(-data, mask, grey, white, (0.6, 0.9), (0.7, 0.9))
+        steps.tissue_map(-data, mask, grey, white, (0.6, 0.9), (0.7, 0.9))
 
 
 def test_standardise_follows_the_parameters():
@@ -113,12 +117,14 @@ def test_standardise_follows_the_parameters():
     mask[20:100, 20:120, 20:100] = True
     data = np.where(mask, np.random.default_rng(1).uniform(1, 100, GRID_SHAPE), 0)
     percentile = PreprocParams(intensity_standardisation="percentile")
-    np.testing.assert_array_equal(steps.standardise(data, mask, percentile), normalise(data, mask, percentile.norm_percentile))
+    image, intensity_map = steps.standardise(data, mask, percentile)
+    np.testing.assert_array_equal(image, normalise(data, mask, percentile.norm_percentile))
+    assert intensity_map == (0.0, np.percentile(data[mask], 99))
     tissue = PreprocParams()
     grey, white = steps.tissue_on_grid(tissue.template)
-    np.testing.assert_array_equal(
-        steps.standardise(data, mask, tissue), steps.tissue_standardise(data, mask, grey, white, tissue.tissue_levels, tissue.tissue_probabilities)
-    )
+    image, intensity_map = steps.standardise(data, mask, tissue)
+    assert intensity_map == steps.tissue_map(data, mask, grey, white, tissue.tissue_levels, tissue.tissue_probabilities)
+    np.testing.assert_array_equal(image, steps.apply_intensity_map(data, mask, intensity_map))
 
 
 def test_nonzero_region_keeps_largest_blob_with_holes_filled():

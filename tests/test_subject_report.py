@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from bids_pscore import bids, participant, qc, scoring
+from bids_pscore import bids, derivatives, participant, qc, scoring
 from bids_pscore.atlas import region_table
 from bids_pscore.bids import T1wInput
-from bids_pscore.fileio import write_tsv
+from bids_pscore.fileio import write_json, write_tsv
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
+from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.report.html import named_regions
 
 from .helpers import BRAIN_BOX, gate_record_of_a_box
@@ -38,6 +39,9 @@ def preprocessed_session(out, ses, sub="01"):
             nib.save(nib.Nifti1Image(mask * np.float32(0.5) if key == "t1w_grid" else mask, GRID_AFFINE), out / rel)
         else:
             (out / rel).write_bytes(b"")
+    # the sidecar that says how the image was standardised, which the gate reads
+    sidecars = derivatives.preproc_sidecars(item.relpath, paths, PreprocParams().to_dict(), False, (0.0, 2.0))
+    write_json(out / bids.sidecar_path(paths["t1w_grid"]), sidecars["t1w_grid"])
     return item
 
 

@@ -269,17 +269,22 @@ class _NormaliseInputSpec(_MaskedInputSpec):
     params = traits.Dict(mandatory=True, desc="PreprocParams.to_dict(): the standardisation and its parameters")
 
 
+class _NormaliseOutputSpec(_OutFileSpec):
+    intensity_map = traits.Tuple(traits.Float, traits.Float, desc="(subtracted, divided_by): steps.standardise's map")
+
+
 class NormaliseIntensity(SimpleInterface):
     """Put the smoothed brain on [0, 1]: by a robust maximum, or by its grey and white matter (SPEC 2.7)."""
 
     input_spec = _NormaliseInputSpec
-    output_spec = _OutFileSpec
+    output_spec = _NormaliseOutputSpec
 
     def _run_interface(self, runtime):
         img, data = _load(self.inputs.in_file)
         mask = np.asarray(nib.load(self.inputs.mask).dataobj) > 0
-        out = standardise(data, mask, PreprocParams.from_dict(self.inputs.params))
+        out, intensity_map = standardise(data, mask, PreprocParams.from_dict(self.inputs.params))
         self._results["out_file"] = _save(as_image(out, img.affine), runtime, "preproc_grid.nii.gz")
+        self._results["intensity_map"] = intensity_map
         return runtime
 
 
@@ -292,6 +297,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     entities = traits.Dict(mandatory=True)
     params = traits.Dict(mandatory=True)
     input_skull_stripped = traits.Bool(mandatory=True)
+    intensity_map = traits.Tuple(traits.Float, traits.Float, mandatory=True)
     t1w_grid = File(exists=True, mandatory=True)
     mask_grid = File(exists=True, mandatory=True)
     mask_native = File(exists=True, mandatory=True)
@@ -317,7 +323,7 @@ class DerivativesSink(SimpleInterface):
 
         params = self.inputs.params
         paths = bids.session_outputs(self.inputs.entities, params["template"], bids.PREPROCESSING)
-        sidecars = derivatives.preproc_sidecars(self.inputs.t1w_relpath, paths, params, self.inputs.input_skull_stripped)
+        sidecars = derivatives.preproc_sidecars(self.inputs.t1w_relpath, paths, params, self.inputs.input_skull_stripped, self.inputs.intensity_map)
         root = Path(self.inputs.output_dir)
         written = []
         for key, relpath in bids.session_outputs(self.inputs.entities, params["template"], bids.PREPROCESSING, bids.CHECKS).items():

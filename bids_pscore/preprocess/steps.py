@@ -359,17 +359,22 @@ def smooth_in_mask(data, mask, fwhm_mm, voxel_mm=GRID_VOXEL_MM):
 
 
 def standardise(data, mask, params):
-    """The smoothed brain on [0, 1] as ``params`` (``PreprocParams``) say (SPEC 2.7); 0 outside."""
+    """The smoothed brain on [0, 1] as ``params`` (``PreprocParams``) say (SPEC 2.7), 0 outside, and
+    the map that did it, (subtracted, divided_by): the image is (data - subtracted) / divided_by,
+    clipped. The map goes into the sidecar, so that the quality gate measures the brain's own
+    contrast, which the tissue standardisation sets to the same value for every head."""
     if params.intensity_standardisation == "percentile":
-        return normalise(data, mask, params.norm_percentile)
-    grey, white = tissue_on_grid(params.template)
-    return tissue_standardise(data, mask, grey, white, params.tissue_levels, params.tissue_probabilities)
+        intensity_map = percentile_map(data, mask, params.norm_percentile)
+    else:
+        grey, white = tissue_on_grid(params.template)
+        intensity_map = tissue_map(data, mask, grey, white, params.tissue_levels, params.tissue_probabilities)
+    return apply_intensity_map(data, mask, intensity_map), intensity_map
 
 
-def tissue_standardise(data, mask, grey, white, levels, probabilities):
-    """Map the brain linearly so that its median where the template's grey matter probability
-    (``grey``) is above ``probabilities[0]`` lands at ``levels[0]``, and where its white matter's is
-    above ``probabilities[1]`` at ``levels[1]``; clip to [0, 1], 0 outside the brain.
+def tissue_map(data, mask, grey, white, levels, probabilities):
+    """The linear map (subtracted, divided_by) that puts the brain's median where the template's grey
+    matter probability (``grey``) is above ``probabilities[0]`` at ``levels[0]``, and where its white
+    matter's is above ``probabilities[1]`` at ``levels[1]``.
 
     Two tissues fix both the scale and the contrast, which vary with the scanner; medians over
     the template's tissue keep the anchors robust to a region's atrophy."""
@@ -382,16 +387,27 @@ def tissue_standardise(data, mask, grey, white, levels, probabilities):
     if white_level <= grey_level:
         raise InputImageError(f"white matter ({white_level:.4g}) is not brighter than grey matter ({grey_level:.4g}) after registration: "
                               "not a T1w contrast, or the registration failed; check the image and its registration figure")  # fmt: skip
-    scale = (levels[1] - levels[0]) / (white_level - grey_level)
-    return np.where(mask, np.clip(levels[0] + (data - grey_level) * scale, 0.0, 1.0), 0.0).astype(np.float32)
+    divided_by = (white_level - grey_level) / (levels[1] - levels[0])
+    return grey_level - levels[0] * divided_by, divided_by
 
 
-def normalise(data, mask, percentile):
-    """Divide by a high percentile of the brain voxels and clip to [0, 1]; 0 outside."""
+def percentile_map(data, mask, percentile):
+    """The map (0, p) that divides the brain by its ``percentile``-th percentile p."""
     mask = np.asarray(mask, bool)
     if not mask.any():
         raise InputImageError("the brain mask on the grid is empty: registration or skull stripping failed")
     scale = float(np.percentile(data[mask], percentile))
     if scale <= 0:
         raise InputImageError("the brain has no positive intensity after preprocessing; check the T1w")
-    return np.where(mask, np.clip(data / scale, 0.0, 1.0), 0.0).astype(np.float32)
+    return 0.0, scale
+
+
+def apply_intensity_map(data, mask, intensity_map):
+    """(data - subtracted) / divided_by inside ``mask``, clipped to [0, 1]; 0 outside (float32)."""
+    subtracted, divided_by = intensity_map
+    return np.where(np.asarray(mask, bool), np.clip((data - subtracted) / divided_by, 0.0, 1.0), 0.0).astype(np.float32)
+
+
+def normalise(data, mask, percentile):
+    """Divide by a high percentile of the brain voxels and clip to [0, 1]; 0 outside."""
+    return apply_intensity_map(data, mask, percentile_map(data, mask, percentile))

@@ -32,6 +32,7 @@ PREPROC_OUTPUTS = (
     "xfm_affine",
     "xfm_warp",
     "input_skull_stripped",
+    "intensity_map",
     "figure_brainmask",
     "figure_registration",
 )
@@ -144,7 +145,7 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto
         (resample, smooth, [("out_file", "in_file"), ("out_mask", "mask")]),
         (smooth, normalise, [("out_file", "in_file")]),
         (resample, normalise, [("out_mask", "mask")]),
-        (normalise, outputnode, [("out_file", "t1w_grid")]),
+        (normalise, outputnode, [("out_file", "t1w_grid"), ("intensity_map", "intensity_map")]),
         (resample, outputnode, [("out_mask", "mask_grid")]),
         (skullstrip, mask_to_source, [("out_mask", "in_file")]),
         (inputnode, mask_to_source, [("t1w", "source_file")]),
