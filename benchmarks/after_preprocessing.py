@@ -36,8 +36,8 @@ def cpu_seconds(who=resource.RUSAGE_SELF):
 
 def preprocessed_sessions(out, n):
     """``n`` sessions whose preprocessing outputs are the template on the grid and its mask."""
-    from bids_pscore import bids
     from bids_pscore.bids import T1wInput
+    from bids_pscore.derivatives import layout
     from bids_pscore.grid import GRID_AFFINE
     from bids_pscore.preprocess.steps import template_on_grid
 
@@ -47,7 +47,7 @@ def preprocessed_sessions(out, n):
     items = []
     for ses in range(1, n + 1):
         item = T1wInput(out / "raw.nii.gz", f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_T1w.nii.gz", {"sub": "01", "ses": str(ses)})
-        for key, rel in bids.session_outputs(item.entities, TEMPLATE, bids.PREPROCESSING).items():
+        for key, rel in layout.session_outputs(item.entities, TEMPLATE, layout.PREPROCESSING).items():
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             if key == "t1w_grid":
                 nib.save(nib.Nifti1Image(image, GRID_AFFINE), out / rel)

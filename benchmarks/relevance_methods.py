@@ -38,11 +38,12 @@ def grid_images(preprocessed, template):
     """(participant_id, session_id, image path, mask path) of every grid image: each file named as
     the participant level names a preprocessed T1w on ``template``'s grid."""
     from bids_pscore import bids
+    from bids_pscore.derivatives import layout
 
     rows = []
     for path in sorted(Path(preprocessed).rglob("sub-*_T1w.nii.gz")):
         entities = bids.source_entities(path)
-        paths = bids.session_outputs(entities, template, bids.PREPROCESSING) if "sub" in entities else {}
+        paths = layout.session_outputs(entities, template, layout.PREPROCESSING) if "sub" in entities else {}
         if paths and path == Path(preprocessed) / paths["t1w_grid"]:
             rows.append(
                 (f"sub-{entities['sub']}", f"ses-{entities['ses']}" if "ses" in entities else "n/a", path, Path(preprocessed) / paths["mask_grid"])

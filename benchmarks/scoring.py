@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from bids_pscore import atlas, derivatives, normative, pscore
+from bids_pscore import atlas, normative, pscore
+from bids_pscore.derivatives import records, session_files
 from bids_pscore.grid import GRID_SHAPE, N_CUBES
 from bids_pscore.preprocess import steps
 
@@ -51,7 +52,7 @@ def main():
             scores = pscore.score(p_ad, weights, selected, m, n, sizes, reference)
             voxel_map = pscore.voxel_scores(scores.cube, masks[0])[0]
             region_map = pscore.paint_regions(scores.region_norm, grid_atlas)[0]
-            derivatives.write_session(
+            session_files.write_session(
                 out,
                 {"sub": f"{repeat:02d}"},
                 "MNI152NLin2009aSym",
@@ -93,8 +94,8 @@ def main():
             start = time.perf_counter()
             values = {"grey_level": pscore.region_means(image, grid_atlas, sizes)[0], "pscore": scores.region_norm[0]}
             deviation = normative.deviation(built.reference, image, values, 60.0, 0.5)
-            summary = derivatives.normative_summary(deviation, record, labels, 60.0, "F")
-            derivatives.write_normative(out, {"sub": f"{repeat:02d}"}, "MNI152NLin2009aSym", deviation, summary, {"name": "bench"},
+            summary = records.normative_summary(deviation, record, labels, 60.0, "F")
+            session_files.write_normative(out, {"sub": f"{repeat:02d}"}, "MNI152NLin2009aSym", deviation, summary, {"name": "bench"},
                                         "sub-01/anat/sub-01_T1w.nii.gz")  # fmt: skip
             normative_times.append(time.perf_counter() - start)
 

@@ -99,7 +99,7 @@ def participant(bids_dir, out_dir, work_dir, model, labels):
     subprocess.run(cmd, check=False)
 
 
-# the summary and region table of each spread (keys of bids.SESSION_OUTPUTS): SPEC's even one, and the
+# the summary and region table of each spread (keys of layout.SESSION_OUTPUTS): SPEC's even one, and the
 # relevance-weighted one when the model has it
 MAPS = {"even spread (SPEC)": ("summary", "region_table"), "relevance-weighted": ("relevance_summary", "relevance_region_table")}
 
@@ -107,13 +107,14 @@ MAPS = {"even spread (SPEC)": ("summary", "region_table"), "relevance-weighted":
 def scored_sessions(out_dir):
     """((participant_id, session_id), the session's outputs) of every scored session in ``out_dir``."""
     from bids_pscore import bids
+    from bids_pscore.derivatives import layout
 
-    for summary_path in bids.summary_files(out_dir):
+    for summary_path in layout.summary_files(out_dir):
         entities = bids.source_entities(summary_path)
         template = json.loads(summary_path.read_text())["Space"]
         yield (
             (f"sub-{entities['sub']}", f"ses-{entities['ses']}"),
-            {k: Path(out_dir) / v for k, v in bids.session_outputs(entities, template).items()},
+            {k: Path(out_dir) / v for k, v in layout.session_outputs(entities, template).items()},
         )
 
 
@@ -162,8 +163,9 @@ def normative_baselines(out_dir, sessions, is_ad, truth):
     The first bounds what intensity can say region by region, the second what a cube-level score can."""
     import nibabel as nib
 
-    from bids_pscore import bids, pscore
+    from bids_pscore import pscore
     from bids_pscore.atlas import atlas_on_grid
+    from bids_pscore.derivatives import layout
     from bids_pscore.grid import N_CUBES, cube_index_map
     from bids_pscore.model.preprocessing import PreprocParams
 
@@ -172,7 +174,7 @@ def normative_baselines(out_dir, sessions, is_ad, truth):
     template = PreprocParams().template
 
     def image(key):
-        path = Path(out_dir) / bids.output_path({"sub": key[0].removeprefix("sub-"), "ses": key[1].removeprefix("ses-")}, "t1w_grid", template)
+        path = Path(out_dir) / layout.output_path({"sub": key[0].removeprefix("sub-"), "ses": key[1].removeprefix("ses-")}, "t1w_grid", template)
         return np.asarray(nib.load(path).dataobj, np.float64)
 
     controls = [key for key, ad in zip(sessions, is_ad) if not ad]
@@ -289,7 +291,7 @@ def order_agreement(out_dir, bids_dir, truth_sessions, work):
     group level's default flags: normative when every session has them, else the patent's)."""
     from scipy.stats import kendalltau
 
-    from bids_pscore import bids
+    from bids_pscore.derivatives import layout
     from bids_pscore.group import group_folder
     from bids_pscore.synth.disease import SUBTYPES, subtype_order
 
@@ -306,7 +308,7 @@ def order_agreement(out_dir, bids_dir, truth_sessions, work):
         subprocess.run([sys.executable, "-m", "bids_pscore.cli", str(bids_dir), str(group_out), "group",
                         "--participant-label", *labels], check=False, stdout=subprocess.DEVNULL)  # fmt: skip
         # a run on some of the subjects writes beside group/, to a folder named for them
-        onset = pd.read_csv(group_folder(group_out, labels)[0] / bids.GROUP_FILES["onset"], sep="\t", na_values="n/a")
+        onset = pd.read_csv(group_folder(group_out, labels)[0] / layout.GROUP_FILES["onset"], sep="\t", na_values="n/a")
         truth = subtype_order(subtype).set_index("index")["stage"]
         involved = onset[(onset["order"] > 0) & onset["index"].isin(truth.index)]
         tau = kendalltau(involved["order"], truth.reindex(involved["index"]).to_numpy())[0] if len(involved) > 2 else np.nan

@@ -3,8 +3,8 @@ logs/CITATION.bib (the same references in BibTeX)."""
 
 from pathlib import Path
 
-from . import derivatives
-from .bids import CITATION_BIB, CITATION_MD
+from .derivatives import sidecars
+from .derivatives.layout import CITATION_BIB, CITATION_MD
 from .fileio import write_text
 
 # every paper the README and the methods paragraph cite: (BibTeX key, type, fields)
@@ -74,7 +74,7 @@ def methods_text(params, metadata):
     """The paragraph, from the preprocessing workflow's own description and the model's card."""
     from .preprocess import init_preproc_wf
 
-    versions = derivatives.software_versions()
+    versions = sidecars.software_versions()
     preprocessing = init_preproc_wf(params).__desc__
     demo = f" {metadata['warning']}" if metadata.get("warning") else ""
     return (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bids
+from .derivatives import layout
 from .errors import InputImageError, UsageError, in_one_line
 from .execution import preprocess
 
@@ -54,7 +54,7 @@ def read_preprocessed(path, on_grid=True):
 def grid_image(item, source_dir, template):
     """One T1w's preprocessed image and brain mask on the grid (float32, bool) in ``source_dir``: what
     the gate measures, the participant level scores and training and the reference learn from."""
-    paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING)
+    paths = layout.session_outputs(item.entities, template, layout.PREPROCESSING)
     return read_preprocessed(Path(source_dir) / paths["t1w_grid"]), read_preprocessed(Path(source_dir) / paths["mask_grid"]) > 0
 
 
@@ -64,18 +64,18 @@ def gate_record(item, source_dir, template, bounds):
     import nibabel as nib
 
     from . import qc
-    from .derivatives import recorded_intensity_map
+    from .derivatives.sidecars import recorded_intensity_map
     from .preprocess.steps import template_on_grid, tissue_on_grid
 
     brain, mask = grid_image(item, source_dir, template)
     # the brain's own contrast, as it was before the standardisation (which gives every head the same)
-    sidecar = Path(source_dir) / bids.sidecar_path(bids.output_path(item.entities, "t1w_grid", template))
+    sidecar = Path(source_dir) / layout.sidecar_path(layout.output_path(item.entities, "t1w_grid", template))
     try:
         subtracted, divided_by = recorded_intensity_map(json.loads(sidecar.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputImageError(f"{sidecar}: cannot be read ({in_one_line(exc)}); {RESCORE_FIX}") from None
     brain = np.where(mask, brain * divided_by + subtracted, 0.0)
-    native_path = Path(source_dir) / bids.output_path(item.entities, "mask_native", template)
+    native_path = Path(source_dir) / layout.output_path(item.entities, "mask_native", template)
     native = read_preprocessed(native_path, on_grid=False)
     voxel_ml = float(np.prod(nib.load(native_path).header.get_zooms()[:3])) / 1000
     volume_ml = np.count_nonzero(native) * voxel_ml
@@ -154,7 +154,7 @@ def recorded_params(t1w_inputs, source_dir, template):
 
     found = {}
     for item in t1w_inputs:
-        sidecar = source_dir / bids.sidecar_path(bids.output_path(item.entities, "t1w_grid", template))
+        sidecar = source_dir / layout.sidecar_path(layout.output_path(item.entities, "t1w_grid", template))
         try:
             values = json.loads(sidecar.read_text())["PreprocessingParameters"]
         except (OSError, ValueError, KeyError, TypeError):

@@ -166,7 +166,7 @@ def to_dict(config):
 def write_config(config, log_dir):
     """Write ``config.json`` with the versions of the software into ``log_dir`` and tell the
     workers that nipype will start where it is. Returns its path."""
-    from .derivatives import software_versions
+    from .derivatives.sidecars import software_versions
 
     path = Path(log_dir) / "config.json"
     write_json(path, {"config": to_dict(config), "software": software_versions()})

@@ -185,7 +185,7 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, lo
     ``execution`` is the run's ``config.Execution``; the registration seed is one of ``params``;
     crash files go to ``log_dir``. Returns the ``Progress`` that knows which T1w failed.
     """
-    from .derivatives import write_dataset_files
+    from .derivatives.dataset_files import write_dataset_files
     from .preprocess import init_participant_wf
     from .preprocess.steps import write_template_files
     from .preprocess.workflow import workflow_name

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bids
+from . import bids, tabular
 from .config import write_config
+from .derivatives import layout
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, UsageError
 from .fileio import remove_stale_temporaries
 from .progress import RESULT
@@ -52,16 +53,16 @@ def group_folder(output_dir, participant_labels=(), session_labels=()):
     --participant-label or --session-label leave some out writes beside it, to a folder named for
     the selection (group_sub-01+02_ses-1), so that it never silently replaces the larger analysis.
     """
-    every = bids.summary_files(output_dir)
+    every = layout.summary_files(output_dir)
     selected = select_summaries(every, participant_labels, session_labels)
     if len(selected) == len(every):
-        return Path(output_dir) / bids.GROUP_DIR, None
+        return Path(output_dir) / layout.GROUP_DIR, None
     parts = [f"{key}-{'+'.join(labels)}" for key, labels in (("sub", participant_labels), ("ses", session_labels)) if labels]
-    name = "_".join([bids.GROUP_DIR, *parts])
+    name = "_".join([layout.GROUP_DIR, *parts])
     if len(name) > MAX_SUBSET_NAME:
-        name = f"{bids.GROUP_DIR}_subset-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+        name = f"{layout.GROUP_DIR}_subset-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
     subset = (f"a subset: {' '.join(parts)} ({len(selected)} of the {len(every)} scored T1w in the output folder), written to {name}/ "
-              f"beside {bids.GROUP_DIR}/, which holds the analysis of every scored T1w and is not replaced")  # fmt: skip
+              f"beside {layout.GROUP_DIR}/, which holds the analysis of every scored T1w and is not replaced")  # fmt: skip
     return Path(output_dir) / name, subset
 
 
@@ -73,9 +74,9 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
     the normative comparison (``Normative``) when every read session has one, else None).
     Refuses an empty folder and outputs of more than one model.
     """
-    from .derivatives import Summary
+    from .derivatives.records import Summary
 
-    summaries = select_summaries(bids.summary_files(output_dir), participant_labels, session_labels)
+    summaries = select_summaries(layout.summary_files(output_dir), participant_labels, session_labels)
     if not summaries:
         raise NoT1wError(f"{output_dir}: holds no participant-level P-score outputs (*_desc-summary_pscore.json); "
                          "run the participant level first")  # fmt: skip
@@ -92,7 +93,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
                       "class_reliable": summary.class_reliable, "lambda": float(summary.threshold)}  # fmt: skip
             entities = bids.source_entities(path)
             # the session's other files, named by the one description of its outputs
-            outputs = bids.session_outputs(entities, summary.space, bids.PSCORE, bids.NORMATIVE)
+            outputs = layout.session_outputs(entities, summary.space, layout.PSCORE, layout.NORMATIVE)
             table = pd.read_csv(Path(output_dir) / outputs["region_table"], sep="\t", usecols=["p_region", "p_region_norm"])
             if len(table) != 246 or table.isna().any().any():
                 raise ValueError(f"{len(table)} rows, {int(table.isna().sum().sum())} missing values")
@@ -114,7 +115,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
         deviations.append(deviation)
         rows.append({
             "participant_id": f"sub-{entities['sub']}", "session_id": f"ses-{entities['ses']}" if "ses" in entities else "n/a",
-            "t1w": bids.t1w_name(entities), "sub": entities["sub"], "ses": entities.get("ses"),
+            "t1w": layout.t1w_name(entities), "sub": entities["sub"], "ses": entities.get("ses"),
             **scored, "row": len(rows),
         })  # fmt: skip
     if len(models) > 1:
@@ -381,7 +382,7 @@ def run_group(config):
     """Group level (SPEC section 9) over the participant outputs in the output folder; returns the
     exit code (1 when damaged outputs were left out)."""
     from .atlas import region_table
-    from .derivatives import write_group_tables
+    from .derivatives.dataset_files import write_group_tables
     from .groundtruth import read_truth
     from .report.group import write_group_report
 
@@ -398,7 +399,7 @@ def run_group(config):
         log.warning("left out %s", line)
     if subset:
         log.info("group: %s", subset)
-    ordered = order_sessions(sessions, bids.acquisition_times(config.bids_dir))
+    ordered = order_sessions(sessions, tabular.acquisition_times(config.bids_dir))
     log_repeats(ordered)
     rows = ordered["row"].to_numpy()
     raw, reference_norm = raw[rows], reference_norm[rows]
@@ -471,7 +472,7 @@ def with_diagnoses(ordered, bids_dir, options):
     labelled at all) per session; (None, None) without labels."""
     if not options.label_column:
         return None, None
-    label_of, _, _ = bids.read_labels(bids_dir, options.label_column, options.positive, options.negative)
+    label_of, _, _ = tabular.read_labels(bids_dir, options.label_column, options.positive, options.negative)
     values = [label_of.get((sub, ses), label_of.get((sub, None))) for sub, ses in zip(ordered["sub"], ordered["ses"])]
     is_labelled = np.array([v is not None for v in values])
     labelled_ad = np.array([v == 1 for v in values])

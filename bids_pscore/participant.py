@@ -34,7 +34,7 @@ def load_model(path=None, normative=True):
 
 def run_info(config, started):
     """What every report says of the run that drew it (each session names the run that scored it)."""
-    from .derivatives import software_versions
+    from .derivatives.sidecars import software_versions
 
     if config.reports_only:
         run = f"{config.run_id}: --reports-only drew the reports again from the outputs on disk and keeps no log folder"
@@ -98,8 +98,9 @@ def participant_run(config, console):
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     import pandas as pd
 
-    from . import derivatives
+    from . import tabular
     from .citation import write_citation
+    from .derivatives import session_files
     from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
 
@@ -122,14 +123,14 @@ def participant_run(config, console):
     params = preprocessing_params(bundle.metadata, config.execution.random_seed)
     done, failed = preprocessed_t1w(t1w_inputs, config.bids_dir, output_dir, work_dir, params, config.execution, log_dir, "scoring")
     for t1w in t1w_inputs:  # a T1w that failed now, not one that --stop-on-first-crash left unrun
-        if t1w.label in failed and failed[t1w.label].status == "failed" and derivatives.remove_outputs(output_dir, t1w.entities, params.template):
+        if t1w.label in failed and failed[t1w.label].status == "failed" and session_files.remove_outputs(output_dir, t1w.entities, params.template):
             log.info("%s: the outputs of an earlier run were removed, since this run failed for it", t1w.label)
     if failed and config.execution.stop_on_first_crash:
         log.info("stopped at the first failure (--stop-on-first-crash); nothing was scored")
         return EXIT_SESSION_FAILED
     if done:
         log.info("P-scores of %d T1w", len(done))
-    ages, sexes = bids.ages_and_sexes(config.bids_dir, done)
+    ages, sexes = tabular.ages_and_sexes(config.bids_dir, done)
     covariates = {t.ident: (age, sex) for t, age, sex in zip(done, ages, sexes)}
     from .preprocess.workflow import workflow_name
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bids, normative, pscore
+from . import bids, normative, pscore, tabular
 from .atlas import atlas_on_grid
+from .derivatives import layout
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def healthy_inputs(healthy_dir, params, work_dir, execution, log_dir, bounds, pa
             raise UsageError(f"{healthy_dir}: its raw dataset ({raw}) is not there; the ages and the T1w list come from it: "
                              "pass the raw BIDS dataset instead")  # fmt: skip
         t1w = bids.find_t1w(bids.load_layout(raw, validate=validate), participant_label)
-        t1w = [t for t in t1w if (healthy_dir / bids.output_path(t.entities, "t1w_grid", params.template)).is_file()]
+        t1w = [t for t in t1w if (healthy_dir / layout.output_path(t.entities, "t1w_grid", params.template)).is_file()]
         if not t1w:
             raise UsageError(f"{healthy_dir}: holds no preprocessed T1w of {raw}; run the participant level first")
         if recorded_params(t1w, healthy_dir, params.template) != params:
@@ -237,7 +238,7 @@ def add_to_bundle(config):
         raise UsageError(f"{config.healthy_dir}: --calibrate-class needs controls the model was not fitted on, but {len(fitted_on)} are in its "
                          f"training or validation split ({', '.join(fitted_on[:3])}{', ...' if len(fitted_on) > 3 else ''}), whose AD "
                          "probabilities are in-sample; give controls of another dataset, or leave --calibrate-class out")  # fmt: skip
-    ages, sexes = bids.ages_and_sexes(raw, t1w)
+    ages, sexes = tabular.ages_and_sexes(raw, t1w)
     images = load_grid_images(t1w, source_dir, params)
     reference, description = build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (bids_pscore-normative)",
                                    raw, ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]), config.calibrate_class)  # fmt: skip

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from . import bids
 from .atlas import N_REGIONS
+from .derivatives import layout
 from .progress import RESULT
 
 # the participant level's messages: the run's debug log names them as it did before results had a module of their own
@@ -15,7 +16,7 @@ log = logging.getLogger(f"{__package__}.participant")
 @dataclass
 class SessionResult:
     t1w: bids.T1wInput
-    paths: dict  # every derivative of the session ({key of bids.SESSION_OUTPUTS: path}), relative to the output folder
+    paths: dict  # every derivative of the session ({key of layout.SESSION_OUTPUTS: path}), relative to the output folder
     whole: float
     ad_probability: float
     predicted_class: str
@@ -31,7 +32,7 @@ class SessionResult:
 
 def log_result(result):
     """The RESULT line of a scored session (and the cautions of its class and its normative comparison)."""
-    from .derivatives import class_mark
+    from .derivatives.records import class_mark
 
     mark = class_mark(result.class_domain)
     log.log(
@@ -57,24 +58,24 @@ def read_session_result(output_dir, t1w, template):
     """A scored session's SessionResult read back from its outputs, or None if it has none."""
     import json
 
-    from .derivatives import Summary
+    from .derivatives.records import Summary
 
-    paths = bids.session_outputs(t1w.entities, template, bids.PREPROCESSING, bids.PSCORE)
+    paths = layout.session_outputs(t1w.entities, template, layout.PREPROCESSING, layout.PSCORE)
     if not all((output_dir / p).is_file() for p in paths.values()):
         return None
     summary = Summary.from_json(output_dir / paths["summary"])
     relevance = None
-    relevance_paths = bids.session_outputs(t1w.entities, template, bids.RELEVANCE)
+    relevance_paths = layout.session_outputs(t1w.entities, template, layout.RELEVANCE)
     if all((output_dir / p).is_file() for p in relevance_paths.values()):
         paths.update(relevance_paths)
         weighted = Summary.from_json(output_dir / relevance_paths["relevance_summary"], relevance=True)
         relevance = {"whole": weighted.whole, "lambda": weighted.threshold, "degenerative": weighted.degenerative}
-    gate = bids.output_path(t1w.entities, "qc")
+    gate = layout.output_path(t1w.entities, "qc")
     measures = None
     if (output_dir / gate).is_file():
         paths["qc"] = gate
         measures = json.loads((output_dir / gate).read_text())["Measures"]
-    normative_paths = bids.session_outputs(t1w.entities, template, bids.NORMATIVE)
+    normative_paths = layout.session_outputs(t1w.entities, template, layout.NORMATIVE)
     if summary.normative is not None and all((output_dir / p).is_file() for p in normative_paths.values()):
         paths.update(normative_paths)
     return SessionResult(t1w, paths, summary.whole, summary.ad_probability, summary.predicted_class, summary.degenerative, relevance,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bids
 from .cohort import RESCORE_FIX, gate_failures, gate_record, gated_out, grid_image
+from .derivatives import layout
 from .errors import OutputNotWritableError, PscoreError, in_one_line
 from .fileio import write_json, write_text
 from .results import SessionResult, log_result, read_session_result, scored_by
@@ -47,7 +47,7 @@ def write_crash(path, exc):
 def quality_gate(item, output_dir, template, qc_bounds):
     """The quality gate's record of one preprocessed T1w, written beside its outputs."""
     record = gate_record(item, output_dir, template, qc_bounds)
-    write_json(output_dir / bids.output_path(item.entities, "qc"), {**record, "Sources": [bids.raw_uri(item.relpath)]})
+    write_json(output_dir / layout.output_path(item.entities, "qc"), {**record, "Sources": [layout.raw_uri(item.relpath)]})
     return record
 
 
@@ -74,7 +74,7 @@ def scoring_fingerprint(item, output_dir, template, metadata, qc_bounds, covaria
     from . import __version__
     from .model.bundle import sha256
 
-    images = bids.session_outputs(item.entities, template, bids.PREPROCESSING)
+    images = layout.session_outputs(item.entities, template, layout.PREPROCESSING)
     decided_by = {
         "t1w": item.relpath,
         "template": template,
@@ -96,13 +96,13 @@ def reusable_result(item, output_dir, template, bundle, fingerprint, record):
 
     from .model.bundle import sha256
 
-    steps = (bids.PSCORE, *((bids.RELEVANCE,) if bundle.metadata.get("relevance") else ()), *((bids.NORMATIVE,) if bundle.normative else ()))
-    outputs = bids.with_sidecars(bids.session_outputs(item.entities, template, *steps)) + [bids.output_path(item.entities, "qc")]
+    steps = (layout.PSCORE, *((layout.RELEVANCE,) if bundle.metadata.get("relevance") else ()), *((layout.NORMATIVE,) if bundle.normative else ()))
+    outputs = layout.with_sidecars(layout.session_outputs(item.entities, template, *steps)) + [layout.output_path(item.entities, "qc")]
     try:
         recorded = json.loads(record.read_text())
         if recorded["fingerprint"] != fingerprint or not all((output_dir / p).is_file() for p in outputs):
             return None
-        if recorded["summary_sha256"] != sha256(output_dir / bids.output_path(item.entities, "summary", template)):
+        if recorded["summary_sha256"] != sha256(output_dir / layout.output_path(item.entities, "summary", template)):
             return None
         result = read_session_result(output_dir, item, template)
     except (OSError, ValueError, KeyError, TypeError):  # no record yet, or one or an output damaged: score it anew
@@ -167,10 +167,10 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir,
     a T1w whose fingerprint and outputs are unchanged is read back, not scored again; without it
     every T1w is scored. Returns the scored sessions and, for each T1w the gate stopped or whose
     scoring failed (only that T1w fails; its crash file goes to ``log_dir``), its Outcome."""
-    from . import derivatives
+    from .derivatives import dataset_files, session_files
 
     model = scoring_model(bundle)
-    derivatives.write_atlas(output_dir, template, model.grid_atlas)
+    dataset_files.write_atlas(output_dir, template, model.grid_atlas)
     results, stopped = [], {}
     for item in t1w_inputs:
         age, sex = (covariates or {}).get(item.ident, (float("nan"), "n/a"))
@@ -193,7 +193,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir,
             # a session's scores are replaced as a set: an earlier run's go first and the summary, which
             # the group level and the reports take for a whole set, is written last, so that a run killed
             # in between leaves no new tables beside an old summary
-            derivatives.remove_outputs(output_dir, item.entities, template, preprocessing=False)
+            session_files.remove_outputs(output_dir, item.entities, template, preprocessing=False)
             gate = quality_gate(item, output_dir, template, qc_bounds)
             if gated_out(item, gate, "scoring"):
                 # garbage in must not come out as a score (the image itself, the mask and the QC record stay)
@@ -203,7 +203,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir,
         except Exception as exc:  # noqa: BLE001 - whatever fails in one session (an unreadable image, a full disk) fails that T1w only
             stopped[item.label] = scoring_failure(item, exc, log_dir)
             with contextlib.suppress(OSError):  # what this run wrote of the set; a failing disk may refuse even that
-                derivatives.remove_outputs(output_dir, item.entities, template, preprocessing=False)
+                session_files.remove_outputs(output_dir, item.entities, template, preprocessing=False)
             log.warning("%s: NOT SCORED, scoring failed: %s", item.label, stopped[item.label].message)
             continue
         results.append(result)
@@ -224,18 +224,19 @@ def gate_outcome(item, gate):
     """The Outcome of a T1w the quality gate stopped: the bounds it failed, and its record as the log."""
     from .progress import Outcome
 
-    return Outcome(item.label, "failed", failed_step="quality gate", message=gate_failures(gate), log=str(bids.output_path(item.entities, "qc")))
+    return Outcome(item.label, "failed", failed_step="quality gate", message=gate_failures(gate), log=str(layout.output_path(item.entities, "qc")))
 
 
 def score_t1w(item, output_dir, template, model, gate, age, sex):
     """Ensemble, P-scores, class domain, normative deviations and relevance-weighted scores of one T1w that
     passed the quality gate (``gate``: its record), and their derivatives, the summary last; returns its
     SessionResult and its pscore scores."""
-    from . import derivatives, pscore
+    from . import pscore
+    from .derivatives import records, session_files
     from .inference import score_image
 
     bundle = model.bundle
-    paths = bids.session_outputs(item.entities, template, bids.PREPROCESSING, bids.QC)
+    paths = layout.session_outputs(item.entities, template, layout.PREPROCESSING, layout.QC)
     image, mask = grid_image(item, output_dir, template)
     scored = score_image(bundle.ensemble, model.reference, image, mask, model.grid_atlas, model.sizes, bundle.class_offset)
     scores, ad_probability = scored.scores, scored.ad_probability
@@ -251,7 +252,7 @@ def score_t1w(item, output_dir, template, model, gate, age, sex):
     if model.relevance is not None:
         relevance_summary, relevance_written = write_relevance_scores(item, output_dir, template, model, scored, mask)
         written.update(relevance_written)
-    written.update(derivatives.write_session(
+    written.update(session_files.write_session(
         output_dir, item.entities, template, scores,
         voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
         region_map=pscore.paint_regions(scores.region_norm[0], model.grid_atlas)[0],
@@ -262,37 +263,40 @@ def score_t1w(item, output_dir, template, model, gate, age, sex):
     paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
     result = SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                            model.labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
-                           normative=normative_summary, **derivatives.Summary.class_fields(class_summary))  # fmt: skip
+                           normative=normative_summary, **records.Summary.class_fields(class_summary))  # fmt: skip
     return result, scores
 
 
 def class_domain_check(bundle, image, grey_level, age, sex):
     """The summary's "ClassDomain": how far the scan lies from the heads the class was set on (far, its
     class is not reliable)."""
-    from . import derivatives, normative
+    from . import normative
+    from .derivatives import records
 
     far_from_class = None if bundle.class_domain is None else normative.deviation(
         bundle.class_domain, image, {"grey_level": grey_level}, age, normative.sex_code(sex))  # fmt: skip
-    return derivatives.class_domain_summary(far_from_class, bundle.metadata.get("class_domain"))
+    return records.class_domain_summary(far_from_class, bundle.metadata.get("class_domain"))
 
 
 def write_normative_deviation(item, output_dir, template, model, image, grey_level, scores, age, sex):
     """The T1w's deviation from the model's normative reference (SPEC 10) and its derivatives; (the summary's
     "Normative" record, {key: path written})."""
-    from . import derivatives, normative
+    from . import normative
+    from .derivatives import records, session_files
 
     bundle = model.bundle
     region_values = {"grey_level": grey_level, "pscore": scores.region_norm[0]}
     deviation = normative.deviation(bundle.normative, image, region_values, age, normative.sex_code(sex))
-    normative_summary = derivatives.normative_summary(deviation, bundle.metadata["normative"], model.labels, age, sex)
-    written = derivatives.write_normative(output_dir, item.entities, template, deviation, normative_summary, model.card, item.relpath)
+    normative_summary = records.normative_summary(deviation, bundle.metadata["normative"], model.labels, age, sex)
+    written = session_files.write_normative(output_dir, item.entities, template, deviation, normative_summary, model.card, item.relpath)
     return normative_summary, written
 
 
 def write_relevance_scores(item, output_dir, template, model, scored, mask):
     """The relevance-weighted scores of the T1w and their derivatives; (the SessionResult's relevance record
     (whole-brain score, lambda, degenerative regions), {key: path written})."""
-    from . import derivatives, pscore
+    from . import pscore
+    from .derivatives import session_files
     from .model.relevance import relevance_on_grid
 
     scores, lambda_ = scored.scores, model.relevance_reference.threshold
@@ -300,7 +304,7 @@ def write_relevance_scores(item, output_dir, template, model, scored, mask):
     relevance_map = pscore.relevance_voxel_scores(scores.cube, grid_relevance, mask[None])[0]
     region = pscore.region_means(relevance_map, model.grid_atlas, model.sizes)
     weighted = pscore.score_regions(scores.p_ad, scores.cube, scores.brain_voxels, region, model.relevance_reference)
-    written = derivatives.write_relevance(
+    written = session_files.write_relevance(
         output_dir, item.entities, template, weighted, voxel_map=relevance_map,
         region_map=pscore.paint_regions(weighted.region_norm[0], model.grid_atlas)[0], lambda_=lambda_,
         method=model.relevance["description"], model_card=model.card, t1w_relpath=item.relpath,

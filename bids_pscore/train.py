@@ -12,10 +12,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import bids, derivatives
+from . import bids, tabular
 from .atlas import ATLAS_NAME, CITATION, N_REGIONS
 from .cohort import load_grid_images, passing_quality_gate, preprocessed_t1w, recorded_params
 from .config import write_config
+from .derivatives import layout, sidecars
 from .errors import TrainingError, UsageError
 from .execution import make_run_folders
 from .progress import RESULT
@@ -175,7 +176,7 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
             config.qc_thresholds,
             validate=not config.skip_bids_validation,
         )
-        ages, sexes = bids.ages_and_sexes(raw, healthy)
+        ages, sexes = tabular.ages_and_sexes(raw, healthy)
         images = load_grid_images(healthy, healthy_source, params)
         subjects = [t.entities["sub"] for t in healthy]
         in_sample = reference_module.in_sample_pscores(subjects, split)
@@ -189,7 +190,7 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
                     "gets none (bids_pscore-normative adds one later, from healthy scans of your site)",
                     n_subjects, reference_module.MIN_REFERENCE_SUBJECTS)  # fmt: skip
         return None
-    ages, sexes = bids.ages_and_sexes(config.bids_dir, controls)
+    ages, sexes = tabular.ages_and_sexes(config.bids_dir, controls)
     images = load_grid_images(controls, source_dir, params, config.cat12_prefix)
     # the networks trained on these images: their P-scores are in-sample, so only the grey level serves
     built = reference_module.build(images, ages, sexes, [t.entities["sub"] for t in controls], params.template,
@@ -197,7 +198,7 @@ def training_reference(config, t1w_inputs, y, parts, split, source_dir, params, 
                                    config.bids_dir)  # fmt: skip
     unseen = [t1w_inputs[i] for i in parts["test"] if y[i] == 0]
     if unseen:
-        ages, sexes = bids.ages_and_sexes(config.bids_dir, unseen)
+        ages, sexes = tabular.ages_and_sexes(config.bids_dir, unseen)
         flags = reference_module.count_flags(built[0], load_grid_images(unseen, source_dir, params, config.cat12_prefix), ages, sexes)
         built[1]["unseen_controls"] = {"images": len(unseen), "split": "test", "false_flags_per_healthy_image": float(flags.mean()),
                                        "share_of_healthy_images_with_a_flag": float((flags > 0).mean())}  # fmt: skip
@@ -251,7 +252,7 @@ def refuse_existing_bundle(model_dir):
 
 def read_training_labels(config):
     """({(sub, ses): 1 or 0}, the values left out, where the labels came from), said in a line."""
-    labels, left_out, source = bids.read_labels(config.bids_dir, config.label_column, config.positive, config.negative)
+    labels, left_out, source = tabular.read_labels(config.bids_dir, config.label_column, config.positive, config.negative)
     log.info(
         "labels from %s: %d %s, %d %s; left out (other values): %s",
         source,
@@ -283,9 +284,9 @@ def training_params(config, t1w_inputs):
     params = PreprocParams() if seed is None else PreprocParams(registration_seed=seed)
     if config.preprocessed is None or config.cat12_prefix:
         return params
-    missing = [str(Path(config.preprocessed) / bids.output_path(t.entities, key, params.template)) for t in t1w_inputs
+    missing = [str(Path(config.preprocessed) / layout.output_path(t.entities, key, params.template)) for t in t1w_inputs
                for key in ("t1w_grid", "mask_grid", "mask_native")
-               if not (Path(config.preprocessed) / bids.output_path(t.entities, key, params.template)).is_file()]  # fmt: skip
+               if not (Path(config.preprocessed) / layout.output_path(t.entities, key, params.template)).is_file()]  # fmt: skip
     if missing:
         raise UsageError(f"{config.preprocessed}: {len(missing)} preprocessed image(s) missing, e.g. {missing[0]}; run the participant "
                          "level for those T1w, or leave their subjects out with --participant-label")  # fmt: skip
@@ -369,7 +370,7 @@ def bundle_metadata(config, model_dir, params, reference, relevance, labels, tra
             },
             "seeds": {"training": config.training.seed, "registration": params.registration_seed},
         },  # fmt: skip
-        "software": derivatives.software_versions(),
+        "software": sidecars.software_versions(),
     }
 
 

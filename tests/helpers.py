@@ -81,14 +81,15 @@ def gate_record_of_a_box(out, item, qc_thresholds="off"):
     and native mask are BRAIN_BOX on the grid, under ``qc_thresholds`` as a user gives them: asserted
     to be what the real gate measures of that box, so that a record lost, stale or made up on its way
     to the outputs fails the test."""
-    from bids_pscore import bids, qc
+    from bids_pscore import qc
+    from bids_pscore.derivatives import layout
     from bids_pscore.grid import GRID_SHAPE, GRID_VOXEL_MM
 
-    record = json.loads((Path(out) / bids.output_path(item.entities, "qc")).read_text())
+    record = json.loads((Path(out) / layout.output_path(item.entities, "qc")).read_text())
     box_ml = np.zeros(GRID_SHAPE)[BRAIN_BOX].size * GRID_VOXEL_MM**3 / 1000
     assert record["Measures"]["brain_volume_ml"] == box_ml and record["Measures"]["wm_gm_ratio"] == 1.0, record  # flat: no white matter
     assert qc.failures(record["Measures"]), "a box is no head: the default bounds stop it, hence the tests' looser ones"
     bounds = qc.parse_thresholds(qc_thresholds)
     assert record["Passed"] and record["Failures"] == [] and record["Thresholds"] == {k: list(v) for k, v in bounds.items()}, record
-    assert record["Sources"] == [bids.raw_uri(item.relpath)]
+    assert record["Sources"] == [layout.raw_uri(item.relpath)]
     return record

@@ -8,7 +8,8 @@ import pandas as pd
 
 from bids_pscore.atlas import N_REGIONS, region_table
 from bids_pscore.bids import BIDS_VERSION
-from bids_pscore.derivatives import normative_summary, write_normative, write_session
+from bids_pscore.derivatives.records import normative_summary
+from bids_pscore.derivatives.session_files import write_normative, write_session
 from bids_pscore.fileio import write_json, write_tsv
 from bids_pscore.grid import GRID_SHAPE, N_CUBES
 from bids_pscore.normative import Deviation, distance

@@ -12,7 +12,7 @@ BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*
 
 def package_names_used(source):
     """(module, name) of every name a script takes from bids_pscore: imported from a module, or read
-    as an attribute of a module it imported (``bids.session_outputs``)."""
+    as an attribute of a module it imported (``layout.session_outputs``)."""
     tree = ast.parse(source)
     modules, used = {}, []
     for node in ast.walk(tree):

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bids_pscore import bids, fileio
+from bids_pscore import bids, fileio, tabular
+from bids_pscore.derivatives import layout
 from bids_pscore.errors import UsageError
 from bids_pscore.fileio import atomic_path, write_json
 
@@ -67,14 +68,14 @@ def test_selection_by_subject_session_and_filter(dataset):
 
 def test_output_names_keep_the_source_entities():
     entities = bids.source_entities("sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_T1w.nii.gz")
-    paths = bids.session_outputs(entities, "MNI152NLin2009aSym", bids.PREPROCESSING)
+    paths = layout.session_outputs(entities, "MNI152NLin2009aSym", layout.PREPROCESSING)
     assert paths["t1w_grid"] == Path(
         "sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-MNI152NLin2009aSym_res-1p5_desc-preproc_T1w.nii.gz"
     )
     assert paths["mask_native"] == Path("sub-01/ses-2/anat/sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_space-T1w_desc-brain_mask.nii.gz")
     assert paths["xfm_warp"].name == "sub-01_ses-2_acq-fast_ce-gad_rec-norm_run-02_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz"
-    assert bids.sidecar_path(paths["xfm_warp"]).name.endswith("_desc-warp_xfm.json")
-    no_session = bids.session_outputs(bids.source_entities("sub-03_T1w.nii.gz"), "X", bids.PREPROCESSING)
+    assert layout.sidecar_path(paths["xfm_warp"]).name.endswith("_desc-warp_xfm.json")
+    no_session = layout.session_outputs(bids.source_entities("sub-03_T1w.nii.gz"), "X", layout.PREPROCESSING)
     assert no_session["mask_grid"] == Path("sub-03/anat/sub-03_space-X_res-1p5_desc-brain_mask.nii.gz")
 
 
@@ -274,14 +275,14 @@ def test_t1w_told_apart_by_any_entity_bids_allows_get_apart_outputs_node_names_a
     found = bids.find_t1w(bids.load_layout(root))
     assert len(found) == 8
     assert len({t.ident for t in found}) == len({t.label for t in found}) == 8
-    for key in bids.SESSION_OUTPUTS:
-        assert len({bids.output_path(t.entities, key, "X") for t in found}) == 8
+    for key in layout.SESSION_OUTPUTS:
+        assert len({layout.output_path(t.entities, key, "X") for t in found}) == 8
     # one workflow holds them all: nipype refused a second node of the same name
     wf = init_participant_wf(found, tmp_path / "out", PreprocParams(), {"template": "t.nii.gz", "coarse_template": "c.nii.gz"}, "wf")
     assert len([n for n in wf._graph.nodes() if n.name.endswith("_sink")]) == 8
-    layout = bids.load_layout(root)
-    assert relpaths(bids.find_t1w(layout, filters={"echo": 2})) == ["sub-01/anat/sub-01_echo-2_T1w.nii.gz"]
-    assert relpaths(bids.find_t1w(layout, filters={"part": "phase"})) == ["sub-03/anat/sub-03_part-phase_T1w.nii.gz"]
+    bids_layout = bids.load_layout(root)
+    assert relpaths(bids.find_t1w(bids_layout, filters={"echo": 2})) == ["sub-01/anat/sub-01_echo-2_T1w.nii.gz"]
+    assert relpaths(bids.find_t1w(bids_layout, filters={"part": "phase"})) == ["sub-03/anat/sub-03_part-phase_T1w.nii.gz"]
     # every entity that BIDS allows on a T1w, in BIDS order, and the output names keep BIDS order: chunk follows space
     schema = load_schema()
     rule = schema.rules.files.raw.anat.nonparametric
@@ -289,7 +290,7 @@ def test_t1w_told_apart_by_any_entity_bids_allows_get_apart_outputs_node_names_a
     assert bids.SOURCE_ENTITIES == tuple(schema.objects.entities[e].name for e in schema.rules.entities if e in rule.entities)
     entities = bids.source_entities("sub-01_ses-1_task-a_acq-b_ce-c_rec-d_run-1_echo-2_part-mag_chunk-3_T1w.nii.gz")
     assert list(entities) == ["sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "part", "chunk"]
-    assert bids.session_outputs(entities, "X", bids.PREPROCESSING)["t1w_grid"].name == (
+    assert layout.session_outputs(entities, "X", layout.PREPROCESSING)["t1w_grid"].name == (
         "sub-01_ses-1_task-a_acq-b_ce-c_rec-d_run-1_echo-2_part-mag_space-X_chunk-3_res-1p5_desc-preproc_T1w.nii.gz"
     )
 
@@ -332,10 +333,10 @@ def test_age_and_sex_come_from_participants_tsv_and_a_gender_column_is_read_as_t
         "sub-01/anat/sub-01_T1w.nii.gz": small_image(), "sub-02/anat/sub-02_T1w.nii.gz": small_image(),
     })  # fmt: skip
     t1w = sorted(bids.find_t1w(bids.load_layout(root, validate=False)), key=lambda t: t.entities["sub"])
-    ages, sexes = bids.ages_and_sexes(root, t1w)
+    ages, sexes = tabular.ages_and_sexes(root, t1w)
     assert ages[0] == 39 and np.isnan(ages[1]) and sexes == ["m", "f"]
     assert "participants.tsv: no 'sex' column, so the sex is read from its 'gender' column" in caplog.text
     # a dataset with both: BIDS's own column, and nothing to tell
     (root / "participants.tsv").write_text("participant_id\tsex\tgender\nsub-01\tF\tm\nsub-02\tM\tf\n")
     caplog.clear()
-    assert bids.ages_and_sexes(root, t1w)[1] == ["F", "M"] and "gender" not in caplog.text
+    assert tabular.ages_and_sexes(root, t1w)[1] == ["F", "M"] and "gender" not in caplog.text

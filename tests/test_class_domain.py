@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bids_pscore import bids, normative, participant, qc, results, scoring
+from bids_pscore import normative, participant, qc, results, scoring
 from bids_pscore.atlas import N_REGIONS
-from bids_pscore.derivatives import class_domain_summary, class_mark
+from bids_pscore.derivatives import layout
+from bids_pscore.derivatives.records import class_domain_summary, class_mark
 from bids_pscore.fileio import write_json
 from bids_pscore.grid import GRID_SHAPE
 from bids_pscore.model.bundle import DOMAIN, METADATA, NORMATIVE, add_normative, load_bundle, metadata_sha256, save_bundle, sha256
@@ -143,7 +144,7 @@ def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_p
     gate_off = qc.parse_thresholds("off")  # a box, no head
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
         (result,), _ = scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
-    summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
+    summary = json.loads((tmp_path / layout.output_path(item.entities, "summary", TEMPLATE)).read_text())
     assert summary_problems(summary) == []
     keys = list(summary)
     assert keys.index("ClassReliable") == keys.index("PredictedClass") + 1 and summary["ClassReliable"] is False
@@ -166,7 +167,7 @@ def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_p
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
         (old,), _ = scoring.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=meta, class_domain=None), TEMPLATE,
                                                gate_off, tmp_path / "logs")  # fmt: skip
-    summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
+    summary = json.loads((tmp_path / layout.output_path(item.entities, "summary", TEMPLATE)).read_text())
     assert summary_problems(summary) == []
     assert summary["ClassReliable"] is None and summary["ClassDomain"] is None and old.class_reliable is None
     assert "class not reliable" not in caplog.text and f"AD probability {old.ad_probability:.2f} ({old.predicted_class})" in caplog.text
@@ -179,7 +180,7 @@ def test_the_group_table_carries_whether_each_class_is_reliable(tmp_path):
 
     out = tmp_path / "out"
     bids_dir = _with_scores(out, ["01", "02", "03"], {"01": []})
-    for path, reliable in zip(sorted(bids.summary_files(out)), (False, True)):  # sub-03 keeps the null of a model without a domain
+    for path, reliable in zip(sorted(layout.summary_files(out)), (False, True)):  # sub-03 keeps the null of a model without a domain
         summary = json.loads(path.read_text())
         write_json(path, {**summary, "ClassReliable": reliable})
     assert cli.main([str(bids_dir), str(out), "group", "--flags", "patent"]) == 0

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids, errors
+from bids_pscore import errors
 from bids_pscore.cli.run import main, parse_args
+from bids_pscore.derivatives import layout
 
 from .helpers import make_bids, small_image
 
@@ -122,7 +123,7 @@ def test_a_broken_link_fails_only_its_t1w_and_a_failed_rerun_removes_its_old_out
     stale = {}
     for sub in ("01", "02"):  # what an earlier, successful run wrote
         entities = {"sub": sub}
-        for rel in [*bids.session_outputs(entities, TEMPLATE, bids.PSCORE).values(), bids.output_path(entities, "qc")]:
+        for rel in [*layout.session_outputs(entities, TEMPLATE, layout.PSCORE).values(), layout.output_path(entities, "qc")]:
             stale[rel] = out_dir / rel
             stale[rel].parent.mkdir(parents=True, exist_ok=True)
             stale[rel].write_text("from an earlier run")

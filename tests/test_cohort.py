@@ -10,6 +10,7 @@ import pytest
 
 from bids_pscore import bids, cohort, participant, qc, reference, scoring
 from bids_pscore.cli.normative import parse_args
+from bids_pscore.derivatives import layout
 from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.preprocess import steps
 
@@ -24,7 +25,7 @@ def test_a_tightened_bound_leaves_a_head_out_of_the_reference_as_out_of_scoring_
     out, _ = site_output(tmp_path, ["site00", "site01"], [40.0, 50.0])
     # sub-site01's brain mask in its own space loses every fourth slice: 1405 ml, within the default
     # bounds (800-2400 ml), below a lower bound tightened to 1600 ml
-    native = out / bids.output_path({"sub": "site01"}, "mask_native", TEMPLATE)
+    native = out / layout.output_path({"sub": "site01"}, "mask_native", TEMPLATE)
     mask = np.asarray(nib.load(native).dataobj).copy()
     mask[::4] = 0
     nib.Nifti1Image(mask, nib.load(native).affine).to_filename(native)

@@ -15,6 +15,7 @@ from bids_pscore import bids
 from bids_pscore.atlas import region_table
 from bids_pscore.cli import run as cli
 from bids_pscore.cli import synth as synth_cli
+from bids_pscore.derivatives import layout
 from bids_pscore.groundtruth import ATROPHIED_FROM, read_truth
 from bids_pscore.synth import GROUNDTRUTH
 from bids_pscore.synth.demo import DEMO_COURSE, DEMO_HEADS, demo_labels, held_out_labels, validation_labels
@@ -140,13 +141,13 @@ def test_quick_start_calls_the_healthy_head_control_and_the_atrophied_one_ad_and
             # AD probabilities (decimals) within 0.05; counts of flags and hits within 2
             assert float(got) == pytest.approx(float(said), abs=0.05 if "." in said else 2), (line, quoted_line)
     whole = re.search(r"whole-brain P-score is ([\d.]+) and ([\d.]+) for sub-01, ([\d.]+) and ([\d.]+) for sub-02", readme)
-    got = [pd.read_json(path, typ="series")["WholeBrainPScore"] for path in sorted(bids.summary_files(out))]
+    got = [pd.read_json(path, typ="series")["WholeBrainPScore"] for path in sorted(layout.summary_files(out))]
     assert got == pytest.approx([float(x) for x in whole.groups()], rel=0.03)
     assert cli.main([str(demo), str(out), "group"]) == 0
     truth = read_truth(demo)
     labels = region_table()["label"].to_numpy()
     flags = {}
-    for path in bids.summary_files(out):
+    for path in layout.summary_files(out):
         entities = bids.source_entities(path)
         key = (f"sub-{entities['sub']}", f"ses-{entities['ses']}")
         summary = pd.read_json(path, typ="series")

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_pscore import atlas, bids, derivatives, pscore
+from bids_pscore import atlas, pscore
+from bids_pscore.derivatives import dataset_files, layout, session_files
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE, N_CUBES, is_on_grid
 
 TEMPLATE = "MNI152NLin2009aSym"
@@ -39,7 +40,7 @@ def session():
 def write(tmp_path, s):
     entities = {"sub": "01", "ses": "2", "run": "1"}
     card = {"name": "demo", "version": "0.1", "sha256": "ab" * 32}
-    return derivatives.write_session(
+    return session_files.write_session(
         tmp_path, entities, TEMPLATE, s["scores"], s["voxel_map"], s["region_map"], 0.83, "AD",
         s["weights"], s["selected"], s["reference"].threshold, card, "sub-01/ses-2/anat/sub-01_ses-2_run-1_T1w.nii.gz",
     )  # fmt: skip
@@ -62,9 +63,9 @@ def test_tables_load_back_to_the_same_numbers(tmp_path, session):
     np.testing.assert_allclose(regions["p_region"], scores.region[0], rtol=1e-8, atol=1e-15)
     np.testing.assert_allclose(regions["p_region_norm"], scores.region_norm[0], rtol=1e-8, atol=1e-15)
     assert regions["degenerative"].tolist() == scores.degenerative[0].tolist()
-    sidecar = json.loads(bids.sidecar_path(paths["region_table"]).read_text())
+    sidecar = json.loads(layout.sidecar_path(paths["region_table"]).read_text())
     assert set(sidecar) == set(regions.columns)
-    cube_sidecar = json.loads(bids.sidecar_path(paths["cube_table"]).read_text())
+    cube_sidecar = json.loads(layout.sidecar_path(paths["cube_table"]).read_text())
     # the cube table is named res-1p5: its sidecar says what that means
     assert set(cube_sidecar) == set(cubes.columns) | {"SpatialReference", "Resolution"} and "1p5" in cube_sidecar["Resolution"]
     assert cube_sidecar["p_ad"]["Units"] == "probability" and cube_sidecar["x_min_mm"]["Units"] == "mm"
@@ -90,7 +91,7 @@ def test_maps_and_summary(tmp_path, session):
 
 def test_the_atlas_is_written_on_the_grid_with_its_table_sidecar_and_description(tmp_path):
     grid_atlas = atlas.atlas_on_grid()
-    paths = derivatives.write_atlas(tmp_path, TEMPLATE, grid_atlas)
+    paths = dataset_files.write_atlas(tmp_path, TEMPLATE, grid_atlas)
     assert paths["table"].name == "space-MNI152NLin2009aSym_atlas-Brainnetome_res-1p5_dseg.tsv"
     lut = pd.read_csv(paths["table"], sep="\t")
     assert list(lut.columns[:2]) == ["index", "name"] and lut.loc[lut["index"] == 223, "name"].item() == "L.NAC"

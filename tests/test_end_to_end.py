@@ -13,6 +13,7 @@ import pytest
 
 from bids_pscore import bids
 from bids_pscore.cli import run as cli
+from bids_pscore.derivatives import layout
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.bundle import metadata_sha256
 from bids_pscore.participant import DEMO_MODEL, load_model
@@ -48,13 +49,13 @@ def test_the_demo_model_ships_small_says_what_it_was_trained_on_and_credits_ixi(
 def test_every_derivative_of_every_session_exists_and_loads(run):
     out, bids_dir, (code, _), _ = run
     assert code == 0
-    atlas_files = bids.atlas_paths(TEMPLATE)
+    atlas_files = layout.atlas_paths(TEMPLATE)
     lut = pd.read_csv(out / atlas_files["table"], sep="\t")
     grid_atlas = np.asarray(nib.load(out / atlas_files["image"]).dataobj)
     assert len(lut) == 246
     model_weights, model_selected = load_model().ensemble.weights_per_cube()
     for t1w in bids.find_t1w(bids.load_layout(bids_dir)):
-        paths = bids.session_outputs(t1w.entities, TEMPLATE, bids.PREPROCESSING, bids.PSCORE)
+        paths = layout.session_outputs(t1w.entities, TEMPLATE, layout.PREPROCESSING, layout.PSCORE)
         for rel in paths.values():
             assert (out / rel).is_file(), rel
         for name in ("t1w_grid", "mask_grid", "voxel_map", "region_map"):
@@ -88,7 +89,7 @@ def test_every_derivative_of_every_session_exists_and_loads(run):
             inside = grid_atlas == index
             assert regions.loc[regions["index"] == index, "p_region"].item() == pytest.approx(voxel[inside].mean(), rel=1e-4, abs=1e-9)
         # and so does the relevance-weighted one, with its own regions, normalisation and flags
-        relevance = bids.session_outputs(t1w.entities, TEMPLATE, bids.RELEVANCE)
+        relevance = layout.session_outputs(t1w.entities, TEMPLATE, layout.RELEVANCE)
         weighted = np.asarray(nib.load(out / relevance["relevance_voxel_map"]).dataobj)
         assert weighted.sum() == pytest.approx(voxel.sum(), rel=1e-3, abs=1e-4) and not np.allclose(weighted, voxel)
         weighted_regions = pd.read_csv(out / relevance["relevance_region_table"], sep="\t", na_values="n/a")
@@ -142,8 +143,8 @@ def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_pat
     assert cli.main([str(bids_dir), str(tmp_path / "out"), "participant", "-w", str(out.parent / "work"), "--model", str(model)]) == 0
     assert "relevance-weighted outputs are skipped" in capsys.readouterr().out
     for t1w in bids.find_t1w(bids.load_layout(bids_dir)):
-        assert not any((tmp_path / "out" / p).exists() for p in bids.session_outputs(t1w.entities, TEMPLATE, bids.RELEVANCE).values())
-        for rel in bids.session_outputs(t1w.entities, TEMPLATE, bids.PSCORE).values():
+        assert not any((tmp_path / "out" / p).exists() for p in layout.session_outputs(t1w.entities, TEMPLATE, layout.RELEVANCE).values())
+        for rel in layout.session_outputs(t1w.entities, TEMPLATE, layout.PSCORE).values():
             if rel.name.endswith(".nii.gz"):
                 with_feature, without = nib.load(out / rel), nib.load(tmp_path / "out" / rel)
                 assert np.array_equal(np.asarray(with_feature.dataobj), np.asarray(without.dataobj))
@@ -152,7 +153,7 @@ def test_the_patents_outputs_are_the_same_without_the_relevance_map(run, tmp_pat
                 assert same_but_the_model_json(out / rel, tmp_path / "out" / rel, meta["metadata_sha256"]), rel
             else:
                 assert (out / rel).read_bytes() == (tmp_path / "out" / rel).read_bytes(), rel
-            sidecar = bids.sidecar_path(rel)
+            sidecar = layout.sidecar_path(rel)
             if (out / sidecar).exists() and sidecar != rel:
                 assert same_but_the_model_json(out / sidecar, tmp_path / "out" / sidecar, meta["metadata_sha256"]), sidecar
 
@@ -208,13 +209,13 @@ def test_participant_and_group_outputs_are_valid_bids_and_every_sidecar_describe
     assert warnings <= {"TOO_FEW_AUTHORS"}, warnings  # the people who ran the app are the authors; we cannot know them
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["BIDSVersion"].startswith("1.11")
-    layout = BIDSLayout(out, validate=False, is_derivative=True)
+    bids_layout = BIDSLayout(out, validate=False, is_derivative=True)
     checked = 0
-    for item in layout.get(return_type="object"):
+    for item in bids_layout.get(return_type="object"):
         path = Path(item.path)
         if path.suffix == ".json":
             continue
-        own = bids.sidecar_path(path)
+        own = layout.sidecar_path(path)
         expected = json.loads(own.read_text()) if own.is_file() else {}
         assert item.get_metadata() == expected, path.name
         checked += 1

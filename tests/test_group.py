@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau, mannwhitneyu
 
-from bids_pscore import bids, errors, group
+from bids_pscore import bids, errors, group, tabular
 from bids_pscore.atlas import region_table
 from bids_pscore.cli import run as cli
+from bids_pscore.derivatives import layout
 from bids_pscore.fileio import write_json, write_text
 from bids_pscore.report.html import region_name
 from bids_pscore.synth.disease import subtype_order
@@ -78,14 +79,14 @@ def test_acquisition_times_from_sessions_and_scans_tables(tmp_path):
     scans = root / "sub-02" / "ses-1" / "sub-02_ses-1_scans.tsv"
     scans.parent.mkdir(parents=True)
     scans.write_text("filename\tacq_time\nanat/sub-02_ses-1_T1w.nii.gz\t2021-03-04T08:00:00\n")
-    times = bids.acquisition_times(root)
+    times = tabular.acquisition_times(root)
     assert times[("01", "1")] == (pd.Timestamp("2020-01-02T10:00:00"), "sessions.tsv")
     assert times[("02", "1")] == (pd.Timestamp("2021-03-04T08:00:00"), "scans.tsv")
 
 
 def test_acquisition_times_with_and_without_time_zone_give_the_interval_in_years(tmp_path):
     table = pd.DataFrame({"session_id": ["ses-1", "ses-2"], "acq_time": ["2020-01-01T10:00:00Z", "2021-01-01T10:00:00"]})
-    times = bids.acquisition_times(make_bids(tmp_path, ["01"], {"01": table}))
+    times = tabular.acquisition_times(make_bids(tmp_path, ["01"], {"01": table}))
     ordered = group.order_sessions(_sessions([("01", "2"), ("01", "1")]), times)
     assert list(ordered["ses"]) == ["1", "2"] and list(ordered["years_from_first"]) == pytest.approx([0.0, 366 / 365.25])
 
@@ -272,7 +273,7 @@ def test_one_subject_a_group_gets_no_test_no_empty_chart_and_the_models_warnings
     nothing, and the participant level's warnings of the model (its own, lambda >= 1) are the group's too."""
     out = tmp_path / "out"
     bids_dir = _with_scores(out, ["01", "02"], {"01": []})
-    for path in bids.summary_files(out):
+    for path in layout.summary_files(out):
         summary = json.loads(path.read_text())
         summary["Lambda"], summary["Model"]["Warning"] = 1.25, "the demo model, trained on synthetic data"
         write_json(path, summary)
@@ -353,11 +354,11 @@ def test_a_subset_run_writes_beside_group_and_never_replaces_it(tmp_path, capsys
 def test_damaged_outputs_and_tables_are_named_and_left_out_without_a_traceback(tmp_path, capsys):
     bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=4, n_sessions=2, seed=3)
     out = tmp_path / "out"
-    summaries = bids.summary_files(out)
+    summaries = layout.summary_files(out)
     summaries[0].write_text("{not json")
-    region_table = out / bids.output_path(bids.source_entities(summaries[1]), "region_table")
+    region_table = out / layout.output_path(bids.source_entities(summaries[1]), "region_table")
     region_table.write_text("\n".join(region_table.read_text().splitlines()[:100]))  # truncated
-    (out / bids.output_path(bids.source_entities(summaries[2]), "region_table")).unlink()
+    (out / layout.output_path(bids.source_entities(summaries[2]), "region_table")).unlink()
     (bids_dir / "participants.tsv").write_text("subject\tgroup\nsub-01\tAD\n")  # no participant_id
     sessions_tsv = next(bids_dir.glob("sub-*/sub-*_sessions.tsv"))
     sessions_tsv.write_text("session_id\tacq_time\nses-1\tyesterday\n")
@@ -414,7 +415,7 @@ def test_normative_flags_need_normative_outputs(tmp_path, capsys):
 def test_a_summary_without_the_model_checksum_is_named_and_left_out_without_a_traceback(tmp_path, capsys):
     bids_dir, _ = write_scored_cohort(tmp_path / "out", tmp_path / "bids", n_subjects=3, n_sessions=1, seed=5)
     out = tmp_path / "out"
-    damaged = bids.summary_files(out)[0]
+    damaged = layout.summary_files(out)[0]
     summary = json.loads(damaged.read_text())
     del summary["Model"]["MetadataSHA256"]  # as an earlier bids_pscore wrote it
     write_json(damaged, summary)

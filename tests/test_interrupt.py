@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids, fileio
+from bids_pscore import fileio
+from bids_pscore.derivatives import layout
 from bids_pscore.errors import EXIT_INTERRUPTED
 from bids_pscore.synth.templateheads import write_dataset
 
@@ -84,7 +85,7 @@ def test_ctrl_c_stops_kill_leaves_its_temporary_file_the_next_run_removes_it_and
     rest = stopped_within(job, 30)
     assert job.returncode == EXIT_INTERRUPTED, rest
     assert "interrupted (Ctrl-C)" in rest and "run the same command again" in rest and "Traceback" not in rest
-    assert not list(bids.summary_files(out)) and not half_written(out)
+    assert not list(layout.summary_files(out)) and not half_written(out)
 
     # under Linear the step runs in the app's own process, where nipype would swallow the interrupt
     # (Python takes a signal once a long call into C returns: skull stripping may still finish)
@@ -103,7 +104,7 @@ def test_ctrl_c_stops_kill_leaves_its_temporary_file_the_next_run_removes_it_and
     (left,) = half_written(out)
     writing = fileio.TEMPORARY_NAME.fullmatch(left.name)
     assert left.parent.name == "anat" and writing and not (left.parent / writing["name"]).exists(), left
-    assert not list(bids.summary_files(out))
+    assert not list(layout.summary_files(out))
 
     job = start(bids_dir, out, work)
     rest = stopped_within(job, 900)
@@ -111,4 +112,4 @@ def test_ctrl_c_stops_kill_leaves_its_temporary_file_the_next_run_removes_it_and
     assert "removed 1 temporary file(s) that killed runs left in" in rest
     for step in ("load", "n4", "skullstrip"):  # taken from the work folder, not computed again
         assert f"{step:<12} reused from the work folder" in rest
-    assert "1 of 1 T1w done" in rest and len(list(bids.summary_files(out))) == 1 and not half_written(out)
+    assert "1 of 1 T1w done" in rest and len(list(layout.summary_files(out))) == 1 and not half_written(out)

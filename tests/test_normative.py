@@ -184,7 +184,7 @@ def test_a_tampered_reference_is_refused_with_exit_65(normative_bundle, tmp_path
 
 
 def test_the_summary_says_when_flags_are_unreliable_or_the_age_is_unknown_or_outside_the_reference():
-    from bids_pscore.derivatives import normative_summary
+    from bids_pscore.derivatives.records import normative_summary
 
     record = {"rule": "r", "threshold": -3.0, "distance_threshold": 1.5, "calibration": {"false_flags_per_healthy_image": 1.0},
               "reference": {"images": 60, "age": {"min": 20.0, "max": 75.0}}, "covariates": {"age": True, "sex": True}}  # fmt: skip

@@ -10,6 +10,7 @@ from nibabel.processing import resample_to_output
 
 from bids_pscore import bids, qc
 from bids_pscore.cli import run as cli
+from bids_pscore.derivatives import layout
 from bids_pscore.synth.templateheads import write_dataset
 
 from .badinputs import meaningless_images
@@ -45,17 +46,17 @@ def test_meaningless_images_are_measured_and_not_scored_while_the_head_is(tmp_pa
     assert code == 1
     t1w = {t.entities["sub"]: t for t in bids.find_t1w(bids.load_layout(bids_dir, validate=False))}
     assert t1w.keys() == {"01", *STOPPED_BY}
-    records = {sub: json.loads((out / bids.output_path(item.entities, "qc")).read_text()) for sub, item in t1w.items()}
+    records = {sub: json.loads((out / layout.output_path(item.entities, "qc")).read_text()) for sub, item in t1w.items()}
     assert all(r["Thresholds"] == {k: list(v) for k, v in qc.DEFAULT_THRESHOLDS.items()} for r in records.values())
     assert records["01"]["Passed"] and records["01"]["Failures"] == [], records["01"]
-    assert (out / bids.output_path(t1w["01"].entities, "summary", TEMPLATE)).is_file()
+    assert (out / layout.output_path(t1w["01"].entities, "summary", TEMPLATE)).is_file()
     for name, measure in STOPPED_BY.items():
         record, item = records[name], t1w[name]
         # the record's verdict is that of its own measures, and names the measure that must stop this image
         assert not record["Passed"] and record["Failures"] == qc.failures(record["Measures"]), (name, record)
         assert any(failure.startswith(f"{measure} ") for failure in record["Failures"]), (name, record)
         # nothing of it is scored; the run and its subject's report say what stopped it
-        assert not any((out / p).exists() for p in bids.session_outputs(item.entities, TEMPLATE, *bids.SCORING_STEPS).values()), name
+        assert not any((out / p).exists() for p in layout.session_outputs(item.entities, TEMPLATE, *layout.SCORING_STEPS).values()), name
         stopped = "; ".join(record["Failures"])
         assert f"{item.label}: left out of scoring, it failed the quality gate: {stopped}" in printed
         assert f"failed at step quality gate: {stopped}" in (out / f"sub-{name}.html").read_text()

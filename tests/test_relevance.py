@@ -117,7 +117,8 @@ def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path):
     """Relevance and normative files of an earlier model would be shown as current (--reports-only too)."""
     import dataclasses
 
-    from bids_pscore import bids, participant, qc, scoring
+    from bids_pscore import participant, qc, scoring
+    from bids_pscore.derivatives import layout
 
     from .helpers import gate_record_of_a_box
     from .test_subject_report import TEMPLATE, preprocessed_session
@@ -125,12 +126,12 @@ def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path):
     item = preprocessed_session(tmp_path, "1")
     bundle, gate_off = participant.load_model(), qc.parse_thresholds("off")  # a box, no head
     scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
-    earlier = list(bids.session_outputs(item.entities, TEMPLATE, bids.RELEVANCE, bids.NORMATIVE).values())
+    earlier = list(layout.session_outputs(item.entities, TEMPLATE, layout.RELEVANCE, layout.NORMATIVE).values())
     assert all((tmp_path / rel).is_file() for rel in earlier)
 
     plain = {k: v for k, v in bundle.metadata.items() if k not in ("relevance", "normative")}
     results, _ = scoring.score_sessions([item], tmp_path, dataclasses.replace(bundle, metadata=plain, normative=None), TEMPLATE, gate_off,
                                             tmp_path / "logs")  # fmt: skip
-    left = [rel for rel in earlier for path in (rel, bids.sidecar_path(rel)) if (tmp_path / path).exists()]
-    assert not left and all((tmp_path / rel).is_file() for rel in bids.session_outputs(item.entities, TEMPLATE, bids.PSCORE).values())
+    left = [rel for rel in earlier for path in (rel, layout.sidecar_path(rel)) if (tmp_path / path).exists()]
+    assert not left and all((tmp_path / rel).is_file() for rel in layout.session_outputs(item.entities, TEMPLATE, layout.PSCORE).values())
     assert results[0].qc == gate_record_of_a_box(tmp_path, item)["Measures"]  # the rescore's own gate record, not removed with the rest

@@ -11,6 +11,7 @@ import pytest
 
 from bids_pscore import bids, cohort, participant, qc, results, scoring, viz
 from bids_pscore.cli import run as cli
+from bids_pscore.derivatives import layout
 from bids_pscore.progress import Progress
 
 from .helpers import gate_record_of_a_box, make_bids, small_image
@@ -19,7 +20,7 @@ from .test_subject_report import TEMPLATE, preprocessed_session
 
 def session_files(out, item):
     """{path: (bytes, mtime)} of every output of the T1w's scoring and report, its gate record and the model's figure included."""
-    outputs = bids.with_sidecars(bids.session_outputs(item.entities, TEMPLATE, bids.QC, *bids.SCORING_STEPS)) + [bids.MODEL_FIGURE]
+    outputs = layout.with_sidecars(layout.session_outputs(item.entities, TEMPLATE, layout.QC, *layout.SCORING_STEPS)) + [layout.MODEL_FIGURE]
     return {p: ((out / p).read_bytes(), (out / p).stat().st_mtime_ns) for p in outputs if (out / p).is_file()}
 
 
@@ -49,8 +50,8 @@ def scored(tmp_path):
 def test_a_rerun_of_a_scored_session_keeps_its_outputs_and_figures_as_they_are(scored, caplog):
     out, item, bundle = scored
     before = session_files(out, item)
-    figures = bids.session_outputs(item.entities, TEMPLATE, bids.FIGURES)
-    assert set(figures.values()) | {bids.MODEL_FIGURE} <= set(before), "every figure was drawn"
+    figures = layout.session_outputs(item.entities, TEMPLATE, layout.FIGURES)
+    assert set(figures.values()) | {layout.MODEL_FIGURE} <= set(before), "every figure was drawn"
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
         result = score_and_report(out, item, bundle)
     assert result.reused and result == dataclasses.replace(results.read_session_result(out, item, TEMPLATE), reused=True)
@@ -65,7 +66,7 @@ def test_a_rerun_of_a_scored_session_keeps_its_outputs_and_figures_as_they_are(s
 
 
 def changed_image(out, item, bundle):
-    path = out / bids.output_path(item.entities, "t1w_grid", TEMPLATE)
+    path = out / layout.output_path(item.entities, "t1w_grid", TEMPLATE)
     image = nib.load(path)
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * np.float32(0.9), image.affine), path)  # as the workflow run again would
     return {}
@@ -84,12 +85,12 @@ def other_qc_thresholds(out, item, bundle):
 
 
 def missing_output(out, item, bundle):
-    (out / bids.output_path(item.entities, "region_table", TEMPLATE)).unlink()
+    (out / layout.output_path(item.entities, "region_table", TEMPLATE)).unlink()
     return {}
 
 
 def summary_of_another_run(out, item, bundle):
-    summary = out / bids.output_path(item.entities, "summary", TEMPLATE)
+    summary = out / layout.output_path(item.entities, "summary", TEMPLATE)
     summary.write_text(summary.read_text() + " ")  # as a run with another work folder (and other ages) would have written it
     return {}
 
@@ -97,7 +98,7 @@ def summary_of_another_run(out, item, bundle):
 @pytest.mark.parametrize("change", [changed_image, other_model, other_covariates, other_qc_thresholds, missing_output, summary_of_another_run])
 def test_a_session_is_scored_again_when_what_decides_its_scores_changed(scored, change, caplog, monkeypatch):
     out, item, bundle = scored
-    summary = out / bids.output_path(item.entities, "summary", TEMPLATE)
+    summary = out / layout.output_path(item.entities, "summary", TEMPLATE)
     written = summary.stat().st_mtime_ns
     drawn = []
     draw = viz.mosaic
@@ -107,7 +108,7 @@ def test_a_session_is_scored_again_when_what_decides_its_scores_changed(scored, 
         result = score_and_report(out, item, **run)
     assert not result.reused and "reused" not in caplog.text and summary.stat().st_mtime_ns != written
     # the model's figure is drawn again for another model only (the same weights draw the same bytes, which leave the file as it was)
-    assert ((out / bids.MODEL_FIGURE) in drawn) == (change is other_model)
+    assert ((out / layout.MODEL_FIGURE) in drawn) == (change is other_model)
     assert results.read_session_result(out, item, TEMPLATE) is not None  # a whole set again
     assert result.qc == gate_record_of_a_box(out, item, run.get("qc_thresholds", "off"))["Measures"]  # the gate's record of this run's bounds
     assert score_and_report(out, item, **run).reused  # and its new record is kept for the next run

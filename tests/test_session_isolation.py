@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids, cohort, derivatives, participant, qc, results, scoring
+from bids_pscore import bids, cohort, participant, qc, results, scoring
 from bids_pscore.cli import run as cli
+from bids_pscore.derivatives import layout, session_files
 from bids_pscore.errors import OutputNotWritableError
 from bids_pscore.progress import Progress
 
@@ -27,13 +28,13 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
     def preprocessed(t1w_inputs, bids_dir, output_dir, *args):
         for ses in sessions:
             preprocessed_session(output_dir, ses)
-        cut_short(output_dir / bids.output_path({"sub": "01", "ses": "2"}, "t1w_grid", TEMPLATE))
+        cut_short(output_dir / layout.output_path({"sub": "01", "ses": "2"}, "t1w_grid", TEMPLATE))
         progress = Progress({t.ident: t.label for t in t1w_inputs})
         for outcome in progress.outcomes.values():
             outcome.status = "ok"  # nothing failed there
         return progress
 
-    write_normative = derivatives.write_normative
+    write_normative = session_files.write_normative
 
     def full_disk_for_ses_3(output_dir, entities, *args):
         if entities.get("ses") == "3":
@@ -41,18 +42,18 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
         return write_normative(output_dir, entities, *args)
 
     monkeypatch.setattr(cohort, "preprocess", preprocessed)
-    monkeypatch.setattr(derivatives, "write_normative", full_disk_for_ses_3)
+    monkeypatch.setattr(session_files, "write_normative", full_disk_for_ses_3)
     code = cli.main([str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off"])
     printed = capsys.readouterr()
     assert code == 1 and "Traceback" not in printed.out + printed.err
-    summaries = {ses: out / bids.output_path({"sub": "01", "ses": ses}, "summary", TEMPLATE) for ses in sessions}
+    summaries = {ses: out / layout.output_path({"sub": "01", "ses": ses}, "summary", TEMPLATE) for ses in sessions}
     assert summaries["1"].is_file() and summaries["4"].is_file()
     assert not summaries["2"].exists() and not summaries["3"].exists()
     # what was written of ses-3's set before the disk filled is gone with it
-    assert not any((out / p).exists() for p in bids.session_outputs({"sub": "01", "ses": "3"}, TEMPLATE, bids.PSCORE).values())
+    assert not any((out / p).exists() for p in layout.session_outputs({"sub": "01", "ses": "3"}, TEMPLATE, layout.PSCORE).values())
     # the run's final lines name each failed T1w, what failed and the fix
     final = printed.out[printed.out.index("2 of 4 T1w not scored") :]
-    damaged = out / bids.output_path({"sub": "01", "ses": "2"}, "t1w_grid", TEMPLATE)
+    damaged = out / layout.output_path({"sub": "01", "ses": "2"}, "t1w_grid", TEMPLATE)
     assert f"sub-01 ses-2: scoring: {damaged}: cannot be read (" in final and "run the participant level again for this T1w" in final
     crash = next((out / "logs").glob("run-*/crash-scoring-sub_01_ses_2*.txt"))
     assert f"[log: {crash}]" in final and "Traceback" in crash.read_text()
@@ -68,7 +69,7 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
     t1w = {t.entities["ses"]: t for t in bids.find_t1w(bids.load_layout(bids_dir, validate=False))}
     for ses in ("1", "4"):
         gate_record_of_a_box(out, t1w[ses])
-    assert not (out / bids.output_path(t1w["2"].entities, "qc")).exists()
+    assert not (out / layout.output_path(t1w["2"].entities, "qc")).exists()
 
 
 def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_path, monkeypatch, caplog):
@@ -77,22 +78,22 @@ def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_p
     bundle, gate_off = participant.load_model(), qc.parse_thresholds("off")  # a box, no head
     item = preprocessed_session(tmp_path, "1")
     scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
-    paths = bids.session_outputs(item.entities, TEMPLATE, bids.PSCORE)
+    paths = layout.session_outputs(item.entities, TEMPLATE, layout.PSCORE)
     assert (tmp_path / paths["summary"]).is_file()
     earlier_table = (tmp_path / paths["region_table"]).stat().st_mtime_ns
 
-    write_map = derivatives._write_map
+    write_map = session_files._write_map
 
     def killed_at_the_voxel_map(path, *args):
         if "_desc-voxel_" in path.name:
             raise KeyboardInterrupt  # as Ctrl-C, or any kill, there
         return write_map(path, *args)
 
-    monkeypatch.setattr(derivatives, "_write_map", killed_at_the_voxel_map)
+    monkeypatch.setattr(session_files, "_write_map", killed_at_the_voxel_map)
     with pytest.raises(KeyboardInterrupt):
         scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     assert (tmp_path / paths["region_table"]).stat().st_mtime_ns != earlier_table  # the new tables were written
-    assert not (tmp_path / paths["summary"]).exists() and bids.summary_files(tmp_path) == []
+    assert not (tmp_path / paths["summary"]).exists() and layout.summary_files(tmp_path) == []
     assert results.read_session_result(tmp_path, item, TEMPLATE) is None
     with caplog.at_level(logging.WARNING):
         assert results.earlier_results(tmp_path, [item], TEMPLATE, bundle.metadata) == []
@@ -119,7 +120,7 @@ def test_a_report_that_cannot_be_drawn_costs_only_its_subject(tmp_path, monkeypa
     code = cli.main(args)
     printed = capsys.readouterr()
     assert code == 1 and "Traceback" not in printed.out + printed.err
-    assert all((out / bids.output_path({"sub": s, "ses": "1"}, "summary", TEMPLATE)).is_file() for s in subjects)
+    assert all((out / layout.output_path({"sub": s, "ses": "1"}, "summary", TEMPLATE)).is_file() for s in subjects)
     assert "sub-02 ses-1" in (out / "sub-02.html").read_text()
     line = next(line for line in printed.out.splitlines() if "report NOT drawn" in line)
     assert f"{out / 'sub-01.html'}: report NOT drawn (" in line and "draw it again with --reports-only" in line

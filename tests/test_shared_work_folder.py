@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids
+from bids_pscore.derivatives import layout
 from bids_pscore.synth.templateheads import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def test_one_job_per_subject_sharing_the_work_folder(tmp_path):
                             "--skip-bids-validation"], capture_output=True, text=True)  # fmt: skip
     assert alone.returncode == 0, alone.stdout[-1500:]
     shared, single = derivatives_of(tmp_path / "out"), derivatives_of(tmp_path / "alone")
-    assert len(list(bids.summary_files(tmp_path / "out"))) == 2 and sorted(shared) == sorted(single)
+    assert len(list(layout.summary_files(tmp_path / "out"))) == 2 and sorted(shared) == sorted(single)
     assert [name for name in shared if shared[name] != single[name]] == []
     # the shared template files were written once, beside nothing half-written
     templates = list((tmp_path / "work").glob("bids_pscore_*_wf/templates/**/*"))

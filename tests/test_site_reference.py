@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_pscore import bids, errors, pscore
+from bids_pscore import errors, pscore
 from bids_pscore.atlas import atlas_on_grid
 from bids_pscore.cli.normative import main as normative_main
+from bids_pscore.derivatives import layout
 from bids_pscore.inference import score_image
 from bids_pscore.model.bundle import load_bundle
 from bids_pscore.participant import DEMO_MODEL
@@ -38,18 +39,18 @@ def site_output(root, labels, ages, seed=0):
     affine = template_on_grid(template)[0].affine
     for s in labels:
         entities = {"sub": s}
-        paths = bids.session_outputs(entities, template, bids.PREPROCESSING)
+        paths = layout.session_outputs(entities, template, layout.PREPROCESSING)
         head = image * rng.uniform(0.95, 1.05) * (1 + rng.normal(0, 0.03, image.shape)) * (mask > 0)
         for key, data in (("t1w_grid", head), ("mask_grid", mask), ("mask_native", mask)):
             (out / paths[key]).parent.mkdir(parents=True, exist_ok=True)
             nib.Nifti1Image(data.astype(np.float32), affine).to_filename(out / paths[key])
-        sidecar = out / bids.sidecar_path(paths["t1w_grid"])
+        sidecar = out / layout.sidecar_path(paths["t1w_grid"])
         sidecar.write_text(json.dumps({"PreprocessingParameters": params}))
     (out / "dataset_description.json").write_text(json.dumps({
         "Name": "site", "BIDSVersion": "1.10.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "bids_pscore"}],
         "DatasetLinks": {"raw": str(raw)},
     }))  # fmt: skip
-    return out, [(np.asarray(nib.load(out / bids.session_outputs({"sub": s}, template, bids.PREPROCESSING)["t1w_grid"]).dataobj, np.float32),
+    return out, [(np.asarray(nib.load(out / layout.session_outputs({"sub": s}, template, layout.PREPROCESSING)["t1w_grid"]).dataobj, np.float32),
                   mask > 0) for s in labels]  # fmt: skip
 
 

@@ -10,9 +10,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from bids_pscore import bids, derivatives, participant, qc, scoring
+from bids_pscore import participant, qc, scoring
 from bids_pscore.atlas import region_table
 from bids_pscore.bids import T1wInput
+from bids_pscore.derivatives import layout
+from bids_pscore.derivatives.sidecars import preproc_sidecars
 from bids_pscore.fileio import write_json, write_tsv
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.preprocessing import PreprocParams
@@ -32,7 +34,7 @@ def preprocessed_session(out, ses, sub="01"):
     item = T1wInput(out / "raw.nii.gz", f"sub-{sub}/ses-{ses}/anat/sub-{sub}_ses-{ses}_T1w.nii.gz", {"sub": sub, "ses": ses})
     mask = np.zeros(GRID_SHAPE, np.uint8)
     mask[BRAIN_BOX] = 1
-    paths = bids.session_outputs(item.entities, TEMPLATE, bids.PREPROCESSING)
+    paths = layout.session_outputs(item.entities, TEMPLATE, layout.PREPROCESSING)
     for key, rel in paths.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         if key in ("t1w_grid", "mask_grid", "mask_native"):
@@ -40,8 +42,8 @@ def preprocessed_session(out, ses, sub="01"):
         else:
             (out / rel).write_bytes(b"")
     # the sidecar that says how the image was standardised, which the gate reads
-    sidecars = derivatives.preproc_sidecars(item.relpath, paths, PreprocParams().to_dict(), False, (0.0, 2.0))
-    write_json(out / bids.sidecar_path(paths["t1w_grid"]), sidecars["t1w_grid"])
+    sidecars = preproc_sidecars(item.relpath, paths, PreprocParams().to_dict(), False, (0.0, 2.0))
+    write_json(out / layout.sidecar_path(paths["t1w_grid"]), sidecars["t1w_grid"])
     return item
 
 
@@ -50,7 +52,7 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
     first, second, other_model = (preprocessed_session(tmp_path, ses) for ses in ("1", "2", "3"))
     gate_off = qc.parse_thresholds("off")  # boxes, not heads
     scoring.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
-    summary_path = tmp_path / bids.output_path(other_model.entities, "summary", TEMPLATE)
+    summary_path = tmp_path / layout.output_path(other_model.entities, "summary", TEMPLATE)
     summary = json.loads(summary_path.read_text())
     summary["Model"]["MetadataSHA256"] = "another model.json"
     summary_path.write_text(json.dumps(summary))
@@ -83,7 +85,7 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path):
     # every figure opens on its own, full size, for a reader to zoom into
     shown = re.findall(r'<img src="([^"]+)"', page)
     assert shown and all(f'<a href="{src}"' in page for src in shown)
-    summary = json.loads((tmp_path / bids.output_path(item.entities, "summary", TEMPLATE)).read_text())
+    summary = json.loads((tmp_path / layout.output_path(item.entities, "summary", TEMPLATE)).read_text())
     # every region the summary names is listed with its full name from the atlas table
     flagged = summary["AtrophicRegions"] + summary["DegenerativeRegions"]
     assert flagged, "the session should flag a region for this check to mean something"
@@ -103,7 +105,7 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path):
     assert min(bundle.metadata["cube_weights"]) > 0 and "negative" not in page
     assert "the scale (x 1e-6) stops" in page
     # each kind of flag with its count as the summary JSONs have it and its false-flag rate from the model card
-    relevance = json.loads((tmp_path / bids.output_path(item.entities, "relevance_summary", TEMPLATE)).read_text())
+    relevance = json.loads((tmp_path / layout.output_path(item.entities, "relevance_summary", TEMPLATE)).read_text())
     counts = {kind: int(n) for kind, n in re.findall(r"<tr><td>([^<]+)</td><td>[^<]+</td><td>(\d+)</td>", page)}
     assert counts == {"P-score degenerative regions (patent)": summary["NumberOfDegenerativeRegions"],
                       "relevance-weighted degenerative regions": relevance["NumberOfDegenerativeRegions"],
@@ -116,7 +118,7 @@ def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path):
     assert f"<tr><td>scored by run</td><td>{scoring_run} (its logs: logs/run-{scoring_run}/)" in page
     assert "<th>the run that drew this report</th>" in page
     assert "20000102-000000_4567cdef: --reports-only drew the reports again from the outputs on disk and keeps no log folder" in page
-    assert links[bids.output_path(item.entities, "region_table", TEMPLATE).as_posix()] == "region P-scores (TSV)"
+    assert links[layout.output_path(item.entities, "region_table", TEMPLATE).as_posix()] == "region P-scores (TSV)"
     # the gate's measures as the real gate wrote them, and where its record is
     measures = gate_record_of_a_box(tmp_path, item)["Measures"]
     assert results[0].qc == measures

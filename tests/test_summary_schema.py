@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from bids_pscore import derivatives
 from bids_pscore.atlas import N_REGIONS, region_table
+from bids_pscore.derivatives import records, session_files
 from bids_pscore.grid import GRID_SHAPE, N_CUBES
 from bids_pscore.model import bundle
 from bids_pscore.normative import Deviation
@@ -50,7 +50,7 @@ def summary_keys(summary, schema=SCHEMA, prefix=""):
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    """Two summaries of derivatives.write_session: one with every key it can write (a normative reference with a
+    """Two summaries of session_files.write_session: one with every key it can write (a normative reference with a
     class calibration, both of its cautions, a class domain the scan lies beyond, the model's warning), one with none;
     each as (content, path)."""
     out = tmp_path_factory.mktemp("summaries")
@@ -71,20 +71,20 @@ def written(tmp_path_factory):
     empty = np.zeros(GRID_SHAPE, np.float32)
 
     def summary(folder, ad_probability, card, **optional):
-        paths = derivatives.write_session(out / folder, {"sub": "01"}, TEMPLATE, scores, empty, empty, ad_probability,
+        paths = session_files.write_session(out / folder, {"sub": "01"}, TEMPLATE, scores, empty, empty, ad_probability,
                                           "AD" if ad_probability >= 0.5 else "control", np.zeros(N_CUBES), np.zeros(N_CUBES, bool), 0.5,
                                           card, "sub-01/anat/sub-01_T1w.nii.gz", **optional)  # fmt: skip
         return json.loads(paths["summary"].read_text()), paths["summary"]
 
-    normative = derivatives.normative_summary(far, normative_record, region_table()["label"].to_numpy(), float("nan"), "F")
+    normative = records.normative_summary(far, normative_record, region_table()["label"].to_numpy(), float("nan"), "F")
     every = summary("every", 0.9, {**card, "warning": "not for clinical use"}, normative=normative,
-                    class_domain=derivatives.class_domain_summary(far, domain_record))  # fmt: skip
+                    class_domain=records.class_domain_summary(far, domain_record))  # fmt: skip
     return every, summary("none", 0.1, card)
 
 
 def test_the_summary_record_reads_and_writes_a_summary_back_byte_for_byte(written, tmp_path):
     for _, path in written:
-        derivatives.Summary.from_json(path).write(tmp_path / path.name)
+        records.Summary.from_json(path).write(tmp_path / path.name)
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()
 
 

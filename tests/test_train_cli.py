@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_pscore import bids
+from bids_pscore import bids, tabular
 from bids_pscore.cli.train import main
+from bids_pscore.derivatives import layout
 from bids_pscore.fileio import write_json
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.bundle import load_bundle, model_warnings
@@ -52,12 +53,12 @@ def labelled_dataset(tmp_path, groups, noise=()):
         image = np.where(mask, brain, 0).astype(np.float32)
         if group == "AD":  # as strong as the template's own contrast, so that 3 epochs on 2 images learn it
             image[40:60, 60:80, 40:60] += 1.0
-        paths = bids.session_outputs({"sub": f"{i:02d}"}, "MNI152NLin2009aSym", bids.PREPROCESSING)
+        paths = layout.session_outputs({"sub": f"{i:02d}"}, "MNI152NLin2009aSym", layout.PREPROCESSING)
         # the brain mask in the T1w's own space is the grid's here: the gate measures the brain's volume in it
         for key, data in (("t1w_grid", image), ("mask_grid", mask.astype(np.uint8)), ("mask_native", mask.astype(np.uint8))):
             (pre / paths[key]).parent.mkdir(parents=True, exist_ok=True)
             nib.Nifti1Image(data, GRID_AFFINE).to_filename(pre / paths[key])
-        write_json(pre / bids.sidecar_path(paths["t1w_grid"]), {"PreprocessingParameters": RECORDED.to_dict()})
+        write_json(pre / layout.sidecar_path(paths["t1w_grid"]), {"PreprocessingParameters": RECORDED.to_dict()})
     return root, pre
 
 
@@ -202,7 +203,7 @@ def test_labels_per_session_from_sessions_tsv(tmp_path):
         for ses in ("1", "2"):
             files[f"sub-{sub}/ses-{ses}/anat/sub-{sub}_ses-{ses}_T1w.nii.gz"] = small_image()
     root = make_bids(tmp_path / "bids", files)
-    labels, left_out, source = bids.read_labels(root, "dx", "AD", "CN")
+    labels, left_out, source = tabular.read_labels(root, "dx", "AD", "CN")
     assert source == "sessions.tsv" and left_out == {"MCI": 1}
     assert labels == {("01", "1"): 0, ("01", "2"): 1, ("02", "1"): 0}
     found = bids.find_t1w(bids.load_layout(root))
@@ -240,7 +241,7 @@ def test_cat12_images_on_the_grid(tmp_path, capsys, dataset):
     cat12 = tmp_path / "cat12" / "mri"
     cat12.mkdir(parents=True)
     for subject in sorted(p.name for p in root.glob("sub-*")):
-        paths = bids.session_outputs({"sub": subject.removeprefix("sub-")}, "MNI152NLin2009aSym", bids.PREPROCESSING)
+        paths = layout.session_outputs({"sub": subject.removeprefix("sub-")}, "MNI152NLin2009aSym", layout.PREPROCESSING)
         data = 3.0 * nib.load(pre / paths["t1w_grid"]).get_fdata()  # CAT12's scale is not [0, 1]
         nib.Nifti1Image(data.astype(np.float32), GRID_AFFINE).to_filename(cat12 / f"smwp1{subject}_T1w.nii")
     args = train_args(root, tmp_path, tmp_path / "cat12", "--cat12-prefix", "smwp1")
@@ -261,7 +262,7 @@ def test_first_session_is_the_lowest_label_as_a_number_and_subjects_without_t1w_
         files[f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_T1w.nii.gz"] = small_image()
     files["sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"] = small_image()
     root = make_bids(tmp_path / "bids", files)  # sub-03 is labelled but has no image
-    labels, _, _ = bids.read_labels(root, "group", "AD", "CN")
+    labels, _, _ = tabular.read_labels(root, "group", "AD", "CN")
     chosen = select_inputs(bids.load_layout(root), labels, "first", None)
     assert [t.relpath for t in chosen] == ["sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz", "sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"]
     assert "1 labelled subject(s) have no T1w and are left out: sub-03" in capsys.readouterr().out
@@ -269,7 +270,7 @@ def test_first_session_is_the_lowest_label_as_a_number_and_subjects_without_t1w_
 
 def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path, capsys, dataset):
     root, pre = dataset[0], shutil.copytree(dataset[1], tmp_path / "pre")
-    missing = pre / bids.session_outputs({"sub": "03"}, "MNI152NLin2009aSym", bids.PREPROCESSING)["t1w_grid"]
+    missing = pre / layout.session_outputs({"sub": "03"}, "MNI152NLin2009aSym", layout.PREPROCESSING)["t1w_grid"]
     missing.unlink()
     assert main(train_args(root, tmp_path, pre)) == 2
     err = capsys.readouterr().err
@@ -279,7 +280,7 @@ def test_a_missing_preprocessed_image_is_named_before_anything_is_made(tmp_path,
 
 def test_preprocessed_images_must_say_how_they_were_made_and_agree(tmp_path, capsys, dataset):
     root, pre = dataset[0], shutil.copytree(dataset[1], tmp_path / "pre")
-    sidecar = pre / bids.sidecar_path(bids.session_outputs({"sub": "04"}, "MNI152NLin2009aSym", bids.PREPROCESSING)["t1w_grid"])
+    sidecar = pre / layout.sidecar_path(layout.session_outputs({"sub": "04"}, "MNI152NLin2009aSym", layout.PREPROCESSING)["t1w_grid"])
     write_json(sidecar, {"PreprocessingParameters": {**RECORDED.to_dict(), "registration_seed": 8}})
     assert main(train_args(root, tmp_path, pre)) == 2
     err = capsys.readouterr().err

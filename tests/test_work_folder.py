@@ -10,8 +10,9 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from bids_pscore import __version__, bids, execution
+from bids_pscore import __version__, execution
 from bids_pscore.cli import run as cli
+from bids_pscore.derivatives import layout
 from bids_pscore.preprocess import workflow
 from bids_pscore.synth.templateheads import write_dataset
 
@@ -52,7 +53,7 @@ def test_a_rerun_in_a_moved_work_folder_runs_again_without_a_traceback(tmp_path,
     bids_dir = write_dataset(tmp_path / "bids", n_subjects=1, n_sessions=1, seed=3)
     args = [str(bids_dir), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--n-cpus", "1"]
     assert cli.main([*args, "-w", str(tmp_path / "W")]) == 0
-    (summary,) = bids.summary_files(tmp_path / "out")
+    (summary,) = layout.summary_files(tmp_path / "out")
     first = json.loads(summary.read_text())["WholeBrainPScore"]
     capsys.readouterr()
     (tmp_path / "W").rename(tmp_path / "W2")

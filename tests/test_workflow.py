@@ -9,8 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids, derivatives
+from bids_pscore import bids
 from bids_pscore.cli.run import main
+from bids_pscore.derivatives import layout, sidecars
 from bids_pscore.grid import GRID_VOXEL_MM, is_on_grid
 from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.preprocess import steps
@@ -23,13 +24,13 @@ PARAMS = PreprocParams()
 
 
 def outputs_of(out_dir, relpath):
-    return {k: out_dir / v for k, v in bids.session_outputs(bids.source_entities(relpath), PARAMS.template, bids.PREPROCESSING).items()}
+    return {k: out_dir / v for k, v in layout.session_outputs(bids.source_entities(relpath), PARAMS.template, layout.PREPROCESSING).items()}
 
 
 def check_grid_outputs(paths, mask_litres=(1.0, 2.0)):
     """Outputs exist with sidecars, lie on the exact grid, in [0, 1], with a plausible brain."""
     for path in paths.values():
-        assert path.is_file() and bids.sidecar_path(path).is_file(), path
+        assert path.is_file() and layout.sidecar_path(path).is_file(), path
     t1w, mask = nib.load(paths["t1w_grid"]), nib.load(paths["mask_grid"])
     assert is_on_grid(t1w.shape, t1w.affine) and is_on_grid(mask.shape, mask.affine)
     data, inside = t1w.get_fdata(), mask.get_fdata() > 0
@@ -75,10 +76,10 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     assert dice(ours.get_fdata() > 0, truth.get_fdata() > 0) >= 0.95
     assert template_correlation(data) >= 0.9
 
-    sidecar = json.loads(bids.sidecar_path(paths["t1w_grid"]).read_text())
+    sidecar = json.loads(layout.sidecar_path(paths["t1w_grid"]).read_text())
     assert sidecar["Sources"][0] == "bids:raw:sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"
     assert sidecar["SkullStripped"] is True and sidecar["InputSkullStripped"] is False
-    assert sidecar["SmoothingFWHM"] == 8.0 and sidecar[derivatives.TOOL_VERSIONS_KEY]["antspyx"] != "n/a"
+    assert sidecar["SmoothingFWHM"] == 8.0 and sidecar[sidecars.TOOL_VERSIONS_KEY]["antspyx"] != "n/a"
     description = json.loads((out_dir / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "bids_pscore"
     assert "*_xfm.*" in (out_dir / ".bidsignore").read_text()
@@ -197,7 +198,7 @@ def test_already_skull_stripped_bids_mini_is_not_damaged(shared_data, tmp_path):
     assert main([str(root), str(out_dir), "participant", "--participant-label", "02", "-w", str(tmp_path / "work"), "--skip-bids-validation"]) == 0
     paths = outputs_of(out_dir, "sub-02_T1w.nii.gz")
     check_grid_outputs(paths)
-    assert json.loads(bids.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is True
+    assert json.loads(layout.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is True
     source = nib.load(root / "sub-02/anat/sub-02_T1w.nii.gz").get_fdata() > 0
     mask = nib.as_closest_canonical(nib.load(paths["mask_native"]))
     source_ras = nib.as_closest_canonical(nib.Nifti1Image(source.astype(np.uint8), nib.load(root / "sub-02/anat/sub-02_T1w.nii.gz").affine))
@@ -230,8 +231,8 @@ def test_a_head_and_its_own_brain_get_close_scores(tmp_path):
     summaries = {}
     for label in ("head", "brain"):
         paths = outputs_of(tmp_path / "out", f"sub-{label}_T1w.nii.gz")
-        summary = tmp_path / "out" / bids.output_path(bids.source_entities(f"sub-{label}_T1w.nii.gz"), "summary")
+        summary = tmp_path / "out" / layout.output_path(bids.source_entities(f"sub-{label}_T1w.nii.gz"), "summary")
         summaries[label] = json.loads(summary.read_text())
-        assert json.loads(bids.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is (label == "brain")
+        assert json.loads(layout.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is (label == "brain")
     assert abs(summaries["head"]["ADProbability"] - summaries["brain"]["ADProbability"]) < 0.1
     assert abs(summaries["head"]["NumberOfAtrophicRegions"] - summaries["brain"]["NumberOfAtrophicRegions"]) <= 3

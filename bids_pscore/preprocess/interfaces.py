@@ -318,15 +318,16 @@ class DerivativesSink(SimpleInterface):
     output_spec = _SinkOutputSpec
 
     def _run_interface(self, runtime):
-        from .. import bids, derivatives
+        from ..derivatives import layout
+        from ..derivatives.sidecars import preproc_sidecars
         from ..fileio import copy_file, write_json, write_nifti
 
         params = self.inputs.params
-        paths = bids.session_outputs(self.inputs.entities, params["template"], bids.PREPROCESSING)
-        sidecars = derivatives.preproc_sidecars(self.inputs.t1w_relpath, paths, params, self.inputs.input_skull_stripped, self.inputs.intensity_map)
+        paths = layout.session_outputs(self.inputs.entities, params["template"], layout.PREPROCESSING)
+        sidecars = preproc_sidecars(self.inputs.t1w_relpath, paths, params, self.inputs.input_skull_stripped, self.inputs.intensity_map)
         root = Path(self.inputs.output_dir)
         written = []
-        for key, relpath in bids.session_outputs(self.inputs.entities, params["template"], bids.PREPROCESSING, bids.CHECKS).items():
+        for key, relpath in layout.session_outputs(self.inputs.entities, params["template"], layout.PREPROCESSING, layout.CHECKS).items():
             if key in GRID_IMAGES:
                 # the grid is the template's space: qform and sform say so (code 4), as in niworkflows
                 img = nib.load(getattr(self.inputs, key))
@@ -336,8 +337,8 @@ class DerivativesSink(SimpleInterface):
             else:
                 copy_file(getattr(self.inputs, key), root / relpath)
             written.append(str(root / relpath))
-            if bids.SESSION_OUTPUTS[key].sidecar:
-                write_json(root / bids.sidecar_path(relpath), sidecars[key])
-                written.append(str(root / bids.sidecar_path(relpath)))
+            if layout.SESSION_OUTPUTS[key].sidecar:
+                write_json(root / layout.sidecar_path(relpath), sidecars[key])
+                written.append(str(root / layout.sidecar_path(relpath)))
         self._results["out_files"] = written
         return runtime

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import bids, viz
+from .. import viz
+from ..derivatives import layout
 from ..fileio import write_text
 from .html import frame_rows, render, truth_note
 
@@ -25,7 +26,7 @@ def write_group_report(folder, tables, norm, flag_cutoff, model, options, flags,
     the groups, or None; ``subset``: the sentence saying which subset this is, or None; ``minimums``: the
     analysis' rules as the tables' sidecars state them (MinimumCohortSessions, and MinimumSubjectsPerGroup with labels)."""
     folder = Path(folder)
-    fig_dir = folder / bids.GROUP_FILES["figures"]
+    fig_dir = folder / layout.GROUP_FILES["figures"]
     sessions, frequency, onset = tables["sessions"], tables["frequency"], tables["onset"]
     flagged = frequency[frequency["frequency_predicted_ad"] > 0]  # ranked, most frequent first
     involved = onset[onset["order"] > 0]
@@ -42,7 +43,7 @@ def write_group_report(folder, tables, norm, flag_cutoff, model, options, flags,
     page = render(
         "group.html", title="bids_pscore group report", warnings=warnings, subset=subset,
         cohort=cohort_rows(sessions, options, flags, flag_cutoff, model, subset, minimums),
-        figures={section: [((Path(bids.GROUP_FILES["figures"]) / f"{name}.png").as_posix(), caption) for name, caption in items]
+        figures={section: [((Path(layout.GROUP_FILES["figures"]) / f"{name}.png").as_posix(), caption) for name, caption in items]
                  for section, items in drawn.items()},
         frequency=frame_rows(flagged, [c for c in frequency.columns if c != "name"], TOP) if len(flagged) else None,
         no_frequency=no_frequency_sentence(sessions, flags),
@@ -52,7 +53,7 @@ def write_group_report(folder, tables, norm, flag_cutoff, model, options, flags,
         comparison=comparison_section(tables, options, comparison_note),
         truth={"note": truth_note(), "header": truth[0], "rows": truth[1]} if truth else None,
     )  # fmt: skip
-    path = folder / bids.GROUP_FILES["report"]
+    path = folder / layout.GROUP_FILES["report"]
     write_text(path, page)
     return path
 
@@ -130,7 +131,7 @@ def draw_onset(fig_dir, sessions, frequency, traj, flagged, involved, norm, flag
 
 def cohort_rows(sessions, options, flags, flag_cutoff, model, subset, minimums):
     """[(name, value)] of the report's cohort table: what was analysed and how."""
-    from ..derivatives import FLAG_DESCRIPTIONS
+    from ..derivatives.columns import FLAG_DESCRIPTIONS
 
     ordered_by = sessions.groupby("participant_id")["order_by"].first().value_counts().to_dict()
     return [

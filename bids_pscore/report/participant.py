@@ -12,8 +12,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .. import bids, derivatives, viz
+from .. import viz
 from ..atlas import N_REGIONS
+from ..derivatives import layout, records, sidecars
 from ..fileio import write_json, write_text
 from ..model.bundle import model_warnings
 from ..model.splits import SPLITS
@@ -114,10 +115,10 @@ def output_links(out, result):
     """[(plain name, path, its JSON sidecar or None)] of every output file of a session, the quality
     gate's record included; paths relative to the output folder, where the report is."""
     links = []
-    for key, output in bids.SESSION_OUTPUTS.items():  # in the order of the description, however they were found
+    for key, output in layout.SESSION_OUTPUTS.items():  # in the order of the description, however they were found
         if key in result.paths:
             path = Path(result.paths[key])
-            sidecar = bids.sidecar_path(path) if output.sidecar and (out / bids.sidecar_path(path)).is_file() else None
+            sidecar = layout.sidecar_path(path) if output.sidecar and (out / layout.sidecar_path(path)).is_file() else None
             links.append((output.role, path.as_posix(), sidecar.as_posix() if sidecar else None))
     return links
 
@@ -142,14 +143,14 @@ def session_figures(output_dir, result, threshold, template):
     """The figures of one session: the preprocessing checks the workflow drew, then the P-score
     figures drawn here; returns [(relative path, caption)] and warnings."""
     out = Path(output_dir)
-    figure_paths = bids.session_outputs(result.t1w.entities, template, bids.FIGURES)
+    figure_paths = layout.session_outputs(result.t1w.entities, template, layout.FIGURES)
     paths = {**result.paths, **figure_paths}
     # a session this run reused unchanged keeps the figures it has; a missing one is drawn
     kept = {p for p in figure_paths.values() if result.reused and (out / p).is_file()}
     image = _load(out / result.paths["t1w_grid"])
     mask = _load(out / result.paths["mask_grid"]) > 0
     drawn, warnings = [], []
-    checks = bids.session_outputs(result.t1w.entities, template, bids.CHECKS)
+    checks = layout.session_outputs(result.t1w.entities, template, layout.CHECKS)
     for key, caption in (
         ("figure_brainmask", "Brain mask (red) over the bias-corrected T1w with its skull, in the T1w's own space: it should "
                              "follow the brain's edge, keeping no skull or dura and cutting no cortex or cerebellum."),
@@ -161,7 +162,7 @@ def session_figures(output_dir, result, threshold, template):
         else:
             warnings.append(f"{result.t1w.label}: {checks[key]} is missing (the preprocessing draws it): run the participant level again")
     drawn += score_figures(out, image, mask, paths, threshold, "", kept)
-    if derivatives.class_mark(result.class_domain):
+    if records.class_mark(result.class_domain):
         warnings.append(f"{result.t1w.label}: {result.class_domain['Caution']}")
     if "normative_voxel_map" in result.paths and result.normative:
         drawn += normative_figure(out, image, paths, result.normative, kept)
@@ -272,7 +273,7 @@ def atrophic_regions(normative):
 
 def ad_probability_cell(result):
     """The AD probability, and beside it, in capitals, that the class is not reliable where it is not."""
-    mark = derivatives.class_mark(result.class_domain)
+    mark = records.class_mark(result.class_domain)
     return f"{result.ad_probability:.2f}" + (f" ({mark.upper()})" if mark else "")
 
 
@@ -317,7 +318,7 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
             "input": input_rows(result.t1w) + [("scored by run", scored_by_run(runs.get(result.t1w.relpath)))],
             "flags": flag_rows(result, metadata),
             "qc": ", ".join(f"{k} {v:g}" for k, v in result.qc.items()) if result.qc else None,
-            "qc_path": bids.output_path(result.t1w.entities, "qc").as_posix(),
+            "qc_path": layout.output_path(result.t1w.entities, "qc").as_posix(),
             "figures": [(Path(p).as_posix(), c) for p, c in drawn],
             "files": output_links(out, result),
         })  # fmt: skip
@@ -333,10 +334,10 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
         summary={"header": header, "rows": [summary_row(r, any(s.normative for s in results)) for r in results]},
         truth=truth_section(results, truth), errors=errors, sessions=sessions,
         model={"rows": model_rows(metadata), "figure": weights_fig[0], "caption": weights_fig[1]},
-        citation_md=bids.CITATION_MD, citation_bib=bids.CITATION_BIB, run_info=list(run_info.items()),
-        software=sorted(derivatives.software_versions().items()),
+        citation_md=layout.CITATION_MD, citation_bib=layout.CITATION_BIB, run_info=list(run_info.items()),
+        software=sorted(sidecars.software_versions().items()),
     )  # fmt: skip
-    path = bids.subject_report_path(subject)
+    path = layout.subject_report_path(subject)
     write_text(out / path, page)
     return path
 
@@ -365,7 +366,7 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
     from ..preprocess.steps import template_on_grid
 
     # the model's figure is the same for every subject: drawn once, beside the reports
-    weights_path = bids.MODEL_FIGURE
+    weights_path = layout.MODEL_FIGURE
     weights = np.zeros(N_CUBES)
     weights[metadata["selected_cubes"]] = metadata["cube_weights"]
     limit = float(np.abs(weights).max()) or 1.0
@@ -391,5 +392,5 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
                                                 [r for r in results if r.t1w.entities["sub"] == sub], failed, metadata, template, weights_fig,
                                                 run_info, truth))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one subject's report (a figure, a full disk) must not cost the others theirs
-            unwritten[bids.subject_report_path(sub).as_posix()] = exc
+            unwritten[layout.subject_report_path(sub).as_posix()] = exc
     return written, unwritten
