@@ -77,8 +77,8 @@ def after_preprocessing(n):
         bundle, wall, cpu = timed(participant.load_model)
         rows.append(("load the demo model (once per run)", wall, cpu, None))
         # the first session pays what a run does once (the templates and atlas on the grid); the rest are the steady state
-        (first, _), wall1, cpu1 = timed(scoring.score_sessions, items[:1], out, bundle, TEMPLATE, qc.DEFAULT_THRESHOLDS, out / "logs")
-        (rest, stopped), wall, cpu = timed(scoring.score_sessions, items[1:], out, bundle, TEMPLATE, qc.DEFAULT_THRESHOLDS, out / "logs")
+        (first, _), wall1, cpu1 = timed(scoring.score_sessions, items[:1], out, bundle, TEMPLATE, qc.DEFAULT_BOUNDS, out / "logs")
+        (rest, stopped), wall, cpu = timed(scoring.score_sessions, items[1:], out, bundle, TEMPLATE, qc.DEFAULT_BOUNDS, out / "logs")
         if stopped:
             raise SystemExit(f"sessions not scored: {stopped}")
         rows.append(("first session: gate, scores, derivatives", wall1, cpu1, None))

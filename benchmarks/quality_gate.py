@@ -36,7 +36,7 @@ def main():
     for t1w in bids.find_t1w(bids.load_layout(args.bids_dir, validate=False)):
         kind = kinds.get(f"sub-{t1w.entities['sub']}", "?")
         try:
-            record = scoring.quality_gate(t1w, args.output_dir, "MNI152NLin2009aSym", qc.DEFAULT_THRESHOLDS)
+            record = scoring.quality_gate(t1w, args.output_dir, "MNI152NLin2009aSym", qc.DEFAULT_BOUNDS)
         except FileNotFoundError:  # preprocessing failed: nothing to measure, nothing scored
             rows.append({"T1w": t1w.label, "kind": kind, "verdict": "stopped before the gate"})
             continue
@@ -47,10 +47,10 @@ def main():
     pd.set_option("display.max_colwidth", 90)
     print(table.sort_values(["kind", "T1w"]).to_string(index=False))
     print()
-    measures = list(qc.DEFAULT_THRESHOLDS)
+    measures = list(qc.DEFAULT_BOUNDS)
     print(table.groupby("kind")[measures].agg(["min", "max"]).round(3).to_string())
     print()
-    print("thresholds:", {k: list(v) for k, v in qc.DEFAULT_THRESHOLDS.items()})
+    print("thresholds:", {k: list(v) for k, v in qc.DEFAULT_BOUNDS.items()})
     meant_to_fail = table["kind"].str.startswith("bad")
     passed = table["verdict"] == "pass"
     print(

@@ -132,11 +132,11 @@ def main():
         reference = pscore.reference_statistics(values[train], is_ad[train], p_image[train] >= 0.5)
         norm = pscore.normalise_regions(values[held_ad][keep], reference.region_min, reference.region_max)
         area, at_recall, (f1, _, _) = ranking_quality(norm.ravel(), atrophied[keep].ravel())
-        flagged_cn = pscore.normalise_regions(values[held_cn], reference.region_min, reference.region_max) > reference.threshold
+        flagged_cn = pscore.normalise_regions(values[held_cn], reference.region_min, reference.region_max) > reference.lambda_
         timing = f"{seconds[name] / n:9.2f}" if name in seconds else f"{'':9s}"
         print(
-            f"{name:44s} {timing} {reference.threshold:7.3f} {area:6.3f} {at_recall:7.3f} {f1:8.3f}  "
-            f"{np.mean((norm > reference.threshold).any(axis=1)):.2f} / {np.mean(flagged_cn.any(axis=1)):.2f}"
+            f"{name:44s} {timing} {reference.lambda_:7.3f} {area:6.3f} {at_recall:7.3f} {f1:8.3f}  "
+            f"{np.mean((norm > reference.lambda_).any(axis=1)):.2f} / {np.mean(flagged_cn.any(axis=1)):.2f}"
         )
     area, at_recall, (f1, _, _) = ranking_quality(ideal_cube_scores(atrophied[keep]).ravel(), atrophied[keep].ravel())
     print(f"{'ideal cubes, even spread (ceiling)':44s} {'':9s} {'':7s} {area:6.3f} {at_recall:7.3f} {f1:8.3f}")

@@ -63,7 +63,7 @@ def main():
                 "AD",
                 weights,
                 selected,
-                reference.threshold,
+                reference.lambda_,
                 {"name": "bench"},
                 "sub-01/anat/sub-01_T1w.nii.gz",
             )

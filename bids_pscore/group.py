@@ -90,7 +90,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
             model_checksum = model["MetadataSHA256"]
             # class_reliable: None where the model had no class domain (and in summaries written before it)
             scored = {"ad_probability": float(summary.ad_probability), "predicted_class": str(summary.predicted_class),
-                      "class_reliable": summary.class_reliable, "lambda": float(summary.threshold)}  # fmt: skip
+                      "class_reliable": summary.class_reliable, "lambda": float(summary.lambda_)}  # fmt: skip
             entities = bids.source_entities(path)
             # the session's other files, named by the one description of its outputs
             outputs = layout.session_outputs(entities, summary.space, layout.PSCORE, layout.NORMATIVE)
@@ -128,7 +128,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
         )
     if not rows:
         raise NoT1wError(f"{output_dir}: none of its {len(summaries)} scored session(s) can be read: {damaged[0]}")
-    thresholds = {row["lambda"] for row in rows}
+    lambdas = {row["lambda"] for row in rows}
     ((model, _),) = models.values()
     normative = None
     if all(d is not None for d in deviations):
@@ -142,7 +142,7 @@ def read_participant_outputs(output_dir, participant_labels=None, session_labels
         without = [row["t1w"] for row, d in zip(rows, deviations) if d is None]
         log.warning("%d session(s) have no normative outputs (%s%s), so the normative flags are not counted; score them again with a model "
                     "that has a normative reference", len(without), ", ".join(without[:3]), ", ..." if len(without) > 3 else "")  # fmt: skip
-    return pd.DataFrame(rows), np.array(raw), np.array(norm), thresholds.pop(), model, damaged, normative
+    return pd.DataFrame(rows), np.array(raw), np.array(norm), lambdas.pop(), model, damaged, normative
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class Normative:
 
     z: np.ndarray  # (n, 246) grey-level z
     atrophic: np.ndarray  # (n, 246) bool
-    threshold: float
+    flag_z: float  # a region is atrophic below this z
     reliable: np.ndarray  # (n,) False where the session lies beyond the reference's distance threshold (its flags mean nothing)
 
 
@@ -176,7 +176,7 @@ def cohort_lambda(p_region, is_ad, predicted_ad, flag_kind):
     ``is_ad``: the sessions labelled AD, or without labels those predicted AD. None when no session
     is both, unless patent flags need it (then a UsageError)."""
     try:
-        lambda_ = reference_statistics(p_region, is_ad, predicted_ad).threshold
+        lambda_ = reference_statistics(p_region, is_ad, predicted_ad).lambda_
     except ValueError:
         if flag_kind == "patent":
             raise UsageError(
@@ -489,7 +489,7 @@ def regional_flags(flag_kind, norm, lambda_, normative, rows):
     # trajectories follow the grey-level z (falling with atrophy) and its calibrated threshold; the flags of a session
     # far from the reference (another scanner) would swamp the counts, so they are counted apart
     reliable = normative.reliable[rows]
-    flags, traj_scores, flag_cutoff = normative.atrophic[rows] & reliable[:, None], normative.z[rows], normative.threshold
+    flags, traj_scores, flag_cutoff = normative.atrophic[rows] & reliable[:, None], normative.z[rows], normative.flag_z
     unreliable_note = None
     if not reliable.all():
         unreliable_note = (f"{(~reliable).sum()} of {len(reliable)} session(s) lie far from the model's normative reference (e.g. another "
@@ -538,9 +538,9 @@ def group_tables(ordered, raw, reference_norm, cohort_norm, flags, traj_scores, 
 
 def analysis_warnings(model, model_lambda, unreliable_note, n_sessions, normalisation):
     """What the participant level said of the model, and what makes this analysis less certain."""
-    from .model.bundle import threshold_warning
+    from .model.bundle import lambda_warning
 
-    warnings = [w for w in (model.get("Warning"), threshold_warning(model_lambda), unreliable_note) if w]
+    warnings = [w for w in (model.get("Warning"), lambda_warning(model_lambda), unreliable_note) if w]
     if n_sessions < MIN_COHORT_SESSIONS:
         warnings.append(
             f"cohort normalisation is over {n_sessions} session(s), fewer than the {MIN_COHORT_SESSIONS} it needs: each region's 0 and 1 "

@@ -185,8 +185,8 @@ def cross_fitted_z(values, design, subjects, n_folds=10, orientation=1.0):
 
 @dataclass(frozen=True)
 class Calibration:
-    threshold: float
-    flags_per_image: float  # on the held-out images the threshold was set on
+    flag_z: float  # a region is flagged below this z
+    flags_per_image: float  # on the held-out images flag_z was set on
     share_with_any_flag: float
     images: int
 
@@ -269,8 +269,8 @@ class NormativeReference:
     voxel_mask: np.ndarray  # (121, 145, 121) bool
     voxel: Statistics  # grey level at the voxels of voxel_mask
     regions: dict  # feature -> Statistics over the 246 regions
-    threshold: float  # a region is atrophic when its FLAG_FEATURE z is below this
-    distance_threshold: float  # an image farther than this from the reference has unreliable flags
+    flag_z: float  # a region is atrophic when its FLAG_FEATURE z is below this
+    max_distance: float  # an image farther than this from the reference has unreliable flags
 
     def arrays(self):
         """The statistics as named arrays (safetensors holds arrays only; the rest is JSON)."""
@@ -283,7 +283,7 @@ class NormativeReference:
 
     def record(self):
         return {"covariates": self.covariates.to_dict(), "features": sorted(self.regions), "flag_feature": FLAG_FEATURE,
-                "threshold": self.threshold, "distance_threshold": self.distance_threshold, "relative_to_overall_level": True}  # fmt: skip
+                "threshold": self.flag_z, "distance_threshold": self.max_distance, "relative_to_overall_level": True}  # fmt: skip
 
     @classmethod
     def from_arrays(cls, arrays, record, grid_shape, n_regions):
@@ -333,7 +333,7 @@ def build(voxel_values, voxel_mask, region_values, ages, sexes, subjects, flags_
     heldout = cross_fitted_z(region_values[FLAG_FEATURE], design, subjects, n_folds, FEATURES[FLAG_FEATURE]["orientation"])
     calibration = calibrate(relative(heldout), flags_per_image)
     reference = NormativeReference(covariates, np.asarray(voxel_mask, bool), fit(voxel_values, design), regions,
-                                   calibration.threshold, float(distance(heldout).max()))  # fmt: skip
+                                   calibration.flag_z, float(distance(heldout).max()))  # fmt: skip
     return Built(reference, calibration)
 
 
@@ -371,5 +371,5 @@ def deviation(reference, image, region_values, age, sex):
     # z - level = orientation * (value - (expected + orientation * level * spread)) / spread: the table's columns keep z's formula
     z[FLAG_FEATURE] = z[FLAG_FEATURE] - level
     expect[FLAG_FEATURE] = expect[FLAG_FEATURE] + orientation * level * reference.regions[FLAG_FEATURE].spread
-    return Deviation(voxel_z, values, expect, z, atrophic(z[FLAG_FEATURE], reference.threshold), level, far,
-                     far <= reference.distance_threshold, not reference.covariates.age or bool(np.isfinite(age)))  # fmt: skip
+    return Deviation(voxel_z, values, expect, z, atrophic(z[FLAG_FEATURE], reference.flag_z), level, far,
+                     far <= reference.max_distance, not reference.covariates.age or bool(np.isfinite(age)))  # fmt: skip

@@ -150,10 +150,10 @@ class Reference:
 
     region_min: np.ndarray
     region_max: np.ndarray
-    threshold: float  # lambda
+    lambda_: float
 
     def to_dict(self):
-        return {"region_min": self.region_min.tolist(), "region_max": self.region_max.tolist(), "lambda": float(self.threshold)}
+        return {"region_min": self.region_min.tolist(), "region_max": self.region_max.tolist(), "lambda": float(self.lambda_)}
 
     @classmethod
     def from_dict(cls, values):
@@ -205,5 +205,5 @@ def score_regions(p_ad, p_cube, brain_voxels, region, reference):
         region=region,
         region_norm=norm,
         whole=whole_brain(norm),
-        degenerative=degenerative(norm, reference.threshold),
+        degenerative=degenerative(norm, reference.lambda_),
     )

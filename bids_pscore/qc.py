@@ -18,7 +18,7 @@ from .errors import UsageError
 # 2 generated heads: volume 1127-1965 ml, correlation 0.625-0.801, ratio 1.23-1.58; on 12
 # meaningless images made from 2 IXI heads: correlation at most 0.461 (half a head), ratio at most
 # 1.007 except half heads and rotated heads (caught by correlation), volume 0.1 or above 2077 ml
-DEFAULT_THRESHOLDS = {
+DEFAULT_BOUNDS = {
     "brain_volume_ml": (800.0, 2400.0),
     "template_correlation": (0.55, None),
     "wm_gm_ratio": (1.1, None),
@@ -52,7 +52,7 @@ def measures(brain, mask, template, template_mask, grey, white, brain_volume_ml)
             "wm_gm_ratio": round(ratio, 4)}  # fmt: skip
 
 
-def failures(values, bounds=DEFAULT_THRESHOLDS):
+def failures(values, bounds=DEFAULT_BOUNDS):
     """One line per measure outside its range, e.g. 'template_correlation 0.41 is below 0.75'."""
     found = []
     for name, (low, high) in bounds.items():
@@ -64,20 +64,20 @@ def failures(values, bounds=DEFAULT_THRESHOLDS):
     return found
 
 
-def record(values, bounds=DEFAULT_THRESHOLDS):
+def record(values, bounds=DEFAULT_BOUNDS):
     """What a session's outputs say of its quality gate."""
     failed = failures(values, bounds)
     return {"Passed": not failed, "Failures": failed, "Measures": values,
             "Thresholds": {k: list(v) for k, v in bounds.items()}, "Descriptions": DESCRIPTIONS}  # fmt: skip
 
 
-def parse_thresholds(text):
+def parse_bounds(text):
     """--qc-thresholds: JSON (inline or a file) of measure -> [low, high], null for no bound,
     merged over the defaults; or 'off' to score every image whatever its measures."""
     if text is None:
-        return DEFAULT_THRESHOLDS
+        return DEFAULT_BOUNDS
     if text.strip() == "off":
-        return {name: (None, None) for name in DEFAULT_THRESHOLDS}
+        return {name: (None, None) for name in DEFAULT_BOUNDS}
     source = Path(text)
     try:
         given = json.loads(source.read_text() if source.is_file() else text)
@@ -86,10 +86,10 @@ def parse_thresholds(text):
                          'e.g. --qc-thresholds \'{"template_correlation": [0.6, null]}\'') from None  # fmt: skip
     if not isinstance(given, dict):
         raise UsageError(f"--qc-thresholds must map measures to [low, high], got {text!r}")
-    merged = dict(DEFAULT_THRESHOLDS)
+    merged = dict(DEFAULT_BOUNDS)
     for name, bounds in given.items():
-        if name not in DEFAULT_THRESHOLDS:
-            raise UsageError(f"--qc-thresholds: unknown measure {name!r}; the measures are {', '.join(DEFAULT_THRESHOLDS)}")
+        if name not in DEFAULT_BOUNDS:
+            raise UsageError(f"--qc-thresholds: unknown measure {name!r}; the measures are {', '.join(DEFAULT_BOUNDS)}")
         if not (isinstance(bounds, list) and len(bounds) == 2 and all(b is None or isinstance(b, (int, float)) and math.isfinite(b) for b in bounds)):
             raise UsageError(f"--qc-thresholds: {name} needs [low, high] with numbers or null, got {bounds!r}")
         merged[name] = tuple(None if b is None else float(b) for b in bounds)

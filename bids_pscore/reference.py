@@ -73,8 +73,8 @@ def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble
     images = (image for image, kept in zip(images, fitted) if kept)
     voxel_mask, voxels, regions, logits = features(images, template, ensemble, reference)
     built = normative.build(voxels, voxel_mask, regions, ages, codes, subjects, FLAGS_PER_HEALTHY_IMAGE, N_FOLDS)
-    if not -np.inf < built.calibration.threshold < 0:
-        raise UsageError(f"{dataset_dir}: the calibrated threshold came out at z = {built.calibration.threshold:.3g}, which no healthy "
+    if not -np.inf < built.calibration.flag_z < 0:
+        raise UsageError(f"{dataset_dir}: the calibrated threshold came out at z = {built.calibration.flag_z:.3g}, which no healthy "
                          "reference gives; check the images (their quality reports) and their ages")  # fmt: skip
     known = ages[np.isfinite(ages)]
     cal, ref = built.calibration, built.reference
@@ -93,22 +93,22 @@ def build(images, ages, sexes, subjects, template, source, dataset_dir, ensemble
                       f"{normative.MAD_TO_SD}; z negative = less tissue than expected; the {normative.FLAG_FEATURE.replace('_', ' ')}'s z "
                       "(per region and per voxel) relative to the image's overall level, the median of its z",
         "rule": f"a region is atrophic when the z of its {normative.FLAG_FEATURE.replace('_', ' ')}, relative to the median z of the "
-                f"image's regions, is below {cal.threshold:.2f}",
+                f"image's regions, is below {cal.flag_z:.2f}",
         "calibration": {
             "method": f"cross-fitting by subject ({min(N_FOLDS, len(set(subjects)))} folds): each reference image's z against "
                       "statistics fitted without its subject; the threshold leaves the target number of flags per image",
             "target_flags_per_image": FLAGS_PER_HEALTHY_IMAGE, "images": cal.images,
             "false_flags_per_healthy_image": cal.flags_per_image, "share_of_healthy_images_with_a_flag": cal.share_with_any_flag,
         },
-        "distance": {"measure": "median |z| of the regions' grey level", "threshold": ref.distance_threshold,
+        "distance": {"measure": "median |z| of the regions' grey level", "threshold": ref.max_distance,
                      "set_on": "the largest of the held-out reference images"},
         **({"class_calibration": class_calibration(logits, subjects)} if calibrate_class else {}),
     }  # fmt: skip
     log.info(
         "normative reference: %d healthy image(s) of %d subject(s) (%s), %s; flags below z = %.2f (held out: %.2f false flags per "
         "healthy image, %.0f%% of them with any); distance threshold %.2f",
-        len(subjects), len(set(subjects)), source, covariate_text(ref.covariates), cal.threshold, cal.flags_per_image,
-        100 * cal.share_with_any_flag, ref.distance_threshold,
+        len(subjects), len(set(subjects)), source, covariate_text(ref.covariates), cal.flag_z, cal.flags_per_image,
+        100 * cal.share_with_any_flag, ref.max_distance,
     )  # fmt: skip
     return ref, description
 

@@ -69,7 +69,7 @@ def read_session_result(output_dir, t1w, template):
     if all((output_dir / p).is_file() for p in relevance_paths.values()):
         paths.update(relevance_paths)
         weighted = Summary.from_json(output_dir / relevance_paths["relevance_summary"], relevance=True)
-        relevance = {"whole": weighted.whole, "lambda": weighted.threshold, "degenerative": weighted.degenerative}
+        relevance = {"whole": weighted.whole, "lambda": weighted.lambda_, "degenerative": weighted.degenerative}
     gate = layout.output_path(t1w.entities, "qc")
     measures = None
     if (output_dir / gate).is_file():

@@ -215,7 +215,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir,
             item.label,
             (scores.brain_voxels[0][model.selected] > 0).sum(),
             model.selected.sum(),
-            model.reference.threshold,
+            model.reference.lambda_,
         )
     return results, stopped
 
@@ -257,7 +257,7 @@ def score_t1w(item, output_dir, template, model, gate, age, sex):
         voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
         region_map=pscore.paint_regions(scores.region_norm[0], model.grid_atlas)[0],
         ad_probability=ad_probability, predicted_class=predicted, weights=model.weights, selected=model.selected,
-        lambda_=model.reference.threshold, model_card=model.card, t1w_relpath=item.relpath, normative=normative_summary,
+        lambda_=model.reference.lambda_, model_card=model.card, t1w_relpath=item.relpath, normative=normative_summary,
         class_domain=class_summary,
     ))  # fmt: skip
     paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
@@ -299,7 +299,7 @@ def write_relevance_scores(item, output_dir, template, model, scored, mask):
     from .derivatives import session_files
     from .model.relevance import relevance_on_grid
 
-    scores, lambda_ = scored.scores, model.relevance_reference.threshold
+    scores, lambda_ = scored.scores, model.relevance_reference.lambda_
     grid_relevance = relevance_on_grid(model.relevance_base, scored.cubes, model.relevance_cubes, model.relevance)
     relevance_map = pscore.relevance_voxel_scores(scores.cube, grid_relevance, mask[None])[0]
     region = pscore.region_means(relevance_map, model.grid_atlas, model.sizes)

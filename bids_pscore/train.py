@@ -376,16 +376,16 @@ def bundle_metadata(config, model_dir, params, reference, relevance, labels, tra
 
 def log_trained(model_dir, metrics, reference, relevance, failed, gated_out):
     """The RESULT line of a training (and the warning of a lambda too low to be trusted)."""
-    from .model.bundle import threshold_warning
+    from .model.bundle import lambda_warning
 
     log.log(
         RESULT,
         f"model bundle written to {model_dir}: test AUC {metrics['test']['auc']:.3f}, "
-        f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.threshold:.3f} "
+        f"balanced accuracy {metrics['test']['balanced_accuracy']:.3f}, lambda {reference.lambda_:.3f} "
         f"(relevance-weighted: {relevance['reference']['lambda']:.3f})"
         + (f"; {len(failed)} T1w skipped (unreadable or preprocessing failed, see above)" if failed else "")
         + (f"; {gated_out} T1w skipped (failed the quality gate, see above)" if gated_out else ""),
     )
-    warning = threshold_warning(reference.threshold)
+    warning = lambda_warning(reference.lambda_)
     if warning:
         log.warning("%s", warning)

@@ -123,8 +123,8 @@ def mosaic(path, background, overlay=None, contour=None, outline=None, cmap="hot
     _save(fig, path)
 
 
-def ranked_bars(path, labels, values, xlabel, threshold=None, top=25, title=""):
-    """The ``top`` regions by value as bars; with a threshold, a line there and the bars above it in red."""
+def ranked_bars(path, labels, values, xlabel, lambda_=None, top=25, title=""):
+    """The ``top`` regions by value as bars; with ``lambda_``, a line there and the bars above it in red."""
     values = np.asarray(values, float)
     order = np.argsort(values, kind="stable")[::-1][:top][::-1]
     shown = np.asarray(labels)[order]
@@ -134,13 +134,13 @@ def ranked_bars(path, labels, values, xlabel, threshold=None, top=25, title=""):
     width, height = 4.8 + label_inches, 0.22 * len(order) + 1.2
     fig, ax = plt.subplots(figsize=(width, height))
     fig.subplots_adjust(left=label_inches / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.35 / height)
-    above = values[order] > (threshold if threshold is not None else np.inf)
+    above = values[order] > (lambda_ if lambda_ is not None else np.inf)
     ax.barh(np.arange(len(order)), values[order], color=np.where(above, "#c0392b", "#7f8c8d"))
-    if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
-        ax.text(threshold, len(order) - 0.3, f"lambda = {threshold:.2f} ", fontsize=8, va="bottom", ha="right")  # left of the line: inside the axes
+    if lambda_ is not None:
+        ax.axvline(lambda_, color="black", linestyle="--", linewidth=1)
+        ax.text(lambda_, len(order) - 0.3, f"lambda = {lambda_:.2f} ", fontsize=8, va="bottom", ha="right")  # left of the line: inside the axes
     ax.set_yticks(np.arange(len(order)), shown, fontsize=7)
-    ax.set_xlim(0, max(1.05, (threshold or 0) + 0.15))  # keep lambda in view even above 1
+    ax.set_xlim(0, max(1.05, (lambda_ or 0) + 0.15))  # keep lambda in view even above 1
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     _save(fig, path)
@@ -170,13 +170,13 @@ def by_group(path, values, groups, ylabel, title=""):
     _save(fig, path)
 
 
-def trajectories(path, panels, xlabel, threshold, ylabel="normalised region P-score"):
-    """Small multiples: for each (title, [(x, y), ...]) one panel with a line per subject and the flags' threshold."""
+def trajectories(path, panels, xlabel, flag_cutoff, ylabel="normalised region P-score"):
+    """Small multiples: for each (title, [(x, y), ...]) one panel with a line per subject and the cut-off the flags cross (``flag_cutoff``)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels):
         for x, y in lines:
             ax.plot(x, y, marker="o", markersize=2, linewidth=0.8, alpha=0.6)
-        ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
+        ax.axhline(flag_cutoff, color="black", linestyle="--", linewidth=0.8)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel)
     axes[0][0].set_ylabel(ylabel)

@@ -89,7 +89,7 @@ def gate_record_of_a_box(out, item, qc_thresholds="off"):
     box_ml = np.zeros(GRID_SHAPE)[BRAIN_BOX].size * GRID_VOXEL_MM**3 / 1000
     assert record["Measures"]["brain_volume_ml"] == box_ml and record["Measures"]["wm_gm_ratio"] == 1.0, record  # flat: no white matter
     assert qc.failures(record["Measures"]), "a box is no head: the default bounds stop it, hence the tests' looser ones"
-    bounds = qc.parse_thresholds(qc_thresholds)
+    bounds = qc.parse_bounds(qc_thresholds)
     assert record["Passed"] and record["Failures"] == [] and record["Thresholds"] == {k: list(v) for k, v in bounds.items()}, record
     assert record["Sources"] == [layout.raw_uri(item.relpath)]
     return record

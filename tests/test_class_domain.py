@@ -65,7 +65,7 @@ def test_a_scan_near_the_class_domain_is_reliable_and_one_with_intensities_shift
         np.testing.assert_array_equal(bundle.class_domain.regions[name].coef, stats.coef)
         np.testing.assert_array_equal(bundle.class_domain.regions[name].spread, stats.spread)
     assert record["reference"] == {"images": 30} and record["from_class_calibration"] is False
-    assert bundle.class_domain.distance_threshold == bundle.normative.distance_threshold < 1.5
+    assert bundle.class_domain.max_distance == bundle.normative.max_distance < 1.5
     image = np.zeros(GRID_SHAPE, np.float32)
     image[MASK] = 0.5
 
@@ -141,7 +141,7 @@ def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_p
     """A box is no head of the demo model's training scanner: its class is marked; a bundle without a domain says null."""
     bundle = participant.load_model()
     item = preprocessed_session(tmp_path, "1")
-    gate_off = qc.parse_thresholds("off")  # a box, no head
+    gate_off = qc.parse_bounds("off")  # a box, no head
     with caplog.at_level(logging.INFO, logger="bids_pscore"):
         (result,), _ = scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     summary = json.loads((tmp_path / layout.output_path(item.entities, "summary", TEMPLATE)).read_text())

@@ -30,10 +30,10 @@ def test_a_tightened_bound_leaves_a_head_out_of_the_reference_as_out_of_scoring_
     mask[::4] = 0
     nib.Nifti1Image(mask, nib.load(native).affine).to_filename(native)
     t1w = bids.find_t1w(bids.load_layout(tmp_path / "raw", validate=False))
-    assert all(cohort.gate_record(t, out, TEMPLATE, qc.DEFAULT_THRESHOLDS)["Passed"] for t in t1w)
+    assert all(cohort.gate_record(t, out, TEMPLATE, qc.DEFAULT_BOUNDS)["Passed"] for t in t1w)
     option = '{"brain_volume_ml": [1600, 2400]}'  # as a user gives it
     bounds = parse_args(["model", str(out), "new_model", "--qc-thresholds", option]).qc_thresholds
-    assert bounds == qc.parse_thresholds(option) != qc.DEFAULT_THRESHOLDS
+    assert bounds == qc.parse_bounds(option) != qc.DEFAULT_BOUNDS
     failing = t1w[1]  # sub-site01
     bundle = participant.load_model()
 
@@ -65,5 +65,5 @@ def test_the_gate_measures_the_brains_own_contrast_which_the_tissue_standardisat
     image, intensity_map = steps.standardise(smoothed, mask, PreprocParams(intensity_standardisation="tissue"))
     assert np.median(image[(white > 0.9) & (mask > 0)]) / np.median(image[(grey > 0.6) & (white < 0.2) & (mask > 0)]) == pytest.approx(0.941 / 0.758)
     item = sunk_session(tmp_path / "out", tmp_path / "scratch", {"sub": "01"}, image, mask, intensity_map)
-    record = cohort.gate_record(item, tmp_path / "out", TEMPLATE, qc.DEFAULT_THRESHOLDS)
+    record = cohort.gate_record(item, tmp_path / "out", TEMPLATE, qc.DEFAULT_BOUNDS)
     assert record["Measures"]["wm_gm_ratio"] == 1.05 and "wm_gm_ratio 1.05 is below 1.1" in record["Failures"]

@@ -42,7 +42,7 @@ def write(tmp_path, s):
     card = {"name": "demo", "version": "0.1", "sha256": "ab" * 32}
     return session_files.write_session(
         tmp_path, entities, TEMPLATE, s["scores"], s["voxel_map"], s["region_map"], 0.83, "AD",
-        s["weights"], s["selected"], s["reference"].threshold, card, "sub-01/ses-2/anat/sub-01_ses-2_run-1_T1w.nii.gz",
+        s["weights"], s["selected"], s["reference"].lambda_, card, "sub-01/ses-2/anat/sub-01_ses-2_run-1_T1w.nii.gz",
     )  # fmt: skip
 
 
@@ -84,7 +84,7 @@ def test_maps_and_summary(tmp_path, session):
     assert summary["WholeBrainPScore"] == pytest.approx(session["scores"].whole[0])
     assert summary["NumberOfDegenerativeRegions"] == int(session["scores"].degenerative.sum()) == len(summary["DegenerativeRegions"])
     assert summary["PredictedClass"] == "AD" and summary["ADProbability"] == 0.83
-    assert summary["Model"]["SHA256"] == "ab" * 32 and summary["Lambda"] == pytest.approx(session["reference"].threshold)
+    assert summary["Model"]["SHA256"] == "ab" * 32 and summary["Lambda"] == pytest.approx(session["reference"].lambda_)
     assert summary["Sources"][0].startswith("bids:raw:sub-01/ses-2/anat/")
     assert not list(tmp_path.rglob(".*"))
 

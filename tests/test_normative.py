@@ -67,22 +67,22 @@ def test_calibration_holds_on_held_out_generated_controls():
     built = normative.build(voxels, np.ones(10, bool), {"grey_level": values}, ages, np.full(120, np.nan), subjects)
     reference = built.reference
     assert reference.covariates.age and not reference.covariates.sex
-    assert built.calibration.flags_per_image <= 1.0 and reference.threshold < -2.5
+    assert built.calibration.flags_per_image <= 1.0 and reference.flag_z < -2.5
     unseen, unseen_ages = generated_people(4000, rng, loadings, region_sd)
     design = reference.covariates.design(unseen_ages, np.full(4000, np.nan))
     z = normative.zscores(unseen, design, reference.regions["grey_level"])
-    flags_per_person = normative.atrophic(z, reference.threshold).sum(axis=1).mean()
+    flags_per_person = normative.atrophic(z, reference.flag_z).sum(axis=1).mean()
     # what the calibration promised (SPEC 10: at most one), measured on 4000 people it never saw (their mean is
     # known to about 4%), within what 120 held-out images can promise: references of seeds 3-8 gave 0.81-1.16
     assert built.calibration.flags_per_image == 1.0
     assert 0.7 <= flags_per_person <= 1.25 * built.calibration.flags_per_image
     # a region that lost tissue (4 healthy spreads darker) is flagged in most people
     z[:, 7] -= 4.0
-    assert normative.atrophic(z, reference.threshold)[:, 7].mean() > 0.5
+    assert normative.atrophic(z, reference.flag_z)[:, 7].mean() > 0.5
     # distance: a scan shifted everywhere (another scanner) is far, a few atrophied regions are not
     healthy_distance = normative.distance(z[:, 10:])
-    assert (healthy_distance <= reference.distance_threshold).mean() > 0.95
-    assert (normative.distance(z[:, 10:] - 3.0) > reference.distance_threshold).all()
+    assert (healthy_distance <= reference.max_distance).mean() > 0.95
+    assert (normative.distance(z[:, 10:] - 3.0) > reference.max_distance).all()
 
 
 def test_deviation_of_one_image():
@@ -154,7 +154,7 @@ def normative_bundle(tmp_path):
 def test_the_reference_travels_in_the_bundle(normative_bundle):
     folder, reference = normative_bundle
     loaded = load_bundle(folder).normative
-    assert loaded.threshold == reference.threshold and np.array_equal(loaded.voxel_mask, reference.voxel_mask)
+    assert loaded.flag_z == reference.flag_z and np.array_equal(loaded.voxel_mask, reference.voxel_mask)
     np.testing.assert_allclose(loaded.regions["grey_level"].coef, reference.regions["grey_level"].coef)
     np.testing.assert_allclose(loaded.voxel.spread, reference.voxel.spread, rtol=1e-6)  # float32 on disk
     assert json.loads((folder / METADATA).read_text())["normative"]["reference"]["images"] == 12

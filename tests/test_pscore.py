@@ -83,7 +83,7 @@ def test_region_and_whole_brain_levels(tiny):
     voxels = pscore.voxel_scores(p_cube, tiny["mask"])[0]
     assert region[1] == pytest.approx(voxels[tiny["atlas"] == 2].sum() / 4)
 
-    reference = pscore.Reference(np.full(N, -0.2), np.full(N, 0.0), threshold=0.52)
+    reference = pscore.Reference(np.full(N, -0.2), np.full(N, 0.0), lambda_=0.52)
     reference.region_min[0], reference.region_max[0] = -0.1, 0.2
     scores = pscore.score(tiny["p"], tiny["weights"], tiny["selected"], m, n, sizes, reference)
     pn1, pn2, pn_rest = (0.2 / 3 + 0.1) / 0.3, (-0.1 + 0.2) / 0.2, 1.0  # rest: 0 - (-0.2) / 0.2
@@ -105,11 +105,11 @@ def test_reference_statistics_by_hand():
     np.testing.assert_array_equal(ref.region_min, [0.0, 1.0, 2.0])
     np.testing.assert_array_equal(ref.region_max, [4.0, 3.0, 4.0])
     pn = np.array([0.0, 0.0, 0.0])  # image 0: (0-0)/4, (1-1)/2, (2-2)/2
-    assert ref.threshold == pytest.approx(pn.mean() + 2 * pn.std())
+    assert ref.lambda_ == pytest.approx(pn.mean() + 2 * pn.std())
     ref = pscore.reference_statistics(p_region, is_ad=[1, 1, 0, 0], predicted_ad=[1, 1, 0, 0])
     pn = np.array([0.0, 0.0, 0.0, 0.25, 1.0, 0.0])
-    assert ref.threshold == pytest.approx(pn.mean() + 2 * pn.std(ddof=0))
-    assert pscore.Reference.from_dict(ref.to_dict()).threshold == ref.threshold
+    assert ref.lambda_ == pytest.approx(pn.mean() + 2 * pn.std(ddof=0))
+    assert pscore.Reference.from_dict(ref.to_dict()).lambda_ == ref.lambda_
     with pytest.raises(ValueError, match="lambda is undefined"):
         pscore.reference_statistics(p_region, [1, 1, 0, 0], [0, 0, 1, 1])
 
@@ -148,7 +148,7 @@ def test_properties(cohort):
     assert np.all((scores.region_norm >= 0) & (scores.region_norm <= 1))
     np.testing.assert_allclose(scores.whole, scores.region_norm.sum(axis=1))
     assert np.all(scores.cube[:, ~selected] == 0)
-    np.testing.assert_array_equal(scores.degenerative, scores.region_norm > reference.threshold)
+    np.testing.assert_array_equal(scores.degenerative, scores.region_norm > reference.lambda_)
     permuted = pscore.score(p[order], weights, selected, brain[order], overlap[order], sizes, reference)
     np.testing.assert_allclose(permuted.region, scores.region[order])
     np.testing.assert_allclose(permuted.whole, scores.whole[order])

@@ -39,19 +39,19 @@ def test_inverted_contrast_a_flat_mask_and_noise_each_fail():
 
 
 def test_brain_volume_outside_its_range_fails_on_either_side():
-    low, high = qc.DEFAULT_THRESHOLDS["brain_volume_ml"]
+    low, high = qc.DEFAULT_BOUNDS["brain_volume_ml"]
     base = {"template_correlation": 0.9, "wm_gm_ratio": 1.3}
     assert qc.failures({**base, "brain_volume_ml": low - 1}) == [f"brain_volume_ml {low - 1:g} is below {low:g}"]
     assert qc.failures({**base, "brain_volume_ml": high + 1}) == [f"brain_volume_ml {high + 1:g} is above {high:g}"]
 
 
 def test_qc_thresholds_merge_over_the_defaults_from_json_or_a_file_and_off_disables(tmp_path):
-    merged = qc.parse_thresholds('{"template_correlation": [0.5, null]}')
-    assert merged["template_correlation"] == (0.5, None) and merged["wm_gm_ratio"] == qc.DEFAULT_THRESHOLDS["wm_gm_ratio"]
+    merged = qc.parse_bounds('{"template_correlation": [0.5, null]}')
+    assert merged["template_correlation"] == (0.5, None) and merged["wm_gm_ratio"] == qc.DEFAULT_BOUNDS["wm_gm_ratio"]
     path = tmp_path / "qc.json"
     path.write_text(json.dumps({"brain_volume_ml": [100, None]}))
-    assert qc.parse_thresholds(str(path))["brain_volume_ml"] == (100.0, None)
-    off = qc.parse_thresholds("off")
+    assert qc.parse_bounds(str(path))["brain_volume_ml"] == (100.0, None)
+    off = qc.parse_bounds("off")
     assert qc.failures({"brain_volume_ml": 1.0, "template_correlation": -1.0, "wm_gm_ratio": 0.0}, off) == []
     config = parse_args(["/d", "/o", "participant", "--qc-thresholds", '{"wm_gm_ratio": [1.0, null]}'])
     assert config.qc_thresholds["wm_gm_ratio"] == (1.0, None)
@@ -65,7 +65,7 @@ def test_qc_thresholds_merge_over_the_defaults_from_json_or_a_file_and_off_disab
 ])  # fmt: skip
 def test_bad_qc_thresholds_are_refused_with_the_fix(text, says):
     with pytest.raises(UsageError, match=says.replace("[", r"\[")):
-        qc.parse_thresholds(text)
+        qc.parse_bounds(text)
 
 
 def test_omp_nthreads_zero_is_refused_not_taken_for_the_default():

@@ -47,7 +47,7 @@ def test_meaningless_images_are_measured_and_not_scored_while_the_head_is(tmp_pa
     t1w = {t.entities["sub"]: t for t in bids.find_t1w(bids.load_layout(bids_dir, validate=False))}
     assert t1w.keys() == {"01", *STOPPED_BY}
     records = {sub: json.loads((out / layout.output_path(item.entities, "qc")).read_text()) for sub, item in t1w.items()}
-    assert all(r["Thresholds"] == {k: list(v) for k, v in qc.DEFAULT_THRESHOLDS.items()} for r in records.values())
+    assert all(r["Thresholds"] == {k: list(v) for k, v in qc.DEFAULT_BOUNDS.items()} for r in records.values())
     assert records["01"]["Passed"] and records["01"]["Failures"] == [], records["01"]
     assert (out / layout.output_path(t1w["01"].entities, "summary", TEMPLATE)).is_file()
     for name, measure in STOPPED_BY.items():

@@ -124,7 +124,7 @@ def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path):
     from .test_subject_report import TEMPLATE, preprocessed_session
 
     item = preprocessed_session(tmp_path, "1")
-    bundle, gate_off = participant.load_model(), qc.parse_thresholds("off")  # a box, no head
+    bundle, gate_off = participant.load_model(), qc.parse_bounds("off")  # a box, no head
     scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     earlier = list(layout.session_outputs(item.entities, TEMPLATE, layout.RELEVANCE, layout.NORMATIVE).values())
     assert all((tmp_path / rel).is_file() for rel in earlier)

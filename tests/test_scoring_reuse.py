@@ -27,7 +27,7 @@ def session_files(out, item):
 def score_and_report(out, item, bundle, covariates=None, qc_thresholds="off"):
     """Score and report the T1w as a participant run would, the gate's bounds given as --qc-thresholds
     (off by default: the T1w's brain is a box, no head)."""
-    records, bounds = out.parent / "work" / "scored", qc.parse_thresholds(qc_thresholds)
+    records, bounds = out.parent / "work" / "scored", qc.parse_bounds(qc_thresholds)
     results, stopped = scoring.score_sessions([item], out, bundle, TEMPLATE, bounds, out / "logs", covariates, records)
     assert not stopped
     _, unwritten = participant.write_run_reports(out, [item], [item], results, {}, bundle.metadata, TEMPLATE, {"run": "test"}, None, records)

@@ -75,7 +75,7 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
 def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_path, monkeypatch, caplog):
     """The summary is what the group level and the reports take for a whole set: a rescore killed
     after its first tables must not leave the earlier run's summary beside them."""
-    bundle, gate_off = participant.load_model(), qc.parse_thresholds("off")  # a box, no head
+    bundle, gate_off = participant.load_model(), qc.parse_bounds("off")  # a box, no head
     item = preprocessed_session(tmp_path, "1")
     scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     paths = layout.session_outputs(item.entities, TEMPLATE, layout.PSCORE)

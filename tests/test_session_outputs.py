@@ -53,7 +53,7 @@ def test_what_a_scored_session_leaves_is_what_the_description_names_and_removal_
     items = [sunk_session(out, tmp_path / "scratch" / str(i), entities) for i, entities in enumerate(ENTITIES)]
     bundle = participant.load_model()
     assert bundle.metadata.get("relevance") and bundle.normative is not None, "the demo model should write every kind of output"
-    results, stopped = scoring.score_sessions(items, out, bundle, TEMPLATE, qc.parse_thresholds("off"), tmp_path / "logs")  # boxes, no heads
+    results, stopped = scoring.score_sessions(items, out, bundle, TEMPLATE, qc.parse_bounds("off"), tmp_path / "logs")  # boxes, no heads
     assert not stopped
     participant.write_run_reports(out, items, items, results, {}, bundle.metadata, TEMPLATE, {"run": "test"})
     described = {item.relpath: set(layout.with_sidecars(layout.session_outputs(item.entities, TEMPLATE))) for item in items}

@@ -50,7 +50,7 @@ def preprocessed_session(out, ses, sub="01"):
 def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_report(tmp_path, caplog):
     bundle = participant.load_model()
     first, second, other_model = (preprocessed_session(tmp_path, ses) for ses in ("1", "2", "3"))
-    gate_off = qc.parse_thresholds("off")  # boxes, not heads
+    gate_off = qc.parse_bounds("off")  # boxes, not heads
     scoring.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     summary_path = tmp_path / layout.output_path(other_model.entities, "summary", TEMPLATE)
     summary = json.loads(summary_path.read_text())
@@ -74,7 +74,7 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
 def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path):
     bundle = participant.load_model()
     item = preprocessed_session(tmp_path, "1")
-    results, _ = scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, qc.parse_thresholds("off"), tmp_path / "logs")
+    results, _ = scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, qc.parse_bounds("off"), tmp_path / "logs")
     for run, scored in (("20000101-000000_0123abcd", item.relpath), ("20000101-120000_89abcdef", "sub-01/anat/sub-01_T1w.nii.gz")):
         write_tsv(tmp_path / "logs" / f"run-{run}" / "scored.tsv", pd.DataFrame({"t1w": [scored]}))  # as each participant run lists them
     scoring_run = "20000101-000000_0123abcd"  # the last run that scored this session

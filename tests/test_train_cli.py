@@ -178,7 +178,7 @@ def test_the_controls_of_the_train_and_validation_splits_make_the_normative_refe
     assert record["reference"]["source"].startswith("the controls") and record["features"] == ["grey_level"]  # P-scores in-sample
     assert record["covariates"]["age"] and record["covariates"]["sex"] and record["reference"]["age"]["min"] >= 31
     assert record["unseen_controls"]["images"] == sum(part == "test" and labels[s] == "CN" for s, part in split.items())
-    assert bundle.normative.threshold == record["threshold"] < 0 and record["calibration"]["false_flags_per_healthy_image"] <= 1
+    assert bundle.normative.flag_z == record["threshold"] < 0 and record["calibration"]["false_flags_per_healthy_image"] <= 1
     assert "normative reference: " in capsys.readouterr().out
 
 
@@ -336,7 +336,7 @@ def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(request
 
     from bids_pscore import cohort
     from bids_pscore.cli.train import parse_args
-    from bids_pscore.qc import DEFAULT_THRESHOLDS
+    from bids_pscore.qc import DEFAULT_BOUNDS
 
     root, pre = dataset
     if path == "raw":
@@ -360,8 +360,8 @@ def test_images_that_fail_the_quality_gate_train_nothing_and_are_counted(request
     assert closing.endswith("; 2 T1w skipped (failed the quality gate, see above)")
     assert sum(load_bundle(model).metadata["training"]["images"].values()) == 6
     # the gate's bounds are the participant level's option
-    assert parse_args([*args, "--qc-thresholds", "off"]).qc_thresholds == {name: (None, None) for name in DEFAULT_THRESHOLDS}
-    assert parse_args(args).qc_thresholds == DEFAULT_THRESHOLDS
+    assert parse_args([*args, "--qc-thresholds", "off"]).qc_thresholds == {name: (None, None) for name in DEFAULT_BOUNDS}
+    assert parse_args(args).qc_thresholds == DEFAULT_BOUNDS
 
 
 def test_a_split_that_the_quality_gate_empties_ends_training_before_any_cube_is_cut(tmp_path, capsys, dataset):

@@ -182,7 +182,7 @@ def parse_args(argv=None):
                          opts.flags)  # fmt: skip
     return AppConfig(
         bids_dir=opts.bids_dir, output_dir=opts.output_dir, analysis_level=opts.analysis_level, selection=selection,
-        model=opts.model, qc_thresholds=qc.parse_thresholds(opts.qc_thresholds), group=group,
+        model=opts.model, qc_thresholds=qc.parse_bounds(opts.qc_thresholds), group=group,
         reports_only=opts.reports_only, execution=execution_config(opts),
         # shown in the reports, so that a reader knows how the outputs were made
         command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(),

@@ -112,7 +112,7 @@ def parse_args(argv=None):
         negative=opts.negative, sessions=opts.sessions, participant_label=tuple(opts.participant_label or ()),
         val_fraction=opts.val_fraction, test_fraction=opts.test_fraction, training=training, name=opts.name,
         description=opts.description, warning=opts.warning, preprocessed=opts.preprocessed, cat12_prefix=opts.cat12_prefix,
-        qc_thresholds=qc.parse_thresholds(opts.qc_thresholds), skip_bids_validation=opts.skip_bids_validation,
+        qc_thresholds=qc.parse_bounds(opts.qc_thresholds), skip_bids_validation=opts.skip_bids_validation,
         execution=execution_config(opts), command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(), normative=opts.normative,
     )  # fmt: skip
 

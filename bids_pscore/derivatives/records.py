@@ -17,7 +17,7 @@ class Summary:
     through it, and --reports-only, a rerun's reuse and the group level read them back through it."""
 
     whole: float  # whole-brain P-score
-    threshold: float  # lambda
+    lambda_: float
     degenerative: list  # labels of the regions above lambda
     normalisation: str
     space: str
@@ -51,7 +51,7 @@ class Summary:
                 "ClassDomain": self.class_domain} if self.ad_probability is not None else {}),
             **({"NumberOfAtrophicRegions": self.normative["NumberOfAtrophicRegions"], "AtrophicRegions": self.normative["AtrophicRegions"],
                 "Normative": self.normative} if self.normative else {}),
-            "Lambda": self.threshold,
+            "Lambda": self.lambda_,
             "NumberOfDegenerativeRegions": len(self.degenerative),
             "DegenerativeRegions": self.degenerative,
             "Normalisation": self.normalisation,

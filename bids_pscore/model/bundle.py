@@ -157,16 +157,16 @@ def check_preprocessing(record, meta_path):
         raise BundleError(f"{meta_path}: preprocessing: {exc}; the bundle is damaged: train again or restore it") from None
 
 
-def threshold_warning(threshold):
+def lambda_warning(lambda_):
     """The note a model whose lambda no score can exceed must carry, else None.
 
     lambda = mean + 2 SD of the reference AD images' normalised region scores (SPEC 5); when those
     scores pile up at 0 and 1 it lands at or above 1, the largest normalised score.
     """
-    if threshold < 1.0:
+    if lambda_ < 1.0:
         return None
     return (
-        f"this model's lambda ({threshold:.2f}) is not below 1, the largest normalised region score, so its P-score "
+        f"this model's lambda ({lambda_:.2f}) is not below 1, the largest normalised region score, so its P-score "
         "(patent) flags mark no region as degenerative; read those region scores as a ranking (the relevance-weighted "
         "and normative flags have thresholds of their own)"
     )
@@ -187,7 +187,7 @@ def preprocessing_warning(metadata):
 def model_warnings(metadata):
     """What every run with this model says: the bundle's own warning, another tool's preprocessing
     and the lambda note."""
-    warnings = [metadata.get("warning"), preprocessing_warning(metadata), threshold_warning(metadata["reference"]["lambda"])]
+    warnings = [metadata.get("warning"), preprocessing_warning(metadata), lambda_warning(metadata["reference"]["lambda"])]
     return [w for w in warnings if w]
 
 

@@ -28,7 +28,7 @@ def _load(path):
     return np.asarray(nib.load(path).dataobj, np.float32)
 
 
-def score_figures(out, image, mask, paths, threshold, kind, kept=()):
+def score_figures(out, image, mask, paths, lambda_, kind, kept=()):
     """Voxel map, region map and ranked regions of SPEC's even spread (``kind`` "") or of the
     relevance-weighted spread ("relevance"); ``paths`` hold the maps and the figures' names; those
     in ``kept`` are on disk already and not drawn again. Returns [(relative path, caption)]."""
@@ -54,20 +54,20 @@ def score_figures(out, image, mask, paths, threshold, kind, kept=()):
     name = paths[f"{key}region_figure"]
     if name not in kept:  # cyan, since red outlines vanish in the red of the "hot" scale
         regions = _load(out / paths[f"{key}region_map"])
-        viz.mosaic(out / name, image, overlay=regions, contour=regions > threshold, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
+        viz.mosaic(out / name, image, overlay=regions, contour=regions > lambda_, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
                        title=f"{what}region-level P-score (normalised), degenerative regions outlined in cyan",
                        colorbar_label="normalised P_region (0-1)")  # fmt: skip
-    above = int((table["p_region_norm"] > threshold).sum())
-    flagged = (f"the {above} region(s) above lambda = {threshold:.2f} are outlined in cyan as degenerative" if above
-               else f"no region is above lambda = {threshold:.2f}, so none is outlined")  # fmt: skip
+    above = int((table["p_region_norm"] > lambda_).sum())
+    flagged = (f"the {above} region(s) above lambda = {lambda_:.2f} are outlined in cyan as degenerative" if above
+               else f"no region is above lambda = {lambda_:.2f}, so none is outlined")  # fmt: skip
     drawn.append((name, f"Normalised {what}region-level P-score over the anatomy (each region one colour, brighter is higher, "
                         f"regions scoring 0 not coloured); {flagged}."))  # fmt: skip
     name = paths[f"{key}bars_figure"]
     if name not in kept:
         viz.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
-                            f"normalised {what}region P-score", threshold, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
-    bars = (f"red bars are the regions above lambda = {threshold:.2f} (dashed line), the degenerative ones" if above
-            else f"none is above lambda = {threshold:.2f} (dashed line), so no bar is red")  # fmt: skip
+                            f"normalised {what}region P-score", lambda_, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
+    bars = (f"red bars are the regions above lambda = {lambda_:.2f} (dashed line), the degenerative ones" if above
+            else f"none is above lambda = {lambda_:.2f} (dashed line), so no bar is red")  # fmt: skip
     drawn.append((name, f"The 25 regions with the highest normalised {what}P-score; {bars}."))
     return drawn
 
@@ -139,7 +139,7 @@ def scored_by_run(run_id):
     return f"{run_id} (its logs: logs/run-{run_id}/)"
 
 
-def session_figures(output_dir, result, threshold, template):
+def session_figures(output_dir, result, lambda_, template):
     """The figures of one session: the preprocessing checks the workflow drew, then the P-score
     figures drawn here; returns [(relative path, caption)] and warnings."""
     out = Path(output_dir)
@@ -161,7 +161,7 @@ def session_figures(output_dir, result, threshold, template):
             drawn.append((checks[key], caption))
         else:
             warnings.append(f"{result.t1w.label}: {checks[key]} is missing (the preprocessing draws it): run the participant level again")
-    drawn += score_figures(out, image, mask, paths, threshold, "", kept)
+    drawn += score_figures(out, image, mask, paths, lambda_, "", kept)
     if records.class_mark(result.class_domain):
         warnings.append(f"{result.t1w.label}: {result.class_domain['Caution']}")
     if "normative_voxel_map" in result.paths and result.normative:
@@ -239,9 +239,9 @@ def normative_rows(record):
 def flag_rows(result, metadata):
     """Each kind of flag the session has: (kind, rule, how many, which, false flags measured on healthy images)."""
     not_measured = "not measured: the model card holds no false-flag rate for these flags"
-    threshold = metadata["reference"]["lambda"]
-    rule = f"normalised region P-score above lambda = {threshold:.2f}"
-    if threshold >= 1:
+    lambda_ = metadata["reference"]["lambda"]
+    rule = f"normalised region P-score above lambda = {lambda_:.2f}"
+    if lambda_ >= 1:
         rule += " (not below 1, the largest normalised score: no region can be flagged)"
     rows = [("P-score degenerative regions (patent)", rule, len(result.degenerative), named_regions(result.degenerative), not_measured)]
     if result.relevance is not None:
@@ -306,12 +306,12 @@ def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metad
     path relative to the output folder. ``weights_fig`` is the model's figure, drawn once, and its
     caption; ``truth`` (groundtruth.read_truth), when given, is shown beside the results."""
     out = Path(output_dir)
-    threshold = metadata["reference"]["lambda"]
+    lambda_ = metadata["reference"]["lambda"]
     warnings = model_warnings(metadata)
     runs = scoring_runs(out)
     sessions = []
     for result in results:
-        drawn, extra = session_figures(out, result, threshold, template)
+        drawn, extra = session_figures(out, result, lambda_, template)
         warnings += extra
         sessions.append({
             "label": result.t1w.label,
