@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau, mannwhitneyu
 
-from bids_pscore import bids, errors, group, tabular
+from bids_pscore import bids, errors, group, group_sessions, group_statistics, tabular
 from bids_pscore.atlas import region_table
 from bids_pscore.cli import run as cli
 from bids_pscore.derivatives import layout
@@ -38,19 +38,19 @@ def test_frequency_and_support_by_hand():
     flags[2, [0]] = True
     flags[3, [1, 2]] = True  # session 3 is predicted control
     predicted = np.array([True, True, True, False])
-    table = group.degeneration_frequency(flags, REGIONS, predicted).set_index("index")
+    table = group_statistics.degeneration_frequency(flags, REGIONS, predicted).set_index("index")
     assert table.loc[1, "frequency_predicted_ad"] == pytest.approx(3 / 3)
     assert table.loc[2, "frequency_predicted_ad"] == pytest.approx(2 / 3)
     assert table.loc[3, "frequency_predicted_ad"] == pytest.approx(1 / 3)
     assert list(table.sort_values("rank").index[:3]) == [1, 2, 3]
     labels = REGIONS["label"].to_numpy()
-    sets = group.frequent_sets(flags[predicted], labels, min_support=0.3, max_size=3)
+    sets = group_statistics.frequent_sets(flags[predicted], labels, min_support=0.3, max_size=3)
     found = dict(zip(sets["regions"], sets["support"]))
     pair = " + ".join(sorted(labels[[0, 1]]))
     triple = " + ".join(sorted(labels[[0, 1, 2]]))
     assert found == pytest.approx({pair: 2 / 3, " + ".join(sorted(labels[[0, 2]])): 1 / 3,
                                    " + ".join(sorted(labels[[1, 2]])): 1 / 3, triple: 1 / 3})  # fmt: skip
-    assert list(group.frequent_sets(flags[predicted], labels, 0.5, 3)["regions"]) == [pair]
+    assert list(group_statistics.frequent_sets(flags[predicted], labels, 0.5, 3)["regions"]) == [pair]
 
 
 def _sessions(rows):
@@ -65,7 +65,7 @@ def test_sessions_are_ordered_by_acquisition_time_else_by_label():
     sessions = _sessions([("01", "b"), ("01", "a"), ("02", "10"), ("02", "2")])
     times = {("01", "a"): (pd.Timestamp("2020-06-01"), "sessions.tsv"), ("01", "b"): (pd.Timestamp("2019-06-01"), "sessions.tsv"),
              ("02", "2"): (pd.Timestamp("2020-01-01"), "scans.tsv")}  # fmt: skip
-    ordered = group.order_sessions(sessions, times)
+    ordered = group_sessions.order_sessions(sessions, times)
     one = ordered[ordered["sub"] == "01"]
     assert list(one["ses"]) == ["b", "a"] and set(one["order_by"]) == {"acq_time"}  # time beats label
     assert list(one["years_from_first"].round(3)) == [0.0, round(366 / 365.25, 3)]
@@ -87,7 +87,7 @@ def test_acquisition_times_from_sessions_and_scans_tables(tmp_path):
 def test_acquisition_times_with_and_without_time_zone_give_the_interval_in_years(tmp_path):
     table = pd.DataFrame({"session_id": ["ses-1", "ses-2"], "acq_time": ["2020-01-01T10:00:00Z", "2021-01-01T10:00:00"]})
     times = tabular.acquisition_times(make_bids(tmp_path, ["01"], {"01": table}))
-    ordered = group.order_sessions(_sessions([("01", "2"), ("01", "1")]), times)
+    ordered = group_sessions.order_sessions(_sessions([("01", "2"), ("01", "1")]), times)
     assert list(ordered["ses"]) == ["1", "2"] and list(ordered["years_from_first"]) == pytest.approx([0.0, 366 / 365.25])
 
 
@@ -95,11 +95,11 @@ def test_slope_per_year_and_onset_on_constructed_trajectories():
     sessions = _sessions([("01", "1"), ("01", "2"), ("01", "3")])
     years = np.array([0.0, 1.5, 3.0])
     times = {("01", str(k + 1)): (pd.Timestamp("2020-01-01") + pd.Timedelta(days=365.25 * y), "sessions.tsv") for k, y in enumerate(years)}
-    ordered = group.order_sessions(sessions, times)
+    ordered = group_sessions.order_sessions(sessions, times)
     scores = np.full((3, 246), 0.1)
     scores[:, 0] = 0.1 + 0.2 * years  # crosses 0.5 at the third session (0.7)
     scores[:, 1] = 0.9 - 0.1 * years  # above from the first session
-    traj = group.trajectories(ordered, scores, scores > LAMBDA, REGIONS).set_index("index")
+    traj = group_statistics.trajectories(ordered, scores, scores > LAMBDA, REGIONS).set_index("index")
     assert traj.loc[1, "slope"] == pytest.approx(0.2, abs=1e-3) and traj.loc[1, "unit"] == "year"
     assert traj.loc[2, "slope"] == pytest.approx(-0.1, abs=1e-3)
     assert traj.loc[1, "onset_session"] == "ses-3" and traj.loc[1, "onset"] == pytest.approx(3.0, abs=1e-3)
@@ -110,22 +110,22 @@ def test_a_subject_without_acquisition_times_puts_the_whole_group_per_session(ca
     # slopes per year and per session in one table would be pooled into one median onset
     sessions = _sessions([("01", "1"), ("01", "2"), ("01", "3"), ("02", "1"), ("02", "2")])
     times = {("01", str(k + 1)): (pd.Timestamp("2020-01-01") + pd.Timedelta(days=365.25 * 2 * k), "sessions.tsv") for k in range(3)}
-    ordered = group.order_sessions(sessions, times)
+    ordered = group_sessions.order_sessions(sessions, times)
     scores = np.full((5, 246), 0.1)
     scores[:3, 0] = [0.1, 0.3, 0.7]  # sub-01: 0.3 a session, 0.15 a year
     scores[3:, 0] = [0.2, 0.6]
     with caplog.at_level("INFO", logger="bids_pscore.group"):
-        traj = group.trajectories(ordered, scores, scores > LAMBDA, REGIONS)
+        traj = group_statistics.trajectories(ordered, scores, scores > LAMBDA, REGIONS)
     first = traj[traj["index"] == 1].set_index("participant_id")
     assert set(traj["unit"]) == {"session"} and first.loc["sub-01", "slope"] == pytest.approx(0.3) and first.loc["sub-01", "onset"] == 2
     assert "sub-02" in caplog.text and "per session" in caplog.text
-    assert set(group.onset_order(traj, REGIONS)["unit"]) == {"session"}
+    assert set(group_statistics.onset_order(traj, REGIONS)["unit"]) == {"session"}
 
 
 def test_regions_as_early_in_as_many_subjects_share_an_order_of_involvement():
     traj = pd.DataFrame({"participant_id": ["a", "a", "a", "a", "b", "b"], "index": [4, 2, 3, 7, 1, 5],
                          "onset": [0, 0, 1.2, 1.2, 0, np.nan], "unit": "year"})  # fmt: skip
-    onset = group.onset_order(traj, REGIONS)
+    onset = group_statistics.onset_order(traj, REGIONS)
     assert list(onset["index"][:5]) == [1, 2, 4, 3, 7] and list(onset["order"][:5]) == [1, 1, 1, 4, 4]
     assert (onset["order"][5:] == 0).all()
 
@@ -135,7 +135,7 @@ def test_group_comparison_finds_the_region_that_differs():
     scores = rng.uniform(0, 0.3, (40, 246))
     is_ad = np.arange(40) < 20
     scores[is_ad, 10] += 0.5
-    table = group.compare_groups(scores, is_ad, REGIONS)
+    table = group_statistics.compare_groups(scores, is_ad, REGIONS)
     top = table.iloc[0]
     assert top["index"] == 11 and top["q_fdr"] < 1e-4 and top["rank_biserial_r"] == pytest.approx(1.0)
     assert (table["q_fdr"].iloc[1:] > 0.01).all()
@@ -228,12 +228,12 @@ def test_two_runs_of_one_session_are_one_time_point_not_a_trajectory():
     sessions = _sessions([("01", "1"), ("01", "1"), ("02", "1"), ("02", "2")])
     sessions.loc[1, "t1w"] = "sub-01_ses-1_run-2"
     sessions.loc[0, "t1w"] = "sub-01_ses-1_run-1"
-    ordered = group.order_sessions(sessions, {})
+    ordered = group_sessions.order_sessions(sessions, {})
     one = ordered[ordered["sub"] == "01"]
     assert list(one["repeat"]) == [False, True] and list(one["session_index"]) == [0, 0]
     assert list(one["t1w"]) == ["sub-01_ses-1_run-1", "sub-01_ses-1_run-2"]  # run-1 is the time point
     scores = np.tile(np.linspace(0, 1, 4)[:, None], (1, 246))
-    traj = group.trajectories(ordered, scores, scores > LAMBDA, REGIONS)
+    traj = group_statistics.trajectories(ordered, scores, scores > LAMBDA, REGIONS)
     assert set(traj["participant_id"]) == {"sub-02"}  # sub-01 has one time point, however many runs
 
 
@@ -243,7 +243,7 @@ def test_session_label_selects_sessions_and_no_stale_comparison_survives(tmp_pat
     labelled = ["group", "--label-column", "group", "--positive", "AD", "--negative", "CN"]
     assert cli.main([str(bids_dir), str(out), *labelled]) == 0
     assert (out / "group" / "group_comparison.tsv").is_file()
-    assert json.loads((out / "group" / "group_comparison.json").read_text())["MinimumSubjectsPerGroup"] == group.MIN_SUBJECTS_PER_GROUP
+    assert json.loads((out / "group" / "group_comparison.json").read_text())["MinimumSubjectsPerGroup"] == group_statistics.MIN_SUBJECTS_PER_GROUP
     # a later run without labels: no comparison, and none left from before
     assert cli.main([str(bids_dir), str(out), "group"]) == 0
     assert not (out / "group" / "group_comparison.tsv").exists() and not (out / "group" / "group_comparison.json").exists()
@@ -282,7 +282,7 @@ def test_one_subject_a_group_gets_no_test_no_empty_chart_and_the_models_warnings
     assert code == 0
     assert not (out / "group" / "group_comparison.tsv").exists()
     page = html.unescape((out / "group" / "report.html").read_text())
-    refusal = f"the Mann-Whitney test is made only with at least {group.MIN_SUBJECTS_PER_GROUP} in each group"
+    refusal = f"the Mann-Whitney test is made only with at least {group_statistics.MIN_SUBJECTS_PER_GROUP} in each group"
     assert "No comparison of AD and CN: their first sessions hold 1 and 1 subject(s)" in page and refusal in page
     assert "smallest possible p is 1" in page
     # no chart without bars, no table of zeros: a sentence each
@@ -293,9 +293,12 @@ def test_one_subject_a_group_gets_no_test_no_empty_chart_and_the_models_warnings
     assert "No subject has two or more sessions, so there are no trajectories" in page
     # the model's warnings and the analysis' own: on the console, at the top of the report, in every sidecar
     sidecar = json.loads((out / "group" / "sessions.json").read_text())
-    assert sidecar["MinimumSubjectsPerGroup"] == group.MIN_SUBJECTS_PER_GROUP and sidecar["MinimumCohortSessions"] == group.MIN_COHORT_SESSIONS
+    assert (
+        sidecar["MinimumSubjectsPerGroup"] == group_statistics.MIN_SUBJECTS_PER_GROUP
+        and sidecar["MinimumCohortSessions"] == group_statistics.MIN_COHORT_SESSIONS
+    )
     for said in ("the demo model, trained on synthetic data", "this model's lambda (1.25) is not below 1",
-                 f"cohort normalisation is over 2 session(s), fewer than the {group.MIN_COHORT_SESSIONS}"):  # fmt: skip
+                 f"cohort normalisation is over 2 session(s), fewer than the {group_statistics.MIN_COHORT_SESSIONS}"):  # fmt: skip
         assert f'<div class="warning">{said}' in page and said in printed and any(w.startswith(said) for w in sidecar["Warnings"])
     assert any(refusal in w for w in sidecar["Warnings"]) and refusal in printed
 
