@@ -78,16 +78,10 @@ SKULL_STRIP_TEXT = {
 }
 
 
-def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto"):
-    """Raw T1w -> preprocessed image on the reference grid (SPEC section 2).
-
-    Inputs: ``t1w`` (path), ``template`` (template on the grid), ``coarse_template``
-    (the template on the coarser registration grid). Outputs: the grid image,
-    the brain mask on the grid and on the raw T1w's own voxel grid, and the forward transforms.
-    ``skull_strip`` is --skull-strip-t1w (``steps.SKULL_STRIP_MODES``).
-    """
-    wf = pe.Workflow(name=name)
-    wf.__desc__ = (
+def methods_text(params, skull_strip):
+    """The preprocessing as a methods paragraph (the workflow's ``__desc__``, in the citation boilerplate),
+    worded from the parameters that run it."""
+    return (
         f"The T1w image was checked and reoriented to RAS+, corrected for intensity "
         f"non-uniformity with N4 (ANTs, fitted at about {params.n4_shrink_mm:g} mm), and "
         f"{SKULL_STRIP_TEXT[skull_strip].format(size=params.skullstrip_network_size)}. "
@@ -97,6 +91,18 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto
         f"{params.interpolation} interpolation, smoothed inside the brain mask with a "
         f"{params.fwhm_mm:g} mm FWHM Gaussian and {params.standardisation_text}."
     )
+
+
+def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto"):
+    """Raw T1w -> preprocessed image on the reference grid (SPEC section 2).
+
+    Inputs: ``t1w`` (path), ``template`` (template on the grid), ``coarse_template``
+    (the template on the coarser registration grid). Outputs: the grid image,
+    the brain mask on the grid and on the raw T1w's own voxel grid, and the forward transforms.
+    ``skull_strip`` is --skull-strip-t1w (``steps.SKULL_STRIP_MODES``).
+    """
+    wf = pe.Workflow(name=name)
+    wf.__desc__ = methods_text(params, skull_strip)
     inputnode = pe.Node(IdentityInterface(fields=["t1w", "template", "coarse_template"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=list(PREPROC_OUTPUTS)), name="outputnode")
 
