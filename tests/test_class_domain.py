@@ -188,3 +188,14 @@ def test_the_group_table_carries_whether_each_class_is_reliable(tmp_path):
     assert dict(zip(sessions["participant_id"], sessions["class_reliable"].fillna("n/a"))) == {
         "sub-01": "False", "sub-02": "True", "sub-03": "n/a"}  # fmt: skip
     assert "class domain" in json.loads((out / "group" / "sessions.json").read_text())["class_reliable"]["Description"]
+    # sub-01, the one predicted AD, has its class marked not reliable: the report's count of sessions predicted AD says so
+    assert "<td>predicted AD</td><td>1 (1 with the class marked not reliable)</td>" in (out / "group" / "report.html").read_text()
+
+
+def test_the_group_reports_count_of_predicted_ad_names_the_unreliable_classes_only_where_there_are_some():
+    from bids_pscore.report.group import predicted_ad_count
+
+    sessions = pd.DataFrame({"predicted_class": ["AD", "AD", "AD", "control"], "class_reliable": [False, True, None, False]})
+    assert predicted_ad_count(sessions) == "3 (1 with the class marked not reliable)"
+    assert predicted_ad_count(sessions.assign(class_reliable=[True, True, None, False])) == 3  # a control's mark is not counted
+    assert predicted_ad_count(sessions.assign(class_reliable=None)) == 3  # a model without a class domain

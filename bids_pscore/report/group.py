@@ -137,7 +137,7 @@ def cohort_rows(sessions, options, flags, flag_cutoff, model, subset, minimums):
     return [
         ("analysed", subset or "every scored T1w in the output folder"),
         ("sessions", len(sessions)), ("subjects", sessions["participant_id"].nunique()),
-        ("predicted AD", int((sessions["predicted_class"] == "AD").sum())),
+        ("predicted AD", predicted_ad_count(sessions)),
         ("normalisation", options.normalisation), ("flags counted", f"{flags}: {FLAG_DESCRIPTIONS[flags]}"),
         ("threshold of the flags", f"{flag_cutoff:.3f}"),
         ("sessions ordered by", ", ".join(f"{k} ({v} subjects)" for k, v in ordered_by.items())),
@@ -146,6 +146,17 @@ def cohort_rows(sessions, options, flags, flag_cutoff, model, subset, minimums):
                                 f"{minimums['MinimumSubjectsPerGroup']} subjects or more")] if options.label_column else []),
         ("model", f"{model.get('Name')} version {model.get('Version')} ({model.get('SHA256')})"),
     ]  # fmt: skip
+
+
+def predicted_ad_count(sessions):
+    """How many sessions are predicted AD, and how many of them have their class marked not reliable
+    (class_reliable false: the scan lies outside the class domain), said only where any is."""
+    predicted_ad = (sessions["predicted_class"] == "AD").to_numpy()
+    # class_reliable holds True, False or None (a model without a class domain): only False marks a class
+    unreliable = int((predicted_ad & sessions["class_reliable"].eq(False).to_numpy()).sum())
+    if not unreliable:
+        return int(predicted_ad.sum())
+    return f"{int(predicted_ad.sum())} ({unreliable} with the class marked not reliable)"
 
 
 def comparison_section(tables, options, comparison_note):
