@@ -358,7 +358,8 @@ def deviation(reference, image, region_values, age, sex):
     design = reference.covariates.design([age], [sex])
     voxel_z = np.zeros(reference.voxel_mask.shape, np.float32)
     orientation = FEATURES[FLAG_FEATURE]["orientation"]
-    voxel_z[reference.voxel_mask] = relative(zscores(np.asarray(image)[reference.voxel_mask][None], design, reference.voxel, orientation))[0]
+    if reference.voxel_mask.any():  # a class domain keeps regions only (model.bundle.write_class_domain)
+        voxel_z[reference.voxel_mask] = relative(zscores(np.asarray(image)[reference.voxel_mask][None], design, reference.voxel, orientation))[0]
     values, expect, z = {}, {}, {}
     for name, stats in reference.regions.items():
         if name not in region_values:

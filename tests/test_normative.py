@@ -2,6 +2,7 @@
 holds on held-out generated controls, and a bundle whose reference was changed is refused."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -113,6 +114,30 @@ def test_deviation_of_one_image():
     assert darker.overall_level == pytest.approx(result.overall_level - 3.0, abs=1e-9)
     np.testing.assert_allclose(darker.region_z["grey_level"], result.region_z["grey_level"], atol=1e-9)
     np.testing.assert_allclose(darker.voxel_z, result.voxel_z, atol=1e-4)
+
+
+def test_a_class_domain_gives_region_z_and_no_warning(tmp_path):
+    # the class domain keeps no voxel statistics; its deviation printed numpy's "Mean of empty slice" on every scan
+    from safetensors.numpy import load_file
+
+    from bids_pscore.model.bundle import DOMAIN, write_class_domain
+
+    rng = np.random.default_rng(1)
+    mask = np.zeros(GRID_SHAPE, bool)
+    mask[50:60, 60:70, 50:60] = True
+    voxels, regions = 0.5 + rng.normal(0, 0.05, (30, int(mask.sum()))), 0.5 + rng.normal(0, 0.05, (30, N_REGIONS))
+    built = normative.build(voxels, mask, {"grey_level": regions}, rng.uniform(20, 80, 30), np.full(30, np.nan), np.arange(30))
+    record = write_class_domain(tmp_path, built.reference, {})
+    domain = normative.NormativeReference.from_arrays(load_file(tmp_path / DOMAIN), record, GRID_SHAPE, N_REGIONS)
+    assert not domain.voxel_mask.any()
+    region = np.full(N_REGIONS, 0.5)
+    region[7] = 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = normative.deviation(domain, np.full(GRID_SHAPE, 0.5, np.float32), {"grey_level": region}, np.nan, np.nan)
+    full = normative.deviation(built.reference, np.full(GRID_SHAPE, 0.5, np.float32), {"grey_level": region}, np.nan, np.nan)
+    assert not result.voxel_z.any() and result.distance == full.distance
+    np.testing.assert_array_equal(result.region_z["grey_level"], full.region_z["grey_level"])
 
 
 def test_an_image_without_an_age_is_left_out_of_the_reference_not_the_age():
