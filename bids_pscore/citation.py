@@ -72,10 +72,10 @@ def bibtex():
 
 def methods_text(params, metadata):
     """The paragraph, from the preprocessing workflow's own description and the model's card."""
-    from .preprocess import init_preproc_wf
+    from .preprocess.workflow import preproc_description
 
     versions = sidecars.software_versions()
-    preprocessing = init_preproc_wf(params).__desc__
+    preprocessing = preproc_description(params, "auto")
     demo = f" {metadata['warning']}" if metadata.get("warning") else ""
     return (
         f"P-scores were computed with bids_pscore {versions['bids_pscore']}, a BIDS-App built on Nipype "

@@ -63,7 +63,7 @@ def preproc_sidecars(t1w_relpath, paths, params, input_skull_stripped, intensity
                 "DividedBy": intensity_map[1],
                 "Description": "the image is (I - Subtracted) / DividedBy inside the brain, clipped to [0, 1], "
                 "I the smoothed brain; the quality gate measures I",
-            },  # fmt: skip
+            },
             "PreprocessingParameters": params,
             **grid,
             **software,

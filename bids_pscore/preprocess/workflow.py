@@ -78,7 +78,7 @@ SKULL_STRIP_TEXT = {
 }
 
 
-def methods_text(params, skull_strip):
+def preproc_description(params, skull_strip):
     """The preprocessing as a methods paragraph (the workflow's ``__desc__``, in the citation boilerplate),
     worded from the parameters that run it."""
     return (
@@ -102,7 +102,7 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto
     ``skull_strip`` is --skull-strip-t1w (``steps.SKULL_STRIP_MODES``).
     """
     wf = pe.Workflow(name=name)
-    wf.__desc__ = methods_text(params, skull_strip)
+    wf.__desc__ = preproc_description(params, skull_strip)
     inputnode = pe.Node(IdentityInterface(fields=["t1w", "template", "coarse_template"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=list(PREPROC_OUTPUTS)), name="outputnode")
 
