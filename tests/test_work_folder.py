@@ -3,6 +3,7 @@ nipype (which caches by inputs) never hands it the results of the old code; --cl
 removes every cached run and nothing else."""
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -84,3 +85,25 @@ def test_clean_workdir_removes_cached_runs_of_every_version_only(tmp_path, capsy
     execution.clean_work_dir(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "someone_elses"]
     assert capsys.readouterr().out.count("--clean-workdir: removing") == 2
+
+
+def test_a_t1w_whose_file_time_changed_keeps_its_cached_steps(tmp_path):
+    """nipype hashes input files by modification time unless told otherwise: a dataset copied without its
+    times, or restored, ran every step again."""
+    import nibabel as nib
+    import numpy as np
+    from nipype.pipeline import engine as pe
+
+    from bids_pscore.preprocess.interfaces import LoadT1w
+
+    t1w = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.arange(8 * 9 * 10, dtype=np.float32).reshape(8, 9, 10), np.eye(4)), t1w)
+    execution.configure_nipype(tmp_path / "crash", verbosity=0)
+
+    def run_load():  # a new node each time, as a new run builds (a node keeps the hash it computed once)
+        node = pe.Node(LoadT1w(in_file=str(t1w)), name="load", base_dir=str(tmp_path / "work"))
+        return Path(node.run().outputs.out_file).stat().st_mtime_ns
+
+    first = run_load()
+    os.utime(t1w, ns=(first + 10**9, first + 10**9))  # the same bytes, another time
+    assert run_load() == first  # not run again
