@@ -5,6 +5,8 @@ import hashlib
 import json
 import pickle
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,15 +185,18 @@ def test_selected_cubes_that_differ_from_the_weights_are_refused(bundle_dir):
         load_bundle(folder)
 
 
-def test_the_demo_model_states_every_preprocessing_parameter_but_the_later_standardisation():
+def test_the_demo_model_states_every_preprocessing_parameter_and_a_bundle_from_before_the_standardisation_still_loads(tmp_path):
     from bids_pscore.participant import DEMO_MODEL
 
     recorded = load_bundle(DEMO_MODEL).metadata["preprocessing"]
-    assert set(recorded) == set(PreprocParams().to_dict()) - STANDARDISATION_KEYS
-    # trained before the choice existed, it is applied as it was trained: divided by its percentile
-    assert PreprocParams.from_dict(recorded).intensity_standardisation == "percentile"
-    assert PreprocParams().intensity_standardisation == "tissue"
+    assert set(recorded) == set(PreprocParams().to_dict())
+    assert PreprocParams.from_dict(recorded) == PreprocParams()  # trained with this release's preprocessing
     assert PreprocParams.from_dict(PreprocParams().to_dict()) == PreprocParams()
+    # a bundle trained before the choice existed is applied as it was trained: divided by its percentile
+    old = Path(shutil.copytree(DEMO_MODEL, tmp_path / "old"))
+    edit_metadata(old, lambda m: [m["preprocessing"].pop(key) for key in STANDARDISATION_KEYS])
+    assert PreprocParams.from_dict(load_bundle(old).metadata["preprocessing"]).intensity_standardisation == "percentile"
+    assert PreprocParams().intensity_standardisation == "tissue"
 
 
 def test_wrong_grid(bundle_dir):
