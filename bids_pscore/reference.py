@@ -223,6 +223,10 @@ def add_to_bundle(config):
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageError(f"{out_dir}: is not empty; the new bundle needs a new folder (the model given is never changed)")
     bundle = load_model(config.model_dir, normative=False)  # the reference it may have is replaced
+    calibrated_elsewhere = (bundle.metadata.get("class_domain") or {}).get("from_class_calibration")
+    if config.class_domain and not config.calibrate_class and calibrated_elsewhere:
+        raise UsageError(f"{config.model_dir}: its class was calibrated on other healthy heads, and --class-domain alone would leave "
+                         "that calibration without the heads it was set on; calibrate on these with --calibrate-class instead")  # fmt: skip
     params = preprocessing_params(bundle.metadata)
     out_dir, work_dir = make_run_folders(out_dir, config.execution.work_dir, config.healthy_dir)
     log_dir = work_dir / "logs" / f"run-{config.run_id}"
@@ -243,22 +247,23 @@ def add_to_bundle(config):
     reference, description = build(images, ages, sexes, subjects, params.template, "a separate healthy dataset (bids_pscore-normative)",
                                    raw, ensemble, pscore.Reference.from_dict(bundle.metadata["reference"]), config.calibrate_class)  # fmt: skip
     description["added"] = {"by": "bids_pscore-normative", "date": time.strftime("%Y-%m-%d")}
-    new_domain = class_domain_change(bundle.metadata, description, config.calibrate_class)
+    new_domain = class_domain_change(bundle.metadata, description, config.calibrate_class, config.class_domain)
     add_normative(bundle.folder, out_dir, reference, description, new_domain)
     log.info("bundle with the normative reference written to %s (weights unchanged, new model.json checksum)", out_dir)
     return 0
 
 
-def class_domain_change(metadata, description, calibrate_class):
+def class_domain_change(metadata, description, calibrate_class, class_domain=False):
     """Whether the reference just built becomes the bundle's class domain (the heads of the scanner the
-    class was set on), said in the log: with --calibrate-class the class is set on these heads, and a
-    model without a domain gets its first reference as one (of its training scanner, as the demo recipe
-    builds it); otherwise the domain and the class offset it goes with are carried over unchanged."""
+    class was set on), said in the log: with --calibrate-class the class is set on these heads, with
+    --class-domain they are said to be of that scanner, and a model without a domain gets its first
+    reference as one; otherwise the domain and the class offset it goes with are carried over unchanged."""
     domain = metadata.get("class_domain")
-    if calibrate_class or domain is None:
+    if calibrate_class or class_domain or domain is None:
         log.info("class domain: these %d healthy images (%s), where %s; a scan far from them gets no reliable class",
                  description["reference"]["images"], description["reference"]["dataset"],
                  "the class was just calibrated" if calibrate_class else
+                 "the class was set (--class-domain)" if class_domain else
                  "the model had none: this first reference of it is taken to be of its training scanner")  # fmt: skip
         return True
     # a new reference leaves the class as it was: its offset (a site's calibration) travels with the domain it was set on

@@ -102,21 +102,21 @@ def test_a_changed_class_domain_is_refused(tmp_path):
         load_bundle(folder, normative=False)
 
 
-def test_a_new_reference_sets_keeps_or_replaces_the_class_domain(tmp_path, caplog):
+def test_a_new_reference_sets_keeps_or_replaces_the_class_domain(tmp_path, caplog, capsys):
     """The first reference of a model becomes its domain; a later one leaves the domain (and the class offset set on it)
-    as it was, unless the class is calibrated on its heads."""
+    as it was, unless the class is calibrated on its heads or they are said to be of its scanner (--class-domain)."""
     training, site, other_site = (generated_reference(seed, level) for seed, level in ((0, 0.5), (1, 0.4), (2, 0.45)))
     trained = save_bundle(tmp_path / "trained", Ensemble(np.arange(5)), FIELDS)
     assert "class_domain" not in load_bundle(trained).metadata and not (trained / DOMAIN).exists()
 
-    def added(source, reference, name, calibrate_class):
+    def added(source, reference, name, calibrate_class, class_domain=False):
         description = {"reference": {"images": 30, "dataset": name}}
         if calibrate_class:
             description["class_calibration"] = {"logit_offset": -3.0, "specificity": 0.97, "images": 30, "called_ad_before": 30,
                                                 "heldout_called_control": 0.9}  # fmt: skip
         meta = json.loads((source / METADATA).read_text())
         with caplog.at_level(logging.INFO, logger="bids_pscore"):
-            new_domain = class_domain_change(meta, description, calibrate_class)
+            new_domain = class_domain_change(meta, description, calibrate_class, class_domain)
         return load_bundle(add_normative(source, tmp_path / name, reference, description, new_domain))
 
     first = added(trained, training, "training-scanner", calibrate_class=False)
@@ -128,6 +128,10 @@ def test_a_new_reference_sets_keeps_or_replaces_the_class_domain(tmp_path, caplo
     assert kept.metadata["class_domain"] == first.metadata["class_domain"] and "carried over unchanged" in caplog.text
     assert (tmp_path / "site" / DOMAIN).read_bytes() == (tmp_path / "training-scanner" / DOMAIN).read_bytes()
     assert kept.metadata["normative"]["sha256"] != kept.metadata["class_domain"]["sha256"]
+    # said to be of the scanner the class was set on (the demo's real heads of its training scanner): the domain, the class unchanged
+    declared = added(tmp_path / "site", site, "site-declared", calibrate_class=False, class_domain=True)
+    assert declared.metadata["class_domain"]["reference"]["dataset"] == "site-declared" and "(--class-domain)" in caplog.text
+    assert declared.metadata["class_domain"]["from_class_calibration"] is False and not declared.class_offset
     calibrated = added(tmp_path / "site", site, "site-calibrated", calibrate_class=True)
     assert calibrated.metadata["class_domain"]["reference"]["dataset"] == "site-calibrated" and calibrated.class_offset == -3.0
     assert calibrated.metadata["class_domain"]["from_class_calibration"] is True
@@ -135,6 +139,11 @@ def test_a_new_reference_sets_keeps_or_replaces_the_class_domain(tmp_path, caplo
     # a later reference without --calibrate-class keeps the site's domain and the offset set on it
     again = added(tmp_path / "site-calibrated", other_site, "other-site", calibrate_class=False)
     assert again.metadata["class_domain"] == calibrated.metadata["class_domain"] and again.class_offset == -3.0
+    # declaring other heads the domain of a class calibrated elsewhere is refused, before any preprocessing
+    from bids_pscore.cli.normative import main as normative_main
+
+    code = normative_main([str(tmp_path / "other-site"), str(tmp_path / "no-such-dataset"), str(tmp_path / "declared"), "--class-domain"])
+    assert code == 2 and "calibrated on other healthy heads" in caplog.text + capsys.readouterr().err
 
 
 def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_probability(tmp_path, caplog):

@@ -36,6 +36,11 @@ def build_parser():
                              "docs/normative.md); needs controls the model was not fitted on. These heads then become the class "
                              "domain, against which each scan's class is marked reliable or not (without the option, a model's first "
                              "reference becomes it and a later one keeps it)")  # fmt: skip
+    parser.add_argument("--class-domain", action="store_true",
+                        help="these healthy heads are of the scanner the model's class was set on (e.g. real heads of its training "
+                             "scanner): make them its class domain, the class itself unchanged (the demo model's recipe does this: "
+                             "the domain training writes, of its training images' controls, marked a third of the atrophied heads "
+                             "of its own scanner)")  # fmt: skip
     parser.add_argument("--qc-thresholds", metavar="JSON",
                         help="the image quality gate's bounds, as for bids_pscore participant: JSON (inline or a file) of measure -> "
                              "[low, high] over the defaults, or 'off'. A healthy T1w outside a range is left out of the reference, "
@@ -53,7 +58,7 @@ def parse_args(argv=None):
         model_dir=opts.model_dir, healthy_dir=opts.healthy_dir, out_dir=opts.out_dir,
         participant_label=tuple(opts.participant_label or ()), qc_thresholds=qc.parse_bounds(opts.qc_thresholds),
         skip_bids_validation=opts.skip_bids_validation,
-        calibrate_class=opts.calibrate_class,
+        calibrate_class=opts.calibrate_class, class_domain=opts.class_domain or opts.calibrate_class,
         execution=execution_config(opts), command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(),
     )  # fmt: skip
 
