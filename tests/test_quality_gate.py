@@ -1,6 +1,6 @@
 """The image quality gate end to end: a generated head is scored; each meaningless image made from
 the same head (tests/badinputs.py) is preprocessed, measured and stopped, named by the measure
-that stops it, with exit 1 and nothing scored."""
+that stops it, or stopped in preprocessing with its reason, with exit 1 and nothing scored."""
 
 import json
 
@@ -20,11 +20,15 @@ TEMPLATE = "MNI152NLin2009aSym"
 # the measure that must stop each meaningless image (docs/usage.md, "Quality gate"); others may stop it too
 STOPPED_BY = {
     "noise": "template_correlation",
-    "t2like": "wm_gm_ratio",
     "binarymask": "wm_gm_ratio",
     "halfhead": "template_correlation",
-    "block": "brain_volume_ml",
     "rotated": "template_correlation",
+}
+# the tissue standardisation needs the template's grey and white matter in the brain, the white brighter: these two stop there,
+# before the gate can measure them (under the percentile the gate stopped them: wm_gm_ratio and brain_volume_ml)
+STOPPED_IN_PREPROCESSING = {
+    "t2like": "white matter (345.9) is not brighter than grey matter (770.9) after registration: not a T1w contrast",
+    "block": "the brain mask on the grid misses the template's grey or white matter",
 }
 
 
@@ -45,7 +49,13 @@ def test_meaningless_images_are_measured_and_not_scored_while_the_head_is(tmp_pa
     printed = capsys.readouterr().out
     assert code == 1
     t1w = {t.entities["sub"]: t for t in bids.find_t1w(bids.load_layout(bids_dir, validate=False))}
-    assert t1w.keys() == {"01", *STOPPED_BY}
+    assert t1w.keys() == {"01", *STOPPED_BY, *STOPPED_IN_PREPROCESSING}
+    for name, reason in STOPPED_IN_PREPROCESSING.items():
+        item = t1w.pop(name)
+        assert not (out / layout.output_path(item.entities, "qc")).exists(), name
+        assert not any((out / p).exists() for p in layout.session_outputs(item.entities, TEMPLATE, *layout.SCORING_STEPS).values()), name
+        assert f"{item.label}: normalise: InputImageError: {reason}" in printed
+        assert "failed at step normalise: InputImageError: " in (out / f"sub-{name}.html").read_text()
     records = {sub: json.loads((out / layout.output_path(item.entities, "qc")).read_text()) for sub, item in t1w.items()}
     assert all(r["Thresholds"] == {k: list(v) for k, v in qc.DEFAULT_BOUNDS.items()} for r in records.values())
     assert records["01"]["Passed"] and records["01"]["Failures"] == [], records["01"]

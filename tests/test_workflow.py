@@ -34,7 +34,8 @@ def check_grid_outputs(paths, mask_litres=(1.0, 2.0)):
     t1w, mask = nib.load(paths["t1w_grid"]), nib.load(paths["mask_grid"])
     assert is_on_grid(t1w.shape, t1w.affine) and is_on_grid(mask.shape, mask.affine)
     data, inside = t1w.get_fdata(), mask.get_fdata() > 0
-    assert data.min() >= 0.0 and data.max() <= 1.0 and data.max() == 1.0
+    # the brightest voxel reaches the white matter's level at least (the tissue standardisation's 0.941; the percentile's 1)
+    assert data.min() >= 0.0 and PARAMS.tissue_levels[1] <= data.max() <= 1.0
     assert not data[~inside].any()
     litres = inside.sum() * GRID_VOXEL_MM**3 / 1e6
     assert mask_litres[0] <= litres <= mask_litres[1]
