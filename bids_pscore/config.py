@@ -144,7 +144,7 @@ class NormativeRunConfig:
     command_line: str
     run_id: str
     calibrate_class: bool = False
-    class_domain: bool = False  # these heads become the class domain (implied by calibrate_class)
+    class_domain: bool = False  # these heads become the class domain (so do they with calibrate_class)
 
 
 def _plain(value):

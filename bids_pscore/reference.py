@@ -263,7 +263,7 @@ def class_domain_change(metadata, description, calibrate_class, class_domain=Fal
         log.info("class domain: these %d healthy images (%s), where %s; a scan far from them gets no reliable class",
                  description["reference"]["images"], description["reference"]["dataset"],
                  "the class was just calibrated" if calibrate_class else
-                 "the class was set (--class-domain)" if class_domain else
+                 "they are of the scanner the class was set on (--class-domain)" if class_domain else
                  "the model had none: this first reference of it is taken to be of its training scanner")  # fmt: skip
         return True
     # a new reference leaves the class as it was: its offset (a site's calibration) travels with the domain it was set on

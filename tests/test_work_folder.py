@@ -9,12 +9,16 @@ import shutil
 from pathlib import Path
 
 import networkx as nx
+import nibabel as nib
+import numpy as np
 import pytest
+from nipype.pipeline import engine as pe
 
 from bids_pscore import __version__, execution
 from bids_pscore.cli import run as cli
 from bids_pscore.derivatives import layout
 from bids_pscore.preprocess import workflow
+from bids_pscore.preprocess.interfaces import LoadT1w
 from bids_pscore.synth.templateheads import write_dataset
 
 from .test_batch import participant_wf
@@ -90,12 +94,6 @@ def test_clean_workdir_removes_cached_runs_of_every_version_only(tmp_path, capsy
 def test_a_t1w_whose_file_time_changed_keeps_its_cached_steps(tmp_path):
     """nipype hashes input files by modification time unless told otherwise: a dataset copied without its
     times, or restored, ran every step again."""
-    import nibabel as nib
-    import numpy as np
-    from nipype.pipeline import engine as pe
-
-    from bids_pscore.preprocess.interfaces import LoadT1w
-
     t1w = tmp_path / "sub-01_T1w.nii.gz"
     nib.save(nib.Nifti1Image(np.arange(8 * 9 * 10, dtype=np.float32).reshape(8, 9, 10), np.eye(4)), t1w)
     execution.configure_nipype(tmp_path / "crash", verbosity=0)

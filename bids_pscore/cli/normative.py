@@ -58,7 +58,7 @@ def parse_args(argv=None):
         model_dir=opts.model_dir, healthy_dir=opts.healthy_dir, out_dir=opts.out_dir,
         participant_label=tuple(opts.participant_label or ()), qc_thresholds=qc.parse_bounds(opts.qc_thresholds),
         skip_bids_validation=opts.skip_bids_validation,
-        calibrate_class=opts.calibrate_class, class_domain=opts.class_domain or opts.calibrate_class,
+        calibrate_class=opts.calibrate_class, class_domain=opts.class_domain,
         execution=execution_config(opts), command_line=shlex.join([PROG, *map(str, argv)]), run_id=new_run_id(),
     )  # fmt: skip
 
