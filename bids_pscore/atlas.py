@@ -45,6 +45,18 @@ def region_table():
     return table
 
 
+@lru_cache(maxsize=1)
+def _full_names():
+    table = region_table()
+    # two regions (TE1.0 and TE1.2) have no name in the atlas's table: their gyrus stands in
+    return dict(zip(table["label"], table["name"].fillna(table["gyrus"])))
+
+
+def region_name(label):
+    """A Brainnetome code with its full name from the atlas table, e.g. 'R.A35/36r (rostral area 35/36)'."""
+    return f"{label} ({_full_names()[label]})"
+
+
 def resample_labels(labels, affine, target_shape, target_affine, subsamples=SUBSAMPLES):
     """Label image onto an axis-aligned target grid by a majority vote over sub-voxel samples.
 

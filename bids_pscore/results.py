@@ -27,7 +27,8 @@ class SessionResult:
     normative: dict | None = None  # the summary's "Normative" record (SPEC 10), None without a reference
     class_reliable: bool | None = None  # the summary's "ClassReliable": None where the model has no class domain
     class_domain: dict | None = None  # the summary's "ClassDomain" (distance to the heads the class was set on)
-    reused: bool = False  # this run found it scored from the same inputs and kept its outputs (its figures too, where they exist)
+    reused: bool = False  # this run's workflow took its scores from the work folder's cache (same inputs, model and settings)
+    figures_drawn: bool = False  # its figures were drawn by this run's workflow (the report draws only a missing one)
 
 
 def log_result(result):

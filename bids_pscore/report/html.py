@@ -6,6 +6,8 @@ from functools import lru_cache
 
 import jinja2
 
+from ..atlas import region_name
+
 
 @lru_cache(maxsize=1)
 def _environment():
@@ -17,20 +19,6 @@ def _environment():
 def render(template, **values):
     """The page ``template`` (e.g. "subject.html") filled with ``values``."""
     return _environment().get_template(template).render(**values)
-
-
-@lru_cache(maxsize=1)
-def _full_names():
-    from ..atlas import region_table
-
-    table = region_table()
-    # two regions (TE1.0 and TE1.2) have no name in the atlas's table: their gyrus stands in
-    return dict(zip(table["label"], table["name"].fillna(table["gyrus"])))
-
-
-def region_name(label):
-    """A Brainnetome code with its full name from the atlas table, e.g. 'R.A35/36r (rostral area 35/36)'."""
-    return f"{label} ({_full_names()[label]})"
 
 
 def named_regions(labels):

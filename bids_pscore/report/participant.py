@@ -15,17 +15,15 @@ import pandas as pd
 from .. import viz
 from ..atlas import N_REGIONS
 from ..derivatives import layout, records, sidecars
+from ..figures import draw_normative_figure, draw_score_figures
+from ..figures import load as _load
 from ..fileio import write_json, write_text
 from ..model.bundle import model_warnings
 from ..model.splits import SPLITS
-from .html import TRUTH_COLUMNS, Folded, named_regions, region_name, render, truth_cells, truth_note
+from .html import TRUTH_COLUMNS, Folded, named_regions, render, truth_cells, truth_note
 
 # below this many brain voxels on the grid (about 0.9 L) the mask is too small to be a brain
 SMALL_BRAIN_VOXELS = 270_000
-
-
-def _load(path):
-    return np.asarray(nib.load(path).dataobj, np.float32)
 
 
 def score_figures(out, image, mask, paths, lambda_, kind, kept=()):
@@ -33,60 +31,31 @@ def score_figures(out, image, mask, paths, lambda_, kind, kept=()):
     relevance-weighted spread ("relevance"); ``paths`` hold the maps and the figures' names; those
     in ``kept`` are on disk already and not drawn again. Returns [(relative path, caption)]."""
     key = f"{kind}_" if kind else ""
-    voxel = _load(out / paths[f"{key}voxel_map"])
-    table = pd.read_csv(out / paths[f"{key}region_table"], sep="\t")
     what = "relevance-weighted " if kind else ""
     spread = ("spread over its brain voxels in proportion to their relevance to the cube's classifier (docs/relevance.md)" if kind
               else "spread evenly over its brain voxels (SPEC)")  # fmt: skip
-    drawn = []
-    name = paths[f"{key}voxel_figure"]
-    # a cube holding few brain voxels spreads its score over them and dwarfs the rest: scale to
-    # the 99th percentile of the brain's voxels instead of the maximum
-    limit = float(np.percentile(np.abs(voxel[mask]), 99)) if mask.any() else 0.0
-    limit = limit or float(np.abs(voxel).max()) or 1.0
-    cmap, vmin, vmax, factor, unit, colours = viz.score_scale(voxel, limit)
-    if name not in kept:
-        viz.mosaic(out / name, image, overlay=voxel * factor, cmap=cmap, vmin=vmin, vmax=vmax,
-                       title=f"{what}voxel-level P-score", colorbar_label=f"P_voxel{unit}")  # fmt: skip
-    drawn.append((name, f"Voxel-level {what}P-score: each selected cube's score {spread}; voxels of the cubes the model does not "
-                        f"use carry none and are not coloured. Colours: {colours}; the scale{unit} stops at the 99th percentile of "
-                        "the brain's absolute values, so a few voxels are above it."))  # fmt: skip
-    name = paths[f"{key}region_figure"]
-    if name not in kept:  # cyan, since red outlines vanish in the red of the "hot" scale
-        regions = _load(out / paths[f"{key}region_map"])
-        viz.mosaic(out / name, image, overlay=regions, contour=regions > lambda_, contour_colour="cyan", cmap="hot", vmin=0, vmax=1,
-                       title=f"{what}region-level P-score (normalised), degenerative regions outlined in cyan",
-                       colorbar_label="normalised P_region (0-1)")  # fmt: skip
-    above = int((table["p_region_norm"] > lambda_).sum())
+    shown = draw_score_figures(out, out, image, mask, paths, lambda_, kind, kept)
+    unit, colours, above = shown["unit"], shown["colours"], shown["above"]
+    drawn = [(paths[f"{key}voxel_figure"],
+              f"Voxel-level {what}P-score: each selected cube's score {spread}; voxels of the cubes the model does not "
+              f"use carry none and are not coloured. Colours: {colours}; the scale{unit} stops at the 99th percentile of "
+              "the brain's absolute values, so a few voxels are above it.")]  # fmt: skip
     flagged = (f"the {above} region(s) above lambda = {lambda_:.2f} are outlined in cyan as degenerative" if above
                else f"no region is above lambda = {lambda_:.2f}, so none is outlined")  # fmt: skip
-    drawn.append((name, f"Normalised {what}region-level P-score over the anatomy (each region one colour, brighter is higher, "
-                        f"regions scoring 0 not coloured); {flagged}."))  # fmt: skip
-    name = paths[f"{key}bars_figure"]
-    if name not in kept:
-        viz.ranked_bars(out / name, [region_name(label) for label in table["label"]], table["p_region_norm"].to_numpy(),
-                            f"normalised {what}region P-score", lambda_, title=f"regions with the highest normalised {what}P-score")  # fmt: skip
+    drawn.append((paths[f"{key}region_figure"], f"Normalised {what}region-level P-score over the anatomy (each region one colour, brighter "
+                                                f"is higher, regions scoring 0 not coloured); {flagged}."))  # fmt: skip
     bars = (f"red bars are the regions above lambda = {lambda_:.2f} (dashed line), the degenerative ones" if above
             else f"none is above lambda = {lambda_:.2f} (dashed line), so no bar is red")  # fmt: skip
-    drawn.append((name, f"The 25 regions with the highest normalised {what}P-score; {bars}."))
+    drawn.append((paths[f"{key}bars_figure"], f"The 25 regions with the highest normalised {what}P-score; {bars}."))
     return drawn
 
 
 def normative_figure(out, image, paths, summary, kept=()):
     """The voxel-wise deviation map with the atrophic regions outlined (not drawn again if in
     ``kept``); returns [(path, caption)]."""
-    from ..atlas import atlas_on_grid
-    from ..pscore import paint_regions
-
     name = paths["normative_figure"]
     if name not in kept:
-        z = _load(out / paths["normative_voxel_map"])
-        table = pd.read_csv(out / paths["normative_region_table"], sep="\t")
-        flagged = paint_regions(table["atrophic"].astype(str).str.lower().eq("true").to_numpy(float), atlas_on_grid())[0] > 0
-        # red is less tissue on this scale, so the flagged regions are outlined in yellow
-        viz.mosaic(out / name, image, overlay=z, contour=flagged, cmap="RdBu", vmin=-5, vmax=5, contour_colour="yellow",
-                       title="deviation from healthy people (z), atrophic regions outlined in yellow",
-                       colorbar_label="z of the grey level (scale stops at -5 and 5)")  # fmt: skip
+        draw_normative_figure(out, out, image, paths)
     rate = summary.get("FalseFlagsPerHealthyImage")
     return [(name, f"Grey level against the model's normative reference of healthy people ({summary['Reference'].get('images')} images), "
                    f"{'adjusted for age and sex where known' if summary.get('AgeAdjusted') else 'without age adjustment'}: red is "
@@ -145,8 +114,8 @@ def session_figures(output_dir, result, lambda_, template):
     out = Path(output_dir)
     figure_paths = layout.session_outputs(result.t1w.entities, template, layout.FIGURES)
     paths = {**result.paths, **figure_paths}
-    # a session this run reused unchanged keeps the figures it has; a missing one is drawn
-    kept = {p for p in figure_paths.values() if result.reused and (out / p).is_file()}
+    # a session whose figures this run's workflow drew keeps them; a missing one is drawn
+    kept = {p for p in figure_paths.values() if result.figures_drawn and (out / p).is_file()}
     image = _load(out / result.paths["t1w_grid"])
     mask = _load(out / result.paths["mask_grid"]) > 0
     drawn, warnings = [], []
