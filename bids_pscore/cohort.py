@@ -26,7 +26,14 @@ def preprocessed_t1w(t1w_inputs, bids_dir, source_dir, work_dir, params, executi
     cache in ``work_dir``). Returns those that went through, in input order, and {label: Outcome} of
     the others, which are said left out of ``left_out_of``."""
     progress = preprocess(t1w_inputs, bids_dir, source_dir, work_dir, params, execution, log_dir)
-    failed = {o.label: o for o in progress.failed}
+    return went_through(t1w_inputs, progress, left_out_of)
+
+
+def went_through(t1w_inputs, progress, left_out_of, later_steps=()):
+    """The T1w of a workflow's ``progress`` whose preprocessing went through, in input order, and
+    {label: Outcome} of the others, said left out of ``left_out_of``. A T1w that failed in one of
+    ``later_steps`` (the nodes after its sink) went through its preprocessing."""
+    failed = {o.label: o for o in progress.failed if not (o.status == "failed" and o.failed_step in later_steps)}
     if failed:
         log.warning("left out of %s %d T1w whose preprocessing failed: %s", left_out_of, len(failed), ", ".join(sorted(failed)))
     return [t for t in t1w_inputs if t.label not in failed], failed

@@ -141,7 +141,7 @@ def clean_work_dir(work_dir):
 # what MultiProc's workers import for their steps: the forkserver imports them once and each worker
 # it forks starts with them, rather than each worker importing nipype, ANTs and torch at its first
 # steps, on a session's critical path
-WORKER_MODULES = ("bids_pscore.preprocess.interfaces", "ants", "deepbet")
+WORKER_MODULES = ("bids_pscore.preprocess.interfaces", "bids_pscore.score_nodes", "ants", "deepbet")
 
 
 def start_worker_server():
@@ -182,11 +182,13 @@ def stopped_by_ctrl_c(progress):
         signal.signal(signal.SIGINT, previous)
 
 
-def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, log_dir):
+def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, log_dir, extend=None):
     """Run the preprocessing workflow over ``t1w_inputs`` into the derivatives folder ``output_dir``.
 
     ``execution`` is the run's ``config.Execution``; the registration seed is one of ``params``;
-    crash files go to ``log_dir``. Returns the ``Progress`` that knows which T1w failed.
+    crash files go to ``log_dir``; ``extend`` adds the nodes that follow each T1w's sink
+    (``init_participant_wf``: the participant level's scoring). Returns the ``Progress`` that knows
+    which T1w failed, and at which step.
     """
     from .derivatives.dataset_files import write_dataset_files
     from .preprocess import init_participant_wf
@@ -219,7 +221,7 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, lo
         template_files = write_template_files(work_dir / name / "templates", params.template, params.registration_mm)
         omp_nthreads = threads_per_step(execution, len(readable))
         log.debug("deepbet on %d thread(s) per T1w", omp_nthreads)
-        wf = init_participant_wf(readable, output_dir, params, template_files, name, omp_nthreads, execution.skull_strip_t1w)
+        wf = init_participant_wf(readable, output_dir, params, template_files, name, omp_nthreads, execution.skull_strip_t1w, extend)
         wf.base_dir = str(work_dir)
         batch_environment(os.environ)
         job_resources(wf, execution.plugin, execution.plugin_args)
@@ -240,3 +242,24 @@ def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, lo
     progress.attach_crash_logs(log_dir)
     print(progress.summary(), flush=True)
     return progress
+
+
+def run_after_sinks(t1w_inputs, work_dir, log_dir, extend, progress, plugin="Linear", plugin_args=None):
+    """The nodes that ``extend`` adds after each T1w's sink (``preprocess``'s), for T1w whose preprocessed
+    images are in the output folder already, in a workflow of their own: where the preprocessing is
+    stood in for (the tests). The workflow has the participant workflow's name, so the nodes' cache
+    is the one a whole run finds; crash files go to ``log_dir``, and ``progress`` gets them."""
+    from nipype.pipeline import engine as pe
+
+    from .preprocess.workflow import workflow_name
+
+    configure_nipype(log_dir, 0)
+    wf = pe.Workflow(name=workflow_name(work_dir), base_dir=str(work_dir))
+    for t1w in t1w_inputs:
+        extend(wf, t1w)
+    try:
+        wf.run(plugin=plugin, plugin_args={**(plugin_args or {}), "status_callback": progress})
+    except RuntimeError as exc:  # a failing T1w stops only its own steps, as in ``preprocess``
+        log.debug("workflow finished with errors: %s", exc)
+    progress.attach_crash_logs(log_dir)
+    return wf

@@ -8,14 +8,14 @@ from importlib.resources import files
 from pathlib import Path
 
 from . import bids
-from .cohort import preprocessed_t1w
+from .cohort import went_through
 from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, in_one_line
-from .execution import make_run_folders
+from .execution import make_run_folders, preprocess
 from .fileio import remove_stale_temporaries, write_tsv
 from .progress import RESULT
 from .results import earlier_results, read_session_result, scored_by
-from .scoring import model_card, score_sessions, write_crash
+from .scoring import model_card, model_notes, scored_in_workflow, write_crash
 
 log = logging.getLogger(__name__)
 DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
@@ -99,10 +99,13 @@ def participant_run(config, console):
     import pandas as pd
 
     from . import tabular
+    from .atlas import atlas_on_grid
     from .citation import write_citation
-    from .derivatives import session_files
+    from .derivatives import dataset_files, session_files
     from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
+    from .preprocess.workflow import workflow_name
+    from .score_nodes import SCORING_NODES, ScoringSettings
 
     selection = config.selection
     layout = bids.load_layout(config.bids_dir, validate=not selection.skip_bids_validation, database_dir=selection.bids_database_dir)
@@ -121,7 +124,12 @@ def participant_run(config, console):
     for warning in model_warnings(bundle.metadata):
         log.warning("%s", warning)
     params = preprocessing_params(bundle.metadata, config.execution.random_seed)
-    done, failed = preprocessed_t1w(t1w_inputs, config.bids_dir, output_dir, work_dir, params, config.execution, log_dir, "scoring")
+    ages, sexes = tabular.ages_and_sexes(config.bids_dir, t1w_inputs)
+    scoring = ScoringSettings.of(output_dir, params.template, bundle, config.qc_thresholds,
+                                 {t.ident: (age, sex) for t, age, sex in zip(t1w_inputs, ages, sexes)})  # fmt: skip
+    # preprocessing, quality gate, scoring and figures of every T1w: one workflow
+    progress = preprocess(t1w_inputs, config.bids_dir, output_dir, work_dir, params, config.execution, log_dir, scoring.attach)
+    done, failed = went_through(t1w_inputs, progress, "scoring", SCORING_NODES)
     for t1w in t1w_inputs:  # a T1w that failed now, not one that --stop-on-first-crash left unrun
         if t1w.label in failed and failed[t1w.label].status == "failed" and session_files.remove_outputs(output_dir, t1w.entities, params.template):
             log.info("%s: the outputs of an earlier run were removed, since this run failed for it", t1w.label)
@@ -130,13 +138,11 @@ def participant_run(config, console):
         return EXIT_SESSION_FAILED
     if done:
         log.info("P-scores of %d T1w", len(done))
-    ages, sexes = tabular.ages_and_sexes(config.bids_dir, done)
-    covariates = {t.ident: (age, sex) for t, age, sex in zip(done, ages, sexes)}
-    from .preprocess.workflow import workflow_name
-
+    model_notes(bundle)
+    dataset_files.write_atlas(output_dir, params.template, atlas_on_grid())
     # beside this version's cache of the workflow: --clean-workdir and a new version start without it
     record_dir = work_dir / workflow_name(work_dir) / "scored"
-    results, stopped = score_sessions(done, output_dir, bundle, params.template, config.qc_thresholds, log_dir, covariates, record_dir)
+    results, stopped = scored_in_workflow(done, progress.outcomes, output_dir, params.template)
     failed.update(stopped)
     # which T1w this run scored (not those it reused), for the reports to name the run behind each session (not in
     # the outputs: they stay the same bytes run after run)
@@ -173,7 +179,7 @@ def report_failures(output_dir, unwritten, log_dir=None):
 def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info, truth=None, record_dir=None):
     """The reports of a run's subjects, each with every session scored in the output folder: this run's
     ``results`` and those of ``subject_t1w`` that earlier runs scored with this model (a run of one
-    session must not drop the others from the subject's report). ``record_dir`` (score_sessions')
+    session must not drop the others from the subject's report). ``record_dir`` (in the workflow's folder)
     keeps which model the model's figure was drawn for."""
     from .report.participant import write_subject_reports
 

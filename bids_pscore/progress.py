@@ -25,6 +25,7 @@ class Outcome:
     message: str = ""
     log: str = ""
     steps: dict = field(default_factory=dict)
+    reused: set = field(default_factory=set)  # the steps whose results came from the work folder's cache
 
 
 class Progress:
@@ -44,8 +45,9 @@ class Progress:
         self._began = {}
         # set on Ctrl-C (app.stopped_by_ctrl_c): nipype swallows the interrupt inside a step
         self.interrupted = False
-        # node full names look like '<top>.<ident>_wf.n4' or '<top>.<ident>_sink' (<top>: workflow_name())
-        self._ident = re.compile(r"\.(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True))) + r")_(wf|sink)\b")
+        # node full names look like '<top>.<ident>_wf.n4', '<top>.<ident>_sink' or '<top>.<ident>_scoring_wf.scoring'
+        # (<top>: workflow_name())
+        self._ident = re.compile(r"\.(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True))) + r")_(wf|sink|scoring_wf)\b")
 
     def _which(self, node):
         found = self._ident.search("." + node.fullname)
@@ -70,6 +72,8 @@ class Progress:
             word = f"FAILED ({took:.1f} s)"
         elif self._reused(node):
             word = "reused from the work folder"
+            if ident:
+                self.outcomes[ident].reused.add(step)
         else:
             word = f"done ({took:.1f} s)"
         if status != "end" or not self.quiet:
@@ -85,8 +89,16 @@ class Progress:
                 outcome.status = "ok"
 
     def _reused(self, node):
-        """Whether nipype took the step's result from an earlier run: its result file is older than this run
-        (nipype rewrites it only when the step runs; a second's margin, as file times lag the clock by a tick)."""
+        """Whether nipype took the step's result from an earlier run: the run its result records began before
+        this run (nipype rewrites the result only when the step runs). Where it cannot be read, its file's
+        time says it, with a second's margin, as file times lag the clock by a tick."""
+        from datetime import UTC, datetime
+
+        try:
+            began = datetime.fromisoformat(node.result.runtime.startTime)
+            return (began if began.tzinfo else began.replace(tzinfo=UTC)).timestamp() < self.started_at
+        except Exception:  # noqa: BLE001 - no result, or one nipype wrote otherwise: the file's time
+            pass
         try:
             return (Path(node.output_dir()) / f"result_{node.name}.pklz").stat().st_mtime < self.started_at - 1
         except OSError:

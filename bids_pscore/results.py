@@ -55,14 +55,16 @@ def log_result(result):
         log.warning("%s: %s", result.t1w.label, result.normative["Caution"])
 
 
-def read_session_result(output_dir, t1w, template):
-    """A scored session's SessionResult read back from its outputs, or None if it has none."""
+def read_session_result(output_dir, t1w, template, required=(layout.PREPROCESSING, layout.PSCORE)):
+    """A scored session's SessionResult read back from its outputs, or None if it has none (``required``:
+    the steps whose files must all be there; the workflow that has just scored it asks for its scores only,
+    as the scoring did)."""
     import json
 
     from .derivatives.records import Summary
 
     paths = layout.session_outputs(t1w.entities, template, layout.PREPROCESSING, layout.PSCORE)
-    if not all((output_dir / p).is_file() for p in paths.values()):
+    if not all((output_dir / p).is_file() for p in layout.session_outputs(t1w.entities, template, *required).values()):
         return None
     summary = Summary.from_json(output_dir / paths["summary"])
     relevance = None

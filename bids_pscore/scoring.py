@@ -1,11 +1,12 @@
 """Scoring the preprocessed T1w of a participant-level run (SPEC sections 4, 5, 8 and 10): the quality
 gate's record, the ensemble, P-scores, the class domain, the normative deviations, the relevance-weighted
-scores and the derivatives of each T1w (``score_t1w``), and the reuse of a T1w scored earlier from the
-same inputs (``scoring_fingerprint``, ``reusable_result``)."""
+scores and the derivatives of each T1w (``score_t1w``). The participant level runs them as nodes of its
+workflow (bids_pscore.score_nodes), whose cache decides what is reused; ``score_sessions`` runs them in
+this process, one T1w after the other, without a cache."""
 
 import contextlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from .cohort import RESCORE_FIX, gate_failures, gate_record, gated_out, grid_ima
 from .derivatives import layout
 from .errors import OutputNotWritableError, PscoreError, in_one_line
 from .fileio import write_json, write_text
-from .results import SessionResult, log_result, read_session_result, scored_by
+from .results import SessionResult, log_result
 
 # the participant level's messages: the run's debug log names them as it did before scoring had a module of its own
 log = logging.getLogger(f"{__package__}.participant")
@@ -44,10 +45,11 @@ def write_crash(path, exc):
     return path
 
 
-def quality_gate(item, output_dir, template, qc_bounds):
-    """The quality gate's record of one preprocessed T1w, written beside its outputs."""
+def quality_gate(item, output_dir, template, qc_bounds, target_dir=None):
+    """The quality gate's record of one preprocessed T1w in ``output_dir``, written beside its outputs
+    (or under ``target_dir``, in the same layout)."""
     record = gate_record(item, output_dir, template, qc_bounds)
-    write_json(output_dir / layout.output_path(item.entities, "qc"), {**record, "Sources": [layout.raw_uri(item.relpath)]})
+    write_json(Path(target_dir or output_dir) / layout.output_path(item.entities, "qc"), {**record, "Sources": [layout.raw_uri(item.relpath)]})
     return record
 
 
@@ -56,60 +58,9 @@ def scoring_failure(item, exc, log_dir):
     its traceback in a crash file of the run's log folder."""
     from .progress import Outcome
 
-    if isinstance(exc, PscoreError):  # its message names the file and says the fix (e.g. a damaged image, a full disk)
-        message = str(exc)
-    else:
-        message = f"{item.path}: {in_one_line(exc)}; {RESCORE_FIX}"
+    message = failure_message(item, exc)
     crash = write_crash(Path(log_dir) / f"crash-scoring-{item.ident}.txt", exc)
     return Outcome(item.label, "failed", failed_step="scoring", message=message, log=str(crash or ""))
-
-
-def scoring_fingerprint(item, output_dir, template, metadata, qc_bounds, covariates):
-    """sha256 of everything that decides a T1w's scores: its preprocessed images that the gate and
-    the scoring read (their bytes), the model and its normative reference, the gate's bounds, its
-    age and sex, and this bids_pscore's version (a development build's changes with every commit)."""
-    import hashlib
-    import json
-
-    from . import __version__
-    from .model.bundle import sha256
-
-    images = layout.session_outputs(item.entities, template, layout.PREPROCESSING)
-    decided_by = {
-        "t1w": item.relpath,
-        "template": template,
-        "images": {key: sha256(output_dir / images[key]) for key in ("t1w_grid", "mask_grid", "mask_native")},
-        "model": metadata["metadata_sha256"],
-        "normative": (metadata.get("normative") or {}).get("sha256"),
-        "qc_thresholds": qc_bounds,
-        "covariates": covariates,
-        "bids_pscore": __version__,
-    }
-    return hashlib.sha256(json.dumps(decided_by, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def reusable_result(item, output_dir, template, bundle, fingerprint, record):
-    """The SessionResult of a T1w scored earlier from the same inputs (``fingerprint`` is the one in
-    its ``record`` in the work folder) whose outputs are all on disk, its summary the one that
-    scoring wrote (not another run's with another work folder), or None: then it is scored anew."""
-    import json
-
-    from .model.bundle import sha256
-
-    steps = (layout.PSCORE, *((layout.RELEVANCE,) if bundle.metadata.get("relevance") else ()), *((layout.NORMATIVE,) if bundle.normative else ()))
-    outputs = layout.with_sidecars(layout.session_outputs(item.entities, template, *steps)) + [layout.output_path(item.entities, "qc")]
-    try:
-        recorded = json.loads(record.read_text())
-        if recorded["fingerprint"] != fingerprint or not all((output_dir / p).is_file() for p in outputs):
-            return None
-        if recorded["summary_sha256"] != sha256(output_dir / layout.output_path(item.entities, "summary", template)):
-            return None
-        result = read_session_result(output_dir, item, template)
-    except (OSError, ValueError, KeyError, TypeError):  # no record yet, or one or an output damaged: score it anew
-        return None
-    if result is None or not scored_by(result, bundle.metadata):
-        return None
-    return replace(result, reused=True)
 
 
 @dataclass(frozen=True)
@@ -130,8 +81,19 @@ class ScoringModel:
     relevance_reference: object = None  # pscore.Reference of the relevance-weighted scores
 
 
+def model_notes(bundle):
+    """Which of the relevance-weighted and normative outputs ``bundle`` cannot make, said once per run."""
+    if bundle.metadata.get("relevance") is None:
+        log.info(
+            "note: this model has no relevance reference statistics; the relevance-weighted outputs are skipped "
+            "(bids_pscore-train of this version writes them)"
+        )
+    if bundle.normative is None:
+        log.info("note: this model has no normative reference, so no region is compared with healthy people; bids_pscore-normative adds one")
+
+
 def scoring_model(bundle):
-    """The ScoringModel of ``bundle``; says which of the relevance-weighted and normative outputs it cannot make."""
+    """The ScoringModel of ``bundle`` (model_notes says what it cannot make)."""
     from . import pscore
     from .atlas import atlas_on_grid, region_table
 
@@ -139,12 +101,7 @@ def scoring_model(bundle):
     reference = pscore.Reference.from_dict(bundle.metadata["reference"])
     relevance = bundle.metadata.get("relevance")
     prepared_relevance = {}
-    if relevance is None:
-        log.info(
-            "note: this model has no relevance reference statistics; the relevance-weighted outputs are skipped "
-            "(bids_pscore-train of this version writes them)"
-        )
-    else:
+    if relevance is not None:
         from .model.relevance import selected_base
 
         prepared_relevance = {
@@ -152,44 +109,28 @@ def scoring_model(bundle):
             "relevance_cubes": bundle.ensemble.selected.cpu().numpy(),
             "relevance_reference": pscore.Reference.from_dict(relevance["reference"]),
         }
-    if bundle.normative is None:
-        log.info("note: this model has no normative reference, so no region is compared with healthy people; bids_pscore-normative adds one")
     card = model_card(bundle)
     grid_atlas = atlas_on_grid()
     return ScoringModel(bundle, card, weights, selected, reference, grid_atlas, pscore.region_sizes(grid_atlas),
                         region_table()["label"].to_numpy(), relevance, **prepared_relevance)  # fmt: skip
 
 
-def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir, covariates=None, record_dir=None):
+def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir, covariates=None):
     """Quality gate, ensemble, P-scores, normative deviations and derivatives of every preprocessed
-    T1w (SPEC sections 4, 5, 8 and 10). ``covariates`` maps a T1w's ident to its (age, sex).
-    ``record_dir`` (in the work folder) keeps what each T1w was scored from (scoring_fingerprint):
-    a T1w whose fingerprint and outputs are unchanged is read back, not scored again; without it
-    every T1w is scored. Returns the scored sessions and, for each T1w the gate stopped or whose
-    scoring failed (only that T1w fails; its crash file goes to ``log_dir``), its Outcome."""
+    T1w (SPEC sections 4, 5, 8 and 10), in this process, one after the other and without a cache (the
+    participant level runs the same steps as nodes of its workflow: bids_pscore.score_nodes).
+    ``covariates`` maps a T1w's ident to its (age, sex). Returns the scored sessions and, for each
+    T1w the gate stopped or whose scoring failed (only that T1w fails; its crash file goes to
+    ``log_dir``), its Outcome."""
     from .derivatives import dataset_files, session_files
 
+    model_notes(bundle)
     model = scoring_model(bundle)
     dataset_files.write_atlas(output_dir, template, model.grid_atlas)
     results, stopped = [], {}
     for item in t1w_inputs:
         age, sex = (covariates or {}).get(item.ident, (float("nan"), "n/a"))
-        record = fingerprint = None
-        if record_dir is not None:
-            record = Path(record_dir) / f"{item.ident}.json"
-            try:
-                fingerprint = scoring_fingerprint(item, output_dir, template, bundle.metadata, qc_bounds, [age, sex])
-            except OSError:  # a preprocessed image is missing: the gate below says which
-                fingerprint = None
-            earlier = fingerprint and reusable_result(item, output_dir, template, bundle, fingerprint, record)
-            if earlier:
-                log.debug("%s: same preprocessed images, model, settings and version as %s records: its outputs are kept", item.label, record)
-                results.append(earlier)
-                log_result(earlier)
-                continue
         try:
-            if record_dir is not None:  # from here the outputs on disk are no longer those the record describes
-                record.unlink(missing_ok=True)
             # a session's scores are replaced as a set: an earlier run's go first and the summary, which
             # the group level and the reports take for a whole set, is written last, so that a run killed
             # in between leaves no new tables beside an old summary
@@ -208,8 +149,6 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir,
             continue
         results.append(result)
         log_result(result)
-        if record_dir is not None and fingerprint:
-            write_scoring_record(record, fingerprint, result, output_dir)
         log.debug(
             "%s: %d of %d selected cubes hold brain; region scores normalised by the model's reference, lambda %.3f",
             item.label,
@@ -220,6 +159,58 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir,
     return results, stopped
 
 
+def scored_in_workflow(t1w_inputs, outcomes, output_dir, template):
+    """After the workflow scored them (bids_pscore.score_nodes): each preprocessed T1w's results read
+    back from the output folder and said in its RESULT line, in input order, or why it was not scored.
+    ``outcomes`` are the workflow's (Progress.outcomes, by ident): a T1w whose scoring nodes failed
+    fails alone, its outputs removed (an earlier run's must not be taken for this one's); one the gate
+    stopped is said so. Returns the scored sessions and {label: Outcome} of the others."""
+    import json
+    import re
+    from dataclasses import replace
+
+    from .derivatives import session_files
+    from .progress import Outcome
+    from .results import read_session_result
+
+    results, stopped = [], {}
+    for item in t1w_inputs:
+        outcome = outcomes[item.ident]
+        if outcome.status == "failed":  # in a scoring node: its crash file is the log, the error's own message the message
+            stopped[item.label] = replace(outcome, failed_step="scoring", message=re.sub(r"^\w+(Error|Exception): ", "", outcome.message))
+            with contextlib.suppress(OSError):
+                session_files.remove_outputs(output_dir, item.entities, template, preprocessing=False)
+            log.warning("%s: NOT SCORED, scoring failed: %s", item.label, stopped[item.label].message)
+            continue
+        try:
+            gate = json.loads((Path(output_dir) / layout.output_path(item.entities, "qc")).read_text())
+            result = read_session_result(output_dir, item, template, required=(layout.PSCORE,)) if gate["Passed"] else None
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # the workflow stopped before it (--stop-on-first-crash), or a disk failed
+            stopped[item.label] = Outcome(item.label, "failed", failed_step="scoring", message=f"{item.path}: not scored ({in_one_line(exc)}); "
+                                          f"{RESCORE_FIX}")  # fmt: skip
+            continue
+        if gated_out(item, gate, "scoring"):
+            stopped[item.label] = gate_outcome(item, gate)
+            continue
+        if result is None:
+            stopped[item.label] = Outcome(item.label, "failed", failed_step="scoring", message=f"{item.path}: its scores are not all in "
+                                          f"{output_dir}; {RESCORE_FIX}")  # fmt: skip
+            continue
+        result = replace(result, reused="scoring" in outcome.reused, figures_drawn=True)
+        results.append(result)
+        log_result(result)
+        log.debug("%s: scores %s in the workflow, read back from %s", item.label, "reused" if result.reused else "made", output_dir)
+    return results, stopped
+
+
+def failure_message(item, exc):
+    """What a failed scoring says: a PscoreError's own message (it names the file and the fix, e.g. a
+    damaged image, a full disk), another error in one line with the T1w and what to do."""
+    if isinstance(exc, PscoreError):
+        return str(exc)
+    return f"{item.path}: {in_one_line(exc)}; {RESCORE_FIX}"
+
+
 def gate_outcome(item, gate):
     """The Outcome of a T1w the quality gate stopped: the bounds it failed, and its record as the log."""
     from .progress import Outcome
@@ -227,15 +218,17 @@ def gate_outcome(item, gate):
     return Outcome(item.label, "failed", failed_step="quality gate", message=gate_failures(gate), log=str(layout.output_path(item.entities, "qc")))
 
 
-def score_t1w(item, output_dir, template, model, gate, age, sex):
+def score_t1w(item, output_dir, template, model, gate, age, sex, target_dir=None):
     """Ensemble, P-scores, class domain, normative deviations and relevance-weighted scores of one T1w that
-    passed the quality gate (``gate``: its record), and their derivatives, the summary last; returns its
-    SessionResult and its pscore scores."""
+    passed the quality gate (``gate``: its record), and their derivatives, the summary last, beside its
+    preprocessed images in ``output_dir`` (or under ``target_dir``, in the same layout); returns its
+    SessionResult (paths relative to where they were written) and its pscore scores."""
     from . import pscore
     from .derivatives import records, session_files
     from .inference import score_image
 
     bundle = model.bundle
+    target = Path(target_dir or output_dir)
     paths = layout.session_outputs(item.entities, template, layout.PREPROCESSING, layout.QC)
     image, mask = grid_image(item, output_dir, template)
     scored = score_image(bundle.ensemble, model.reference, image, mask, model.grid_atlas, model.sizes, bundle.class_offset)
@@ -246,21 +239,21 @@ def score_t1w(item, output_dir, template, model, gate, age, sex):
     class_summary = class_domain_check(bundle, image, grey_level, age, sex)
     normative_summary = None
     if bundle.normative is not None:
-        normative_summary, normative_written = write_normative_deviation(item, output_dir, template, model, image, grey_level, scores, age, sex)
+        normative_summary, normative_written = write_normative_deviation(item, target, template, model, image, grey_level, scores, age, sex)
         written.update(normative_written)
     relevance_summary = None
     if model.relevance is not None:
-        relevance_summary, relevance_written = write_relevance_scores(item, output_dir, template, model, scored, mask)
+        relevance_summary, relevance_written = write_relevance_scores(item, target, template, model, scored, mask)
         written.update(relevance_written)
     written.update(session_files.write_session(
-        output_dir, item.entities, template, scores,
+        target, item.entities, template, scores,
         voxel_map=pscore.voxel_scores(scores.cube, mask[None])[0],
         region_map=pscore.paint_regions(scores.region_norm[0], model.grid_atlas)[0],
         ad_probability=ad_probability, predicted_class=predicted, weights=model.weights, selected=model.selected,
         lambda_=model.reference.lambda_, model_card=model.card, t1w_relpath=item.relpath, normative=normative_summary,
         class_domain=class_summary,
     ))  # fmt: skip
-    paths.update({k: Path(v).relative_to(output_dir) for k, v in written.items()})
+    paths.update({k: Path(v).relative_to(target) for k, v in written.items()})
     result = SessionResult(item, paths, float(scores.whole[0]), ad_probability, predicted,
                            model.labels[scores.degenerative[0]].tolist(), relevance_summary, qc=gate["Measures"],
                            normative=normative_summary, **records.Summary.class_fields(class_summary))  # fmt: skip
@@ -310,13 +303,3 @@ def write_relevance_scores(item, output_dir, template, model, scored, mask):
         method=model.relevance["description"], model_card=model.card, t1w_relpath=item.relpath,
     )  # fmt: skip
     return {"whole": float(weighted.whole[0]), "lambda": lambda_, "degenerative": model.labels[weighted.degenerative[0]].tolist()}, written
-
-
-def write_scoring_record(record, fingerprint, result, output_dir):
-    """What a scored T1w was scored from, in the work folder, so that the next run with the same inputs reuses it."""
-    from .model.bundle import sha256
-
-    try:  # after the summary, the set's last file: a record names only a whole set
-        write_json(record, {"fingerprint": fingerprint, "t1w": result.t1w.relpath, "summary_sha256": sha256(output_dir / result.paths["summary"])})
-    except (OSError, OutputNotWritableError) as exc:  # the next run scores it again, that is all
-        log.debug("%s: its scoring record %s cannot be written (%s)", result.t1w.label, record, exc)

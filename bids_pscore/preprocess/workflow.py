@@ -167,10 +167,11 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto
     return wf
 
 
-def init_participant_wf(t1w_inputs, output_dir, params, template_files, name, omp_nthreads=1, skull_strip="auto"):
+def init_participant_wf(t1w_inputs, output_dir, params, template_files, name, omp_nthreads=1, skull_strip="auto", extend=None):
     """One preprocessing workflow and one derivatives sink per T1w; ``template_files`` are the
     template on the grid and its coarse copy (``steps.write_template_files``), shared by all;
-    ``name`` is ``workflow_name``'s; ``skull_strip`` is --skull-strip-t1w."""
+    ``name`` is ``workflow_name``'s; ``skull_strip`` is --skull-strip-t1w. ``extend(wf, t1w, (sink,
+    output))``, where given, adds what follows each T1w's sink (the participant level: its scoring)."""
     wf = pe.Workflow(name=name)
     for t1w in t1w_inputs:
         preproc = init_preproc_wf(params, omp_nthreads, name=f"{t1w.ident}_wf", skull_strip=skull_strip)
@@ -190,4 +191,6 @@ def init_participant_wf(t1w_inputs, output_dir, params, template_files, name, om
         # outputs must be rewritten if someone deleted them, even when nothing upstream changed
         sink.overwrite = True
         wf.connect([(preproc, sink, [(f"outputnode.{k}", k) for k in PREPROC_OUTPUTS])])
+        if extend is not None:
+            extend(wf, t1w, (sink, "out_files"))
     return wf
