@@ -141,7 +141,7 @@ def clean_work_dir(work_dir):
 # what MultiProc's workers import for their steps: the forkserver imports them once and each worker
 # it forks starts with them, rather than each worker importing nipype, ANTs and torch at its first
 # steps, on a session's critical path
-WORKER_MODULES = ("bids_pscore.preprocess.interfaces", "bids_pscore.score_nodes", "ants", "deepbet")
+WORKER_MODULES = ("bids_pscore.preprocess.interfaces", "bids_pscore.workflows.scoring", "ants", "deepbet")
 
 
 def start_worker_server():

@@ -105,7 +105,7 @@ def participant_run(config, console):
     from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
     from .preprocess.workflow import workflow_name
-    from .score_nodes import SCORING_NODES, ScoringSettings
+    from .workflows import SCORING_NODES, ScoringSettings
 
     selection = config.selection
     layout = bids.load_layout(config.bids_dir, validate=not selection.skip_bids_validation, database_dir=selection.bids_database_dir)

@@ -1,7 +1,7 @@
 """Scoring the preprocessed T1w of a participant-level run (SPEC sections 4, 5, 8 and 10): the quality
 gate's record, the ensemble, P-scores, the class domain, the normative deviations, the relevance-weighted
 scores and the derivatives of each T1w (``score_t1w``). The participant level runs them as nodes of its
-workflow (bids_pscore.score_nodes), whose cache decides what is reused; ``score_sessions`` runs them in
+workflow (bids_pscore.workflows.scoring), whose cache decides what is reused; ``score_sessions`` runs them in
 this process, one T1w after the other, without a cache."""
 
 import contextlib
@@ -118,7 +118,7 @@ def scoring_model(bundle):
 def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir, covariates=None):
     """Quality gate, ensemble, P-scores, normative deviations and derivatives of every preprocessed
     T1w (SPEC sections 4, 5, 8 and 10), in this process, one after the other and without a cache (the
-    participant level runs the same steps as nodes of its workflow: bids_pscore.score_nodes).
+    participant level runs the same steps as nodes of its workflow: bids_pscore.workflows.scoring).
     ``covariates`` maps a T1w's ident to its (age, sex). Returns the scored sessions and, for each
     T1w the gate stopped or whose scoring failed (only that T1w fails; its crash file goes to
     ``log_dir``), its Outcome."""
@@ -160,7 +160,7 @@ def score_sessions(t1w_inputs, output_dir, bundle, template, qc_bounds, log_dir,
 
 
 def scored_in_workflow(t1w_inputs, outcomes, output_dir, template):
-    """After the workflow scored them (bids_pscore.score_nodes): each preprocessed T1w's results read
+    """After the workflow scored them (bids_pscore.workflows.scoring): each preprocessed T1w's results read
     back from the output folder and said in its RESULT line, in input order, or why it was not scored.
     ``outcomes`` are the workflow's (Progress.outcomes, by ident): a T1w whose scoring nodes failed
     fails alone, its outputs removed (an earlier run's must not be taken for this one's); one the gate

@@ -13,12 +13,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids, participant, qc, results, score_nodes, viz
+from bids_pscore import bids, participant, qc, results, viz
 from bids_pscore.cli import run as cli
 from bids_pscore.derivatives import layout
 from bids_pscore.execution import run_after_sinks
 from bids_pscore.progress import Progress
 from bids_pscore.scoring import scored_in_workflow, scoring_model
+from bids_pscore.workflows import scoring as scoring_wf
 
 from .helpers import gate_record_of_a_box, make_bids, preprocessing_stood_in, small_image
 from .test_subject_report import TEMPLATE, preprocessed_session
@@ -32,7 +33,7 @@ def session_files(out, item):
 
 def settings(out, bundle, covariates=None, qc_thresholds="off"):
     """The run's ScoringSettings, the gate's bounds given as --qc-thresholds (off by default: the T1w's brain is a box, no head)."""
-    return score_nodes.ScoringSettings.of(out, TEMPLATE, bundle, qc.parse_bounds(qc_thresholds), covariates or {})
+    return scoring_wf.ScoringSettings.of(out, TEMPLATE, bundle, qc.parse_bounds(qc_thresholds), covariates or {})
 
 
 def score_and_report(out, item, run, plugin="Linear"):
@@ -116,7 +117,7 @@ def changed_image(out, item, bundle, run):
 
 def other_model(out, item, bundle, run, monkeypatch):
     # the same weights under another checksum: the node must score again (it loads the bundle by folder and checksum)
-    monkeypatch.setattr(score_nodes, "worker_model", lambda folder, checksum: scoring_model(bundle))
+    monkeypatch.setattr(scoring_wf, "worker_model", lambda folder, checksum: scoring_model(bundle))
     return dataclasses.replace(run, model_checksum="0" * 64)
 
 
@@ -208,10 +209,10 @@ def test_the_participant_workflow_scores_each_t1w_after_its_sink(tmp_path):
     flat = wf._create_flat_graph()
     nodes = {node.fullname: node for node in flat.nodes()}
     for item in items:
-        chain = [f"top_wf.{item.ident}_sink"] + [f"top_wf.{item.ident}_scoring_wf.{name}" for name in score_nodes.SCORING_NODES]
+        chain = [f"top_wf.{item.ident}_sink"] + [f"top_wf.{item.ident}_scoring_wf.{name}" for name in scoring_wf.SCORING_NODES]
         assert set(chain) <= set(nodes)
         before = {name: {p.fullname for p in flat.predecessors(nodes[name])} for name in chain[1:]}
         assert chain[0] in before[chain[1]] and chain[2] in before[chain[3]] and chain[3] in before[chain[4]] and chain[4] in before[chain[5]]
         scoring = nodes[chain[3]]
-        assert not scoring.run_without_submitting and scoring.mem_gb == score_nodes.SCORING_MEM_GB  # a worker's, or a job's
+        assert not scoring.run_without_submitting and scoring.mem_gb == scoring_wf.SCORING_MEM_GB  # a worker's, or a job's
         assert scoring.inputs.model_checksum == participant.load_model().metadata["metadata_sha256"]

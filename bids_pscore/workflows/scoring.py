@@ -1,12 +1,12 @@
-"""The quality gate, the scoring and the figures of each T1w as nodes of the participant workflow, after
-its preprocessing sink: they run in MultiProc's workers and as cluster jobs, and nipype's cache decides
-what a rerun reuses.
+"""The quality gate, the scoring and the figures of each T1w as a workflow (``init_scoring_wf``) in the
+participant workflow, after its preprocessing sink: they run in MultiProc's workers and as cluster jobs,
+and nipype's cache decides what a rerun reuses.
 
 Per T1w, in ``<ident>_scoring_wf``:
 
 - ``images`` (always runs, in the main process): the sha256 of the preprocessed images the sink wrote
   (the grid image, its mask, the mask in the T1w's space, the grid image's sidecar with its intensity
-  map): what the nodes below hash instead of the files' times.
+  map): what the nodes below hash of them (they take the output folder as a string, not hashed).
 - ``quality_gate``: the gate's record under the run's bounds (``cohort.gate_record``), its JSON written
   in the node's folder.
 - ``scoring``: ensemble, P-scores, class domain, normative deviations and relevance-weighted scores
@@ -33,7 +33,7 @@ from pathlib import Path
 from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, TraitedSpec, traits
 from nipype.pipeline import engine as pe
 
-from .errors import ModelError, PscoreError
+from ..errors import ModelError, PscoreError
 
 # the nodes of a T1w's scoring, as the progress lines name them; a failure in any of them is the T1w's scoring's
 SCORING_NODES = ("images", "quality_gate", "scoring", "figures", "score_files")
@@ -43,8 +43,8 @@ SCORING_MEM_GB = 1.5
 READ_IMAGES = ("t1w_grid", "mask_grid", "mask_native")
 # the code the nodes run and the tools it calls: hashed with their inputs (the workflow's folder names the
 # preprocessing's code only), so that a changed scoring step scores again without preprocessing again
-PACKAGE = Path(__file__).resolve().parent
-SCORING_CODE = ("scoring.py", "score_nodes.py", "cohort.py", "qc.py", "pscore.py", "normative.py", "inference.py", "figures.py", "viz.py",
+PACKAGE = Path(__file__).resolve().parents[1]
+SCORING_CODE = ("scoring.py", "workflows/scoring.py", "cohort.py", "qc.py", "pscore.py", "normative.py", "inference.py", "figures.py", "viz.py",
                 "atlas.py", "grid.py", "results.py", "derivatives/*.py", "model/*.py")  # fmt: skip
 SCORING_TOOLS = ("matplotlib", "nibabel", "numpy", "pandas", "scipy", "torch")
 
@@ -72,7 +72,7 @@ class ScoringError(PscoreError):
 
 def _failed(item, exc):
     """Raise what a scoring node's failure says: a PscoreError as it is, another error in one line with the T1w and the fix."""
-    from .scoring import failure_message
+    from ..scoring import failure_message
 
     if isinstance(exc, PscoreError):
         raise exc
@@ -89,7 +89,7 @@ def _fresh(folder):
 
 def _written(root):
     """{relative path: sha256} of every file under ``root``."""
-    from .model.bundle import sha256
+    from ..model.bundle import sha256
 
     root = Path(root)
     return {p.relative_to(root).as_posix(): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
@@ -105,7 +105,7 @@ class _SessionSpec(BaseInterfaceInputSpec):
     code = traits.Str(mandatory=True, desc="scoring_code(): the nodes' code and tools")
 
     def item(self):
-        from .bids import T1wInput
+        from ..bids import T1wInput
 
         return T1wInput(Path(self.t1w_path), self.t1w_relpath, dict(self.entities))
 
@@ -128,8 +128,8 @@ class PreprocessedImages(SimpleInterface):
     output_spec = _ImagesOutputSpec
 
     def _run_interface(self, runtime):
-        from .derivatives import layout
-        from .model.bundle import sha256
+        from ..derivatives import layout
+        from ..model.bundle import sha256
 
         images = layout.session_outputs(self.inputs.entities, self.inputs.template, layout.PREPROCESSING)
         files = {key: images[key] for key in READ_IMAGES} | {"t1w_grid_sidecar": layout.sidecar_path(images["t1w_grid"])}
@@ -160,7 +160,7 @@ class QualityGate(SimpleInterface):
     output_spec = _GateOutputSpec
 
     def _run_interface(self, runtime):
-        from .scoring import quality_gate
+        from ..scoring import quality_gate
 
         item, root = self.inputs.item(), _fresh(Path(runtime.cwd) / "out")
         try:
@@ -175,8 +175,8 @@ class QualityGate(SimpleInterface):
 def worker_model(folder, checksum):
     """The ScoringModel of the bundle in ``folder``, loaded once per process; it must be the one the run
     started with (``checksum``: its metadata_sha256)."""
-    from .model.bundle import BundleError, load_bundle
-    from .scoring import scoring_model
+    from ..model.bundle import BundleError, load_bundle
+    from ..scoring import scoring_model
 
     try:
         bundle = load_bundle(folder)
@@ -214,7 +214,7 @@ class ScoreT1w(SimpleInterface):
     def _run_interface(self, runtime):
         import torch
 
-        from .scoring import score_t1w
+        from ..scoring import score_t1w
 
         item, root = self.inputs.item(), _fresh(Path(runtime.cwd) / "out")
         if self.inputs.passed:
@@ -249,9 +249,9 @@ class ScoreFigures(SimpleInterface):
     output_spec = _FiguresOutputSpec
 
     def _run_interface(self, runtime):
-        from .derivatives import layout
-        from .derivatives.records import Summary
-        from .figures import draw_normative_figure, draw_score_figures, load
+        from ..derivatives import layout
+        from ..derivatives.records import Summary
+        from ..figures import draw_normative_figure, draw_score_figures, load
 
         item, root = self.inputs.item(), _fresh(Path(runtime.cwd) / "out")
         paths = layout.session_outputs(item.entities, self.inputs.template)
@@ -300,8 +300,8 @@ class ScoresSink(SimpleInterface):
     def _run_interface(self, runtime):
         import filecmp
 
-        from .derivatives import layout
-        from .fileio import copy_file
+        from ..derivatives import layout
+        from ..fileio import copy_file
 
         out, entities, template = Path(self.inputs.output_dir), self.inputs.entities, self.inputs.template
         new = {rel: Path(self.inputs.gate_root) / rel for rel in self.inputs.gate_files}
@@ -345,37 +345,49 @@ class ScoringSettings:
                    dict(qc_bounds), dict(covariates), torch.get_num_threads(), scoring_code())  # fmt: skip
 
     def attach(self, wf, t1w, after=None):
-        """Add ``t1w``'s scoring nodes to ``wf`` in a workflow of their own, after ``after`` (node, output:
-        its preprocessing sink's files) where given."""
-        sub = pe.Workflow(name=f"{t1w.ident}_scoring_wf")
-        session = dict(source_dir=self.output_dir, t1w_path=str(t1w.path), t1w_relpath=t1w.relpath, entities=dict(t1w.entities),
-                       template=self.template, code=self.code)  # fmt: skip
-        age, sex = self.covariates.get(t1w.ident, (float("nan"), "n/a"))
-        images = pe.Node(PreprocessedImages(source_dir=self.output_dir, entities=dict(t1w.entities), template=self.template), name="images",
-                         run_without_submitting=True)  # fmt: skip
-        images.overwrite = True  # the images may have been written anew: their checksums are taken every run
-        gate = pe.Node(QualityGate(bounds=self.qc_bounds, **session), name="quality_gate")
-        score = pe.Node(
-            ScoreT1w(model_dir=self.model_dir, model_checksum=self.model_checksum, normative_checksum=self.normative_checksum, age=age,
-                     sex=sex, num_threads=self.num_threads, **session),
-            name="scoring", n_procs=self.num_threads, mem_gb=SCORING_MEM_GB,
-        )  # fmt: skip
-        figures = pe.Node(ScoreFigures(**session), name="figures")
-        sink = pe.Node(ScoresSink(output_dir=self.output_dir, entities=dict(t1w.entities), template=self.template), name="score_files",
-                       run_without_submitting=True)  # fmt: skip
-        sink.overwrite = True  # outputs must be copied again if someone deleted them, even when nothing upstream changed
-        sub.connect([
-            (images, gate, [("checksums", "images")]),
-            (images, score, [("checksums", "images")]),
-            (gate, score, [("passed", "passed")]),
-            (images, figures, [("checksums", "images")]),
-            (score, figures, [("root", "scores_root"), ("files", "scores")]),
-            (gate, sink, [("root", "gate_root"), ("files", "gate_files")]),
-            (score, sink, [("root", "scores_root"), ("files", "score_files")]),
-            (figures, sink, [("root", "figures_root"), ("files", "figure_files")]),
-        ])  # fmt: skip
+        """Add ``t1w``'s scoring workflow (``init_scoring_wf``) to ``wf``, after ``after`` (node, output: its
+        preprocessing sink's files) where given: ``init_participant_wf``'s ``extend``."""
+        sub = init_scoring_wf(self, t1w)
         if after is None:
             wf.add_nodes([sub])
         else:
             wf.connect(after[0], after[1], sub, "images.after")
         return sub
+
+
+def init_scoring_wf(settings, t1w, name=None):
+    """Preprocessed T1w -> its gate record, scores and figures in the output folder (SPEC sections 4, 5,
+    8 and 10), for the T1w ``t1w`` under the run's ``settings`` (``ScoringSettings``); ``name`` defaults
+    to ``<ident>_scoring_wf``, which Progress recognises.
+
+    Input: ``images.after`` (the preprocessing sink's files: it only orders the workflow after them).
+    The nodes are those of the module's docstring; ``score_files`` writes the outputs.
+    """
+    wf = pe.Workflow(name=name or f"{t1w.ident}_scoring_wf")
+    session = dict(source_dir=settings.output_dir, t1w_path=str(t1w.path), t1w_relpath=t1w.relpath, entities=dict(t1w.entities),
+                   template=settings.template, code=settings.code)  # fmt: skip
+    age, sex = settings.covariates.get(t1w.ident, (float("nan"), "n/a"))
+    images = pe.Node(PreprocessedImages(source_dir=settings.output_dir, entities=dict(t1w.entities), template=settings.template), name="images",
+                     run_without_submitting=True)  # fmt: skip
+    images.overwrite = True  # the images may have been written anew: their checksums are taken every run
+    gate = pe.Node(QualityGate(bounds=settings.qc_bounds, **session), name="quality_gate")
+    score = pe.Node(
+        ScoreT1w(model_dir=settings.model_dir, model_checksum=settings.model_checksum, normative_checksum=settings.normative_checksum,
+                 age=age, sex=sex, num_threads=settings.num_threads, **session),
+        name="scoring", n_procs=settings.num_threads, mem_gb=SCORING_MEM_GB,
+    )  # fmt: skip
+    figures = pe.Node(ScoreFigures(**session), name="figures")
+    sink = pe.Node(ScoresSink(output_dir=settings.output_dir, entities=dict(t1w.entities), template=settings.template), name="score_files",
+                   run_without_submitting=True)  # fmt: skip
+    sink.overwrite = True  # outputs must be copied again if someone deleted them, even when nothing upstream changed
+    wf.connect([
+        (images, gate, [("checksums", "images")]),
+        (images, score, [("checksums", "images")]),
+        (gate, score, [("passed", "passed")]),
+        (images, figures, [("checksums", "images")]),
+        (score, figures, [("root", "scores_root"), ("files", "scores")]),
+        (gate, sink, [("root", "gate_root"), ("files", "gate_files")]),
+        (score, sink, [("root", "scores_root"), ("files", "score_files")]),
+        (figures, sink, [("root", "figures_root"), ("files", "figure_files")]),
+    ])  # fmt: skip
+    return wf
