@@ -26,6 +26,18 @@ class Outcome:
     log: str = ""
     steps: dict = field(default_factory=dict)
     reused: set = field(default_factory=set)  # the steps whose results came from the work folder's cache
+    not_drawn: dict = field(default_factory=dict)  # {step: why it drew nothing}: a step that went through without its figures
+
+
+def _not_drawn(node):
+    """A finished step's ``not_drawn`` output (the figures node's: why it drew no figure), empty where it has none."""
+    spec = getattr(getattr(node, "interface", None), "output_spec", None)
+    if spec is None or "not_drawn" not in spec.class_trait_names():
+        return ""
+    try:
+        return node.result.outputs.not_drawn or ""
+    except Exception:  # noqa: BLE001 - its result cannot be read: the report draws the figures it misses anyway
+        return ""
 
 
 class Progress:
@@ -82,6 +94,8 @@ class Progress:
             outcome = self.outcomes[ident]
             outcome.steps[step] = took
             outcome.seconds += took
+            if status == "end" and (reason := _not_drawn(node)):
+                outcome.not_drawn[step] = reason
             if status != "end":
                 outcome.status = "failed"
                 outcome.failed_step = step

@@ -164,7 +164,7 @@ def scored_in_workflow(t1w_inputs, outcomes, output_dir, template):
     back from the output folder and said in its RESULT line, in input order, or why it was not scored.
     ``outcomes`` are the workflow's (Progress.outcomes, by ident): a T1w whose scoring nodes failed
     fails alone, its outputs removed (an earlier run's must not be taken for this one's); one the gate
-    stopped is said so. Returns the scored sessions and {label: Outcome} of the others."""
+    stopped is said so; one whose figures were not drawn is scored, and said so. Returns the scored sessions and {label: Outcome} of the others."""
     import json
     import re
     from dataclasses import replace
@@ -196,9 +196,12 @@ def scored_in_workflow(t1w_inputs, outcomes, output_dir, template):
             stopped[item.label] = Outcome(item.label, "failed", failed_step="scoring", message=f"{item.path}: its scores are not all in "
                                           f"{output_dir}; {RESCORE_FIX}")  # fmt: skip
             continue
-        result = replace(result, reused="scoring" in outcome.reused, figures_drawn=True)
+        not_drawn = outcome.not_drawn.get("figures")
+        result = replace(result, reused="scoring" in outcome.reused, figures_drawn=not not_drawn)
         results.append(result)
         log_result(result)
+        if not_drawn:  # its scores stand, as when the report drew the figures; the report tries again, and says it if it fails too
+            log.warning("%s: figures NOT drawn (%s); its scores are kept, the report draws its figures again", item.label, not_drawn)
         log.debug("%s: scores %s in the workflow, read back from %s", item.label, "reused" if result.reused else "made", output_dir)
     return results, stopped
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids, participant, qc, results, scoring
+from bids_pscore import bids, participant, qc, results, scoring, viz
 from bids_pscore.cli import run as cli
 from bids_pscore.derivatives import layout, session_files
 from bids_pscore.errors import OutputNotWritableError
@@ -120,6 +120,30 @@ def test_a_report_that_cannot_be_drawn_costs_only_its_subject(tmp_path, monkeypa
     assert cli.main(args + ["--reports-only"]) == 1
     printed = capsys.readouterr()
     assert f"{out / 'sub-01.html'}: report NOT drawn (" in printed.out and "Traceback" not in printed.out + printed.err
+
+
+def test_figures_that_cannot_be_drawn_leave_the_t1w_scored_and_its_report_says_not_drawn(tmp_path, monkeypatch, capsys):
+    """Drawing a T1w's figures fails (in the workflow and again in the report): its scores stay, it counts as
+    scored, and the run says the figures and the report were NOT drawn, the report with its fix; exit 1."""
+    bids_dir = make_bids(tmp_path / "bids", {"sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz": small_image()})
+    out = tmp_path / "out"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the bars broke")
+
+    monkeypatch.setattr(participant, "preprocess", preprocessing_stood_in(lambda output_dir: preprocessed_session(output_dir, "1")))
+    monkeypatch.setattr(viz, "ranked_bars", broken)
+    code = cli.main([str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off"])
+    printed = capsys.readouterr()
+    assert code == 1 and "Traceback" not in printed.out + printed.err
+    entities = {"sub": "01", "ses": "1"}
+    assert all((out / p).is_file() for p in layout.session_outputs(entities, TEMPLATE, layout.PSCORE).values())  # the scores stay
+    assert "sub-01 ses-1: whole-brain P-score" in printed.out and "not scored" not in printed.out and "NOT SCORED" not in printed.out
+    (scored_tsv,) = (out / "logs").glob("run-*/scored.tsv")
+    assert "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz" in scored_tsv.read_text()
+    assert "sub-01 ses-1: figures NOT drawn (" in printed.out and "the bars broke" in printed.out
+    line = next(line for line in printed.out.splitlines() if "report NOT drawn" in line)
+    assert f"{out / 'sub-01.html'}: report NOT drawn (" in line and "the bars broke" in line and "draw it again with --reports-only" in line
 
 
 def test_an_unexpected_scoring_error_names_the_t1w_and_keeps_its_traceback(tmp_path):

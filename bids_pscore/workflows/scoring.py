@@ -13,7 +13,9 @@ Per T1w, in ``<ident>_scoring_wf``:
   (``scoring.score_t1w``), its derivatives written in the node's folder in the output folder's layout.
   The model comes as its folder and its checksum: the node loads it in the worker (once per process),
   and the checksum, not the folder, is hashed; so are the bounds' verdict, the age and the sex.
-- ``figures``: the session's score figures (``figures``), drawn from the scoring node's maps.
+- ``figures``: the session's score figures (``figures``), drawn from the scoring node's maps. Where they
+  cannot be drawn it leaves none and says why (``not_drawn``): the T1w's scores stand, and the report
+  tries to draw them again.
 - ``score_files`` (always runs, in the main process): the set copied into the output folder, each file
   atomically and left as it is where it holds the same bytes; a file of an earlier set that this one
   does not hold is removed, the summary first, and the summary written last. A deleted output is
@@ -33,7 +35,7 @@ from pathlib import Path
 from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, TraitedSpec, traits
 from nipype.pipeline import engine as pe
 
-from ..errors import ModelError, PscoreError
+from ..errors import ModelError, PscoreError, in_one_line
 
 # the nodes of a T1w's scoring, as the progress lines name them; a failure in any of them is the T1w's scoring's
 SCORING_NODES = ("images", "quality_gate", "scoring", "figures", "score_files")
@@ -240,10 +242,13 @@ class _FiguresInputSpec(_SessionSpec):
 class _FiguresOutputSpec(TraitedSpec):
     root = traits.Str()
     files = traits.List(traits.Str)
+    not_drawn = traits.Str(desc="why its figures were not drawn, in one line; empty where they were")
 
 
 class ScoreFigures(SimpleInterface):
-    """The figures of one scored T1w (``figures``): P-scores, relevance-weighted ones, normative deviation."""
+    """The figures of one scored T1w (``figures``): P-scores, relevance-weighted ones, normative deviation.
+    A failure to draw them does not fail the T1w (its scores stand, as when the report drew them): the node
+    leaves no figure and says why in ``not_drawn``; the participant level says so and the report tries again."""
 
     input_spec = _FiguresInputSpec
     output_spec = _FiguresOutputSpec
@@ -256,6 +261,7 @@ class ScoreFigures(SimpleInterface):
         item, root = self.inputs.item(), _fresh(Path(runtime.cwd) / "out")
         paths = layout.session_outputs(item.entities, self.inputs.template)
         source, scored = Path(self.inputs.scores_root), set(self.inputs.scores)
+        not_drawn = ""
         if Path(paths["summary"]).as_posix() in scored:
             try:
                 image = load(Path(self.inputs.source_dir) / paths["t1w_grid"])
@@ -269,9 +275,10 @@ class ScoreFigures(SimpleInterface):
                 if all(Path(p).as_posix() in scored for p in relevance.values()):
                     weighted = Summary.from_json(source / paths["relevance_summary"], relevance=True)
                     draw_score_figures(source, root, image, mask, paths, weighted.lambda_, "relevance")
-            except Exception as exc:  # noqa: BLE001 - said as the participant level says a failed scoring
-                _failed(item, exc)
-        self._results.update(root=str(root), files=list(_written(root)))
+            except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn costs the T1w its figures, not its scores
+                not_drawn = in_one_line(exc)
+                root = _fresh(root)  # no figure of a set half drawn
+        self._results.update(root=str(root), files=list(_written(root)), not_drawn=not_drawn)
         return runtime
 
 
