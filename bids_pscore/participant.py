@@ -102,6 +102,7 @@ def participant_run(config, console):
     from .atlas import atlas_on_grid
     from .citation import write_citation
     from .derivatives import dataset_files, session_files
+    from .derivatives import layout as derivatives_layout
     from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
     from .preprocess.workflow import workflow_name
@@ -134,7 +135,12 @@ def participant_run(config, console):
         if t1w.label in failed and failed[t1w.label].status == "failed" and session_files.remove_outputs(output_dir, t1w.entities, params.template):
             log.info("%s: the outputs of an earlier run were removed, since this run failed for it", t1w.label)
     if failed and config.execution.stop_on_first_crash:
-        log.info("stopped at the first failure (--stop-on-first-crash); nothing was scored")
+        # the scoring of each T1w follows its own preprocessing: those whose scores were copied out before the stop are scored
+        scored = [t.label for t in done if SCORING_NODES[-1] in progress.outcomes[t.ident].steps
+                  and (output_dir / derivatives_layout.output_path(t.entities, "summary", params.template)).is_file()]  # fmt: skip
+        log.info("stopped at the first failure (--stop-on-first-crash); %s; no report was drawn",
+                 f"scored before it: {len(scored)} T1w ({', '.join(scored)}), their outputs in {output_dir}" if scored
+                 else "nothing was scored")  # fmt: skip
         return EXIT_SESSION_FAILED
     if done:
         log.info("P-scores of %d T1w", len(done))

@@ -104,7 +104,7 @@ def test_stop_on_first_crash_stops_at_the_first_failing_t1w(tmp_path, capsys):
     out_dir = tmp_path / "out"
     args = ["participant", "-w", tmp_path / "work", "--nipype-plugin", "Linear", "--skip-bids-validation"]
     code, out = run(capsys, root, out_dir, *args, "--stop-on-first-crash")
-    assert code == errors.EXIT_SESSION_FAILED and "stopped at the first failure" in out.out
+    assert code == errors.EXIT_SESSION_FAILED and "stopped at the first failure (--stop-on-first-crash); nothing was scored" in out.out
     # one T1w failed and the other never ran: one crash log, no report, nothing scored
     assert len(list((out_dir / "logs").glob("run-*/crash-*.txt"))) == 1
     assert not list(out_dir.glob("sub-*.html"))

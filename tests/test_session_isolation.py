@@ -146,6 +146,34 @@ def test_figures_that_cannot_be_drawn_leave_the_t1w_scored_and_its_report_says_n
     assert f"{out / 'sub-01.html'}: report NOT drawn (" in line and "the bars broke" in line and "draw it again with --reports-only" in line
 
 
+def test_stop_on_first_crash_names_the_t1w_scored_before_the_stop(tmp_path, monkeypatch, capsys):
+    """Each T1w is scored after its own preprocessing: sub-01 is scored and copied out before sub-02's
+    preprocessing fails and stops the run, which must not say that nothing was scored."""
+    from bids_pscore.execution import run_after_sinks
+    from bids_pscore.progress import Progress
+
+    bids_dir = make_bids(tmp_path / "bids", {f"sub-{s}/ses-1/anat/sub-{s}_ses-1_T1w.nii.gz": small_image() for s in ("01", "02")})
+    out = tmp_path / "out"
+
+    def preprocess(t1w_inputs, bids_dir, output_dir, work_dir, params, execution, log_dir, extend=None):
+        first, second = sorted(t1w_inputs, key=lambda t: t.label)
+        preprocessed_session(Path(output_dir), "1", "01")
+        progress = Progress({t.ident: t.label for t in t1w_inputs})
+        progress.outcomes[first.ident].status = "ok"
+        run_after_sinks([first], work_dir, log_dir, extend, progress)
+        progress.refuse(second.ident, "load", "its preprocessing failed")  # and stopped the workflow
+        return progress
+
+    monkeypatch.setattr(participant, "preprocess", preprocess)
+    code = cli.main([str(bids_dir), str(out), "participant", "--skip-bids-validation", "-w", str(tmp_path / "work"), "--qc-thresholds", "off",
+                     "--stop-on-first-crash"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 1 and (out / layout.output_path({"sub": "01", "ses": "1"}, "summary", TEMPLATE)).is_file()
+    line = next(line for line in printed.splitlines() if "stopped at the first failure (--stop-on-first-crash)" in line)
+    assert f"scored before it: 1 T1w (sub-01 ses-1), their outputs in {out}; no report was drawn" in line and "nothing was scored" not in line
+    assert not list(out.glob("sub-*.html"))
+
+
 def test_an_unexpected_scoring_error_names_the_t1w_and_keeps_its_traceback(tmp_path):
     item = bids.T1wInput(tmp_path / "sub-01_T1w.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz", {"sub": "01"})
     try:
