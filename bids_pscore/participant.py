@@ -127,7 +127,9 @@ def participant_run(config, console):
     params = preprocessing_params(bundle.metadata, config.execution.random_seed)
     ages, sexes = tabular.ages_and_sexes(config.bids_dir, t1w_inputs)
     scoring = ScoringSettings.of(output_dir, params.template, bundle, config.qc_thresholds,
-                                 {t.ident: (age, sex) for t, age, sex in zip(t1w_inputs, ages, sexes)})  # fmt: skip
+                                 {t.ident: (age, sex) for t, age, sex in zip(t1w_inputs, ages, sexes)},
+                                 (config.execution.plugin_args or {}).get("n_procs", config.execution.n_cpus),
+                                 (config.execution.plugin_args or {}).get("memory_gb", config.execution.mem_gb))  # fmt: skip
     # preprocessing, quality gate, scoring and figures of every T1w: one workflow
     progress = preprocess(t1w_inputs, config.bids_dir, output_dir, work_dir, params, config.execution, log_dir, scoring.attach)
     done, failed = went_through(t1w_inputs, progress, "scoring", SCORING_NODES)

@@ -331,7 +331,8 @@ class ScoresSink(SimpleInterface):
 @dataclass(frozen=True)
 class ScoringSettings:
     """What every T1w's scoring nodes take from the run: the output folder, the template, the model (its
-    folder and checksums), the gate's bounds, each T1w's (age, sex) by ident, torch's threads."""
+    folder and checksums), the gate's bounds, each T1w's (age, sex) by ident, torch's threads, and the CPUs
+    and memory the scoring node asks the scheduler for."""
 
     output_dir: str
     template: str
@@ -342,14 +343,22 @@ class ScoringSettings:
     covariates: dict = field(default_factory=dict)
     num_threads: int = 1
     code: str = ""  # scoring_code()
+    n_procs: int = 1
+    mem_gb: float = SCORING_MEM_GB
 
     @classmethod
-    def of(cls, output_dir, template, bundle, qc_bounds, covariates):
+    def of(cls, output_dir, template, bundle, qc_bounds, covariates, n_cpus=None, mem_gb=None):
+        """``n_cpus`` and ``mem_gb``: what the run gives MultiProc (--n-cpus, --mem), None where unbounded.
+        The scoring node asks for no more: MultiProc refuses a whole workflow with a step that asks for more
+        ("Insufficient resources available for job": with --n-cpus 1, as one job per subject, nothing ran).
+        Its torch threads stay the main process's whatever --n-cpus, so that every run writes the same bits."""
         import torch
 
         meta = bundle.metadata
+        threads = torch.get_num_threads()
         return cls(str(output_dir), template, str(bundle.folder), meta["metadata_sha256"], (meta.get("normative") or {}).get("sha256") or "",
-                   dict(qc_bounds), dict(covariates), torch.get_num_threads(), scoring_code())  # fmt: skip
+                   dict(qc_bounds), dict(covariates), threads, scoring_code(), min(threads, n_cpus or threads),
+                   min(SCORING_MEM_GB, mem_gb or SCORING_MEM_GB))  # fmt: skip
 
     def attach(self, wf, t1w, after=None):
         """Add ``t1w``'s scoring workflow (``init_scoring_wf``) to ``wf``, after ``after`` (node, output: its
@@ -381,7 +390,7 @@ def init_scoring_wf(settings, t1w, name=None):
     score = pe.Node(
         ScoreT1w(model_dir=settings.model_dir, model_checksum=settings.model_checksum, normative_checksum=settings.normative_checksum,
                  age=age, sex=sex, num_threads=settings.num_threads, **session),
-        name="scoring", n_procs=settings.num_threads, mem_gb=SCORING_MEM_GB,
+        name="scoring", n_procs=settings.n_procs, mem_gb=settings.mem_gb,
     )  # fmt: skip
     figures = pe.Node(ScoreFigures(**session), name="figures")
     sink = pe.Node(ScoresSink(output_dir=settings.output_dir, entities=dict(t1w.entities), template=settings.template), name="score_files",
