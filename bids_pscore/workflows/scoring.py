@@ -392,6 +392,9 @@ def init_scoring_wf(settings, t1w, name=None):
                  age=age, sex=sex, num_threads=settings.num_threads, **session),
         name="scoring", n_procs=settings.n_procs, mem_gb=settings.mem_gb,
     )  # fmt: skip
+    # nipype sets a node's num_threads input to its n_procs: torch's threads are the main process's whatever the node
+    # asks the scheduler for (ScoringSettings.of), or a run with --n-cpus 1 writes other bits
+    score.inputs.num_threads = settings.num_threads
     figures = pe.Node(ScoreFigures(**session), name="figures")
     sink = pe.Node(ScoresSink(output_dir=settings.output_dir, entities=dict(t1w.entities), template=settings.template), name="score_files",
                    run_without_submitting=True)  # fmt: skip
