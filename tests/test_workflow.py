@@ -89,12 +89,19 @@ def test_synthetic_heads_end_to_end_with_a_failing_session_and_a_rerun(tmp_path,
     # a rerun reuses every finished step: no result file is rewritten
     # (the failed T1w is tried again, and the sink always rewrites the outputs)
     finished = [p for p in work.rglob("result_*.pklz") if "sub_02" not in str(p) and "_sink" not in str(p)]
-    assert len(finished) == 9  # load, n4, skullstrip, mask_to_source, register, resample, smooth, normalise, reportlets
-    stamps = {p: p.stat().st_mtime_ns for p in finished}
+    # 14: the 9 preprocessing steps (load, n4, skullstrip, mask_to_source, register, resample, smooth, normalise,
+    # reportlets) and the T1w's 5 scoring nodes (workflows/scoring.py: images, quality_gate, scoring, figures, score_files)
+    assert len(finished) == 9 + 5
+    # of those, images (the preprocessed images' checksums, taken anew) and score_files (which copies lost outputs back)
+    # always run, as the sink does: the other 12 must be reused
+    always_run = {p: p.stat().st_mtime_ns for p in finished if p.parent.name in ("images", "score_files")}
+    stamps = {p: p.stat().st_mtime_ns for p in finished if p not in always_run}
+    assert len(always_run) == 2 and len(stamps) == 12
     reference = nib.load(paths["t1w_grid"]).get_fdata()
     paths["t1w_grid"].unlink()  # a lost output is written again from the cache
     assert main(args) == 1
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert all(p.stat().st_mtime_ns != stamp for p, stamp in always_run.items())
     np.testing.assert_array_equal(nib.load(paths["t1w_grid"]).get_fdata(), reference)
 
 
