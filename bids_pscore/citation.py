@@ -70,12 +70,13 @@ def bibtex():
     return "\n\n".join(entries) + "\n"
 
 
-def methods_text(params, metadata):
-    """The paragraph, from the preprocessing workflow's own description and the model's card."""
+def methods_text(params, metadata, skull_strip):
+    """The paragraph, from the preprocessing workflow's own description (``skull_strip``: the run's
+    --skull-strip-t1w) and the model's card."""
     from .preprocess.workflow import preproc_description
 
     versions = sidecars.software_versions()
-    preprocessing = preproc_description(params, "auto")
+    preprocessing = preproc_description(params, skull_strip)
     demo = f" {metadata['warning']}" if metadata.get("warning") else ""
     return (
         f"P-scores were computed with bids_pscore {versions['bids_pscore']}, a BIDS-App built on Nipype "
@@ -90,11 +91,11 @@ def methods_text(params, metadata):
     )
 
 
-def write_citation(output_dir, params, metadata):
+def write_citation(output_dir, params, metadata, skull_strip):
     """Write logs/CITATION.md and logs/CITATION.bib; returns the first's path."""
     path = Path(output_dir) / CITATION_MD
     references = "\n".join(f"{i}. {reference_text(fields)}" for i, (_, _, fields) in enumerate(REFERENCES, start=1))
-    write_text(path, f"# Methods\n\n{methods_text(params, metadata)}\n\n# References\n\n{references}\n\n"
+    write_text(path, f"# Methods\n\n{methods_text(params, metadata, skull_strip)}\n\n# References\n\n{references}\n\n"
                      f"The same references in BibTeX: `{Path(CITATION_BIB).name}`.\n")  # fmt: skip
     write_text(Path(output_dir) / CITATION_BIB, bibtex())
     return path

@@ -14,10 +14,11 @@ from pathlib import Path
 from .fileio import write_json
 
 CONFIG_VARIABLE = "BIDS_PSCORE_RUN_CONFIG"
-# --skull-strip-t1w, as fMRIPrep names it: "auto" takes an input whose non-zero region is
-# brain-sized as already skull-stripped, "force" runs deepbet on every input, "skip" trusts that
-# every input is a brain already
-SKULL_STRIP_MODES = ("auto", "force", "skip")
+# --skull-strip-t1w, as fMRIPrep names it, the default first: "force" runs deepbet on every input
+# (a brain another tool cut scores as its mask makes it: docs/validation.md), "auto" takes an input
+# whose non-zero region is brain-sized as already skull-stripped, "skip" trusts that every input is
+# a brain already
+SKULL_STRIP_MODES = ("force", "auto", "skip")
 
 
 def new_run_id():
@@ -44,7 +45,7 @@ class Execution:
     # None: the model's (app) or the preprocessing's standard seed (training)
     random_seed: int | None
     # --skull-strip-t1w, one of SKULL_STRIP_MODES
-    skull_strip_t1w: str = "auto"
+    skull_strip_t1w: str = SKULL_STRIP_MODES[0]
 
 
 # deepbet's network gains little from more threads than this

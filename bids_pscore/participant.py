@@ -162,7 +162,7 @@ def participant_run(config, console):
     reports, unwritten = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template,
                                            run_info(config, started), truth, record_dir)  # fmt: skip
     report_failures(output_dir, unwritten, log_dir)
-    citation = write_citation(output_dir, params, bundle.metadata)
+    citation = write_citation(output_dir, params, bundle.metadata, config.execution.skull_strip_t1w)
     log.log(RESULT, "reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
     if truth:
         from .atlas import region_table
@@ -226,7 +226,7 @@ def rebuild_reports(t1w_inputs, config):
     reports, unwritten = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
                                                run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), read_truth(config.bids_dir))  # fmt: skip
     report_failures(output_dir, unwritten)
-    citation = write_citation(output_dir, params, bundle.metadata)
+    citation = write_citation(output_dir, params, bundle.metadata, config.execution.skull_strip_t1w)
     log.log(
         RESULT,
         "reports drawn again from %d scored T1w: %s; methods and citations: %s",

@@ -28,7 +28,7 @@ def test_the_configuration_is_frozen_and_written_with_every_option_and_version(t
     execution = written["config"]["execution"]
     assert (execution["n_cpus"], execution["omp_nthreads"], execution["mem_gb"], execution["verbosity"],
             execution["random_seed"], execution["skull_strip_t1w"]) == (3, None, 5, 2, 4, "skip")  # fmt: skip
-    assert parse_args([str(tmp_path), str(tmp_path / "o"), "participant"]).execution.skull_strip_t1w == "auto"
+    assert parse_args([str(tmp_path), str(tmp_path / "o"), "participant"]).execution.skull_strip_t1w == "force"
     assert written["config"]["selection"]["participant_label"] == ["01", "02"]
     assert written["config"]["selection"]["bids_filters"] == {"acquisition": "mprage"}  # read once, recorded as used
     assert written["config"]["output_dir"] == str((tmp_path / "out").absolute()) and written["config"]["command_line"].startswith("bids_pscore ")

@@ -197,13 +197,15 @@ def test_real_heads_with_skull(shared_data, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_already_skull_stripped_bids_mini_is_not_damaged(shared_data, tmp_path):
-    """bids_mini is read-only and skull-stripped: the app reads it in place and keeps its brain."""
+    """bids_mini is read-only and skull-stripped: the app reads it in place and, with --skull-strip-t1w
+    auto, keeps its brain."""
     root = shared_data / "bids_mini"
     out_dir = tmp_path / "out"
     # its participants.tsv has gender "m", which the BIDS validator calls an error: the run refuses it by default
     assert main([str(root), str(out_dir), "participant", "--participant-label", "02", "-w", str(tmp_path / "work")]) == 16
     assert not out_dir.exists()
-    assert main([str(root), str(out_dir), "participant", "--participant-label", "02", "-w", str(tmp_path / "work"), "--skip-bids-validation"]) == 0
+    assert main([str(root), str(out_dir), "participant", "--participant-label", "02", "-w", str(tmp_path / "work"), "--skip-bids-validation",
+                 "--skull-strip-t1w", "auto"]) == 0  # fmt: skip
     paths = outputs_of(out_dir, "sub-02_T1w.nii.gz")
     check_grid_outputs(paths)
     assert json.loads(layout.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is True
@@ -217,9 +219,9 @@ def test_already_skull_stripped_bids_mini_is_not_damaged(shared_data, tmp_path):
 
 @pytest.mark.slow
 def test_a_head_and_its_own_brain_get_close_scores(tmp_path):
-    """The same head with its skull and stripped (by the mask deepbet gave it): the stripped input
-    keeps its brain (auto), and its AD probability and flags stay close to the head's (measured on
-    this IXI head: 0.225 and 0.209, 3 and 4 normative flags)."""
+    """The same head with its skull and stripped (by the mask deepbet gave it): by default (force) the
+    stripped input is stripped again, and its AD probability and flags stay close to the head's
+    (measured on this IXI head: 0.205 and 0.172, 2 and 4 normative flags)."""
     from bids_pscore.synth.demo import DEMO_HEADS
 
     root = tmp_path / "bids"
@@ -241,6 +243,6 @@ def test_a_head_and_its_own_brain_get_close_scores(tmp_path):
         paths = outputs_of(tmp_path / "out", f"sub-{label}_T1w.nii.gz")
         summary = tmp_path / "out" / layout.output_path(bids.source_entities(f"sub-{label}_T1w.nii.gz"), "summary")
         summaries[label] = json.loads(summary.read_text())
-        assert json.loads(layout.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is (label == "brain")
+        assert json.loads(layout.sidecar_path(paths["t1w_grid"]).read_text())["InputSkullStripped"] is False
     assert abs(summaries["head"]["ADProbability"] - summaries["brain"]["ADProbability"]) < 0.1
     assert abs(summaries["head"]["NumberOfAtrophicRegions"] - summaries["brain"]["NumberOfAtrophicRegions"]) <= 3

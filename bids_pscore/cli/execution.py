@@ -86,10 +86,11 @@ def add_execution_options(parser, seed_help):
     perf.add_argument(
         "--skull-strip-t1w",
         choices=SKULL_STRIP_MODES,
-        default="auto",
-        help="auto (default): an input whose non-zero region is brain-sized (under 2.5 l) is taken as already skull-stripped and "
-        "keeps its own brain, others are skull-stripped with deepbet; force: deepbet on every input; skip: every input is "
-        "already a brain (e.g. an OpenNeuro dataset defaced by skull stripping), its non-zero region is the mask",
+        default=SKULL_STRIP_MODES[0],
+        help="force (default, as fMRIPrep's): deepbet on every input, also one already skull-stripped (another tool's brain mask "
+        "moves the score: measured in docs/validation.md); auto: an input whose non-zero region is brain-sized (under 2.5 l) is "
+        "taken as already skull-stripped and keeps its own brain; skip: every input is already a brain, its non-zero region is "
+        "the mask",
     )
     messages = parser.add_mutually_exclusive_group()
     messages.add_argument(

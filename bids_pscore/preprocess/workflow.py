@@ -8,6 +8,7 @@ from pathlib import Path
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from ..config import SKULL_STRIP_MODES
 from ..grid import GRID_TEXT
 from .interfaces import (
     DerivativesSink,
@@ -93,7 +94,7 @@ def preproc_description(params, skull_strip):
     )
 
 
-def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto"):
+def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip=SKULL_STRIP_MODES[0]):
     """Raw T1w -> preprocessed image on the reference grid (SPEC section 2).
 
     Inputs: ``t1w`` (path), ``template`` (template on the grid), ``coarse_template``
@@ -167,7 +168,7 @@ def init_preproc_wf(params, omp_nthreads=1, name="preproc_wf", skull_strip="auto
     return wf
 
 
-def init_participant_wf(t1w_inputs, output_dir, params, template_files, name, omp_nthreads=1, skull_strip="auto", extend=None):
+def init_participant_wf(t1w_inputs, output_dir, params, template_files, name, omp_nthreads=1, skull_strip=SKULL_STRIP_MODES[0], extend=None):
     """One preprocessing workflow and one derivatives sink per T1w; ``template_files`` are the
     template on the grid and its coarse copy (``steps.write_template_files``), shared by all;
     ``name`` is ``workflow_name``'s; ``skull_strip`` is --skull-strip-t1w. ``extend(wf, t1w, (sink,
