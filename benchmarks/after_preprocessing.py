@@ -68,13 +68,13 @@ def timed(function, *args):
 
 def after_preprocessing(n):
     """[(what, wall s, CPU s, target)] of scoring and reporting ``n`` preprocessed sessions in one process."""
-    from bids_pscore import participant, qc, scoring
+    from bids_pscore import cohort, participant, qc, scoring
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         items = preprocessed_sessions(out, n)
-        bundle, wall, cpu = timed(participant.load_model)
+        bundle, wall, cpu = timed(cohort.load_model)
         rows.append(("load the demo model (once per run)", wall, cpu, None))
         # the first session pays what a run does once (the templates and atlas on the grid); the rest are the steady state
         (first, _), wall1, cpu1 = timed(scoring.score_sessions, items[:1], out, bundle, TEMPLATE, qc.DEFAULT_BOUNDS, out / "logs")

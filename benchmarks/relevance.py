@@ -28,9 +28,9 @@ def main():
 
     from bids_pscore import pscore
     from bids_pscore.atlas import atlas_on_grid
+    from bids_pscore.cohort import load_model
     from bids_pscore.grid import cut_cubes
     from bids_pscore.model.relevance import relevance_on_grid, selected_base
-    from bids_pscore.participant import load_model
     from bids_pscore.preprocess import steps
 
     torch.set_num_threads(opts.threads)

@@ -6,19 +6,48 @@ out is said in one wording, naming what it is left out of (scoring, training, th
 
 import json
 import logging
+from dataclasses import replace
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
 from .derivatives import layout
-from .errors import InputImageError, UsageError, in_one_line
+from .errors import InputImageError, ModelError, UsageError, in_one_line
 from .execution import preprocess
 
 log = logging.getLogger(__name__)
+DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
 
 # a preprocessed image that cannot be used is copied anew from the work folder by a rerun
 RESCORE_FIX = ("run the participant level again for this T1w (its preprocessed images are copied anew from the work folder; "
                "--clean-workdir makes them anew)")  # fmt: skip
+
+
+def load_model(path=None, normative=True):
+    """The model bundle at ``path``, or the demo model that ships with the package (``normative``:
+    with its normative reference)."""
+    from .model.bundle import BundleError, load_bundle
+
+    try:
+        return load_bundle(path or DEMO_MODEL, normative)
+    except BundleError as exc:
+        raise ModelError(f"{exc} (--model)") from None
+
+
+def preprocessing_params(metadata, random_seed=None):
+    """The model's preprocessing, with ``--random-seed`` (when given) as the registration seed."""
+    from .model.preprocessing import PreprocParams
+
+    params = PreprocParams.from_dict(metadata["preprocessing"])
+    if random_seed is not None and random_seed != params.registration_seed:
+        log.warning(
+            "--random-seed %d registers differently from this model's training images (seed %d); leave it out to preprocess as they were",
+            random_seed,
+            params.registration_seed,
+        )
+        params = replace(params, registration_seed=random_seed)
+    return params
 
 
 def preprocessed_t1w(t1w_inputs, bids_dir, source_dir, work_dir, params, execution, log_dir, left_out_of):

@@ -3,12 +3,10 @@
 
 import logging
 import time
-from dataclasses import replace
-from importlib.resources import files
 from pathlib import Path
 
 from . import bids
-from .cohort import went_through
+from .cohort import load_model, preprocessing_params, went_through
 from .config import write_config
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, ModelError, NoT1wError, in_one_line
 from .execution import make_run_folders, preprocess
@@ -18,18 +16,6 @@ from .results import earlier_results, read_session_result, scored_by
 from .scoring import model_card, model_notes, scored_in_workflow, write_crash
 
 log = logging.getLogger(__name__)
-DEMO_MODEL = Path(str(files("bids_pscore") / "data" / "demo_model"))
-
-
-def load_model(path=None, normative=True):
-    """The model bundle at ``path``, or the demo model that ships with the package (``normative``:
-    with its normative reference)."""
-    from .model.bundle import BundleError, load_bundle
-
-    try:
-        return load_bundle(path or DEMO_MODEL, normative)
-    except BundleError as exc:
-        raise ModelError(f"{exc} (--model)") from None
 
 
 def run_info(config, started):
@@ -68,21 +54,6 @@ def check_inputs(layout, t1w_inputs, skip_validation):
     misnamed = [(path, reason) for path, reason in unused if not reason.startswith("not selected")]
     if misnamed:
         log.warning("%d T1w-like file(s) will not be processed:\n%s", len(misnamed), "\n".join(f"  {path}: {reason}" for path, reason in misnamed))
-
-
-def preprocessing_params(metadata, random_seed=None):
-    """The model's preprocessing, with ``--random-seed`` (when given) as the registration seed."""
-    from .model.preprocessing import PreprocParams
-
-    params = PreprocParams.from_dict(metadata["preprocessing"])
-    if random_seed is not None and random_seed != params.registration_seed:
-        log.warning(
-            "--random-seed %d registers differently from this model's training images (seed %d); leave it out to preprocess as they were",
-            random_seed,
-            params.registration_seed,
-        )
-        params = replace(params, registration_seed=random_seed)
-    return params
 
 
 def run_participant(config):

@@ -212,12 +212,11 @@ def in_sample_pscores(subjects, split):
 def add_to_bundle(config):
     """``bids_pscore-normative``: a copy of a trained bundle with a normative reference built from
     healthy images (``config.NormativeRunConfig``); returns 0."""
-    from .cohort import load_grid_images
+    from .cohort import load_grid_images, load_model, preprocessing_params
     from .config import write_config
     from .errors import UsageError
     from .execution import make_run_folders
     from .model.bundle import add_normative
-    from .participant import load_model, preprocessing_params
 
     out_dir = Path(config.out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):

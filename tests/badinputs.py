@@ -119,7 +119,7 @@ def fmriprep_outputs(dataset_type):
 
 def demo_model(tmp, text):
     """bids_pscore with the demo model copied to tmp/model, its model.json replaced by ``text``."""
-    from bids_pscore.participant import DEMO_MODEL
+    from bids_pscore.cohort import DEMO_MODEL
 
     model = Path(shutil.copytree(DEMO_MODEL, tmp / "model"))
     (model / "model.json").write_text(text)
@@ -131,8 +131,8 @@ def demo_model_with(change):
     checksum, is what loading finds."""
 
     def make(tmp):
+        from bids_pscore.cohort import DEMO_MODEL
         from bids_pscore.model.bundle import metadata_sha256
-        from bids_pscore.participant import DEMO_MODEL
 
         meta = json.loads((DEMO_MODEL / "model.json").read_text())
         change(meta)

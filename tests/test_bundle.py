@@ -186,7 +186,7 @@ def test_selected_cubes_that_differ_from_the_weights_are_refused(bundle_dir):
 
 
 def test_the_demo_model_states_every_preprocessing_parameter_and_a_bundle_from_before_the_standardisation_still_loads(tmp_path):
-    from bids_pscore.participant import DEMO_MODEL
+    from bids_pscore.cohort import DEMO_MODEL
 
     recorded = load_bundle(DEMO_MODEL).metadata["preprocessing"]
     assert set(recorded) == set(PreprocParams().to_dict())

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bids_pscore import normative, participant, qc, results, scoring
+from bids_pscore import cohort, normative, participant, qc, results, scoring
 from bids_pscore.atlas import N_REGIONS
 from bids_pscore.derivatives import layout
 from bids_pscore.derivatives.records import class_domain_summary, class_mark
@@ -148,7 +148,7 @@ def test_a_new_reference_sets_keeps_or_replaces_the_class_domain(tmp_path, caplo
 
 def test_the_summary_console_and_report_say_a_class_is_not_reliable_beside_the_probability(tmp_path, caplog):
     """A box is no head of the demo model's training scanner: its class is marked; a bundle without a domain says null."""
-    bundle = participant.load_model()
+    bundle = cohort.load_model()
     item = preprocessed_session(tmp_path, "1")
     gate_off = qc.parse_bounds("off")  # a box, no head
     with caplog.at_level(logging.INFO, logger="bids_pscore"):

@@ -139,7 +139,7 @@ def test_a_broken_link_fails_only_its_t1w_and_a_failed_rerun_removes_its_old_out
 
 
 def test_registration_seed_is_the_models_unless_given_and_then_said(capsys):
-    from bids_pscore.participant import load_model, preprocessing_params
+    from bids_pscore.cohort import load_model, preprocessing_params
 
     metadata = load_model().metadata
     params = preprocessing_params(metadata)

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids, cohort, participant, qc, reference, scoring
+from bids_pscore import bids, cohort, qc, reference, scoring
 from bids_pscore.cli.normative import parse_args
 from bids_pscore.derivatives import layout
 from bids_pscore.model.preprocessing import PreprocParams
@@ -35,10 +35,10 @@ def test_a_tightened_bound_leaves_a_head_out_of_the_reference_as_out_of_scoring_
     bounds = parse_args(["model", str(out), "new_model", "--qc-thresholds", option]).qc_thresholds
     assert bounds == qc.parse_bounds(option) != qc.DEFAULT_BOUNDS
     failing = t1w[1]  # sub-site01
-    bundle = participant.load_model()
+    bundle = cohort.load_model()
 
     with caplog.at_level(logging.WARNING, logger="bids_pscore"):
-        kept, source_dir, _ = reference.healthy_inputs(out, participant.preprocessing_params(bundle.metadata), tmp_path / "work", None, None,
+        kept, source_dir, _ = reference.healthy_inputs(out, cohort.preprocessing_params(bundle.metadata), tmp_path / "work", None, None,
                                                        bounds, validate=False)  # fmt: skip
     assert [t.label for t in kept] == ["sub-site00"] and source_dir == out
     (left_out,) = (r.getMessage() for r in caplog.records if SAID in r.getMessage())

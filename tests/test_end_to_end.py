@@ -13,10 +13,10 @@ import pytest
 
 from bids_pscore import bids
 from bids_pscore.cli import run as cli
+from bids_pscore.cohort import DEMO_MODEL, load_model
 from bids_pscore.derivatives import layout
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
 from bids_pscore.model.bundle import metadata_sha256
-from bids_pscore.participant import DEMO_MODEL, load_model
 from bids_pscore.synth.templateheads import write_dataset
 
 from .test_summary_schema import summary_problems

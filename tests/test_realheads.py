@@ -154,7 +154,7 @@ def test_simulated_loss_is_flagged_by_the_demo_reference_and_the_healthy_twin_ge
 def test_the_shipped_reference_is_the_real_heads_that_neither_validation_nor_the_demo_uses(shared_data):
     import json
 
-    from bids_pscore.participant import DEMO_MODEL
+    from bids_pscore.cohort import DEMO_MODEL
     from bids_pscore.synth.demo import demo_labels, reference_labels, validation_labels
 
     labels = reference_labels(IXI)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bids_pscore import pscore
+from bids_pscore import cohort, pscore
 from bids_pscore.grid import GRID_SHAPE, N_CUBES, cube_bounds, cube_index_map, cut_cubes, paste_cubes
 from bids_pscore.model.networks import BaseClassifiers
 from bids_pscore.model.relevance import METHODS
@@ -117,14 +117,14 @@ def test_a_rescore_removes_the_outputs_this_model_does_not_make(tmp_path):
     """Relevance and normative files of an earlier model would be shown as current (--reports-only too)."""
     import dataclasses
 
-    from bids_pscore import participant, qc, scoring
+    from bids_pscore import qc, scoring
     from bids_pscore.derivatives import layout
 
     from .helpers import gate_record_of_a_box
     from .test_subject_report import TEMPLATE, preprocessed_session
 
     item = preprocessed_session(tmp_path, "1")
-    bundle, gate_off = participant.load_model(), qc.parse_bounds("off")  # a box, no head
+    bundle, gate_off = cohort.load_model(), qc.parse_bounds("off")  # a box, no head
     scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     earlier = list(layout.session_outputs(item.entities, TEMPLATE, layout.RELEVANCE, layout.NORMATIVE).values())
     assert all((tmp_path / rel).is_file() for rel in earlier)

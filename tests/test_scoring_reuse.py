@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_pscore import bids, participant, qc, results, viz
+from bids_pscore import bids, cohort, participant, qc, results, viz
 from bids_pscore.cli import run as cli
 from bids_pscore.derivatives import layout
 from bids_pscore.execution import run_after_sinks
@@ -45,7 +45,7 @@ def score_and_report(out, item, run, plugin="Linear"):
     found, stopped = scored_in_workflow([item], progress.outcomes, out, TEMPLATE)
     assert not stopped, stopped
     record = work / wf.name / "scored" / "model_figure.json"
-    _, unwritten = participant.write_run_reports(out, [item], [item], found, {}, participant.load_model().metadata, TEMPLATE,
+    _, unwritten = participant.write_run_reports(out, [item], [item], found, {}, cohort.load_model().metadata, TEMPLATE,
                                                  {"run": "test"}, None, record.parent)  # fmt: skip
     assert not unwritten
     return found[0]
@@ -57,7 +57,7 @@ def scored(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     item = preprocessed_session(out, "1")
-    bundle = participant.load_model()
+    bundle = cohort.load_model()
     run = settings(out, bundle)
     result = score_and_report(out, item, run)
     assert not result.reused and result.qc == gate_record_of_a_box(out, item)["Measures"]
@@ -181,7 +181,7 @@ def test_scoring_runs_in_multiproc_workers(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     items = [preprocessed_session(out, ses) for ses in ("1", "2")]
-    run = settings(out, participant.load_model())
+    run = settings(out, cohort.load_model())
     progress = Progress({t.ident: t.label for t in items}, quiet=True)
     for outcome in progress.outcomes.values():
         outcome.status = "ok"
@@ -203,7 +203,7 @@ def test_the_participant_workflow_scores_each_t1w_after_its_sink(tmp_path):
     from bids_pscore.preprocess.workflow import init_participant_wf
 
     items = [bids.T1wInput(tmp_path / f"sub-0{s}_T1w.nii.gz", f"sub-0{s}/anat/sub-0{s}_T1w.nii.gz", {"sub": f"0{s}"}) for s in (1, 2)]
-    run = settings(tmp_path / "out", participant.load_model())
+    run = settings(tmp_path / "out", cohort.load_model())
     wf = init_participant_wf(items, tmp_path / "out", PreprocParams(), {"template": "t.nii.gz", "coarse_template": "c.nii.gz"}, "top_wf",
                              extend=run.attach)  # fmt: skip
     flat = wf._create_flat_graph()
@@ -215,4 +215,4 @@ def test_the_participant_workflow_scores_each_t1w_after_its_sink(tmp_path):
         assert chain[0] in before[chain[1]] and chain[2] in before[chain[3]] and chain[3] in before[chain[4]] and chain[4] in before[chain[5]]
         scoring = nodes[chain[3]]
         assert not scoring.run_without_submitting and scoring.mem_gb == scoring_wf.SCORING_MEM_GB  # a worker's, or a job's
-        assert scoring.inputs.model_checksum == participant.load_model().metadata["metadata_sha256"]
+        assert scoring.inputs.model_checksum == cohort.load_model().metadata["metadata_sha256"]

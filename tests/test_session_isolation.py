@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_pscore import bids, participant, qc, results, scoring, viz
+from bids_pscore import bids, cohort, participant, qc, results, scoring, viz
 from bids_pscore.cli import run as cli
 from bids_pscore.derivatives import layout, session_files
 from bids_pscore.errors import OutputNotWritableError
@@ -70,7 +70,7 @@ def test_a_session_failing_at_scoring_fails_alone_and_the_others_are_scored_and_
 def test_an_interrupted_rescore_leaves_no_new_tables_beside_an_old_summary(tmp_path, monkeypatch, caplog):
     """The summary is what the group level and the reports take for a whole set: a rescore killed
     after its first tables must not leave the earlier run's summary beside them."""
-    bundle, gate_off = participant.load_model(), qc.parse_bounds("off")  # a box, no head
+    bundle, gate_off = cohort.load_model(), qc.parse_bounds("off")  # a box, no head
     item = preprocessed_session(tmp_path, "1")
     scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
     paths = layout.session_outputs(item.entities, TEMPLATE, layout.PSCORE)

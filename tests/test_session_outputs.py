@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_pscore import participant, qc, scoring
+from bids_pscore import cohort, participant, qc, scoring
 from bids_pscore.bids import T1wInput
 from bids_pscore.derivatives import layout, session_files
 from bids_pscore.grid import GRID_AFFINE, GRID_SHAPE
@@ -51,7 +51,7 @@ def on_disk(out, sub):
 def test_what_a_scored_session_leaves_is_what_the_description_names_and_removal_takes_exactly_that(tmp_path):
     out = tmp_path / "out"
     items = [sunk_session(out, tmp_path / "scratch" / str(i), entities) for i, entities in enumerate(ENTITIES)]
-    bundle = participant.load_model()
+    bundle = cohort.load_model()
     assert bundle.metadata.get("relevance") and bundle.normative is not None, "the demo model should write every kind of output"
     results, stopped = scoring.score_sessions(items, out, bundle, TEMPLATE, qc.parse_bounds("off"), tmp_path / "logs")  # boxes, no heads
     assert not stopped

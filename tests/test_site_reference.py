@@ -11,10 +11,10 @@ import pytest
 from bids_pscore import errors, pscore
 from bids_pscore.atlas import atlas_on_grid
 from bids_pscore.cli.normative import main as normative_main
+from bids_pscore.cohort import DEMO_MODEL
 from bids_pscore.derivatives import layout
 from bids_pscore.inference import score_image
 from bids_pscore.model.bundle import load_bundle
-from bids_pscore.participant import DEMO_MODEL
 from bids_pscore.preprocess.steps import template_on_grid
 
 from .helpers import make_bids, small_image

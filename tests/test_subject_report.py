@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from bids_pscore import participant, qc, scoring
+from bids_pscore import cohort, participant, qc, scoring
 from bids_pscore.atlas import region_table
 from bids_pscore.bids import T1wInput
 from bids_pscore.derivatives import layout
@@ -48,7 +48,7 @@ def preprocessed_session(out, ses, sub="01"):
 
 
 def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_report(tmp_path, caplog):
-    bundle = participant.load_model()
+    bundle = cohort.load_model()
     first, second, other_model = (preprocessed_session(tmp_path, ses) for ses in ("1", "2", "3"))
     gate_off = qc.parse_bounds("off")  # boxes, not heads
     scoring.score_sessions([first, other_model], tmp_path, bundle, TEMPLATE, gate_off, tmp_path / "logs")
@@ -72,7 +72,7 @@ def test_a_run_of_one_session_keeps_the_other_scored_sessions_in_the_subject_rep
 
 
 def test_the_report_of_a_scored_session_says_what_a_reader_needs(tmp_path):
-    bundle = participant.load_model()
+    bundle = cohort.load_model()
     item = preprocessed_session(tmp_path, "1")
     results, _ = scoring.score_sessions([item], tmp_path, bundle, TEMPLATE, qc.parse_bounds("off"), tmp_path / "logs")
     for run, scored in (("20000101-000000_0123abcd", item.relpath), ("20000101-120000_89abcdef", "sub-01/anat/sub-01_T1w.nii.gz")):

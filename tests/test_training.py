@@ -150,8 +150,8 @@ def test_scanner_augmentation_by_hand():
 
 def test_a_model_json_from_before_scanner_augmentation_still_loads(tmp_path):
     """The demo model was trained before it; should it be trained again, its keys are taken out here."""
+    from bids_pscore.cohort import DEMO_MODEL
     from bids_pscore.model.bundle import load_bundle, metadata_sha256
-    from bids_pscore.participant import DEMO_MODEL
 
     model = Path(shutil.copytree(DEMO_MODEL, tmp_path / "model"))
     meta = json.loads((model / "model.json").read_text())
