@@ -24,11 +24,12 @@ STOPPED_BY = {
     "halfhead": "template_correlation",
     "rotated": "template_correlation",
 }
-# the tissue standardisation needs the template's grey and white matter in the brain, the white brighter: these two stop there,
-# before the gate can measure them (under the percentile the gate stopped them: wm_gm_ratio and brain_volume_ml)
+# (step, reason) of the two stopped before the gate can measure them: deepbet finds no brain in the block (with --skull-strip-t1w
+# auto it took the block for a stripped brain and the normalisation stopped it), and the tissue standardisation needs the white
+# matter brighter than the grey (under the percentile the gate stopped them: brain_volume_ml and wm_gm_ratio)
 STOPPED_IN_PREPROCESSING = {
-    "t2like": "white matter (345.9) is not brighter than grey matter (770.9) after registration: not a T1w contrast",
-    "block": "the brain mask on the grid misses the template's grey or white matter",
+    "t2like": ("normalise", "white matter (345.9) is not brighter than grey matter (770.9) after registration: not a T1w contrast"),
+    "block": ("skullstrip", "skull stripping (deepbet) found no brain in the image: it is not a T1w of a head"),
 }
 
 
@@ -50,12 +51,12 @@ def test_meaningless_images_are_measured_and_not_scored_while_the_head_is(tmp_pa
     assert code == 1
     t1w = {t.entities["sub"]: t for t in bids.find_t1w(bids.load_layout(bids_dir, validate=False))}
     assert t1w.keys() == {"01", *STOPPED_BY, *STOPPED_IN_PREPROCESSING}
-    for name, reason in STOPPED_IN_PREPROCESSING.items():
+    for name, (step, reason) in STOPPED_IN_PREPROCESSING.items():
         item = t1w.pop(name)
         assert not (out / layout.output_path(item.entities, "qc")).exists(), name
         assert not any((out / p).exists() for p in layout.session_outputs(item.entities, TEMPLATE, *layout.SCORING_STEPS).values()), name
-        assert f"{item.label}: normalise: InputImageError: {reason}" in printed
-        assert "failed at step normalise: InputImageError: " in (out / f"sub-{name}.html").read_text()
+        assert f"{item.label}: {step}: InputImageError: {reason}" in printed
+        assert f"failed at step {step}: InputImageError: " in (out / f"sub-{name}.html").read_text()
     records = {sub: json.loads((out / layout.output_path(item.entities, "qc")).read_text()) for sub, item in t1w.items()}
     assert all(r["Thresholds"] == {k: list(v) for k, v in qc.DEFAULT_BOUNDS.items()} for r in records.values())
     assert records["01"]["Passed"] and records["01"]["Failures"] == [], records["01"]

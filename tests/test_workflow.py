@@ -12,6 +12,7 @@ import pytest
 from bids_pscore import bids
 from bids_pscore.cli.run import main
 from bids_pscore.derivatives import layout, sidecars
+from bids_pscore.errors import InputImageError
 from bids_pscore.grid import GRID_VOXEL_MM, is_on_grid
 from bids_pscore.model.preprocessing import PreprocParams
 from bids_pscore.preprocess import steps
@@ -150,6 +151,11 @@ def test_skull_strip_modes_take_the_non_zero_region_or_run_deepbet():
     assert not stripped
     forced = np.asarray(mask.dataobj) > 0
     assert dice(forced, inside) > 0.8 and not np.array_equal(forced, inside)
+    # where deepbet finds no brain (a 12-voxel block), the T1w stops with a one-line reason, not deepbet's bare ValueError
+    speck = np.zeros(inside.shape, np.float32)
+    speck[60:63, 70:72, 60:62] = 100.0
+    with pytest.raises(InputImageError, match="found no brain in the image"):
+        strip(steps.as_image(speck, template.affine), mode="force")
 
 
 def test_registration_levels_halve_the_spacing_and_skip_trailing_levels_of_no_iterations():

@@ -185,8 +185,11 @@ def brain_mask(img, stripped_max_volume_ml, network_size, n_threads=1, mode=SKUL
     # deepbet's weights ship inside its wheel: nothing is downloaded. Its run() without the file
     # handling, to choose the network's input size; the image is already in RAS+, as run() wants it
     extractor = BrainExtraction(no_gpu=True)
-    probability = extractor.run_model(data.copy(), shape=(int(network_size),) * 3)
-    mask = extractor.postprocess(probability > 0.5)
+    try:
+        probability = extractor.run_model(data.copy(), shape=(int(network_size),) * 3)
+        mask = extractor.postprocess(probability > 0.5)
+    except ValueError:  # deepbet keeps the largest part of what it found: where it found none, numpy's bare "argmax of an empty sequence"
+        raise InputImageError("skull stripping (deepbet) found no brain in the image: it is not a T1w of a head") from None
     return as_image(mask, img.affine), False
 
 
