@@ -65,9 +65,9 @@ FLAG_TEXT = {
 
 def truth_rows(ordered, flags, flag_kind, truth, labels):
     """(header, rows) of the sessions' truth beside their results when bids_pscore-synth made the
-    dataset (``truth``: groundtruth.read_truth), else None."""
-    from .groundtruth import check_flags
+    dataset (``truth``: synth.truth.read_truth), else None."""
     from .report.html import TRUTH_COLUMNS, truth_cells
+    from .synth.truth import check_flags
 
     rows = []
     for k, session in enumerate(ordered.itertuples()):
@@ -84,8 +84,8 @@ def run_group(config):
     exit code (1 when damaged outputs were left out)."""
     from .atlas import region_table
     from .derivatives.dataset_files import write_group_tables
-    from .groundtruth import read_truth
     from .report.group import write_group_report
+    from .synth.truth import read_truth
 
     options, output_dir, selection = config.group, Path(config.output_dir), config.selection
     # reading refuses an empty folder or mixed models before anything is written

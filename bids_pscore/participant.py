@@ -74,9 +74,9 @@ def participant_run(config, console):
     from .citation import write_citation
     from .derivatives import dataset_files, session_files
     from .derivatives import layout as derivatives_layout
-    from .groundtruth import checked_sessions, read_truth, subject_sentences
     from .model.bundle import model_warnings
     from .preprocess.workflow import workflow_name
+    from .synth.truth import checked_sessions, read_truth, subject_sentences
     from .workflows import SCORING_NODES, ScoringSettings
 
     selection = config.selection
@@ -172,9 +172,9 @@ def rebuild_reports(t1w_inputs, config):
     """--reports-only: the reports and the methods text drawn again from the outputs on disk; the
     derivatives are read, never written. Sessions without outputs are named as not scored."""
     from .citation import write_citation
-    from .groundtruth import read_truth
     from .progress import Outcome
     from .report.participant import write_subject_reports
+    from .synth.truth import read_truth
 
     output_dir = Path(config.output_dir)
     bundle = load_model(config.model)

@@ -16,9 +16,9 @@ from bids_pscore.atlas import region_table
 from bids_pscore.cli import run as cli
 from bids_pscore.cli import synth as synth_cli
 from bids_pscore.derivatives import layout
-from bids_pscore.groundtruth import ATROPHIED_FROM, read_truth
 from bids_pscore.synth import GROUNDTRUTH
 from bids_pscore.synth.demo import DEMO_COURSE, DEMO_HEADS, demo_labels, held_out_labels, validation_labels
+from bids_pscore.synth.truth import ATROPHIED_FROM, read_truth
 
 from .helpers import SHARED_DATA, needs
 
@@ -169,7 +169,7 @@ def test_quick_start_calls_the_healthy_head_control_and_the_atrophied_one_ad_and
 def test_truth_is_read_only_from_what_bids_pscore_synth_made_and_flags_are_split_into_hits_misses_and_false(demo, tmp_path):
     import shutil
 
-    from bids_pscore.groundtruth import check_flags
+    from bids_pscore.synth.truth import check_flags
 
     truth = read_truth(demo)[("sub-01", "ses-1")]
     labels = region_table()["label"].to_numpy()
@@ -188,8 +188,8 @@ def test_truth_is_read_only_from_what_bids_pscore_synth_made_and_flags_are_split
 
 
 def test_a_truth_table_names_the_largest_misses_and_counts_the_rest():
-    from bids_pscore.groundtruth import SessionTruth, check_flags
     from bids_pscore.report.html import MISSES_LISTED, truth_cells
+    from bids_pscore.synth.truth import SessionTruth, check_flags
 
     labels = region_table()["label"].to_numpy()
     loss = np.zeros(len(labels))

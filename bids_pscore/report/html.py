@@ -52,11 +52,11 @@ MISSES_LISTED = 8
 
 
 def truth_cells(session_truth, predicted_class, ad_probability, check, kind):
-    """A session's truth beside its result, as TRUTH_COLUMNS (groundtruth.check_flags made ``check``)."""
-    from ..groundtruth import called_right
+    """A session's truth beside its result, as TRUTH_COLUMNS (synth.truth.check_flags made ``check``)."""
+    from ..synth.truth import called_right
 
     def listed(regions, at_most=None):
-        shown = regions[:at_most]  # largest loss first (groundtruth.check_flags)
+        shown = regions[:at_most]  # largest loss first (synth.truth.check_flags)
         text = ", ".join(f"{region_name(label)}: lost {loss:.0%}" for label, loss in shown) or "none"
         more = len(regions) - len(shown)
         # the misses run to 80 regions or more: the largest, then a count (the truth's regions.tsv has them all)
@@ -67,7 +67,7 @@ def truth_cells(session_truth, predicted_class, ad_probability, check, kind):
 
 
 def truth_note():
-    from ..groundtruth import ATROPHIED_FROM
+    from ..synth.truth import ATROPHIED_FROM
 
     return (f"This dataset was made by bids_pscore-synth: its ground truth (derivatives/groundtruth) says what each session truly is. "
             f"A region counts as truly atrophied when it lost {ATROPHIED_FROM:.0%} or more of its volume (disease, ageing and the "

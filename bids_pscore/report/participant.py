@@ -261,7 +261,7 @@ def summary_row(result, with_normative):
 def truth_section(results, truth):
     """The truth of a dataset bids_pscore-synth made beside the subject's results, or None."""
     from ..atlas import region_table
-    from ..groundtruth import checked_sessions, subject_sentences
+    from ..synth.truth import checked_sessions, subject_sentences
 
     checked = checked_sessions(results, truth or {}, region_table()["label"].to_numpy())
     if not checked:
@@ -273,7 +273,7 @@ def truth_section(results, truth):
 def write_subject_report(output_dir, subject, t1w_inputs, results, failed, metadata, template, weights_fig, run_info, truth=None):
     """Write sub-<subject>.html (``templates/subject.html``) and its figures; return the report's
     path relative to the output folder. ``weights_fig`` is the model's figure, drawn once, and its
-    caption; ``truth`` (groundtruth.read_truth), when given, is shown beside the results."""
+    caption; ``truth`` (synth.truth.read_truth), when given, is shown beside the results."""
     out = Path(output_dir)
     lambda_ = metadata["reference"]["lambda"]
     warnings = model_warnings(metadata)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atlas import N_REGIONS
-from .bids import dataset_description
-from .synth import GROUNDTRUTH
+from ..atlas import N_REGIONS
+from ..bids import dataset_description
+from . import GROUNDTRUTH
 
 MAKER = "bids_pscore-synth"
 # a region counts as truly atrophied from this true volume loss (disease, ageing and the ventricles'
