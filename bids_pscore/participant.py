@@ -76,7 +76,7 @@ def participant_run(config, console):
     from .derivatives import layout as derivatives_layout
     from .model.bundle import model_warnings
     from .preprocess.workflow import workflow_name
-    from .synth.truth import checked_sessions, read_truth, subject_sentences
+    from .report.participant import truth_check
     from .workflows import SCORING_NODES, ScoringSettings
 
     selection = config.selection
@@ -129,17 +129,13 @@ def participant_run(config, console):
     # every T1w of the run's subjects, whatever --session-label or --bids-filter-file selected
     subject_t1w = bids.find_t1w(layout, sorted({t.entities["sub"] for t in t1w_inputs}))
     log.info("drawing the reports of %d subject(s) (figures take a few seconds each)", len({t.entities["sub"] for t in t1w_inputs}))
-    truth = read_truth(config.bids_dir)
     reports, unwritten = write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, bundle.metadata, params.template,
-                                           run_info(config, started), truth, record_dir)  # fmt: skip
+                                           run_info(config, started), config.bids_dir, record_dir)  # fmt: skip
     report_failures(output_dir, unwritten, log_dir)
     citation = write_citation(output_dir, params, bundle.metadata, config.execution.skull_strip_t1w)
     log.log(RESULT, "reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
-    if truth:
-        from .atlas import region_table
-
-        for sentence in subject_sentences(checked_sessions(results, truth, region_table()["label"].to_numpy())):
-            log.log(RESULT, "%s", sentence)
+    for sentence in truth_check(results, config.bids_dir):  # none unless bids_pscore-synth made the dataset
+        log.log(RESULT, "%s", sentence)
     if failed:
         log.warning("%d of %d T1w not scored:\n%s", len(failed), len(t1w_inputs), "\n".join(
             f"  {o.label}: {o.failed_step or o.status}: {o.message}" + (f" [log: {o.log}]" if o.log else "") for o in failed.values()))  # fmt: skip
@@ -155,16 +151,17 @@ def report_failures(output_dir, unwritten, log_dir=None):
                     Path(output_dir) / name, in_one_line(exc), f" [log: {crash}]" if crash else "")  # fmt: skip
 
 
-def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info, truth=None, record_dir=None):
+def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, metadata, template, info, bids_dir=None, record_dir=None):
     """The reports of a run's subjects, each with every session scored in the output folder: this run's
     ``results`` and those of ``subject_t1w`` that earlier runs scored with this model (a run of one
-    session must not drop the others from the subject's report). ``record_dir`` (in the workflow's folder)
+    session must not drop the others from the subject's report). ``bids_dir``: the dataset, whose truth
+    the reports show when bids_pscore-synth made it. ``record_dir`` (in the workflow's folder)
     keeps which model the model's figure was drawn for."""
     from .report.participant import write_subject_reports
 
     earlier = earlier_results(output_dir, [t for t in subject_t1w if t not in t1w_inputs], template, metadata)
     every = sorted(results + earlier, key=lambda r: r.t1w.relpath)
-    return write_subject_reports(output_dir, t1w_inputs + [r.t1w for r in earlier], every, failed, metadata, template, info, truth,
+    return write_subject_reports(output_dir, t1w_inputs + [r.t1w for r in earlier], every, failed, metadata, template, info, bids_dir,
                                  None if record_dir is None else Path(record_dir) / "model_figure.json")  # fmt: skip
 
 
@@ -174,7 +171,6 @@ def rebuild_reports(t1w_inputs, config):
     from .citation import write_citation
     from .progress import Outcome
     from .report.participant import write_subject_reports
-    from .synth.truth import read_truth
 
     output_dir = Path(config.output_dir)
     bundle = load_model(config.model)
@@ -195,7 +191,7 @@ def rebuild_reports(t1w_inputs, config):
         raise NoT1wError(f"{output_dir}: holds no outputs of the selected T1w; run the participant level first")
     remove_stale_temporaries(output_dir)
     reports, unwritten = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
-                                               run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), read_truth(config.bids_dir))  # fmt: skip
+                                               run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), config.bids_dir)  # fmt: skip
     report_failures(output_dir, unwritten)
     citation = write_citation(output_dir, params, bundle.metadata, config.execution.skull_strip_t1w)
     log.log(

@@ -2,8 +2,10 @@
 dataset bids_pscore-synth makes from them, and (slow) the quick start run on it checked against its truth."""
 
 import filecmp
+import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -201,3 +203,38 @@ def test_a_truth_table_names_the_largest_misses_and_counts_the_rest():
     assert hits.startswith(f"{labels[19]} (") and hits.endswith("lost 30%") and false_flags == "none"
     assert misses.startswith(f"19 regions; the {MISSES_LISTED} largest losses: {labels[18]} (") and f"; and {19 - MISSES_LISTED} more" in misses
     assert f"{labels[18 - MISSES_LISTED]} (" not in misses and f"{labels[18 - MISSES_LISTED + 1]} (" in misses
+
+
+@pytest.fixture
+def made_truth(tmp_path):
+    """A dataset folder with only the truth bids_pscore-synth writes: sub-01 AD (two regions lost, one of them a label
+    that holds spaces), sub-02 CN; and the labels, the spaced one's index and its neighbour's."""
+    from bids_pscore.synth.truth import MAKER
+
+    labels = region_table()["label"].to_numpy()
+    spaced = int(np.flatnonzero(labels == "L.TE1.0 and TE1.2")[0])
+    root = tmp_path / GROUNDTRUTH
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "truth", "GeneratedBy": [{"Name": MAKER}]}))
+    pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "session_id": ["ses-1", "ses-1"], "group": ["AD", "CN"], "subtype": ["typical", "none"],
+                  "disease_stage": [3.0, np.nan]}).to_csv(root / "sessions.tsv", sep="\t", index=False, na_rep="n/a")  # fmt: skip
+    pd.DataFrame({"participant_id": "sub-01", "session_id": "ses-1", "index": [spaced + 1, 1], "volume_loss": [0.3, 0.2]}).to_csv(
+        root / "regions.tsv", sep="\t", index=False
+    )
+    return tmp_path, labels, spaced
+
+
+def test_the_truth_check_says_a_sentence_per_subject_with_a_truth_and_nothing_without_one(made_truth, tmp_path):
+    from bids_pscore.report.participant import truth_check
+
+    folder, labels, spaced = made_truth
+    scored = [("01", "AD", 0.9, [labels[spaced], labels[5]]), ("02", "control", 0.2, []), ("03", "AD", 0.8, [])]  # sub-03: no truth
+    results = [SimpleNamespace(t1w=SimpleNamespace(entities={"sub": sub, "ses": "1"}), predicted_class=called, ad_probability=p,
+                               degenerative=flagged, normative=None) for sub, called, p, flagged in scored]  # fmt: skip
+    assert truth_check(results, folder) == [
+        "truth check, sub-01: truly AD, typical subtype, stage 3.0; called AD in 1 of 1 session(s) (AD probability 0.90); its patent flags "
+        "found 1 of 2 truly atrophied regions (lost 10% or more), with 1 false flag(s)",
+        "truth check, sub-02: truly healthy (CN); called control in 1 of 1 session(s) (AD probability 0.20); no region truly lost 10% or "
+        "more, and its patent flags made 0 false flag(s)",
+    ]
+    assert truth_check(results, tmp_path / "another dataset") == []

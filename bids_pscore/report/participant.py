@@ -258,12 +258,27 @@ def summary_row(result, with_normative):
     return row
 
 
+def checked_against_truth(results, truth):
+    """synth.truth.checked_sessions of ``results`` against ``truth`` (synth.truth.read_truth's, or None)."""
+    from ..atlas import region_table
+    from ..synth.truth import checked_sessions
+
+    return checked_sessions(results, truth or {}, region_table()["label"].to_numpy())
+
+
+def truth_check(results, bids_dir):
+    """One sentence per subject on ``results`` against the truth of ``bids_dir`` (the participant level's last
+    lines), or [] when bids_pscore-synth did not make the dataset."""
+    from ..synth.truth import read_truth, subject_sentences
+
+    return subject_sentences(checked_against_truth(results, read_truth(bids_dir)))
+
+
 def truth_section(results, truth):
     """The truth of a dataset bids_pscore-synth made beside the subject's results, or None."""
-    from ..atlas import region_table
-    from ..synth.truth import checked_sessions, subject_sentences
+    from ..synth.truth import subject_sentences
 
-    checked = checked_sessions(results, truth or {}, region_table()["label"].to_numpy())
+    checked = checked_against_truth(results, truth)
     if not checked:
         return None
     return {"note": truth_note(), "sentences": subject_sentences(checked), "header": ("session", *TRUTH_COLUMNS),
@@ -320,11 +335,12 @@ def model_figure_record(path, metadata):
     return {"model": metadata["metadata_sha256"], "bids_pscore": __version__, "sha256": sha256(path)}
 
 
-def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template, run_info, truth=None, model_figure_kept_in=None):
+def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, template, run_info, bids_dir=None, model_figure_kept_in=None):
     """One report per subject of ``t1w_inputs``; returns the paths of those written, relative to the
     output folder, and {report name: exception} of those that could not be (each subject on its own).
 
-    ``run_info`` ({name: value}: command line, date, version) is shown in every report. The model's
+    ``run_info`` ({name: value}: command line, date, version) is shown in every report; so is the truth
+    of ``bids_dir`` beside the results when bids_pscore-synth made the dataset. The model's
     figure is drawn again unless the record ``model_figure_kept_in`` (in the work folder) says it is
     the one this model and version draw."""
     import contextlib
@@ -333,6 +349,7 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
     from ..errors import OutputNotWritableError
     from ..grid import N_CUBES, paint_cubes
     from ..preprocess.steps import template_on_grid
+    from ..synth.truth import read_truth
 
     # the model's figure is the same for every subject: drawn once, beside the reports
     weights_path = layout.MODEL_FIGURE
@@ -354,6 +371,7 @@ def write_subject_reports(output_dir, t1w_inputs, results, failed, metadata, tem
                 write_json(model_figure_kept_in, model_figure_record(path, metadata))
     weights_fig = (weights_path.as_posix(), f"Per-cube weights w_c of the meta-classifier over the template ({colours}); the "
                                             f"{N_CUBES - len(metadata['selected_cubes'])} cubes the model does not use are blank.")  # fmt: skip
+    truth = None if bids_dir is None else read_truth(bids_dir)  # read once for every subject
     written, unwritten = [], {}
     for sub in sorted({t.entities["sub"] for t in t1w_inputs}):
         try:
