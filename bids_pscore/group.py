@@ -63,29 +63,12 @@ FLAG_TEXT = {
 }
 
 
-def truth_rows(ordered, flags, flag_kind, truth, labels):
-    """(header, rows) of the sessions' truth beside their results when bids_pscore-synth made the
-    dataset (``truth``: synth.truth.read_truth), else None."""
-    from .report.html import TRUTH_COLUMNS, truth_cells
-    from .synth.truth import check_flags
-
-    rows = []
-    for k, session in enumerate(ordered.itertuples()):
-        session_truth = (truth or {}).get((session.participant_id, session.session_id))
-        if session_truth is not None:
-            check = check_flags(flags[k], session_truth, labels)
-            rows.append((session.participant_id, session.session_id,
-                         *truth_cells(session_truth, session.predicted_class, session.ad_probability, check, flag_kind)))  # fmt: skip
-    return (("subject", "session", *TRUTH_COLUMNS), rows) if rows else None
-
-
 def run_group(config):
     """Group level (SPEC section 9) over the participant outputs in the output folder; returns the
     exit code (1 when damaged outputs were left out)."""
     from .atlas import region_table
     from .derivatives.dataset_files import write_group_tables
     from .report.group import write_group_report
-    from .synth.truth import read_truth
 
     options, output_dir, selection = config.group, Path(config.output_dir), config.selection
     # reading refuses an empty folder or mixed models before anything is written
@@ -130,8 +113,8 @@ def run_group(config):
     # what every sidecar says beside its columns
     notes = {**({"Selection": subset} if subset else {}), **({"Warnings": said} if said else {}), **minimums}
     written = write_group_tables(folder, tables, options.normalisation, lambda_, model, flag_kind, flag_cutoff, notes)
-    truth = truth_rows(ordered, flags, flag_kind, read_truth(config.bids_dir), np.asarray(regions["label"]))
-    write_group_report(folder, tables, traj_scores, flag_cutoff, model, options, flag_kind, truth, warnings, comparison_note, subset, minimums)
+    write_group_report(folder, tables, traj_scores, flag_cutoff, model, options, flag_kind, config.bids_dir, warnings, comparison_note, subset,
+                       minimums)  # fmt: skip
     log.log(RESULT, "group: %d sessions of %d subjects (%d predicted AD); tables and report in %s", len(ordered),
             ordered["participant_id"].nunique(), predicted_ad.sum(), written)  # fmt: skip
     return EXIT_SESSION_FAILED if damaged else EXIT_OK

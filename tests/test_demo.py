@@ -238,3 +238,30 @@ def test_the_truth_check_says_a_sentence_per_subject_with_a_truth_and_nothing_wi
         "more, and its patent flags made 0 false flag(s)",
     ]
     assert truth_check(results, tmp_path / "another dataset") == []
+
+
+def test_the_group_report_checks_each_t1w_flags_against_the_truth_labels_with_spaces_too(made_truth, tmp_path):
+    from bids_pscore.report.group import truth_section
+    from bids_pscore.report.html import TRUTH_COLUMNS, truth_cells
+    from bids_pscore.synth.truth import check_flags
+
+    folder, labels, spaced = made_truth
+    # sub-01's session has two T1w (run-2 flags nothing), sub-02 one, sub-03 has no truth
+    t1w = ["sub-01_ses-1_run-1", "sub-01_ses-1_run-2", "sub-02_ses-1", "sub-03_ses-1"]
+    flags = np.zeros((len(t1w), len(labels)), bool)
+    flags[0, [spaced, 5]] = flags[2, 1] = flags[3, 1] = True
+    sessions = pd.DataFrame({"participant_id": ["sub-01", "sub-01", "sub-02", "sub-03"], "session_id": "ses-1", "t1w": t1w,
+                             "predicted_class": ["AD", "AD", "control", "AD"], "ad_probability": [0.9, 0.7, 0.2, 0.8],
+                             "degenerative_regions": [" ".join(labels[f]) for f in flags]})  # fmt: skip
+    regions = pd.DataFrame({"t1w": np.repeat(t1w, len(labels)), "label": np.tile(labels, len(t1w)), "degenerative": flags.ravel()})
+    section = truth_section(sessions, regions, "patent", folder)
+    truth = read_truth(folder)
+    # as the group level checked them from its flags, a row per T1w with a truth, in the sessions' order
+    assert section["header"] == ("subject", "session", *TRUTH_COLUMNS)
+    assert section["rows"] == [
+        (s.participant_id, s.session_id, *truth_cells(truth[(s.participant_id, s.session_id)], s.predicted_class, s.ad_probability,
+                                                      check_flags(f, truth[(s.participant_id, s.session_id)], labels), "patent"))
+        for s, f in zip(sessions.itertuples(), flags[:3])
+    ]  # fmt: skip
+    assert section["rows"][0][6].startswith(f"{labels[spaced]} (") and section["rows"][1][6] == "none"
+    assert truth_section(sessions, regions, "patent", tmp_path / "another dataset") is None

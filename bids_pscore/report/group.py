@@ -7,7 +7,7 @@ import numpy as np
 from .. import viz
 from ..derivatives import layout
 from ..fileio import write_text
-from .html import frame_rows, render, truth_note
+from .html import TRUTH_COLUMNS, frame_rows, render, truth_cells, truth_note
 
 # rows shown of each table (the TSV files hold them all), and bars of the frequency chart
 TOP = 20
@@ -17,11 +17,11 @@ BARS = 25
 FIGURES = ("whole_brain_by_group", "degeneration_frequency_bars", "degeneration_frequency_map", "trajectories_plot", "onset_order_plot")
 
 
-def write_group_report(folder, tables, norm, flag_cutoff, model, options, flags, truth, warnings, comparison_note, subset, minimums):
+def write_group_report(folder, tables, norm, flag_cutoff, model, options, flags, bids_dir, warnings, comparison_note, subset, minimums):
     """Figures and report.html in ``folder`` (group.group_folder); returns the report's path. ``norm`` and
     ``flag_cutoff`` are what the trajectories follow: normalised scores and lambda with patent
-    flags, grey-level z and the calibrated threshold with normative ones. ``truth``: (header, rows)
-    of the sessions' truth beside their results (group.truth_rows), or None. ``warnings``: the
+    flags, grey-level z and the calibrated threshold with normative ones. ``bids_dir``: the dataset,
+    whose truth the report shows beside the results when bids_pscore-synth made it. ``warnings``: the
     model's and the analysis' (shown at the top); ``comparison_note``: why there is no comparison of
     the groups, or None; ``subset``: the sentence saying which subset this is, or None; ``minimums``: the
     analysis' rules as the tables' sidecars state them (MinimumCohortSessions, and MinimumSubjectsPerGroup with labels)."""
@@ -51,11 +51,34 @@ def write_group_report(folder, tables, norm, flag_cutoff, model, options, flags,
         sets=frame_rows(tables["sets"], list(tables["sets"].columns), TOP),
         onset=frame_rows(involved, onset_columns, TOP) if len(involved) else None, no_onset=no_onset,
         comparison=comparison_section(tables, options, comparison_note),
-        truth={"note": truth_note(), "header": truth[0], "rows": truth[1]} if truth else None,
+        truth=truth_section(sessions, tables["regions"], flags, bids_dir),
     )  # fmt: skip
     path = folder / layout.GROUP_FILES["report"]
     write_text(path, page)
     return path
+
+
+def truth_section(sessions, regions, flag_kind, bids_dir):
+    """The truth of ``bids_dir`` beside each T1w's result in the sessions and regions tables, its ``flag_kind``
+    flags checked, when bids_pscore-synth made the dataset; else None."""
+    from ..atlas import region_table
+    from ..synth.truth import check_flags, read_truth
+
+    truth = read_truth(bids_dir)
+    if not truth:
+        return None
+    labels = region_table()["label"].to_numpy()
+    # the flagged labels of each T1w (a session may have two) from the regions table, not split from degenerative_regions:
+    # that joins them with spaces, and two labels hold one ("L.TE1.0 and TE1.2")
+    flagged = regions.loc[regions["degenerative"], ["t1w", "label"]].groupby("t1w")["label"].agg(list)
+    rows = []
+    for session in sessions.itertuples():
+        session_truth = truth.get((session.participant_id, session.session_id))
+        if session_truth is not None:
+            check = check_flags(np.isin(labels, flagged.get(session.t1w, [])), session_truth, labels)
+            rows.append((session.participant_id, session.session_id,
+                         *truth_cells(session_truth, session.predicted_class, session.ad_probability, check, flag_kind)))  # fmt: skip
+    return {"note": truth_note(), "header": ("subject", "session", *TRUTH_COLUMNS), "rows": rows} if rows else None
 
 
 def draw_whole_brain_by_group(fig_dir, sessions, normalisation):
