@@ -1,9 +1,10 @@
-"""The truth of a dataset that bids_pscore-synth made, to show beside what the app found.
+"""The reader of the truth bids_pscore-synth writes, kept beside its writer: what a dataset it made truly is, to show next to what the app found.
 
 ``read_truth`` is the one place that reads ``derivatives/groundtruth``, and only when its
 ``dataset_description.json`` names bids_pscore-synth as its maker (a real dataset's derivatives are
 never taken for a truth). The rest is pure: which flags fall on truly atrophied regions, and the
-sentence that says it for a subject.
+sentence that says it for a subject. Only the reports use it (and the tests and benchmarks): the
+runtime path never reads the truth, an import-linter contract in pyproject.toml holds it.
 """
 
 from dataclasses import dataclass
