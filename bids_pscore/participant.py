@@ -76,7 +76,6 @@ def participant_run(config, console):
     from .derivatives import layout as derivatives_layout
     from .model.bundle import model_warnings
     from .preprocess.workflow import workflow_name
-    from .report.participant import truth_check
     from .workflows import SCORING_NODES, ScoringSettings
 
     selection = config.selection
@@ -134,6 +133,9 @@ def participant_run(config, console):
     report_failures(output_dir, unwritten, log_dir)
     citation = write_citation(output_dir, params, bundle.metadata, config.execution.skull_strip_t1w)
     log.log(RESULT, "reports: %s; methods and citations: %s", ", ".join(str(output_dir / r) for r in reports), citation)
+    # imported here, as in write_run_reports: the reports' module loads matplotlib, which the run needs no sooner
+    from .report.participant import truth_check
+
     for sentence in truth_check(results, config.bids_dir):  # none unless bids_pscore-synth made the dataset
         log.log(RESULT, "%s", sentence)
     if failed:
