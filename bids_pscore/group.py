@@ -14,6 +14,7 @@ import pandas as pd
 
 from .config import write_config
 from .derivatives import layout
+from .derivatives.columns import REGION_SEPARATOR
 from .errors import EXIT_OK, EXIT_SESSION_FAILED, UsageError
 from .fileio import remove_stale_temporaries
 from .group_sessions import read_participant_outputs, select_summaries, sessions_in_order
@@ -147,7 +148,7 @@ def group_tables(ordered, raw, reference_norm, cohort_norm, flags, traj_scores, 
     ordered["normalisation"] = options.normalisation
     ordered["flags"] = flag_kind
     ordered["n_degenerative"] = flags.sum(axis=1)
-    ordered["degenerative_regions"] = [" ".join(labels[f]) for f in flags]
+    ordered["degenerative_regions"] = [REGION_SEPARATOR.join(labels[f]) for f in flags]
     traj = trajectories(ordered, traj_scores, flags, regions)
     return {
         "sessions": ordered.drop(columns=["sub", "ses", "row", "lambda"]),

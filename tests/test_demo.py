@@ -252,7 +252,7 @@ def test_the_group_report_checks_each_t1w_flags_against_the_truth_labels_with_sp
     flags[0, [spaced, 5]] = flags[2, 1] = flags[3, 1] = True
     sessions = pd.DataFrame({"participant_id": ["sub-01", "sub-01", "sub-02", "sub-03"], "session_id": "ses-1", "t1w": t1w,
                              "predicted_class": ["AD", "AD", "control", "AD"], "ad_probability": [0.9, 0.7, 0.2, 0.8],
-                             "degenerative_regions": [" ".join(labels[f]) for f in flags]})  # fmt: skip
+                             "degenerative_regions": ["; ".join(labels[f]) for f in flags]})  # fmt: skip
     regions = pd.DataFrame({"t1w": np.repeat(t1w, len(labels)), "label": np.tile(labels, len(t1w)), "degenerative": flags.ravel()})
     section = truth_section(sessions, regions, "patent", folder)
     truth = read_truth(folder)

@@ -182,6 +182,11 @@ def test_cohort_tables_load_in_pandas_and_say_their_normalisation(cohort_run):
     regions = pd.read_csv(out / "group" / "regions.tsv", sep="\t")
     assert len(regions) == 80 * 246
     assert regions["p_region_norm_cohort"].between(0, 1).all()
+    # degenerative_regions lists each T1w's flagged labels with "; " between them: two labels hold a space ("L.TE1.0 and TE1.2")
+    flagged = regions[regions["degenerative"]].groupby("t1w")["label"].agg(list)
+    for row in sessions.itertuples():
+        listed = [] if pd.isna(row.degenerative_regions) else row.degenerative_regions.split("; ")
+        assert listed == flagged.get(row.t1w, []) and len(listed) == row.n_degenerative
     sidecar = json.loads((out / "group" / "regions.json").read_text())
     assert sidecar["Normalisation"].startswith("reference") and "p_region_norm_cohort" in sidecar
     frequency = pd.read_csv(out / "group" / "degeneration_frequency.tsv", sep="\t")

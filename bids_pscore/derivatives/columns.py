@@ -3,6 +3,9 @@ session tables, the atlas's look-up table and the group tables), with units wher
 
 from ..pscore import AD_THRESHOLD
 
+# between the labels of the regions listed in one cell: a label may hold a space ("L.TE1.0 and TE1.2")
+REGION_SEPARATOR = "; "
+
 CUBE_COLUMNS = {
     "cube": "cube index c = ix * 30 + iy * 5 + iz (SPEC section 3)",
     "ix": "cube position along the grid's first axis (0-4)",
@@ -91,7 +94,8 @@ GROUP_COLUMNS = {
     "atrophic": "grey_level_z below the normative reference's calibrated threshold",
     "normative_reliable": "the session lies within the normative reference's distance threshold; false (e.g. another scanner): its atrophic "
                           "flags are not reliable, and normative flags counted here leave them out",
-    "n_degenerative": "number of flagged regions (see Flags)", "degenerative_regions": "labels of the flagged regions (see Flags)",
+    "n_degenerative": "number of flagged regions (see Flags)",
+    "degenerative_regions": f"labels of the flagged regions, {REGION_SEPARATOR!r} between them (see Flags)",
     "index": "Brainnetome region index", "label": "region label (hemisphere first, e.g. L.mAmyg)", "name": "full region name",
     "p_region": "raw region P-score", "p_region_norm_reference": "region score normalised by the model's reference cohort",
     "p_region_norm_cohort": "region score normalised by the minimum and maximum over the analysed sessions",

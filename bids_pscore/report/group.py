@@ -68,8 +68,7 @@ def truth_section(sessions, regions, flag_kind, bids_dir):
     if not truth:
         return None
     labels = region_table()["label"].to_numpy()
-    # the flagged labels of each T1w (a session may have two) from the regions table, not split from degenerative_regions:
-    # that joins them with spaces, and two labels hold one ("L.TE1.0 and TE1.2")
+    # the flagged labels of each T1w (a session may have two) from the regions table
     flagged = regions.loc[regions["degenerative"], ["t1w", "label"]].groupby("t1w")["label"].agg(list)
     rows = []
     for session in sessions.itertuples():
