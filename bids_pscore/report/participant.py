@@ -3,7 +3,8 @@
 Like fMRIPrep's: one page per subject with a summary, then per session the preprocessing checks
 (brain mask, registration against the template) and the P-score maps, then the model, its card and
 any warning or error. The report reads back the derivatives the run wrote, so it shows what is on
-disk and nothing else.
+disk and nothing else; for a dataset bids_pscore-synth made, that includes the dataset's own
+derivatives/groundtruth, shown beside the results (``synth.truth``).
 """
 
 from pathlib import Path
