@@ -167,6 +167,24 @@ def write_run_reports(output_dir, t1w_inputs, subject_t1w, results, failed, meta
                                  None if record_dir is None else Path(record_dir) / "model_figure.json")  # fmt: skip
 
 
+def skull_strip_done(output_dir, results):
+    """The --skull-strip-t1w mode whose methods text says what the sessions' sidecars record: "skip" where
+    every input kept its own brain, "force" where deepbet stripped every one, "auto" where both happened;
+    None where a sidecar cannot be read. --reports-only describes the outputs, which a run with another
+    mode than its command line's may have made."""
+    import json
+
+    from .derivatives import layout
+
+    kept = set()
+    for result in results:
+        try:
+            kept.add(json.loads(layout.sidecar_path(Path(output_dir) / result.paths["t1w_grid"]).read_text())["InputSkullStripped"])
+        except (OSError, ValueError, KeyError):
+            return None
+    return "skip" if kept == {True} else "force" if kept == {False} else "auto"
+
+
 def rebuild_reports(t1w_inputs, config):
     """--reports-only: the reports and the methods text drawn again from the outputs on disk; the
     derivatives are read, never written. Sessions without outputs are named as not scored."""
@@ -195,7 +213,7 @@ def rebuild_reports(t1w_inputs, config):
     reports, unwritten = write_subject_reports(output_dir, t1w_inputs, results, failed, bundle.metadata, params.template,
                                                run_info(config, time.strftime("%Y-%m-%d %H:%M:%S %z")), config.bids_dir)  # fmt: skip
     report_failures(output_dir, unwritten)
-    citation = write_citation(output_dir, params, bundle.metadata, config.execution.skull_strip_t1w)
+    citation = write_citation(output_dir, params, bundle.metadata, skull_strip_done(output_dir, results) or config.execution.skull_strip_t1w)
     log.log(
         RESULT,
         "reports drawn again from %d scored T1w: %s; methods and citations: %s",

@@ -4,6 +4,7 @@ a run with each are the corpus in tests/badinputs.py, run by tests/test_badinput
 None of these runs the preprocessing: each case stops before the workflow or fails fast.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,23 @@ def test_the_participant_level_lets_waiting_openmp_threads_sleep_unless_told_oth
     # OpenMP reads the policy when torch loads: the command line must not load torch before it is set
     code = "import sys, bids_pscore.cli.run; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_reports_only_describes_the_skull_stripping_the_sidecars_record(tmp_path):
+    """--reports-only writes the methods text of the outputs it finds, whatever mode its own command line has."""
+    from types import SimpleNamespace
+
+    from bids_pscore.participant import skull_strip_done
+
+    def results(*kept):
+        made = []
+        for k, value in enumerate(kept):
+            grid = f"sub-{k}_T1w.nii.gz"
+            layout.sidecar_path(tmp_path / grid).write_text(json.dumps({"InputSkullStripped": value}))
+            made.append(SimpleNamespace(paths={"t1w_grid": grid}))
+        return made
+
+    assert skull_strip_done(tmp_path, results(False, False)) == "force"  # deepbet stripped every input
+    assert skull_strip_done(tmp_path, results(True, True)) == "skip"  # every input kept its own brain
+    assert skull_strip_done(tmp_path, results(True, False)) == "auto"
+    assert skull_strip_done(tmp_path, [SimpleNamespace(paths={"t1w_grid": "missing_T1w.nii.gz"})]) is None
