@@ -29,7 +29,11 @@ STOPPED_BY = {
 # matter brighter than the grey (under the percentile the gate stopped them: brain_volume_ml and wm_gm_ratio)
 STOPPED_IN_PREPROCESSING = {
     "t2like": ("normalise", "white matter (345.9) is not brighter than grey matter (770.9) after registration: not a T1w contrast"),
-    "block": ("skullstrip", "skull stripping (deepbet) found no brain in the image: it is not a T1w of a head"),
+    "block": (
+        "skullstrip",
+        "skull stripping (deepbet) found no brain in the image: it is not a T1w of a head; if it is a brain that "
+        "was already skull-stripped, run with --skull-strip-t1w auto",
+    ),
 }
 
 

@@ -188,8 +188,11 @@ def brain_mask(img, stripped_max_volume_ml, network_size, n_threads=1, mode=SKUL
     try:
         probability = extractor.run_model(data.copy(), shape=(int(network_size),) * 3)
         mask = extractor.postprocess(probability > 0.5)
-    except ValueError:  # deepbet keeps the largest part of what it found: where it found none, numpy's bare "argmax of an empty sequence"
-        raise InputImageError("skull stripping (deepbet) found no brain in the image: it is not a T1w of a head") from None
+    except ValueError as exc:  # deepbet keeps the largest part of what it found: where it found none, numpy's bare "argmax of an empty sequence"
+        if "empty sequence" not in str(exc):
+            raise
+        raise InputImageError("skull stripping (deepbet) found no brain in the image: it is not a T1w of a head; if it is a brain that was "
+                              "already skull-stripped, run with --skull-strip-t1w auto") from None  # fmt: skip
     return as_image(mask, img.affine), False
 
 
