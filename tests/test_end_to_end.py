@@ -124,7 +124,7 @@ def test_each_subject_has_a_report_with_its_figures_and_the_demo_warning(run):
 
 
 @pytest.mark.slow
-def test_a_rerun_with_the_same_work_folder_runs_no_step_again(run):
+def test_a_rerun_with_the_same_work_folder_computes_no_step_again(run):
     _, _, (_, cached), (code, after_rerun) = run
     assert code == 0
     # every step of the four T1w left its result: 14 each, the 9 preprocessing steps and the 5 scoring nodes

@@ -89,8 +89,8 @@ def add_execution_options(parser, seed_help):
         default=SKULL_STRIP_MODES[0],
         help="force (default, as fMRIPrep's): deepbet on every input, also one already skull-stripped (another tool's brain mask "
         "moves the score: measured in docs/validation.md); auto: an input whose non-zero region is brain-sized (under 2.5 l) is "
-        "taken as already skull-stripped and keeps its own brain; skip: every input is already a brain, its non-zero region is "
-        "the mask",
+        "taken as already skull-stripped and keeps its own brain, others are skull-stripped with deepbet; skip: every input is "
+        "already a brain, its non-zero region is the mask",
     )
     messages = parser.add_mutually_exclusive_group()
     messages.add_argument(
