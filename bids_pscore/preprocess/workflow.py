@@ -46,17 +46,23 @@ STEP_CODE = (*sorted(Path(__file__).resolve().parent.glob("*.py")), PACKAGE / "g
 STEP_TOOLS = ("antspyx", "deepbet", "nilearn", "nibabel", "nipype", "numpy", "scipy", "torch")
 
 
+def code_checksum(files, tools):
+    """SHA-256 (hex) of code and the tools it calls: ``files`` as (name, path) pairs, each file's name and
+    bytes, then the installed version of each of ``tools`` ("none" where it is not installed)."""
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + Path(path).read_bytes())
+    for tool in tools:
+        try:
+            digest.update(f"{tool}={version(tool)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{tool}=none".encode())
+    return digest.hexdigest()
+
+
 def code_fingerprint(extra_code=()):
     """SHA-256 (hex) of the steps' code and tools' versions, and of ``extra_code`` (paths)."""
-    digest = hashlib.sha256()
-    for path in (*STEP_CODE, *extra_code):
-        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
-    for name in STEP_TOOLS:
-        try:
-            digest.update(f"{name}={version(name)}".encode())
-        except PackageNotFoundError:
-            digest.update(f"{name}=none".encode())
-    return digest.hexdigest()
+    return code_checksum(((Path(path).name, path) for path in (*STEP_CODE, *extra_code)), STEP_TOOLS)
 
 
 def workflow_name(work_dir):

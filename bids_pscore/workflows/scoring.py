@@ -53,19 +53,10 @@ SCORING_TOOLS = ("matplotlib", "nibabel", "numpy", "pandas", "scipy", "torch")
 
 def scoring_code():
     """SHA-256 (hex) of SCORING_CODE and the versions of SCORING_TOOLS."""
-    import hashlib
-    from importlib.metadata import PackageNotFoundError, version
+    from ..preprocess.workflow import code_checksum
 
-    digest = hashlib.sha256()
-    for pattern in SCORING_CODE:
-        for path in sorted(PACKAGE.glob(pattern)):
-            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
-    for name in SCORING_TOOLS:
-        try:
-            digest.update(f"{name}={version(name)}".encode())
-        except PackageNotFoundError:
-            digest.update(f"{name}=none".encode())
-    return digest.hexdigest()
+    files = (path for pattern in SCORING_CODE for path in sorted(PACKAGE.glob(pattern)))
+    return code_checksum(((path.relative_to(PACKAGE).as_posix(), path) for path in files), SCORING_TOOLS)
 
 
 class ScoringError(PscoreError):
